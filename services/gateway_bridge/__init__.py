@@ -1,0 +1,1 @@
+"""Gateway bridge: turns Stripe webhooks into ordered, deduplicated gateway events."""

@@ -1,0 +1,1 @@
+"""KPI: aggregates collection figures from events and serves them to dashboards."""

@@ -1,0 +1,10 @@
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import ServiceSettings
+
+
+class KpiSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="KPI_", extra="ignore", populate_by_name=True)
+
+    service_name: str = "kpi"
+    http_port: int = 8105

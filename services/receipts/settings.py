@@ -1,0 +1,10 @@
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import ServiceSettings
+
+
+class ReceiptsSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="RECEIPTS_", extra="ignore", populate_by_name=True)
+
+    service_name: str = "receipts"
+    http_port: int = 8104

@@ -1,0 +1,112 @@
+"""The `paydesk` command: run the whole system, one service, migrations, topics, sample data, tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from typing import Annotated
+
+import typer
+
+from shared.auth import Role, mint_token
+from shared.settings import ServiceSettings
+
+# Service name -> module with `create_service(settings=None)`; imported lazily so `shared` depends on no service.
+SERVICES = {
+    "gateway_bridge": "services.gateway_bridge.app",
+    "payments": "services.payments.app",
+    "credit_notes": "services.credit_notes.app",
+    "receipts": "services.receipts.app",
+    "kpi": "services.kpi.app",
+}
+
+app = typer.Typer(help="Paydesk: payments management for utilities.", no_args_is_help=True)
+
+
+def _service_names(name: str) -> list[str]:
+    if name == "all":
+        return list(SERVICES)
+    if name not in SERVICES:
+        raise typer.BadParameter(f"unknown service {name!r}; one of: {', '.join(SERVICES)}")
+    return [name]
+
+
+@app.command()
+def service(name: Annotated[str, typer.Argument(help="Which service to run.")]) -> None:
+    """Run one service as a process (HTTP, consumers and outbox relay)."""
+    from shared.service import run_http
+
+    _service_names(name)
+    module = importlib.import_module(SERVICES[name])
+    created = module.create_service()
+    run_http(lambda: created, created.settings)
+
+
+@app.command()
+def migrate(name: Annotated[str, typer.Argument(help="A service, or `all`.")] = "all") -> None:
+    """Bring each service's schema to the newest migration."""
+    from shared.migrations import upgrade
+
+    url = ServiceSettings().database_url
+    for service_name in _service_names(name):
+        upgrade(service_name, url)
+        typer.echo(f"migrated {service_name}")
+
+
+@app.command()
+def topics() -> None:
+    """Create every topic of the contracts, and its DLQ twin, with the configured partition count."""
+    from shared.messaging import provision_topics
+
+    settings = ServiceSettings()
+    created = asyncio.run(
+        provision_topics(
+            settings.kafka_bootstrap_servers,
+            partitions=settings.kafka_partitions,
+            replication_factor=settings.kafka_replication_factor,
+        )
+    )
+    typer.echo(f"created {len(created)} topics" + (f": {', '.join(created)}" if created else ""))
+
+
+@app.command()
+def seed(
+    accounts: Annotated[int, typer.Option(help="Also generate this many realistic accounts.")] = 0,
+) -> None:
+    """Publish the sample consumer (and optionally many generated ones) as billing's events."""
+    from shared.launcher import publish_reference_data
+
+    count = asyncio.run(publish_reference_data(ServiceSettings().kafka_bootstrap_servers, accounts))
+    typer.echo(f"published {count} billing events")
+
+
+@app.command()
+def token(
+    role: Annotated[Role, typer.Option(help="Role carried by the token.")],
+    user: Annotated[str, typer.Option(help="Display name of the staff member.")],
+    hours: Annotated[int, typer.Option(help="Validity in hours.")] = 8,
+) -> None:
+    """Mint a development bearer token."""
+    from datetime import timedelta
+
+    secret = ServiceSettings().jwt_secret.get_secret_value()
+    typer.echo(mint_token(secret, user=user, roles=[role], ttl=timedelta(hours=hours)))
+
+
+@app.command()
+def run(
+    data_dir: Annotated[str, typer.Option(help="Where the embedded Postgres keeps its data.")] = ".paydesk",
+    sample_data: Annotated[bool, typer.Option(help="Publish the seed's sample data at start.")] = True,
+) -> None:
+    """Start everything: Postgres and Kafka (embedded unless given by URL), topics, migrations, five services."""
+    from shared.launcher import run_system
+
+    run_system(data_dir=data_dir, sample_data=sample_data)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,299 @@
+"""Payload models of every event type, keyed by the envelope's `type`.
+
+Money travels as a decimal string plus an ISO 4217 currency, never as a JSON number.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any, TypeVar
+
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+
+from shared.contracts.envelope import Envelope
+
+
+def _decimal_string(value: Any) -> Any:
+    if isinstance(value, float):
+        raise ValueError("money must be a decimal string, not a float")
+    return value
+
+
+DecimalString = Annotated[
+    Decimal,
+    BeforeValidator(_decimal_string),
+    PlainSerializer(lambda d: format(d, "f"), return_type=str, when_used="json"),
+]
+
+
+class Contract(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Money(Contract):
+    amount: DecimalString = Field(description="Decimal string.", examples=["145.50"])
+    currency: str = Field(default="USD", min_length=3, max_length=3, examples=["USD"])
+
+
+class PaymentType(StrEnum):
+    BILL = "bill"
+    SERVICE = "service"
+    INSTALLMENT = "installment"
+
+
+# --- billing.receivables.v1 (published by the billing / customer-information system) ---
+
+
+class AccountUpserted(Contract):
+    account_number: str = Field(examples=["WU-10001"])
+    name: str = Field(examples=["John Doe"])
+    service_address: str = Field(examples=["123 Main Street, Cityville"])
+    phone: str | None = Field(default=None, examples=["(555) 123-4567"])
+    email: str | None = Field(default=None, examples=["john.doe@email.com"])
+    currency: str = "USD"
+
+
+class BillIssued(Contract):
+    account_number: str
+    invoice_number: str = Field(examples=["INV-2025-001234"])
+    billing_period: str = Field(description="Month billed, YYYY-MM.", examples=["2025-03"])
+    amount: Money
+    issued_on: date
+    due_date: date
+
+
+class ServiceChargeIssued(Contract):
+    account_number: str
+    service_charge_id: str = Field(examples=["SC-2025-0001"])
+    description: str = Field(examples=["Reconnection Fee"])
+    amount: Money
+    service_date: date
+    due_date: date
+
+
+class Installment(Contract):
+    number: int = Field(ge=1)
+    amount: Money
+    due_date: date
+
+
+class InstallmentPlanCreated(Contract):
+    account_number: str
+    plan_id: str = Field(examples=["PP-2025-0034"])
+    created_on: date
+    installments: list[Installment] = Field(min_length=1)
+
+
+# --- payments.commands.v1 (other enterprise systems ask payments to record a payment) ---
+
+
+class PaymentRecordRequested(Contract):
+    """Same fields as the `POST /payments` body; the envelope id is the command id (idempotency)."""
+
+    account_number: str
+    payment_type: PaymentType
+    item_reference: str = Field(description="Invoice number, service charge id or `PLAN-ID/installment-no`.")
+    channel: str = Field(examples=["Walk-in"])
+    method: str = Field(examples=["Cash"])
+    amount: DecimalString
+    currency: str = "USD"
+    payment_date: date
+    cash_received: DecimalString | None = None
+    notes: str | None = None
+
+
+# --- gateway.events.v1 (gateway_bridge normalises Stripe webhooks) ---
+
+
+class GatewayPaymentStatusChanged(Contract):
+    gateway: str = "stripe"
+    gateway_event_id: str
+    payment_intent_id: str
+    account_number: str
+    payment_type: PaymentType
+    item_reference: str
+    amount: Money
+    gateway_status: str = Field(description="The gateway's own word, e.g. `succeeded`.")
+    webhook_status: str = Field(examples=["In Settlement", "Failed", "Not Confirmed"])
+    settlement_status: str = Field(examples=["In Progress", "N/A"])
+    occurred_at: AwareDatetime
+
+
+class GatewaySettlementStatusChanged(Contract):
+    gateway: str = "stripe"
+    gateway_event_id: str
+    payment_intent_id: str
+    payout_id: str
+    payout_status: str = Field(examples=["created", "paid", "failed"])
+    webhook_status: str | None = Field(description="None keeps the previous webhook status.")
+    settlement_status: str = Field(examples=["In Progress", "Success", "Failed"])
+    occurred_at: AwareDatetime
+
+
+# --- payments.events.v1 ---
+
+
+class ConsumerSnapshot(Contract):
+    """What documents and read models need to know about the consumer at the time of the event."""
+
+    account_number: str
+    name: str
+    service_address: str
+    phone: str | None = None
+    email: str | None = None
+
+
+class ItemSnapshot(Contract):
+    """The bill, service charge or installment a payment went to."""
+
+    payment_type: PaymentType
+    item_reference: str
+    description: str = Field(examples=["Mar 2025 bill", "Reconnection Fee"])
+    period_or_date: str | None = Field(default=None, examples=["2025-03", "2025-04-18"])
+    issued_on: date | None = None
+    due: Money
+
+
+class PaymentPosted(Contract):
+    payment_id: str = Field(examples=["PAY-2025-004521"])
+    transaction_id: str = Field(examples=["TXN-2025-008934"])
+    receipt_number: str = Field(examples=["R-5001"])
+    consumer: ConsumerSnapshot
+    item: ItemSnapshot
+    channel: str
+    method: str
+    amount: Money
+    payment_date: date
+    posted_at: AwareDatetime
+    received_by: str
+    status: str = Field(examples=["Posted"])
+    verification: str = Field(examples=["Verified", "Pending"])
+    difference: Money
+    outcome: str = Field(examples=["exact", "over", "under"])
+    cash_received: Money | None = None
+    change_given: Money | None = None
+    notes: str | None = None
+
+
+class PaymentStatusChanged(Contract):
+    payment_id: str
+    receipt_number: str
+    account_number: str
+    previous_status: str
+    status: str
+    webhook_status: str | None = None
+    settlement_status: str | None = None
+    changed_at: AwareDatetime
+
+
+class PaymentVerified(Contract):
+    payment_id: str
+    receipt_number: str
+    account_number: str
+    verified_by: str
+    verified_at: AwareDatetime
+
+
+class PaymentCancelled(Contract):
+    payment_id: str
+    receipt_number: str
+    account_number: str
+    amount: Money
+    reason: str
+    cancelled_by: str
+    cancelled_at: AwareDatetime
+
+
+class PaymentOverpaid(Contract):
+    payment_id: str
+    receipt_number: str
+    consumer: ConsumerSnapshot
+    payment_amount: Money
+    overpaid: Money
+    posted_at: AwareDatetime
+
+
+class PaymentRecordRejected(Contract):
+    """Tells the sender of a `payment.record_requested` command why it was not recorded."""
+
+    command_id: uuid.UUID
+    reason: str
+    errors: list[str] = Field(default_factory=list)
+
+
+# --- creditnotes.events.v1 ---
+
+
+class CreditNoteIssued(Contract):
+    credit_note_number: str = Field(examples=["CN-46129"])
+    account_number: str
+    consumer_name: str
+    receipt_number: str
+    payment_id: str
+    amount: Money
+    reason: str
+    created_by: str
+    created_at: AwareDatetime
+    expires_at: AwareDatetime
+
+
+class CreditNoteApplied(Contract):
+    credit_note_number: str
+    account_number: str
+    payment_type: PaymentType
+    item_reference: str
+    applied: Money
+    remaining: Money
+    status: str
+    applied_by: str
+    applied_at: AwareDatetime
+
+
+class CreditNoteExpired(Contract):
+    credit_note_number: str
+    account_number: str
+    remaining: Money
+    expired_at: AwareDatetime
+
+
+# --- receipts.events.v1 ---
+
+
+class ReceiptRendered(Contract):
+    document: str = Field(examples=["receipt", "credit_note"])
+    number: str
+    account_number: str
+    sha256: str
+    rendered_at: datetime
+
+
+EVENT_TYPES: dict[str, type[Contract]] = {
+    "account.upserted": AccountUpserted,
+    "bill.issued": BillIssued,
+    "service_charge.issued": ServiceChargeIssued,
+    "installment_plan.created": InstallmentPlanCreated,
+    "payment.record_requested": PaymentRecordRequested,
+    "gateway.payment_status_changed": GatewayPaymentStatusChanged,
+    "gateway.settlement_status_changed": GatewaySettlementStatusChanged,
+    "payment.posted": PaymentPosted,
+    "payment.status_changed": PaymentStatusChanged,
+    "payment.verified": PaymentVerified,
+    "payment.cancelled": PaymentCancelled,
+    "payment.overpaid": PaymentOverpaid,
+    "payment.record_rejected": PaymentRecordRejected,
+    "credit_note.issued": CreditNoteIssued,
+    "credit_note.applied": CreditNoteApplied,
+    "credit_note.expired": CreditNoteExpired,
+    "receipt.rendered": ReceiptRendered,
+}
+
+
+T = TypeVar("T", bound=Contract)
+
+
+def parse_data(envelope: Envelope, model: type[T]) -> T:
+    """Validate an envelope's data as the given payload model (raises pydantic's ValidationError)."""
+    return model.model_validate(envelope.data)

@@ -1,0 +1,20 @@
+"""Kafka topics. Names are contracts: an incompatible change is a new topic with the next major version."""
+
+from enum import StrEnum
+
+
+class Topic(StrEnum):
+    BILLING_RECEIVABLES = "billing.receivables.v1"
+    PAYMENTS_COMMANDS = "payments.commands.v1"
+    GATEWAY_EVENTS = "gateway.events.v1"
+    PAYMENTS_EVENTS = "payments.events.v1"
+    CREDITNOTES_EVENTS = "creditnotes.events.v1"
+    RECEIPTS_EVENTS = "receipts.events.v1"
+
+
+def dlq(topic: str) -> str:
+    """The dead-letter twin of a topic: where messages that can never be processed go, with the reason."""
+    return f"{topic}.dlq"
+
+
+ALL_TOPICS: tuple[str, ...] = tuple(t.value for t in Topic) + tuple(dlq(t.value) for t in Topic)

@@ -1,0 +1,159 @@
+"""`paydesk run`: the whole system on one machine, embedded Postgres and Kafka unless given by URL.
+
+Stop order matters because the embedded broker keeps messages in memory only: intake first (gateway
+bridge, payments), each service draining its outbox as it stops, the pure consumers last, then the
+broker, then Postgres. Whatever a consumer had not read yet is still in the producers' outboxes (kept
+for the retention period) and is replayed to the next broker incarnation; inboxes make that harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from aiokafka import AIOKafkaProducer
+
+from shared.contracts import CONTENT_TYPE, Topic
+from shared.embedded import EmbeddedKafka, EmbeddedPostgres
+from shared.messaging import provision_topics
+from shared.migrations import upgrade
+from shared.settings import ServiceSettings
+
+START_ORDER = ["kpi", "receipts", "credit_notes", "payments", "gateway_bridge"]
+DEFAULT_PORTS = {"gateway_bridge": 8101, "payments": 8102, "credit_notes": 8103, "receipts": 8104, "kpi": 8105}
+
+
+async def publish_reference_data(bootstrap_servers: str, generated_accounts: int = 0) -> int:
+    """Publish the seed's sample consumer, and `generated_accounts` more, to `billing.receivables.v1`."""
+    from services.payments.sample_data import generate_accounts, seed_sample
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=5)
+    await producer.start()
+    count = 0
+    try:
+        pending = []
+        for envelope in [*seed_sample(), *generate_accounts(generated_accounts)]:
+            pending.append(
+                await producer.send(
+                    Topic.BILLING_RECEIVABLES,
+                    value=envelope.to_bytes(),
+                    key=envelope.subject.encode(),
+                    headers=[("content-type", CONTENT_TYPE.encode())],
+                )
+            )
+            count += 1
+            if len(pending) >= 5000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return count
+
+
+def _port(name: str) -> int:
+    return int(os.environ.get(f"{name.upper()}_HTTP_PORT", DEFAULT_PORTS[name]))
+
+
+def wait_ready(names: list[str], timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    for name in names:
+        url = f"http://127.0.0.1:{_port(name)}/health/ready"
+        while True:
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} was not ready at {url} within {timeout}s")
+            time.sleep(0.2)
+
+
+def start_services(env: dict[str, str], log_dir: Path) -> dict[str, subprocess.Popen[bytes]]:
+    processes = {}
+    for name in START_ORDER:
+        log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - kept open for the child's lifetime
+        processes[name] = subprocess.Popen(
+            [sys.executable, "-m", "shared.cli", "service", name], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    return processes
+
+
+def stop_services(processes: dict[str, subprocess.Popen[bytes]]) -> None:
+    for name in reversed(START_ORDER):
+        process = processes.get(name)
+        if process is None or process.poll() is not None:
+            continue
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def run_system(*, data_dir: str, sample_data: bool) -> None:
+    root = Path(data_dir).resolve()
+    log_dir = root / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    postgres: EmbeddedPostgres | None = None
+    kafka: EmbeddedKafka | None = None
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    stop_requested = False
+
+    def request_stop(*_: object) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        if "DATABASE_URL" not in env:
+            postgres = EmbeddedPostgres(root / "pgdata")
+            env["DATABASE_URL"] = postgres.start()
+            print(f"postgres    embedded, data in {root / 'pgdata'}", flush=True)
+        if "KAFKA_BOOTSTRAP_SERVERS" not in env:
+            kafka = EmbeddedKafka(port=int(env.get("PAYDESK_KAFKA_PORT", "9092")), log_file=log_dir / "kafka.log")
+            env["KAFKA_BOOTSTRAP_SERVERS"] = kafka.start()
+            print(f"kafka       embedded Tansu on {env['KAFKA_BOOTSTRAP_SERVERS']}", flush=True)
+        os.environ.update(env)
+        settings = ServiceSettings()
+        asyncio.run(
+            provision_topics(
+                settings.kafka_bootstrap_servers,
+                partitions=settings.kafka_partitions,
+                replication_factor=settings.kafka_replication_factor,
+            )
+        )
+        for name in START_ORDER:
+            upgrade(name, settings.database_url)
+        processes = start_services(env, log_dir)
+        wait_ready(START_ORDER)
+        if sample_data:
+            count = asyncio.run(publish_reference_data(settings.kafka_bootstrap_servers))
+            print(f"sample data {count} billing events published (consumer WU-10001, John Doe)", flush=True)
+        for name in reversed(START_ORDER):
+            print(f"{name:<15} http://127.0.0.1:{_port(name)}  (logs: {log_dir / (name + '.log')})", flush=True)
+        print("Paydesk is running. Ctrl-C stops everything.", flush=True)
+        while not stop_requested:
+            for name, process in processes.items():
+                if process.poll() is not None:
+                    print(f"{name} exited with code {process.returncode}; stopping", flush=True)
+                    stop_requested = True
+            time.sleep(0.5)
+    finally:
+        print("stopping services...", flush=True)
+        stop_services(processes)
+        if kafka is not None:
+            kafka.stop()
+        if postgres is not None:
+            postgres.stop()
+        print("stopped.", flush=True)

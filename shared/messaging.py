@@ -1,0 +1,215 @@
+"""Kafka wiring: the FastStream broker, topic provisioning, and exactly-once consumers with a DLQ.
+
+A consumer records the event id in its inbox in the same transaction as the effect; the Kafka offset is
+committed only after that transaction commits (FastStream acks after the handler returns). A message that
+can never be processed goes to `<topic>.dlq` with the reason in the `x-dlq-reason` header and its offset is
+committed, so it never blocks its partition. If the database itself is unreachable the message is not
+acknowledged and comes back once it is.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from faststream.message import StreamMessage
+from prometheus_client import REGISTRY, Counter
+from pydantic import ValidationError
+from sqlalchemy import Table, text
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from shared.contracts.envelope import Envelope, EnvelopeError, decode_envelope, describe_validation_error
+from shared.contracts.topics import ALL_TOPICS, dlq
+from shared.errors import Rejected
+from shared.inbox import claim
+from shared.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+EventHandler = Callable[[AsyncSession, Envelope], Awaitable[None]]
+
+PROCESSED = Counter("paydesk_events_processed_total", "Events applied", ["service", "consumer", "type"])
+DUPLICATES = Counter(
+    "paydesk_events_duplicate_total", "Redelivered events ignored by the inbox", ["service", "consumer"]
+)
+IGNORED = Counter(
+    "paydesk_events_ignored_total", "Events of types this consumer does not handle", ["service", "consumer"]
+)
+DEAD_LETTERED = Counter("paydesk_events_dead_lettered_total", "Messages sent to a DLQ", ["service", "consumer"])
+
+DLQ_REASON_HEADER = "x-dlq-reason"
+
+
+def create_broker(settings: ServiceSettings) -> KafkaBroker:
+    """The service's FastStream broker; nothing connects until it is started."""
+    return KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        client_id=f"paydesk-{settings.service_name}",
+        acks="all",
+        enable_idempotence=settings.kafka_idempotent_producer,
+        middlewares=[
+            KafkaTelemetryMiddleware(),
+            KafkaPrometheusMiddleware(registry=REGISTRY, app_name=f"paydesk_{settings.service_name}"),
+        ],
+        logger=logging.getLogger(f"paydesk.{settings.service_name}.broker"),
+    )
+
+
+async def provision_topics(
+    bootstrap_servers: str, *, partitions: int, replication_factor: int = 1, topics: tuple[str, ...] = ALL_TOPICS
+) -> list[str]:
+    """Create the missing topics (and their DLQ twins); returns the ones created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="paydesk-provisioner")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in topics if t not in existing]
+        if missing:
+            await admin.create_topics([NewTopic(t, partitions, replication_factor) for t in missing])
+        return missing
+    finally:
+        await admin.close()
+
+
+async def _raw_body(message: StreamMessage[Any]) -> bytes:
+    # Envelopes are decoded by `decode_envelope`, which accepts both CloudEvents modes and reports errors.
+    return message.body
+
+
+def _is_transient(exc: BaseException) -> bool:
+    return not isinstance(exc, Rejected | ValidationError)
+
+
+def _is_infrastructure_down(exc: BaseException) -> bool:
+    return isinstance(exc, OperationalError | InterfaceError | OSError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )
+
+
+class EventConsumer:
+    """One consumer group on one topic: decodes envelopes and applies each handled event exactly once."""
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        name: str,
+        topic: str,
+        handlers: Mapping[str, EventHandler],
+        session_factory: async_sessionmaker[AsyncSession],
+        inbox: Table,
+        after_commit: Callable[[], None] = lambda: None,
+        max_attempts: int = 5,
+    ) -> None:
+        self.service = service
+        self.name = name
+        self.topic = topic
+        self.handlers = dict(handlers)
+        self.session_factory = session_factory
+        self.inbox = inbox
+        self.after_commit = after_commit
+        self.max_attempts = max_attempts
+        self.broker: KafkaBroker | None = None
+
+    @property
+    def group_id(self) -> str:
+        return f"paydesk.{self.service}.{self.name}"
+
+    def register(self, broker: KafkaBroker) -> None:
+        """Subscribe on the broker; offsets are committed only after `deliver` returns."""
+        self.broker = broker
+
+        @broker.subscriber(
+            self.topic,
+            group_id=self.group_id,
+            auto_offset_reset="earliest",
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            decoder=_raw_body,
+            title=f"{self.service}.{self.name}",
+            description=f"{self.service} applies {', '.join(sorted(self.handlers))} from {self.topic}.",
+        )
+        async def on_message(body: bytes, message: KafkaMessage) -> None:
+            record = message.raw_message
+            headers = {k: v for k, v in (record.headers or ())}  # type: ignore[union-attr]
+            key = record.key  # type: ignore[union-attr]
+            await self.deliver(body, headers, key=key)
+
+    async def deliver(self, value: bytes | None, headers: Mapping[str, bytes | str], *, key: bytes | None) -> str:
+        """Apply one Kafka record; returns `applied`, `duplicate`, `ignored` or `dead_lettered`."""
+        try:
+            envelope = decode_envelope(value, dict(headers))
+        except EnvelopeError as exc:
+            await self.dead_letter(value, headers, key, f"invalid envelope: {exc}")
+            return "dead_lettered"
+        handler = self.handlers.get(envelope.type)
+        if handler is None:
+            IGNORED.labels(self.service, self.name).inc()
+            return "ignored"
+        try:
+            outcome = await self._apply_with_retries(handler, envelope)
+        except Rejected as exc:
+            await self.dead_letter(value, headers, key, f"{exc.code}: {exc.detail}")
+            return "dead_lettered"
+        except ValidationError as exc:
+            await self.dead_letter(
+                value, headers, key, f"invalid {envelope.type} data: {describe_validation_error(exc)}"
+            )
+            return "dead_lettered"
+        except Exception as exc:
+            if _is_infrastructure_down(exc) or not await self._database_reachable():
+                raise  # not the message's fault: leave it unacknowledged so it comes back
+            await self.dead_letter(value, headers, key, f"failed after {self.max_attempts} attempts: {exc!r}")
+            return "dead_lettered"
+        if outcome == "applied":
+            PROCESSED.labels(self.service, self.name, envelope.type).inc()
+            self.after_commit()
+        else:
+            DUPLICATES.labels(self.service, self.name).inc()
+        return outcome
+
+    async def _apply_with_retries(self, handler: EventHandler, envelope: Envelope) -> str:
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(self.max_attempts),
+            wait=wait_exponential(multiplier=0.05, max=2.0),
+            retry=retry_if_exception(_is_transient),
+            reraise=True,
+        ):
+            with attempt:
+                return await self.apply(handler, envelope)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def apply(self, handler: EventHandler, envelope: Envelope) -> str:
+        """One transaction: inbox claim plus the handler's effect (and any outbox events it stages)."""
+        async with self.session_factory() as session, session.begin():
+            if not await claim(session, self.inbox, self.name, envelope.id, envelope.type):
+                return "duplicate"
+            await handler(session, envelope)
+        return "applied"
+
+    async def _database_reachable(self) -> bool:
+        try:
+            async with self.session_factory() as session:
+                await session.execute(text("SELECT 1"))
+            return True
+        except Exception:
+            return False
+
+    async def dead_letter(
+        self, value: bytes | None, headers: Mapping[str, bytes | str], key: bytes | None, reason: str
+    ) -> None:
+        """Publish the original record to `<topic>.dlq` with the reason; raises if the DLQ cannot be reached."""
+        assert self.broker is not None, "register() the consumer before it delivers"
+        text_headers = {k: v.decode(errors="replace") if isinstance(v, bytes) else v for k, v in headers.items()}
+        text_headers.update({DLQ_REASON_HEADER: reason[:2000], "x-dlq-consumer": self.group_id})
+        await self.broker.publish(value or b"", topic=dlq(self.topic), key=key, headers=text_headers)
+        DEAD_LETTERED.labels(self.service, self.name).inc()
+        log.warning("message sent to DLQ", extra={"topic": self.topic, "consumer": self.group_id, "reason": reason})

@@ -1,0 +1,47 @@
+"""Money: `Decimal` quantised to the currency's minor unit, never float."""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+
+# ISO 4217 minor units for the currencies a utility is likely to bill in; others default to 2.
+_MINOR_UNITS = {"JPY": 0, "KRW": 0, "CLP": 0, "ISK": 0, "BHD": 3, "KWD": 3, "OMR": 3, "JOD": 3, "TND": 3}
+_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥", "INR": "₹", "CAD": "CA$", "AUD": "A$"}
+
+# Banker's rounding: the rule accounting systems use so that rounding errors do not drift one way.
+ROUNDING = ROUND_HALF_EVEN
+
+
+def minor_units(currency: str) -> int:
+    """Digits after the decimal point for a currency."""
+    return _MINOR_UNITS.get(currency.upper(), 2)
+
+
+def quantize(amount: Decimal, currency: str) -> Decimal:
+    """Round an amount to the currency's minor unit."""
+    exponent = Decimal(1).scaleb(-minor_units(currency))
+    return amount.quantize(exponent, rounding=ROUNDING)
+
+
+def parse_amount(text: str | Decimal | int, currency: str) -> Decimal:
+    """Parse a decimal string exactly; reject floats, NaN, infinities and more digits than the currency has."""
+    if isinstance(text, float):  # pragma: no cover - guarded by typing, kept for callers without it
+        raise ValueError("amounts must be decimal strings, not floats")
+    try:
+        value = Decimal(text) if not isinstance(text, Decimal) else text
+    except InvalidOperation as exc:
+        raise ValueError(f"not a decimal amount: {text!r}") from exc
+    if not value.is_finite():
+        raise ValueError(f"not a finite amount: {text!r}")
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and -exponent > minor_units(currency):
+        raise ValueError(f"at most {minor_units(currency)} decimal places for {currency}")
+    return quantize(value, currency)
+
+
+def format_money(amount: Decimal, currency: str) -> str:
+    """Render an amount with its currency symbol and the currency's decimals, e.g. `$1,145.50`."""
+    value = quantize(amount, currency)
+    symbol = _SYMBOLS.get(currency.upper(), currency.upper() + " ")
+    sign = "-" if value < 0 else ""
+    return f"{sign}{symbol}{abs(value):,.{minor_units(currency)}f}"

@@ -1,0 +1,285 @@
+"""Transactional outbox and its relay to Kafka.
+
+Events are written to the service's `outbox` table in the same transaction as the state change and
+relayed to Kafka after commit, in id order, by one relay per service (a Postgres advisory lock elects it),
+so everything about one account keeps its order.
+
+Why not `faststream-outbox` (evaluated first): it deletes a row once relayed and claims rows with leases
+across workers. We must keep published rows for a retention period and replay them when the broker comes
+back empty (the embedded broker keeps messages in memory only), and keep strict per-account order; both
+would have to be built around it, which is more code than this relay.
+
+A new broker incarnation is detected by its cluster id (Kafka metadata): the embedded broker gets a fresh
+one at every start, Apache Kafka keeps its own for life, so on Kafka the replay simply never happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.protocol.metadata import MetadataRequest
+from opentelemetry import propagate, trace
+from prometheus_client import Counter, Gauge
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    bindparam,
+    func,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from shared.contracts.envelope import CONTENT_TYPE, Envelope
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("paydesk.outbox")
+
+RELAYED = Counter("paydesk_outbox_relayed_total", "Outbox events published to Kafka", ["service"])
+REPLAYED = Counter("paydesk_outbox_replayed_total", "Outbox events re-published after broker data loss", ["service"])
+PENDING = Gauge("paydesk_outbox_pending", "Outbox events not yet published", ["service"])
+
+
+def outbox_tables(metadata: MetaData) -> tuple[Table, Table]:
+    """The outbox and the relay's memory of which broker incarnation it last published to."""
+    outbox = Table(
+        "outbox",
+        metadata,
+        Column("id", BigInteger, Identity(), primary_key=True),
+        Column("event_id", UUID(as_uuid=True), nullable=False, unique=True),
+        Column("topic", String(200), nullable=False),
+        Column("key", String(200), nullable=False),
+        Column("headers", JSONB, nullable=False),
+        Column("value", LargeBinary, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("published_at", DateTime(timezone=True)),
+        Column("partition", Integer),
+        Column("offset", BigInteger),
+        Index(None, "id", postgresql_where=text("published_at IS NULL")),
+        Index(None, "published_at"),
+    )
+    relay_state = Table(
+        "outbox_relay_state",
+        metadata,
+        Column("name", String(100), primary_key=True),
+        Column("cluster_id", Text, nullable=False),
+        Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    )
+    return outbox, relay_state
+
+
+async def add_event(session: AsyncSession, outbox: Table, topic: str, envelope: Envelope) -> None:
+    """Stage an event in the caller's transaction, with the current trace context for the consumers."""
+    carrier: dict[str, str] = {"content-type": CONTENT_TYPE}
+    propagate.inject(carrier)
+    await session.execute(
+        outbox.insert().values(
+            event_id=envelope.id, topic=topic, key=envelope.subject, headers=carrier, value=envelope.to_bytes()
+        )
+    )
+
+
+async def fetch_cluster_id(producer: AIOKafkaProducer) -> str:
+    """The broker's cluster id: it changes only when the broker is a new, empty incarnation."""
+    client = producer.client
+    node_id = client.get_random_node()
+    if node_id is None:
+        await client.force_metadata_update()
+        node_id = client.get_random_node()
+    response: Any = await client.send(node_id, MetadataRequest([]))
+    return str(response.cluster_id)
+
+
+class OutboxRelay:
+    """Publishes outbox rows in id order, marks them published, and replays them after broker data loss."""
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        engine: AsyncEngine,
+        outbox: Table,
+        relay_state: Table,
+        producer: AIOKafkaProducer | None = None,
+        poll_seconds: float = 0.05,
+        retention: timedelta = timedelta(days=7),
+        batch_size: int = 500,
+    ) -> None:
+        self.service = service
+        self.engine = engine
+        self.outbox = outbox
+        self.relay_state = relay_state
+        self.producer = producer
+        self.poll_seconds = poll_seconds
+        self.retention = retention
+        self.batch_size = batch_size
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._cluster_checked_at = 0.0
+
+    def _producer(self) -> AIOKafkaProducer:
+        assert self.producer is not None, "attach a started producer before relaying"
+        return self.producer
+
+    def wake(self) -> None:
+        """Called after a commit that staged events, so they leave without waiting for the next poll."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Relay until stopped; only the instance holding the advisory lock relays for this service."""
+        lock_key = f"paydesk.outbox.{self.service}"
+        while not self._stopping:
+            try:
+                async with self.engine.connect() as lock_conn:
+                    leader = (
+                        await lock_conn.execute(select(func.pg_try_advisory_lock(func.hashtext(lock_key))))
+                    ).scalar_one()
+                    await lock_conn.commit()
+                    if not leader:
+                        await self._sleep(1.0)
+                        continue
+                    try:
+                        await self._relay_while_leader()
+                    finally:
+                        await lock_conn.execute(select(func.pg_advisory_unlock(func.hashtext(lock_key))))
+                        await lock_conn.commit()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox relay failed; retrying", extra={"service": self.service})
+                await self._sleep(1.0)
+
+    async def _relay_while_leader(self) -> None:
+        await self.check_incarnation()
+        last_housekeeping = 0.0
+        loop = asyncio.get_running_loop()
+        while True:
+            published = await self.publish_pending()
+            if self._stopping and published == 0:
+                return  # drained: everything staged before shutdown has left
+            now = loop.time()
+            if now - self._cluster_checked_at > 2.0:
+                await self.check_incarnation()
+            if now - last_housekeeping > 60.0:
+                await self.delete_expired()
+                last_housekeeping = now
+            if published < self.batch_size:
+                await self._sleep(self.poll_seconds)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        self._wake.clear()
+
+    async def check_incarnation(self) -> bool:
+        """If the broker is not the one we last published to, mark retained rows for re-publishing."""
+        self._cluster_checked_at = asyncio.get_running_loop().time()
+        cluster_id = await fetch_cluster_id(self._producer())
+        async with self.engine.begin() as conn:
+            known = (
+                await conn.execute(
+                    select(self.relay_state.c.cluster_id)
+                    .where(self.relay_state.c.name == self.service)
+                    .with_for_update()
+                )
+            ).scalar_one_or_none()
+            if known == cluster_id:
+                return False
+            replayed = 0
+            if known is not None:
+                result = await conn.execute(
+                    update(self.outbox)
+                    .where(self.outbox.c.published_at.is_not(None))
+                    .values(published_at=None, partition=None, offset=None)
+                )
+                replayed = result.rowcount or 0
+                REPLAYED.labels(self.service).inc(replayed)
+                log.warning(
+                    "broker is a new incarnation; replaying retained outbox events",
+                    extra={"service": self.service, "replayed": replayed, "cluster_id": cluster_id},
+                )
+            statement = text(
+                f'INSERT INTO "{self.relay_state.schema}".outbox_relay_state (name, cluster_id) '
+                "VALUES (:name, :cluster_id) ON CONFLICT (name) DO UPDATE "
+                "SET cluster_id = excluded.cluster_id, updated_at = now()"
+            )
+            await conn.execute(statement, {"name": self.service, "cluster_id": cluster_id})
+            return replayed > 0
+
+    async def publish_pending(self) -> int:
+        """Publish one batch of unpublished rows in id order; returns how many were published."""
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(
+                        self.outbox.c.id,
+                        self.outbox.c.topic,
+                        self.outbox.c.key,
+                        self.outbox.c.headers,
+                        self.outbox.c.value,
+                    )
+                    .where(self.outbox.c.published_at.is_(None))
+                    .order_by(self.outbox.c.id)
+                    .limit(self.batch_size)
+                )
+            ).all()
+            PENDING.labels(self.service).set(len(rows))
+            if not rows:
+                return 0
+            futures = []
+            for row in rows:
+                futures.append(await self._send(row.topic, row.key, row.headers, row.value))
+            results = await asyncio.gather(*futures)
+            await conn.execute(
+                update(self.outbox)
+                .where(self.outbox.c.id == bindparam("row_id"))
+                .values(published_at=bindparam("now"), partition=bindparam("p"), offset=bindparam("o")),
+                [
+                    {"row_id": row.id, "now": datetime.now(UTC), "p": md.partition, "o": md.offset}
+                    for row, md in zip(rows, results, strict=True)
+                ],
+            )
+            await conn.commit()
+            RELAYED.labels(self.service).inc(len(rows))
+            return len(rows)
+
+    async def _send(self, topic: str, key: str, headers: Mapping[str, str], value: bytes) -> asyncio.Future[Any]:
+        # Continue the trace of the request that staged the event, so one trace spans HTTP -> Kafka -> consumers.
+        parent = propagate.extract(dict(headers))
+        with tracer.start_as_current_span(f"{topic} publish", context=parent, kind=trace.SpanKind.PRODUCER):
+            carrier = dict(headers)
+            propagate.inject(carrier)
+            kafka_headers = [(k, v.encode()) for k, v in carrier.items()]
+            future: asyncio.Future[Any] = await self._producer().send(
+                topic, value=value, key=key.encode(), headers=kafka_headers
+            )
+            return future
+
+    async def delete_expired(self) -> int:
+        """Forget published rows older than the retention period."""
+        cutoff = datetime.now(UTC) - self.retention
+        async with self.engine.begin() as conn:
+            result = await conn.execute(self.outbox.delete().where(self.outbox.c.published_at < cutoff))
+            return result.rowcount or 0
+
+    def stop(self) -> None:
+        """Ask the relay to publish what is staged and then end `run`."""
+        self._stopping = True
+        self._wake.set()

@@ -1,0 +1,216 @@
+"""What every service process is made of: HTTP app, broker, consumers, outbox relay, health and metrics.
+
+A service's `app.py` builds one `Service` from its settings, its tables, its consumers and its routes;
+nothing connects until the HTTP app's lifespan starts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import MetaData, Table, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared.contracts.envelope import Envelope
+from shared.db import create_engine, session_factory
+from shared.errors import Rejected
+from shared.inbox import inbox_table
+from shared.messaging import EventConsumer, EventHandler, create_broker
+from shared.outbox import OutboxRelay, add_event, fetch_cluster_id, outbox_tables
+from shared.settings import ServiceSettings
+from shared.telemetry import configure_logging, configure_tracing, current_trace_id
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem(status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
+    """An RFC 9457 problem details response with a stable `code`."""
+    body = {
+        "type": f"https://paydesk.dev/problems/{code}",
+        "title": code.replace("_", " "),
+        "status": status,
+        "code": code,
+        "detail": detail,
+        "trace_id": current_trace_id(),
+        **extra,
+    }
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+
+
+class PlumbingTables:
+    """The tables every service has in its own schema besides its business ones: inbox, outbox, relay state."""
+
+    def __init__(self, metadata: MetaData) -> None:
+        self.inbox: Table = inbox_table(metadata)
+        self.outbox, self.relay_state = outbox_tables(metadata)
+
+
+class Service:
+    def __init__(self, settings: ServiceSettings, tables: PlumbingTables, *, title: str) -> None:
+        self.settings = settings
+        self.tables = tables
+        self.engine = create_engine(settings.database_url, pool_size=settings.database_pool_size)
+        self.sessions: async_sessionmaker[AsyncSession] = session_factory(self.engine)
+        self.broker = create_broker(settings)
+        self.relay = OutboxRelay(
+            service=settings.service_name,
+            engine=self.engine,
+            outbox=self.tables.outbox,
+            relay_state=self.tables.relay_state,
+            poll_seconds=settings.outbox_poll_seconds,
+            retention=timedelta(days=settings.outbox_retention_days),
+        )
+        self.producer: AIOKafkaProducer | None = None
+        self.consumers: list[EventConsumer] = []
+        self._relay_task: asyncio.Task[None] | None = None
+        self.http = self._build_http(title)
+
+    # --- wiring used by each service's app.py ---
+
+    def consume(self, name: str, topic: str, handlers: Mapping[str, EventHandler]) -> EventConsumer:
+        consumer = EventConsumer(
+            service=self.settings.service_name,
+            name=name,
+            topic=topic,
+            handlers=handlers,
+            session_factory=self.sessions,
+            inbox=self.tables.inbox,
+            after_commit=self.relay.wake,
+            max_attempts=self.settings.consumer_max_attempts,
+        )
+        consumer.register(self.broker)
+        self.consumers.append(consumer)
+        return consumer
+
+    async def stage(self, session: AsyncSession, topic: str, envelope: Envelope) -> None:
+        """Stage an event in the caller's transaction; it is relayed after commit."""
+        await add_event(session, self.tables.outbox, topic, envelope)
+
+    def include(self, router: APIRouter) -> None:
+        self.http.include_router(router)
+
+    # --- lifecycle ---
+
+    async def start(self) -> None:
+        configure_tracing(self.settings.service_name, self.settings.otel_exporter)
+        # aiokafka binds a producer to the running loop, so it is made here and not in __init__.
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap_servers,
+            client_id=f"paydesk-{self.settings.service_name}-outbox",
+            acks="all",
+            enable_idempotence=self.settings.kafka_idempotent_producer,
+            linger_ms=1,
+        )
+        await self.producer.start()
+        self.relay.producer = self.producer
+        self._relay_task = asyncio.create_task(self.relay.run(), name=f"{self.settings.service_name}-outbox-relay")
+        await self.broker.start()
+        log.info("service started", extra={"service": self.settings.service_name, "port": self.settings.http_port})
+
+    async def stop(self) -> None:
+        """Stop consumers first, then drain the outbox, then the producer: nothing staged is left behind."""
+        await self.broker.stop()
+        self.relay.stop()
+        if self._relay_task is not None:
+            try:
+                await asyncio.wait_for(self._relay_task, timeout=15)
+            except TimeoutError:
+                log.warning("outbox relay did not drain in time; rows stay in Postgres for the next start")
+        if self.producer is not None:
+            await self.producer.stop()
+        await self.engine.dispose()
+
+    async def ready(self) -> dict[str, str]:
+        checks: dict[str, str] = {}
+        try:
+            async with self.engine.connect() as conn:
+                await asyncio.wait_for(conn.execute(text("SELECT 1")), timeout=2)
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"unreachable: {type(exc).__name__}"
+        try:
+            assert self.producer is not None, "service not started"
+            await asyncio.wait_for(fetch_cluster_id(self.producer), timeout=2)
+            checks["broker"] = "ok"
+        except Exception as exc:
+            checks["broker"] = f"unreachable: {type(exc).__name__}"
+        return checks
+
+    # --- HTTP ---
+
+    def _build_http(self, title: str) -> FastAPI:
+        @asynccontextmanager
+        async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+            await self.start()
+            try:
+                yield
+            finally:
+                await self.stop()
+
+        app = FastAPI(title=title, lifespan=lifespan)
+        app.state.jwt_secret = self.settings.jwt_secret.get_secret_value()
+        app.state.service = self
+
+        @app.get("/health/live", tags=["health"])
+        async def live() -> dict[str, str]:
+            return {"status": "ok"}
+
+        @app.get("/health/ready", tags=["health"])
+        async def ready() -> JSONResponse:
+            checks = await self.ready()
+            healthy = all(v == "ok" for v in checks.values())
+            return JSONResponse(
+                {"status": "ok" if healthy else "unavailable", "checks": checks}, status_code=200 if healthy else 503
+            )
+
+        @app.get("/metrics", tags=["health"])
+        async def metrics() -> Response:
+            return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+        @app.exception_handler(Rejected)
+        async def on_rejected(_: Request, exc: Rejected) -> JSONResponse:
+            extra = {"field": exc.field} if exc.field else {}
+            return problem(exc.status, exc.code, exc.detail, **extra)
+
+        @app.exception_handler(RequestValidationError)
+        async def on_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+            errors = [
+                {"field": ".".join(str(p) for p in e["loc"] if p != "body"), "message": e["msg"]} for e in exc.errors()
+            ]
+            detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+            return problem(422, "validation_failed", detail, errors=errors)
+
+        @app.exception_handler(HTTPException)
+        async def on_http(_: Request, exc: HTTPException) -> JSONResponse:
+            codes = {401: "unauthenticated", 403: "forbidden", 404: "not_found", 409: "conflict"}
+            response = problem(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+            for key, value in (exc.headers or {}).items():
+                response.headers[key] = value
+            return response
+
+        app.add_middleware(OpenTelemetryMiddleware, exclude_spans=["receive", "send"])
+        return app
+
+
+def run_http(service_factory: Callable[[], Service], settings: ServiceSettings) -> None:
+    """Run one service as a process: JSON logs, then uvicorn serving its HTTP app until SIGINT/SIGTERM."""
+    import uvicorn
+
+    configure_logging(settings.service_name, settings.log_level)
+    service = service_factory()
+    uvicorn.run(
+        service.http, host=settings.http_host, port=settings.http_port, log_config=None, timeout_graceful_shutdown=10
+    )

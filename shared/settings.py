@@ -1,0 +1,58 @@
+"""Settings common to every service, read from the environment with pydantic-settings.
+
+Infrastructure addresses (`DATABASE_URL`, `KAFKA_BOOTSTRAP_SERVERS`, ...) are shared by all services and
+have no prefix; what belongs to one service (its HTTP port, say) is read with that service's prefix, e.g.
+`PAYMENTS_HTTP_PORT`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _env(name: str) -> AliasChoices:
+    return AliasChoices(name, name.lower())
+
+
+class ServiceSettings(BaseSettings):
+    """Base for every service's settings; subclasses set `env_prefix` and their own defaults."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    service_name: str = "paydesk"
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8100, ge=1, le=65535)
+
+    database_url: str = Field(
+        default="postgresql+asyncpg://postgres@127.0.0.1:5432/paydesk",
+        validation_alias=_env("DATABASE_URL"),
+        description="SQLAlchemy URL of the Postgres server; each service uses its own schema in it.",
+    )
+    database_pool_size: int = Field(default=5, ge=1, validation_alias=_env("DATABASE_POOL_SIZE"))
+    kafka_bootstrap_servers: str = Field(default="127.0.0.1:9092", validation_alias=_env("KAFKA_BOOTSTRAP_SERVERS"))
+    kafka_partitions: int = Field(default=6, ge=1, validation_alias=_env("KAFKA_PARTITIONS"))
+    kafka_replication_factor: int = Field(default=1, ge=1, validation_alias=_env("KAFKA_REPLICATION_FACTOR"))
+    kafka_idempotent_producer: bool = Field(
+        default=False,
+        validation_alias=_env("KAFKA_IDEMPOTENT_PRODUCER"),
+        description="Enable on Apache Kafka; Tansu rejects InitProducerId. Correctness never depends on it.",
+    )
+    jwt_secret: SecretStr = Field(
+        default=SecretStr("paydesk-development-only-secret-change-me"),
+        validation_alias=_env("PAYDESK_JWT_SECRET"),
+    )
+    otel_exporter: Literal["none", "console", "otlp"] = Field(
+        default="none", validation_alias=_env("PAYDESK_OTEL_EXPORTER")
+    )
+    log_level: str = Field(default="INFO", validation_alias=_env("PAYDESK_LOG_LEVEL"))
+    outbox_poll_seconds: float = Field(default=0.05, gt=0, validation_alias=_env("PAYDESK_OUTBOX_POLL_SECONDS"))
+    outbox_retention_days: int = Field(default=7, ge=1, validation_alias=_env("PAYDESK_OUTBOX_RETENTION_DAYS"))
+    consumer_max_attempts: int = Field(default=5, ge=1, validation_alias=_env("PAYDESK_CONSUMER_MAX_ATTEMPTS"))
+
+    @property
+    def schema_name(self) -> str:
+        """Each service owns exactly one Postgres schema, named after the service."""
+        return self.service_name
