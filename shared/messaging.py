@@ -171,6 +171,15 @@ class EventConsumer:
             return "dead_lettered"
         if outcome == "applied":
             PROCESSED.labels(self.service, self.name, envelope.type).inc()
+            log.info(
+                "event applied",
+                extra={
+                    "consumer": self.group_id,
+                    "event_type": envelope.type,
+                    "event_id": str(envelope.id),
+                    "account": envelope.subject,
+                },
+            )
             self.after_commit()
         else:
             DUPLICATES.labels(self.service, self.name).inc()

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+
+# Plain decimal notation only: no exponents, digit separators, spaces or non-ASCII digits.
+_DECIMAL_TEXT = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 
 # ISO 4217 minor units for the currencies a utility is likely to bill in; others default to 2.
 _MINOR_UNITS = {"JPY": 0, "KRW": 0, "CLP": 0, "ISK": 0, "BHD": 3, "KWD": 3, "OMR": 3, "JOD": 3, "TND": 3}
@@ -27,6 +31,8 @@ def parse_amount(text: str | Decimal | int, currency: str) -> Decimal:
     """Parse a decimal string exactly; reject floats, NaN, infinities and more digits than the currency has."""
     if isinstance(text, float):  # pragma: no cover - guarded by typing, kept for callers without it
         raise ValueError("amounts must be decimal strings, not floats")
+    if isinstance(text, str) and not _DECIMAL_TEXT.fullmatch(text):
+        raise ValueError(f"not a decimal amount: {text!r}")
     try:
         value = Decimal(text) if not isinstance(text, Decimal) else text
     except InvalidOperation as exc:

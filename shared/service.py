@@ -201,6 +201,16 @@ class Service:
                 response.headers[key] = value
             return response
 
+        @app.middleware("http")
+        async def trace_id_header(request: Request, call_next: Callable[[Request], Any]) -> Any:
+            # Lets a caller (or an on-call engineer) find the whole trace of a request in one step.
+            response = await call_next(request)
+            trace_id = current_trace_id()
+            if trace_id:
+                response.headers["X-Trace-Id"] = trace_id
+            return response
+
+        # Added last so it is outermost: the span exists before any other middleware or route runs.
         app.add_middleware(OpenTelemetryMiddleware, exclude_spans=["receive", "send"])
         return app
 

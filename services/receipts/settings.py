@@ -1,3 +1,4 @@
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
@@ -7,4 +8,4 @@ class ReceiptsSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="RECEIPTS_", extra="ignore", populate_by_name=True)
 
     service_name: str = "receipts"
-    http_port: int = 8104
+    http_port: int = Field(default=8104, ge=1, le=65535)

@@ -1,0 +1,157 @@
+"""The embedded broker keeps messages in memory only: losing it must not lose a payment event."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import date
+from decimal import Decimal
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from services.kpi.app import create_service as create_kpi
+from services.kpi.settings import KpiSettings
+from services.kpi.storage import daily_collections
+from services.payments.app import create_service as create_payments
+from services.payments.sample_data import SOURCE
+from services.payments.settings import PaymentsSettings
+from services.receipts.app import create_service as create_receipts
+from services.receipts.settings import ReceiptsSettings
+from services.receipts.storage import receipts
+from shared.auth import Role, mint_token
+from shared.contracts import Topic, new_envelope
+from shared.contracts.events import AccountUpserted, BillIssued, Money
+from shared.embedded import EmbeddedKafka, free_port
+from shared.messaging import provision_topics
+from shared.service import Service
+from tests.conftest import PARTITIONS, Infra
+from tests.support.helpers import equals, eventually, publish, unique_account, unique_day
+
+pytestmark = pytest.mark.kafka
+SECRET = "broker-loss-test-secret-long-enough-for-hs256"
+
+
+@asynccontextmanager
+async def running(service: Service) -> AsyncIterator[Service]:
+    await service.start()
+    try:
+        yield service
+    finally:
+        await service.stop()
+
+
+async def test_payments_recorded_while_the_broker_is_down_reach_every_consumer_once(infra: Infra) -> None:
+    """INVARIANT: killing the in-memory broker loses no event; the outbox replays and inboxes dedupe."""
+    port = free_port()
+    broker = EmbeddedKafka(port=port, log_file=infra.workdir / f"kafka-{port}.log")
+    bootstrap = broker.start()
+    await provision_topics(bootstrap, partitions=PARTITIONS)
+    common = {"database_url": infra.database_url, "kafka_bootstrap_servers": bootstrap, "outbox_poll_seconds": 0.05}
+    account, day = unique_account(), unique_day()
+    bills = [f"INV-{account}-{n}" for n in range(4)]
+    token = mint_token(SECRET, user="Jane Smith", roles=[Role.CUSTOMER_EXECUTIVE])
+    payments = create_payments(PaymentsSettings(**common, jwt_secret=SECRET))  # type: ignore[arg-type]
+    kpi = create_kpi(KpiSettings(**common))  # type: ignore[arg-type]
+    receipts_service = create_receipts(ReceiptsSettings(**common))  # type: ignore[arg-type]
+
+    async def collected() -> tuple[int, Decimal]:
+        async with kpi.sessions() as session:
+            row = (
+                await session.execute(
+                    select(
+                        func.coalesce(func.sum(daily_collections.c.payments), 0),
+                        func.coalesce(func.sum(daily_collections.c.collected), 0),
+                    ).where(daily_collections.c.day == day)
+                )
+            ).one()
+        return int(row[0]), Decimal(row[1])
+
+    async def receipt_count() -> int:
+        async with receipts_service.sessions() as session:
+            return int(
+                (await session.execute(select(func.count()).where(receipts.c.account_number == account))).scalar_one()
+            )
+
+    async def pay(client: httpx.AsyncClient, bill: str) -> None:
+        response = await client.post(
+            "/payments",
+            headers={"Authorization": f"Bearer {token}", "Idempotency-Key": f"key-{bill}"},
+            json={
+                "account_number": account,
+                "payment_type": "bill",
+                "item_reference": bill,
+                "method": "Cash",
+                "amount": "10.00",
+                "payment_date": day.isoformat(),
+            },
+        )
+        assert response.status_code == 201, response.text
+
+    try:
+        async with AsyncExitStack() as stack:
+            for service in (kpi, receipts_service, payments):
+                await stack.enter_async_context(running(service))
+            await publish(
+                bootstrap,
+                Topic.BILLING_RECEIVABLES,
+                [
+                    new_envelope(
+                        "account.upserted",
+                        source=SOURCE,
+                        subject=account,
+                        data=AccountUpserted(
+                            account_number=account, name="Broker Loss", service_address="1 Memory Lane"
+                        ),
+                    ),
+                    *[
+                        new_envelope(
+                            "bill.issued",
+                            source=SOURCE,
+                            subject=account,
+                            data=BillIssued(
+                                account_number=account,
+                                invoice_number=bill,
+                                billing_period="2025-04",
+                                amount=Money(amount=Decimal("10.00")),
+                                issued_on=date(2025, 4, 1),
+                                due_date=date(2025, 4, 15),
+                            ),
+                        )
+                        for bill in bills
+                    ],
+                ],
+            )
+            client = httpx.AsyncClient(transport=httpx.ASGITransport(app=payments.http), base_url="http://payments")
+            async with client:
+                await eventually(lambda: _bills_known(payments, bills), within=30)
+                await pay(client, bills[0])
+                await eventually(lambda: equals(collected(), (1, Decimal("10.00"))))
+
+                broker.kill()  # abrupt: everything the broker held is gone
+                for bill in bills[1:]:
+                    await pay(client, bill)  # posted in Postgres; the events wait in the outbox
+                await asyncio.sleep(1)
+                assert await collected() == (1, Decimal("10.00"))
+
+                broker.start()  # a new, empty incarnation on the same address
+                await provision_topics(bootstrap, partitions=PARTITIONS)
+                await eventually(lambda: equals(collected(), (4, Decimal("40.00"))), within=90)
+                await eventually(lambda: equals(receipt_count(), 4), within=30)
+                await asyncio.sleep(2)  # replayed events keep arriving: none may count twice
+                assert await collected() == (4, Decimal("40.00"))
+                assert await receipt_count() == 4
+    finally:
+        broker.stop()
+
+
+async def _bills_known(payments: Service, bills: list[str]) -> bool:
+    from services.payments.storage import receivables
+
+    async with payments.sessions() as session:
+        count = (
+            await session.execute(select(func.count()).where(receivables.c.item_reference.in_(bills)))
+        ).scalar_one()
+    return int(count) == len(bills)

@@ -1,0 +1,120 @@
+"""Helpers for tests against the real broker and database."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import TopicPartition
+
+from shared.contracts import CONTENT_TYPE, Envelope, new_envelope
+from shared.contracts.events import ConsumerSnapshot, ItemSnapshot, Money, PaymentPosted, PaymentType
+
+T = TypeVar("T")
+
+
+async def eventually(check: Callable[[], Awaitable[T]], *, within: float = 30.0, interval: float = 0.1) -> T:
+    """Poll `check` until it returns a truthy value or raise with the last value seen."""
+    deadline = asyncio.get_running_loop().time() + within
+    last: T | None = None
+    while asyncio.get_running_loop().time() < deadline:
+        value = await check()
+        if value:
+            return value
+        last = value
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {within}s; last value: {last!r}")
+
+
+async def publish(bootstrap: str, topic: str, envelopes: list[Envelope]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for envelope in envelopes:
+            await producer.send_and_wait(
+                topic,
+                envelope.to_bytes(),
+                key=envelope.subject.encode(),
+                headers=[("content-type", CONTENT_TYPE.encode())],
+            )
+    finally:
+        await producer.stop()
+
+
+async def publish_raw(bootstrap: str, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value, key=key, headers=headers)
+    finally:
+        await producer.stop()
+
+
+async def read_topic(bootstrap: str, topic: str) -> list[Any]:
+    """Every record currently in `topic`, from offset 0 (no consumer group)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or set())]
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or set())]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        records: list[Any] = []
+        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
+            batch = await consumer.getmany(timeout_ms=500)
+            for chunk in batch.values():
+                records.extend(chunk)
+        return records
+    finally:
+        await consumer.stop()
+
+
+def unique_account() -> str:
+    return f"T-{uuid.uuid4().hex[:10].upper()}"
+
+
+def unique_day() -> date:
+    """A payment date no other test uses, so per-day aggregates can be asserted exactly."""
+    return date(2200, 1, 1) + timedelta(days=random.randrange(0, 300_000))
+
+
+def payment_posted(account: str, amount: str, day: date, *, number: int) -> Envelope:
+    """A `payment.posted` event as payments would publish it."""
+    money = Money(amount=Decimal(amount), currency="USD")
+    data = PaymentPosted(
+        payment_id=f"PAY-T-{account}-{number}",
+        transaction_id=f"TXN-T-{account}-{number}",
+        receipt_number=f"R-T-{account}-{number}",
+        consumer=ConsumerSnapshot(account_number=account, name="Test Consumer", service_address="1 Test Street"),
+        item=ItemSnapshot(payment_type=PaymentType.BILL, item_reference=f"INV-{number}", description="Bill", due=money),
+        channel="Walk-in",
+        method="Cash",
+        amount=money,
+        payment_date=day,
+        posted_at=datetime.now(UTC),
+        received_by="Jane Smith",
+        status="Posted",
+        verification="Verified",
+        difference=Money(amount=Decimal("0.00")),
+        outcome="exact",
+    )
+    return new_envelope("payment.posted", source="payments", subject=account, data=data)
+
+
+async def equals(value: Awaitable[object], expected: object) -> bool:
+    """For `eventually`: the awaited value equals `expected`."""
+    return await value == expected
+
+
+async def at_least(read: Callable[[], float], minimum: float) -> bool:
+    """For `eventually`: a counter read by `read` has reached `minimum`."""
+    return read() >= minimum

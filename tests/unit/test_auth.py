@@ -1,0 +1,136 @@
+"""JWT bearer tokens and role checks."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime, timedelta
+
+import jwt
+import pytest
+
+from shared.auth import ALGORITHM, ISSUER, Actor, Role, decode_token, mint_token
+
+SECRET = "unit-test-secret-that-is-long-enough-for-hs256"
+OTHER_SECRET = "another-secret-that-is-also-long-enough-for-hs256"
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class TestTokens:
+    def test_mint_then_decode_round_trips_name_and_roles(self) -> None:
+        token = mint_token(SECRET, user="Jane Doe", roles=[Role.BILLING_MANAGER, Role.CUSTOMER_EXECUTIVE])
+        actor = decode_token(SECRET, token)
+        assert actor.name == "Jane Doe"
+        assert actor.roles == frozenset({Role.BILLING_MANAGER, Role.CUSTOMER_EXECUTIVE})
+
+    def test_user_id_is_the_lowercased_dotted_name(self) -> None:
+        actor = decode_token(SECRET, mint_token(SECRET, user="Jane Doe", roles=[Role.ADMIN]))
+        assert actor.user_id == "jane.doe"
+
+    def test_a_token_with_no_roles_decodes_to_no_roles(self) -> None:
+        assert decode_token(SECRET, mint_token(SECRET, user="Jane Doe", roles=[])).roles == frozenset()
+
+    def test_token_carries_issuer_and_expiry(self) -> None:
+        token = mint_token(SECRET, user="Jane Doe", roles=[Role.ADMIN], ttl=timedelta(minutes=5))
+        claims = jwt.decode(token, SECRET, algorithms=[ALGORITHM], issuer=ISSUER)
+        assert claims["iss"] == "paydesk"
+        assert claims["roles"] == ["admin"]
+        assert 0 < claims["exp"] - claims["iat"] <= 300
+
+    def test_an_expired_token_is_rejected(self) -> None:
+        token = mint_token(SECRET, user="Jane Doe", roles=[Role.ADMIN], ttl=timedelta(seconds=-10))
+        with pytest.raises(jwt.InvalidTokenError):
+            decode_token(SECRET, token)
+
+    def test_a_token_signed_with_another_secret_is_rejected(self) -> None:
+        token = mint_token(OTHER_SECRET, user="Jane Doe", roles=[Role.ADMIN])
+        with pytest.raises(jwt.InvalidTokenError):
+            decode_token(SECRET, token)
+
+    def test_a_tampered_payload_is_rejected(self) -> None:
+        token = mint_token(SECRET, user="Jane Doe", roles=[Role.CUSTOMER_EXECUTIVE])
+        header, payload, signature = token.split(".")
+        claims = json.loads(_unb64(payload))
+        claims["roles"] = ["admin"]
+        forged = ".".join([header, _b64(json.dumps(claims).encode()), signature])
+        with pytest.raises(jwt.InvalidTokenError):
+            decode_token(SECRET, forged)
+
+    def test_a_tampered_signature_is_rejected(self) -> None:
+        token = mint_token(SECRET, user="Jane Doe", roles=[Role.ADMIN])
+        header, payload, signature = token.split(".")
+        flipped = ("A" if signature[0] != "A" else "B") + signature[1:]
+        with pytest.raises(jwt.InvalidTokenError):
+            decode_token(SECRET, ".".join([header, payload, flipped]))
+
+    @pytest.mark.parametrize("token", ["", "garbage", "a.b.c"])
+    def test_garbage_is_rejected(self, token: str) -> None:
+        with pytest.raises(jwt.InvalidTokenError):
+            decode_token(SECRET, token)
+
+    def test_an_unsigned_none_algorithm_token_is_rejected(self) -> None:
+        now = datetime.now(UTC)
+        claims = {"iss": ISSUER, "sub": "jane.doe", "roles": ["admin"], "exp": now + timedelta(hours=1)}
+        token = jwt.encode(claims, None, algorithm="none")
+        with pytest.raises(jwt.InvalidTokenError):
+            decode_token(SECRET, token)
+
+    def test_a_token_from_another_issuer_is_rejected(self) -> None:
+        now = datetime.now(UTC)
+        claims = {"iss": "someone-else", "sub": "jane.doe", "roles": ["admin"], "exp": now + timedelta(hours=1)}
+        with pytest.raises(jwt.InvalidTokenError):
+            decode_token(SECRET, jwt.encode(claims, SECRET, algorithm=ALGORITHM))
+
+    def test_a_token_without_expiry_is_rejected(self) -> None:
+        claims = {"iss": ISSUER, "sub": "jane.doe", "roles": ["admin"]}
+        with pytest.raises(jwt.InvalidTokenError):
+            decode_token(SECRET, jwt.encode(claims, SECRET, algorithm=ALGORITHM))
+
+    def test_unknown_roles_in_a_token_are_ignored(self) -> None:
+        now = datetime.now(UTC)
+        claims = {
+            "iss": ISSUER,
+            "sub": "jane.doe",
+            "name": "Jane Doe",
+            "roles": ["billing_manager", "superuser"],
+            "exp": now + timedelta(hours=1),
+        }
+        actor = decode_token(SECRET, jwt.encode(claims, SECRET, algorithm=ALGORITHM))
+        assert actor.roles == frozenset({Role.BILLING_MANAGER})
+
+
+def actor(*roles: Role) -> Actor:
+    return Actor(user_id="jane.doe", name="Jane Doe", roles=frozenset(roles))
+
+
+class TestActorHasAny:
+    @pytest.mark.parametrize("required", [(role,) for role in Role] + [()])
+    def test_admin_passes_any_role_check(self, required: tuple[Role, ...]) -> None:
+        assert actor(Role.ADMIN).has_any(required)
+
+    def test_customer_executive_does_not_pass_a_billing_manager_check(self) -> None:
+        assert not actor(Role.CUSTOMER_EXECUTIVE).has_any((Role.BILLING_MANAGER,))
+
+    def test_recovery_executive_does_not_pass_a_billing_manager_check(self) -> None:
+        assert not actor(Role.RECOVERY_EXECUTIVE).has_any((Role.BILLING_MANAGER,))
+
+    def test_a_matching_role_passes(self) -> None:
+        assert actor(Role.BILLING_MANAGER).has_any((Role.BILLING_MANAGER,))
+
+    def test_any_one_of_several_roles_passes(self) -> None:
+        assert actor(Role.CUSTOMER_EXECUTIVE).has_any((Role.BILLING_MANAGER, Role.CUSTOMER_EXECUTIVE))
+
+    def test_an_actor_without_roles_passes_no_check(self) -> None:
+        assert not actor().has_any((Role.CUSTOMER_EXECUTIVE,))
+
+    def test_a_decoded_customer_executive_cannot_act_as_billing_manager(self) -> None:
+        decoded = decode_token(SECRET, mint_token(SECRET, user="Jane Doe", roles=[Role.CUSTOMER_EXECUTIVE]))
+        assert not decoded.has_any((Role.BILLING_MANAGER,))
+        assert decoded.has_any((Role.CUSTOMER_EXECUTIVE,))
