@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from shared.auth import Role, mint_token
 from shared.settings import ServiceSettings
+
+if TYPE_CHECKING:
+    from shared.service import Service
 
 # Service name -> module with `create_service(settings=None)`; imported lazily so `shared` depends on no service.
 SERVICES = {
@@ -78,6 +82,25 @@ def seed(
 
     count = asyncio.run(publish_reference_data(ServiceSettings().kafka_bootstrap_servers, accounts))
     typer.echo(f"published {count} billing events")
+
+
+def build_for_docs(name: str) -> Service:
+    """A service built with documentation-stable settings (no connection is made)."""
+    module = importlib.import_module(SERVICES[name])
+    settings_class = type(module.create_service().settings)
+    created: Service = module.create_service(settings_class(kafka_bootstrap_servers="localhost:9092"))
+    return created
+
+
+@app.command()
+def asyncapi(
+    out: Annotated[Path, typer.Option(help="Folder for one AsyncAPI YAML per service.")] = Path("docs/asyncapi"),
+) -> None:
+    """Write each service's AsyncAPI document, generated from the code."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in SERVICES:
+        (out / f"{name}.yaml").write_text(build_for_docs(name).asyncapi_yaml())
+        typer.echo(f"wrote {out / (name + '.yaml')}")
 
 
 @app.command()

@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from faststream.specification import AsyncAPI
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import MetaData, Table, text
@@ -98,6 +99,20 @@ class Service:
     async def stage(self, session: AsyncSession, topic: str, envelope: Envelope) -> None:
         """Stage an event in the caller's transaction; it is relayed after commit."""
         await add_event(session, self.tables.outbox, topic, envelope)
+
+    def publishes(self, topic: str, event_types: list[str]) -> None:
+        """Declare what this service publishes (through its outbox), for the generated AsyncAPI document."""
+        self.broker.publisher(
+            topic,
+            title=f"{self.settings.service_name} -> {topic}",
+            description=f"Event types: {', '.join(event_types)}. Payloads: shared/contracts/events.py.",
+            schema=Envelope,
+        )
+
+    def asyncapi_yaml(self) -> str:
+        """The AsyncAPI 3 document of this service's topics, generated from the code."""
+        spec = AsyncAPI(self.broker, title=self.http.title, version="1.0.0").to_specification()
+        return str(spec.to_yaml())
 
     def include(self, router: APIRouter) -> None:
         self.http.include_router(router)

@@ -68,6 +68,7 @@ def create_service(settings: PaymentsSettings | None = None) -> Service:
     settings = settings or PaymentsSettings()
     service = Service(settings, plumbing, title="Paydesk payments")
     service.consume("billing", Topic.BILLING_RECEIVABLES, handlers.BILLING_HANDLERS)
+    service.publishes(Topic.PAYMENTS_EVENTS, ["payment.posted", "payment.overpaid"])
 
     router = APIRouter(tags=["payments"])
 
