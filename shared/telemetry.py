@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -70,8 +69,3 @@ def configure_tracing(service: str, exporter: str) -> None:
 def current_trace_id() -> str | None:
     context = trace.get_current_span().get_span_context()
     return format(context.trace_id, "032x") if context.is_valid else None
-
-
-def log_extra(**fields: Any) -> dict[str, Any]:
-    """Structured fields for a log call: `log.info("posted", extra=log_extra(payment_id=...))`."""
-    return fields
