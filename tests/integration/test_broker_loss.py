@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from datetime import date
 from decimal import Decimal
 
@@ -28,19 +27,10 @@ from shared.embedded import EmbeddedKafka, free_port
 from shared.messaging import provision_topics
 from shared.service import Service
 from tests.conftest import PARTITIONS, Infra
-from tests.support.helpers import equals, eventually, publish, unique_account, unique_day
+from tests.support.helpers import equals, eventually, publish, running, unique_account, unique_day
 
 pytestmark = pytest.mark.kafka
 SECRET = "broker-loss-test-secret-long-enough-for-hs256"
-
-
-@asynccontextmanager
-async def running(service: Service) -> AsyncIterator[Service]:
-    await service.start()
-    try:
-        yield service
-    finally:
-        await service.stop()
 
 
 async def test_payments_recorded_while_the_broker_is_down_reach_every_consumer_once(infra: Infra) -> None:

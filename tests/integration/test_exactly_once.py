@@ -11,8 +11,6 @@ import os
 import random
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -35,19 +33,11 @@ from tests.support.helpers import (
     publish,
     publish_raw,
     read_topic,
+    running,
     unique_day,
 )
 
 pytestmark = pytest.mark.kafka
-
-
-@asynccontextmanager
-async def running(service: Service) -> AsyncIterator[Service]:
-    await service.start()
-    try:
-        yield service
-    finally:
-        await service.stop()
 
 
 async def day_totals(service: Service, day: date) -> tuple[int, Decimal]:

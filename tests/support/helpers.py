@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -15,6 +16,7 @@ from aiokafka.structs import TopicPartition
 
 from shared.contracts import CONTENT_TYPE, Envelope, new_envelope
 from shared.contracts.events import ConsumerSnapshot, ItemSnapshot, Money, PaymentPosted, PaymentType
+from shared.service import Service
 
 T = TypeVar("T")
 
@@ -118,3 +120,13 @@ async def equals(value: Awaitable[object], expected: object) -> bool:
 async def at_least(read: Callable[[], float], minimum: float) -> bool:
     """For `eventually`: a counter read by `read` has reached `minimum`."""
     return read() >= minimum
+
+
+@asynccontextmanager
+async def running(service: Service) -> AsyncIterator[Service]:
+    """A service started in this process on the real broker and database, stopped afterwards."""
+    await service.start()
+    try:
+        yield service
+    finally:
+        await service.stop()
