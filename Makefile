@@ -5,7 +5,7 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: run test lint typecheck unit install
+.PHONY: run test lint typecheck unit install system-packages
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -17,12 +17,21 @@ $(VENV)/.installed: $(UV) uv.lock pyproject.toml
 
 install: $(VENV)/.installed
 
+# Tests render PDFs to PNG (pdftoppm) and drive the dashboard in a real headless browser: Debian's packages.
+SYSTEM_PACKAGES := chromium poppler-utils
+system-packages:
+	@if ! command -v chromium >/dev/null || ! command -v pdftoppm >/dev/null; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES); \
+	fi
+
 ## Start the whole system on embedded Postgres and Kafka (Ctrl-C stops it).
 run: install
 	$(VENV)/bin/paydesk run
 
 ## Every check: lint, types, then all tests on real Postgres and a real Kafka-protocol broker.
-test: install
+test: install system-packages
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy

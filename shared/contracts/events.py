@@ -270,6 +270,33 @@ class ReceiptRendered(Contract):
     rendered_at: datetime
 
 
+# --- kpi.alerts.v1 ---
+
+
+class AlertRaised(Contract):
+    """A threshold a billing manager configured was crossed."""
+
+    alert_id: str
+    metric: str = Field(examples=["collection_rate", "failed_online_payments_per_hour"])
+    comparison: str = Field(examples=["below", "above"])
+    threshold: DecimalString
+    value: DecimalString
+    period: str = Field(examples=["2025-04", "2025-04-20T10:00Z/PT1H"])
+    raised_at: AwareDatetime
+
+
+# --- analytics.events.v1 (the seed's usage-tracking plan, as far as the backend can observe it) ---
+
+
+class UsageTracked(Contract):
+    """One usage-tracking event, e.g. `payment_processed`, `report_generated`, `dashboard_view`."""
+
+    event: str = Field(examples=["payment_processed", "payment_history_viewed", "report_generated", "dashboard_view"])
+    user_id: str
+    properties: dict[str, str] = Field(default_factory=dict)
+    occurred_at: AwareDatetime
+
+
 EVENT_TYPES: dict[str, type[Contract]] = {
     "account.upserted": AccountUpserted,
     "bill.issued": BillIssued,
@@ -288,6 +315,8 @@ EVENT_TYPES: dict[str, type[Contract]] = {
     "credit_note.applied": CreditNoteApplied,
     "credit_note.expired": CreditNoteExpired,
     "receipt.rendered": ReceiptRendered,
+    "alert.raised": AlertRaised,
+    "usage.tracked": UsageTracked,
 }
 
 

@@ -10,6 +10,8 @@ class Topic(StrEnum):
     PAYMENTS_EVENTS = "payments.events.v1"
     CREDITNOTES_EVENTS = "creditnotes.events.v1"
     RECEIPTS_EVENTS = "receipts.events.v1"
+    KPI_ALERTS = "kpi.alerts.v1"
+    ANALYTICS_EVENTS = "analytics.events.v1"
 
 
 def dlq(topic: str) -> str:
