@@ -36,6 +36,8 @@ from shared.settings import ServiceSettings
 log = logging.getLogger(__name__)
 
 EventHandler = Callable[[AsyncSession, Envelope], Awaitable[None]]
+# Called with the reason when a message is refused, in its own transaction, e.g. to emit a rejection event.
+RejectionHandler = Callable[[AsyncSession, Envelope, str], Awaitable[None]]
 
 PROCESSED = Counter("paydesk_events_processed_total", "Events applied", ["service", "consumer", "type"])
 DUPLICATES = Counter(
@@ -109,6 +111,7 @@ class EventConsumer:
         inbox: Table,
         after_commit: Callable[[], None] = lambda: None,
         max_attempts: int = 5,
+        on_rejected: RejectionHandler | None = None,
     ) -> None:
         self.service = service
         self.name = name
@@ -118,6 +121,7 @@ class EventConsumer:
         self.inbox = inbox
         self.after_commit = after_commit
         self.max_attempts = max_attempts
+        self.on_rejected = on_rejected
         self.broker: KafkaBroker | None = None
 
     @property
@@ -157,12 +161,14 @@ class EventConsumer:
         try:
             outcome = await self._apply_with_retries(handler, envelope)
         except Rejected as exc:
-            await self.dead_letter(value, headers, key, f"{exc.code}: {exc.detail}")
+            reason = f"{exc.code}: {exc.field + ': ' if exc.field else ''}{exc.detail}"
+            await self.dead_letter(value, headers, key, reason)
+            await self._reject(envelope, reason)
             return "dead_lettered"
         except ValidationError as exc:
-            await self.dead_letter(
-                value, headers, key, f"invalid {envelope.type} data: {describe_validation_error(exc)}"
-            )
+            reason = f"invalid {envelope.type} data: {describe_validation_error(exc)}"
+            await self.dead_letter(value, headers, key, reason)
+            await self._reject(envelope, reason)
             return "dead_lettered"
         except Exception as exc:
             if _is_infrastructure_down(exc) or not await self._database_reachable():
@@ -203,6 +209,15 @@ class EventConsumer:
                 return "duplicate"
             await handler(session, envelope)
         return "applied"
+
+    async def _reject(self, envelope: Envelope, reason: str) -> None:
+        """Let the sender know, once: the DLQ already has the message, so a redelivery after this is a duplicate."""
+        if self.on_rejected is None:
+            return
+        async with self.session_factory() as session, session.begin():
+            if await claim(session, self.inbox, self.name, envelope.id, envelope.type):
+                await self.on_rejected(session, envelope, reason)
+        self.after_commit()
 
     async def _database_reachable(self) -> bool:
         try:

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
+import yaml
 from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -27,7 +28,7 @@ from shared.contracts.envelope import Envelope
 from shared.db import create_engine, session_factory
 from shared.errors import Rejected
 from shared.inbox import inbox_table
-from shared.messaging import EventConsumer, EventHandler, create_broker
+from shared.messaging import EventConsumer, EventHandler, RejectionHandler, create_broker
 from shared.outbox import OutboxRelay, add_event, fetch_cluster_id, outbox_tables
 from shared.settings import ServiceSettings
 from shared.telemetry import configure_logging, configure_tracing, current_trace_id
@@ -81,7 +82,14 @@ class Service:
 
     # --- wiring used by each service's app.py ---
 
-    def consume(self, name: str, topic: str, handlers: Mapping[str, EventHandler]) -> EventConsumer:
+    def consume(
+        self,
+        name: str,
+        topic: str,
+        handlers: Mapping[str, EventHandler],
+        *,
+        on_rejected: RejectionHandler | None = None,
+    ) -> EventConsumer:
         consumer = EventConsumer(
             service=self.settings.service_name,
             name=name,
@@ -91,6 +99,7 @@ class Service:
             inbox=self.tables.inbox,
             after_commit=self.relay.wake,
             max_attempts=self.settings.consumer_max_attempts,
+            on_rejected=on_rejected,
         )
         consumer.register(self.broker)
         self.consumers.append(consumer)
@@ -112,7 +121,8 @@ class Service:
     def asyncapi_yaml(self) -> str:
         """The AsyncAPI 3 document of this service's topics, generated from the code."""
         spec = AsyncAPI(self.broker, title=self.http.title, version="1.0.0").to_specification()
-        return str(spec.to_yaml())
+        # Subscribers come out in no fixed order; sorted keys make the committed document reproducible.
+        return yaml.safe_dump(yaml.safe_load(spec.to_yaml()), sort_keys=True, allow_unicode=True)
 
     def include(self, router: APIRouter) -> None:
         self.http.include_router(router)

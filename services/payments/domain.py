@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from dataclasses import dataclass
+from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
 
@@ -88,3 +92,219 @@ def change_given(amount: Decimal, cash_received: Decimal | None) -> Decimal | No
     if cash_received < amount:
         raise Rejected("cash_received_too_low", "cash received must be at least the amount", field="cash_received")
     return cash_received - amount
+
+
+# --- settings: what staff may choose, and how documents are numbered ---
+
+NUMBER_KINDS = ("payment_id", "transaction_id", "receipt_number")
+DEFAULT_CHANNEL = "Walk-in"
+
+
+@dataclass(frozen=True)
+class PaymentSettings:
+    """Settings a counter payment is checked against; kept in the database, edited by an admin."""
+
+    channels: tuple[str, ...] = (DEFAULT_CHANNEL, "Phone", "Mobile Field Collection", "Online", "Enterprise")
+    payment_methods: tuple[str, ...] = ("Cash", "Credit Card", "Debit Card", "Cheque", "Bank Transfer")
+    overpayment_threshold: Decimal = Decimal("1000.00")
+    number_formats: dict[str, NumberFormat] | None = None
+
+    @property
+    def default_channel(self) -> str:
+        return DEFAULT_CHANNEL if DEFAULT_CHANNEL in self.channels else self.channels[0]
+
+    def format_for(self, kind: str) -> NumberFormat:
+        return (self.number_formats or DEFAULT_FORMATS).get(kind, DEFAULT_FORMATS[kind])
+
+    def check(self, *, channel: str, method: str) -> None:
+        if channel not in self.channels:
+            raise Rejected("unknown_channel", f"channel must be one of: {', '.join(self.channels)}", field="channel")
+        if method not in self.payment_methods:
+            raise Rejected(
+                "unknown_method", f"method must be one of: {', '.join(self.payment_methods)}", field="method"
+            )
+
+
+def check_choices(values: list[str], field: str) -> tuple[str, ...]:
+    """A settings list: non-empty, no blanks, no duplicates (case-insensitive)."""
+    cleaned = [v.strip() for v in values]
+    if not cleaned:
+        raise Rejected("empty_list", f"{field} needs at least one entry", field=field)
+    if any(not v for v in cleaned):
+        raise Rejected("blank_entry", f"{field} may not contain blank entries", field=field)
+    if len({v.casefold() for v in cleaned}) != len(cleaned):
+        raise Rejected("duplicate_entry", f"{field} may not contain the same entry twice", field=field)
+    return tuple(cleaned)
+
+
+def check_number_format_change(kind: str, old: NumberFormat, new: NumberFormat) -> NumberFormat:
+    """Numbers are never reused: with the same prefix, a format may only move its start forward."""
+    check_number_format(kind, new)
+    if new.prefix == old.prefix and new.with_year == old.with_year and new.start < old.start:
+        raise Rejected(
+            "start_moves_back",
+            f"start may not go below {old.start} while the prefix stays {old.prefix!r}: numbers would repeat",
+            field=f"{kind}.start",
+        )
+    return new
+
+
+def check_number_format(kind: str, fmt: NumberFormat) -> NumberFormat:
+    if kind not in NUMBER_KINDS:
+        raise Rejected("unknown_number_format", f"number formats are {', '.join(NUMBER_KINDS)}", field=kind)
+    if not fmt.prefix or len(fmt.prefix) > 10:
+        raise Rejected("invalid_prefix", "prefix must have 1 to 10 characters", field=f"{kind}.prefix")
+    if not 1 <= fmt.padding <= 12:
+        raise Rejected("invalid_padding", "padding must be between 1 and 12", field=f"{kind}.padding")
+    if fmt.start < 1:
+        raise Rejected("invalid_start", "start must be at least 1", field=f"{kind}.start")
+    return fmt
+
+
+# --- statuses: counter payments post at once; online payments follow the gateway, forward only ---
+
+
+class Status(StrEnum):
+    PENDING = "Pending"
+    FAILED = "Failed"
+    POSTED = "Posted"
+    DISPUTED = "Disputed"
+    REFUNDED = "Refunded"
+    CANCELLED = "Cancelled"
+
+
+class Verification(StrEnum):
+    VERIFIED = "Verified"
+    PENDING = "Pending"
+
+
+# Stripe's word for a payment intent's state -> our status. Later states outrank earlier ones.
+GATEWAY_STATUS = {
+    "processing": Status.PENDING,
+    "failed": Status.FAILED,
+    "succeeded": Status.POSTED,
+    "disputed": Status.DISPUTED,
+    "refunded": Status.REFUNDED,
+}
+_STATUS_RANK = {Status.PENDING: 0, Status.FAILED: 1, Status.POSTED: 2, Status.DISPUTED: 3, Status.REFUNDED: 4}
+_SETTLEMENT_RANK = {"N/A": 0, "In Progress": 1, "Failed": 2, "Success": 3}
+
+
+def online_status(gateway_status: str) -> Status:
+    try:
+        return GATEWAY_STATUS[gateway_status]
+    except KeyError:
+        raise Rejected(
+            "unknown_gateway_status", f"gateway status {gateway_status!r} has no mapping", field="gateway_status"
+        ) from None
+
+
+def moves_forward(current: Status, incoming: Status) -> bool:
+    """Gateway events arrive out of order: a late `processing` never overwrites `succeeded`.
+
+    A cancelled payment stays cancelled whatever the gateway says later.
+    """
+    if current is Status.CANCELLED:
+        return False
+    return _STATUS_RANK[incoming] > _STATUS_RANK[current]
+
+
+def settlement_moves_forward(current: str | None, incoming: str) -> bool:
+    return _SETTLEMENT_RANK.get(incoming, 0) > _SETTLEMENT_RANK.get(current or "N/A", 0)
+
+
+def counts_as_collected(status: Status) -> bool:
+    """Money the utility holds: allocated to the item. Disputed money is held until the dispute ends."""
+    return status in (Status.POSTED, Status.DISPUTED)
+
+
+def processing_time(*, online: bool, started_at: datetime, settled_at: datetime | None, now: datetime) -> str:
+    """ "Immediate" at the counter; for online payments the days from the gateway's start to settlement
+    (or until now while it is still settling), to one decimal."""
+    if not online:
+        return "Immediate"
+    seconds = ((settled_at or now) - started_at).total_seconds()
+    days = (Decimal(max(seconds, 0)) / Decimal(86400)).quantize(Decimal("0.1"))
+    return f"{days} days"
+
+
+def check_cancellable(status: str, reason: str) -> None:
+    if status not in (Status.POSTED, Status.PENDING):
+        raise Rejected("not_cancellable", f"a {status} payment cannot be cancelled", field="status")
+    if not reason.strip():
+        raise Rejected("reason_required", "a cancellation needs a reason", field="reason")
+
+
+def check_verifiable(online: bool, verification: str, status: str) -> None:
+    if not online:
+        raise Rejected("not_online", "only online payments wait for verification", field="payment_id")
+    if verification == Verification.VERIFIED:
+        raise Rejected("already_verified", "this payment is already verified", field="verification")
+    if status not in (Status.POSTED, Status.DISPUTED):
+        raise Rejected("not_posted", f"a {status} payment cannot be verified", field="status")
+
+
+# --- balance: billing reports it; what we collected since then comes off it ---
+
+
+def current_balance(reported: Decimal | None, collected_since_report: Decimal, open_items: Decimal) -> Decimal:
+    """The balance billing last reported, less what was allocated here since; without a report, what is open."""
+    if reported is None:
+        return open_items
+    return reported - collected_since_report
+
+
+# --- the payments list: search, filters, sort and keyset paging ---
+
+SORTS = {"date": "recorded_at", "-date": "recorded_at", "amount": "amount", "-amount": "amount"}
+MAX_PAGE = 200
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where the previous page ended: the sort key and payment id of its last row."""
+
+    sort_value: str
+    payment_id: str
+
+    def encode(self) -> str:
+        raw = json.dumps([self.sort_value, self.payment_id], separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @staticmethod
+    def decode(token: str) -> Cursor:
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            sort_value, payment_id = json.loads(raw)
+            if not isinstance(sort_value, str) or not isinstance(payment_id, str):
+                raise ValueError
+        except (ValueError, TypeError, binascii.Error):
+            raise Rejected("invalid_cursor", "cursor is not one this API returned", field="cursor") from None
+        return Cursor(sort_value, payment_id)
+
+
+@dataclass(frozen=True)
+class PaymentQuery:
+    q: str | None = None
+    date_from: date | None = None
+    date_to: date | None = None
+    method: str | None = None
+    status: str | None = None
+    payment_type: str | None = None
+    sort: str = "-date"
+    limit: int = 50
+    cursor: Cursor | None = None
+
+    def __post_init__(self) -> None:
+        if self.date_from and self.date_to and self.date_from > self.date_to:
+            raise Rejected("invalid_date_range", "date_from must not be after date_to", field="date_from")
+        if self.sort not in SORTS:
+            raise Rejected("invalid_sort", f"sort must be one of: {', '.join(SORTS)}", field="sort")
+        if not 1 <= self.limit <= MAX_PAGE:
+            raise Rejected("invalid_limit", f"limit must be between 1 and {MAX_PAGE}", field="limit")
+        if self.status is not None and self.status not in set(Status):
+            raise Rejected("invalid_status", f"status must be one of: {', '.join(Status)}", field="status")
+
+    @property
+    def descending(self) -> bool:
+        return self.sort.startswith("-")

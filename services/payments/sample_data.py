@@ -39,6 +39,7 @@ def seed_sample() -> list[Envelope]:
                 service_address="123 Main Street, Cityville",
                 phone="(555) 123-4567",
                 email="john.doe@email.com",
+                current_balance=_usd("245.75"),
             ),
         ),
         (

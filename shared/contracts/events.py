@@ -54,6 +54,9 @@ class AccountUpserted(Contract):
     phone: str | None = Field(default=None, examples=["(555) 123-4567"])
     email: str | None = Field(default=None, examples=["john.doe@email.com"])
     currency: str = "USD"
+    current_balance: Money | None = Field(
+        default=None, description="The balance on billing's books when it sent this event, if it tells."
+    )
 
 
 class BillIssued(Contract):
@@ -96,7 +99,7 @@ class PaymentRecordRequested(Contract):
     account_number: str
     payment_type: PaymentType
     item_reference: str = Field(description="Invoice number, service charge id or `PLAN-ID/installment-no`.")
-    channel: str = Field(examples=["Walk-in"])
+    channel: str | None = Field(default=None, description="Defaults to the configured default channel.")
     method: str = Field(examples=["Cash"])
     amount: DecimalString
     currency: str = "USD"
