@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import xlsxwriter
 from fastapi import APIRouter, Body, Header, Query
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 from sqlalchemy import Row
 
 from services.payments import domain, handlers, storage
@@ -23,14 +23,23 @@ from shared.auth import Actor, Role, require_roles
 from shared.contracts import Topic
 from shared.contracts.events import PaymentType
 from shared.errors import NotFound, Rejected
-from shared.money import format_money
+from shared.money import format_money, parse_amount
 from shared.service import Service
 
 COUNTER_STAFF = (Role.CUSTOMER_EXECUTIVE, Role.RECOVERY_EXECUTIVE)
 ANY_STAFF = (*COUNTER_STAFF, Role.BILLING_MANAGER)
 # Verifying an online payment is an approval: the billing manager's job (admin passes every check).
 APPROVERS = (Role.BILLING_MANAGER,)
-Amount = Annotated[Decimal, Field(gt=0, decimal_places=2, max_digits=12)]
+
+
+def _plain_decimal(value: Any) -> Any:
+    # JSON numbers arrive as floats and lose cents; exponents and separators are typing mistakes at a counter.
+    if isinstance(value, float):
+        raise ValueError('amounts are decimal strings, e.g. "145.50"')
+    return parse_amount(value, "USD") if isinstance(value, str) else value
+
+
+Amount = Annotated[Decimal, BeforeValidator(_plain_decimal), Field(gt=0, decimal_places=2, max_digits=12)]
 
 
 class RecordPaymentRequest(BaseModel):
@@ -164,6 +173,15 @@ def payment_detail(row: Row[Any], now: datetime) -> dict[str, Any]:
             "email": row.email,
         },
         "notes": row.notes,
+        # What the counter offers next (AC 13-15): the receipt (receipts service), another payment, the dashboard
+        # (kpi service).
+        "links": {
+            "self": f"/payments/{row.payment_id}",
+            "receipt_print": f"/receipts/{row.receipt_number}",
+            "receipt_pdf": f"/receipts/{row.receipt_number}.pdf",
+            "record_another": "/payments",
+            "dashboard": "/",
+        },
         "cancellation": (
             {"reason": row.cancel_reason, "cancelled_by": row.cancelled_by, "cancelled_at": row.cancelled_at}
             if row.cancelled_at

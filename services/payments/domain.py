@@ -275,9 +275,10 @@ class Cursor:
     def decode(token: str) -> Cursor:
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-            sort_value, payment_id = json.loads(raw)
-            if not isinstance(sort_value, str) or not isinstance(payment_id, str):
+            decoded = json.loads(raw)
+            if not (isinstance(decoded, list) and len(decoded) == 2 and all(isinstance(v, str) for v in decoded)):
                 raise ValueError
+            sort_value, payment_id = decoded
         except (ValueError, TypeError, binascii.Error):
             raise Rejected("invalid_cursor", "cursor is not one this API returned", field="cursor") from None
         return Cursor(sort_value, payment_id)

@@ -232,8 +232,14 @@ class RecordPayment:
 
 
 async def _next_number(session: AsyncSession, config: domain.PaymentSettings, kind: str, year: int) -> str:
-    value = (await session.execute(select(SEQUENCES[kind].next_value()))).scalar_one()
-    return config.format_for(kind).render(int(value), year)
+    """The next number in the configured format. Sequence values never repeat, so two payments never draw the
+    same number; a format edited back onto numbers issued under an older format skips those."""
+    column = payments.c[kind]
+    while True:
+        value = (await session.execute(select(SEQUENCES[kind].next_value()))).scalar_one()
+        number = config.format_for(kind).render(int(value), year)
+        if (await session.execute(select(column).where(column == number))).first() is None:
+            return number
 
 
 async def _account(session: AsyncSession, account_number: str) -> Row[Any]:
