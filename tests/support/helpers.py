@@ -21,7 +21,7 @@ from shared.service import Service
 T = TypeVar("T")
 
 
-async def eventually(check: Callable[[], Awaitable[T]], *, within: float = 30.0, interval: float = 0.1) -> T:
+async def eventually(check: Callable[[], Awaitable[T | None]], *, within: float = 30.0, interval: float = 0.1) -> T:
     """Poll `check` until it returns a truthy value or raise with the last value seen."""
     deadline = asyncio.get_running_loop().time() + within
     last: T | None = None
