@@ -231,15 +231,23 @@ class RecordPayment:
         return hashlib.sha256(json.dumps(self.__dict__, default=str, sort_keys=True).encode()).hexdigest()
 
 
-async def _next_number(session: AsyncSession, config: domain.PaymentSettings, kind: str, year: int) -> str:
-    """The next number in the configured format. Sequence values never repeat, so two payments never draw the
-    same number; a format edited back onto numbers issued under an older format skips those."""
-    column = payments.c[kind]
-    while True:
-        value = (await session.execute(select(SEQUENCES[kind].next_value()))).scalar_one()
-        number = config.format_for(kind).render(int(value), year)
-        if (await session.execute(select(column).where(column == number))).first() is None:
-            return number
+async def _next_numbers(session: AsyncSession, config: domain.PaymentSettings, year: int) -> dict[str, str]:
+    """Payment id, transaction id and receipt number in the configured formats, in one round trip.
+
+    Sequence values never repeat, so two payments never draw the same number. Only a format edited back onto
+    numbers issued under an older format could meet an old one; those are skipped.
+    """
+    draw = select(*(SEQUENCES[kind].next_value().label(kind) for kind in domain.NUMBER_KINDS))
+    values = (await session.execute(draw)).one()._mapping
+    numbers = {kind: config.format_for(kind).render(int(values[kind]), year) for kind in domain.NUMBER_KINDS}
+    taken = select(payments.c.payment_id).where(
+        (payments.c.payment_id == numbers["payment_id"])
+        | (payments.c.transaction_id == numbers["transaction_id"])
+        | (payments.c.receipt_number == numbers["receipt_number"])
+    )
+    if (await session.execute(taken.limit(1))).first() is None:
+        return numbers
+    return await _next_numbers(session, config, year)
 
 
 async def _account(session: AsyncSession, account_number: str) -> Row[Any]:
@@ -378,13 +386,12 @@ async def record_payment(
 
     now = datetime.now(UTC)
     year = command.payment_date.year
-    payment_id = await _next_number(session, config, "payment_id", year)
+    numbers = await _next_numbers(session, config, year)
+    payment_id = numbers["payment_id"]
     await _allocate(session, command.account_number, item, allocation.applied)
     await session.execute(
         payments.insert().values(
-            payment_id=payment_id,
-            transaction_id=await _next_number(session, config, "transaction_id", year),
-            receipt_number=await _next_number(session, config, "receipt_number", year),
+            **numbers,
             account_number=command.account_number,
             consumer_name=account.name,
             payment_type=command.payment_type,
@@ -495,12 +502,11 @@ async def on_gateway_payment_status_changed(session: AsyncSession, envelope: Env
         config = await load_settings(session)
         year = event.occurred_at.year
         amount = quantize(event.amount.amount, event.amount.currency)
-        payment_id = await _next_number(session, config, "payment_id", year)
+        numbers = await _next_numbers(session, config, year)
+        payment_id = numbers["payment_id"]
         await session.execute(
             payments.insert().values(
-                payment_id=payment_id,
-                transaction_id=await _next_number(session, config, "transaction_id", year),
-                receipt_number=await _next_number(session, config, "receipt_number", year),
+                **numbers,
                 account_number=event.account_number,
                 consumer_name=account.name,
                 payment_type=event.payment_type,
