@@ -18,6 +18,7 @@ from shared.service import Service
 
 # Any staff member may read documents (admin passes every check).
 ANY_STAFF = (Role.CUSTOMER_EXECUTIVE, Role.RECOVERY_EXECUTIVE, Role.BILLING_MANAGER)
+Download = Annotated[bool, Query(description="Serve as an attachment (Download) rather than inline (view).")]
 
 
 def document_style(settings: ReceiptsSettings) -> DocumentStyle:
@@ -54,7 +55,6 @@ def create_service(settings: ReceiptsSettings | None = None) -> Service:
     service.publishes(Topic.RECEIPTS_EVENTS, ["receipt.rendered"])
 
     router = APIRouter(tags=["receipts"])
-    Download = Annotated[bool, Query(description="Serve as an attachment (Download) rather than inline (view).")]
 
     # Registered before the print view: `/receipts/{receipt_number}` would otherwise also match `R-5001.pdf`.
     @router.get("/receipts/{receipt_number}.pdf", response_class=Response)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+from datetime import UTC
 from html import escape
 from pathlib import Path
 
@@ -28,8 +29,9 @@ class PdfRenderer:
 
     def pdf(self, document: Document) -> bytes:
         payload = json.dumps(document.to_json(), sort_keys=True, ensure_ascii=False)
+        created = document.as_of.astimezone(UTC).replace(microsecond=0)  # PDF dates have whole seconds
         with self._lock:
-            out = self._compiler.compile(format="pdf", sys_inputs={"document": payload}, timestamp=document.as_of)
+            out = self._compiler.compile(format="pdf", sys_inputs={"document": payload}, timestamp=created)
         assert isinstance(out, bytes), "a PDF is one file"
         return out
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from services.receipts.domain import receipt_document, state_when_posted
+from services.receipts.domain import Document, receipt_document, state_when_posted
 from services.receipts.rendering import PdfRenderer, print_view
 from services.receipts.samples import (
     STYLE,
@@ -32,7 +32,7 @@ def renderer() -> PdfRenderer:
     return PdfRenderer()
 
 
-def overpaid_cash_receipt():  # type: ignore[no-untyped-def]
+def overpaid_cash_receipt() -> Document:
     """R-5001 paid with $150.00 against $145.50 billed: change is none, the $4.50 became CN-46129."""
     posted = sample_payment(amount=usd("150.00"), difference=usd("4.50"), outcome="over", change_given=usd("0.00"))
     return receipt_document(posted, state_when_posted(posted, None), [sample_credit_note()], STYLE)
@@ -109,7 +109,9 @@ def test_ac12_service_and_installment_receipts_name_what_was_paid(renderer: PdfR
 
 def test_a_cancelled_payments_receipt_is_marked_void(renderer: PdfRenderer) -> None:
     posted = sample_payment()
-    state = state_when_posted(posted, None).cancelled("Ada Admin", "Entered twice", posted.posted_at + timedelta(hours=2))
+    state = state_when_posted(posted, None).cancelled(
+        "Ada Admin", "Entered twice", posted.posted_at + timedelta(hours=2)
+    )
     text = pdf_text(renderer.pdf(receipt_document(posted, state, [], STYLE)))
     assert "VOID" in text
     assert "Status Cancelled" in text and "Cancelled by Ada Admin" in text and "Reason Entered twice" in text
