@@ -21,11 +21,21 @@ from shared.contracts import Envelope, Topic, new_envelope
 from shared.contracts.events import CreditNoteIssued, Money, PaymentCancelled, PaymentStatusChanged
 from shared.service import Service
 from tests.conftest import Infra
-from tests.support.helpers import eventually, payment_posted, pdf_text, publish, read_topic, running, unique_account
+from tests.support.helpers import (
+    eventually,
+    payment_posted,
+    pdf_text,
+    publish,
+    read_topic,
+    running,
+    unique_account,
+    unique_day,
+)
 
 pytestmark = pytest.mark.kafka
 
-DAY = datetime(2025, 4, 20, tzinfo=UTC).date()
+# A day no other test uses: kpi's tests (and the e2e run) total payments by day and month on the same topic.
+DAY = unique_day()
 
 
 @pytest.fixture(scope="module")
