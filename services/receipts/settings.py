@@ -9,3 +9,11 @@ class ReceiptsSettings(ServiceSettings):
 
     service_name: str = "receipts"
     http_port: int = Field(default=8104, ge=1, le=65535)
+
+    # The letterhead printed at the top of every document.
+    utility_name: str = Field(default="Cityville Water & Power", min_length=1)
+    utility_address: str = Field(default="1 Utility Plaza, Cityville")
+    utility_contact: str = Field(default="(555) 000-1000 · billing@cityville-utility.example")
+    # strftime pattern of dates on documents, e.g. "Apr 20, 2025"; times are shown in `timezone`.
+    date_format: str = Field(default="%b %d, %Y", min_length=2)
+    timezone: str = Field(default="UTC", description="IANA zone in which document dates are shown.")

@@ -269,8 +269,13 @@ class ReceiptRendered(Contract):
     document: str = Field(examples=["receipt", "credit_note"])
     number: str
     account_number: str
-    sha256: str
+    sha256: str = Field(description="SHA-256 of the PDF file's bytes.")
     rendered_at: datetime
+    revision: int | None = Field(default=None, description="1 for the first rendering, +1 per re-render.")
+    document_hash: str | None = Field(
+        default=None, description="SHA-256 of the document's content, as printed on the document."
+    )
+    status: str | None = Field(default=None, examples=["Posted", "Cancelled", "Active", "Applied"])
 
 
 # --- kpi.alerts.v1 ---

@@ -130,3 +130,12 @@ async def running(service: Service) -> AsyncIterator[Service]:
         yield service
     finally:
         await service.stop()
+
+
+def pdf_text(pdf: bytes) -> str:
+    """The text of every page of a PDF, as pypdf reads it back."""
+    import io
+
+    from pypdf import PdfReader
+
+    return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
