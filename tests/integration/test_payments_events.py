@@ -27,10 +27,14 @@ from shared.contracts.events import (
 )
 from tests.conftest import Infra
 from tests.support.helpers import eventually, publish, read_topic
-from tests.support.payments import Api, bill_payment, payments_api, seeded
+from tests.support.payments import Api, bill_payment, payments_api, seeded, year_of
 
 pytestmark = pytest.mark.kafka
-STARTED = datetime(2025, 4, 18, 9, 0, tzinfo=UTC)
+
+
+def started(account: str) -> datetime:
+    """When the test consumer's online payment starts: in its own far-off year (see `year_of`)."""
+    return datetime(year_of(account), 4, 18, 9, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
@@ -93,18 +97,17 @@ async def outstanding(api: Api, account: str, reference: str) -> Decimal:
 
 async def test_ac18_online_statuses_follow_the_gateway_mapping_and_only_move_forward(api: Api) -> None:
     account, _ = await seeded(api)
+    start = started(account)
     intent = f"pi_{uuid.uuid4().hex[:16]}"
-    processing = gateway_event(account, intent, "processing", "Not Confirmed", "N/A", STARTED)
+    processing = gateway_event(account, intent, "processing", "Not Confirmed", "N/A", start)
     await publish(api.bootstrap, Topic.GATEWAY_EVENTS, [processing])
     pending = await online_payment(api, account)
     assert (pending["status"], pending["payment_information"]["webhook_status"]) == ("Pending", "Not Confirmed")
     assert await outstanding(api, account, f"INV-{account}-1") == Decimal("145.50"), "nothing allocated yet"
 
-    succeeded = gateway_event(
-        account, intent, "succeeded", "In Settlement", "In Progress", STARTED + timedelta(hours=1)
-    )
-    late = gateway_event(account, intent, "processing", "Not Confirmed", "N/A", STARTED + timedelta(minutes=30))
-    failed_after = gateway_event(account, intent, "failed", "Failed", "N/A", STARTED + timedelta(hours=2))
+    succeeded = gateway_event(account, intent, "succeeded", "In Settlement", "In Progress", start + timedelta(hours=1))
+    late = gateway_event(account, intent, "processing", "Not Confirmed", "N/A", start + timedelta(minutes=30))
+    failed_after = gateway_event(account, intent, "failed", "Failed", "N/A", start + timedelta(hours=2))
     await publish(api.bootstrap, Topic.GATEWAY_EVENTS, [succeeded, late, failed_after])
 
     async def posted() -> dict[str, Any] | None:
@@ -136,13 +139,14 @@ async def _applied(api: Api, *envelopes: Envelope) -> bool:
 
 async def test_ac22_online_processing_time_is_the_days_from_start_to_settlement(api: Api) -> None:
     account, _ = await seeded(api)
+    start = started(account)
     intent = f"pi_{uuid.uuid4().hex[:16]}"
-    settled_at = STARTED + timedelta(days=2, hours=7, minutes=12)  # 2.3 days
+    settled_at = start + timedelta(days=2, hours=7, minutes=12)  # 2.3 days
     await publish(
         api.bootstrap,
         Topic.GATEWAY_EVENTS,
         [
-            gateway_event(account, intent, "succeeded", "In Settlement", "In Progress", STARTED),
+            gateway_event(account, intent, "succeeded", "In Settlement", "In Progress", start),
             settlement_event(account, intent, "paid", "Settled", "Success", settled_at),
         ],
     )
@@ -158,11 +162,12 @@ async def test_ac22_online_processing_time_is_the_days_from_start_to_settlement(
 
 async def test_ac23_an_online_payment_is_pending_verification_until_a_billing_manager_verifies_it(api: Api) -> None:
     account, _ = await seeded(api)
+    start = started(account)
     intent = f"pi_{uuid.uuid4().hex[:16]}"
     await publish(
         api.bootstrap,
         Topic.GATEWAY_EVENTS,
-        [gateway_event(account, intent, "succeeded", "In Settlement", "In Progress", STARTED)],
+        [gateway_event(account, intent, "succeeded", "In Settlement", "In Progress", start)],
     )
     payment = await eventually(lambda: _posted_online(api, account))
     assert payment["verification"] == "Pending" and payment["processing"]["can_verify"] is True
@@ -183,13 +188,14 @@ async def _posted_online(api: Api, account: str) -> dict[str, Any] | None:
 
 async def test_a_refund_takes_the_money_back_off_the_bill(api: Api) -> None:
     account, _ = await seeded(api)
+    start = started(account)
     intent = f"pi_{uuid.uuid4().hex[:16]}"
     await publish(
         api.bootstrap,
         Topic.GATEWAY_EVENTS,
         [
-            gateway_event(account, intent, "succeeded", "In Settlement", "In Progress", STARTED),
-            gateway_event(account, intent, "refunded", "Refunded", "In Progress", STARTED + timedelta(days=1)),
+            gateway_event(account, intent, "succeeded", "In Settlement", "In Progress", start),
+            gateway_event(account, intent, "refunded", "Refunded", "In Progress", start + timedelta(days=1)),
         ],
     )
 
@@ -205,7 +211,7 @@ async def test_a_gateway_event_for_an_unknown_account_goes_to_the_dlq(api: Api) 
     await publish(
         api.bootstrap,
         Topic.GATEWAY_EVENTS,
-        [gateway_event(ghost, "pi_ghost", "succeeded", "In Settlement", "In Progress", STARTED)],
+        [gateway_event(ghost, "pi_ghost", "succeeded", "In Settlement", "In Progress", datetime.now(UTC))],
     )
 
     async def dead_lettered() -> bool:
@@ -225,7 +231,7 @@ def command(account: str, source: str, **overrides: Any) -> Envelope:
         item_reference=f"INV-{account}-1",
         method="Bank Transfer",
         amount=Decimal("145.50"),
-        payment_date=STARTED.date(),
+        payment_date=started(account).date(),
     ).model_copy(update=overrides)
     return new_envelope("payment.record_requested", source=source, subject=account, data=data)
 

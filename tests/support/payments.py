@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -73,8 +74,15 @@ async def payments_api(infra: Infra) -> AsyncIterator[Api]:
             yield Api(service, client, infra.bootstrap_servers)
 
 
+def year_of(account: str) -> int:
+    """The year a test consumer's bills and payments fall in: far from the seed's 2025 and from other tests, so
+    consumers of the shared topics (kpi's monthly totals) never see one test's data in another's month."""
+    return 2200 + int(hashlib.sha256(account.encode()).hexdigest(), 16) % 800
+
+
 def billing_events(account: str, name: str, *, balance: str | None = None) -> list[Envelope]:
     """A consumer like the seed's John Doe: two bills, two service charges, a plan of three installments."""
+    year = year_of(account)
     payloads: list[tuple[str, Any]] = [
         (
             "account.upserted",
@@ -92,10 +100,10 @@ def billing_events(account: str, name: str, *, balance: str | None = None) -> li
             BillIssued(
                 account_number=account,
                 invoice_number=f"INV-{account}-1",
-                billing_period="2025-03",
+                billing_period=f"{year}-03",
                 amount=_usd("145.50"),
-                issued_on=date(2025, 3, 31),
-                due_date=date(2025, 4, 15),
+                issued_on=date(year, 3, 31),
+                due_date=date(year, 4, 15),
             ),
         ),
         (
@@ -103,10 +111,10 @@ def billing_events(account: str, name: str, *, balance: str | None = None) -> li
             BillIssued(
                 account_number=account,
                 invoice_number=f"INV-{account}-2",
-                billing_period="2025-04",
+                billing_period=f"{year}-04",
                 amount=_usd("152.25"),
-                issued_on=date(2025, 4, 30),
-                due_date=date(2025, 5, 15),
+                issued_on=date(year, 4, 30),
+                due_date=date(year, 5, 15),
             ),
         ),
         (
@@ -116,8 +124,8 @@ def billing_events(account: str, name: str, *, balance: str | None = None) -> li
                 service_charge_id=f"SC-{account}-1",
                 description="Reconnection Fee",
                 amount=_usd("75.00"),
-                service_date=date(2025, 4, 18),
-                due_date=date(2025, 4, 18),
+                service_date=date(year, 4, 18),
+                due_date=date(year, 4, 18),
             ),
         ),
         (
@@ -127,8 +135,8 @@ def billing_events(account: str, name: str, *, balance: str | None = None) -> li
                 service_charge_id=f"SC-{account}-2",
                 description="Late Fee",
                 amount=_usd("25.00"),
-                service_date=date(2025, 4, 10),
-                due_date=date(2025, 4, 10),
+                service_date=date(year, 4, 10),
+                due_date=date(year, 4, 10),
             ),
         ),
         (
@@ -136,9 +144,9 @@ def billing_events(account: str, name: str, *, balance: str | None = None) -> li
             InstallmentPlanCreated(
                 account_number=account,
                 plan_id=f"PP-{account}",
-                created_on=date(2025, 3, 20),
+                created_on=date(year, 3, 20),
                 installments=[
-                    Installment(number=n, amount=_usd("67.50"), due_date=date(2025, 3 + n, 15)) for n in (1, 2, 3)
+                    Installment(number=n, amount=_usd("67.50"), due_date=date(year, 3 + n, 15)) for n in (1, 2, 3)
                 ],
             ),
         ),
@@ -170,5 +178,5 @@ def bill_payment(account: str, amount: str = "145.50", **extra: Any) -> dict[str
         "item_reference": f"INV-{account}-1",
         "method": "Credit Card",
         "amount": amount,
-        "payment_date": "2025-04-20",
+        "payment_date": f"{year_of(account)}-04-20",
     } | extra
