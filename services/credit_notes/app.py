@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 import xlsxwriter  # type: ignore[import-untyped]
-from fastapi import APIRouter, Depends, Header, Query
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
@@ -266,6 +266,41 @@ def _filters(
     )
 
 
+async def list_filters(
+    request: Request,
+    q: Annotated[str | None, Query(max_length=100, description="Number, consumer, account or receipt.")] = None,
+    status: Annotated[str | None, Query(description="All, Active, Applied or Expired.")] = None,
+    created: domain.CreatedWithin | None = None,
+    created_from: date | None = None,
+    created_to: date | None = None,
+    reason: Annotated[list[str] | None, Query(description="One or more reasons.")] = None,
+    consumer: Annotated[str | None, Query(max_length=100)] = None,
+    remaining: domain.RemainingFilter | None = None,
+    receipt_number: Annotated[str | None, Query(max_length=40)] = None,
+    amount_min: Annotated[Decimal | None, Query(ge=0, max_digits=14, decimal_places=2)] = None,
+    amount_max: Annotated[Decimal | None, Query(ge=0, max_digits=14, decimal_places=2)] = None,
+) -> handlers.CreditNoteFilters:
+    """The search and filters of the credit-notes tab, from the query string."""
+    service: CreditNotesService = request.app.state.service
+    return _filters(
+        service.zone,
+        q=q,
+        status=status,
+        created=created,
+        created_from=created_from,
+        created_to=created_to,
+        reasons=reason,
+        consumer=consumer,
+        remaining=remaining,
+        receipt_number=receipt_number,
+        amount_min=amount_min,
+        amount_max=amount_max,
+    )
+
+
+Filters = Annotated[handlers.CreditNoteFilters, Depends(list_filters)]
+
+
 def create_service(settings: CreditNotesSettings | None = None) -> CreditNotesService:
     settings = settings or CreditNotesSettings()
     service = CreditNotesService(settings)
@@ -275,36 +310,6 @@ def create_service(settings: CreditNotesSettings | None = None) -> CreditNotesSe
     zone = service.zone
 
     router = APIRouter(tags=["credit notes"])
-
-    async def list_filters(
-        q: Annotated[str | None, Query(max_length=100, description="Number, consumer, account or receipt.")] = None,
-        status: Annotated[str | None, Query(description="All, Active, Applied or Expired.")] = None,
-        created: domain.CreatedWithin | None = None,
-        created_from: date | None = None,
-        created_to: date | None = None,
-        reason: Annotated[list[str] | None, Query(description="One or more reasons.")] = None,
-        consumer: Annotated[str | None, Query(max_length=100)] = None,
-        remaining: domain.RemainingFilter | None = None,
-        receipt_number: Annotated[str | None, Query(max_length=40)] = None,
-        amount_min: Annotated[Decimal | None, Query(ge=0, max_digits=14, decimal_places=2)] = None,
-        amount_max: Annotated[Decimal | None, Query(ge=0, max_digits=14, decimal_places=2)] = None,
-    ) -> handlers.CreditNoteFilters:
-        return _filters(
-            zone,
-            q=q,
-            status=status,
-            created=created,
-            created_from=created_from,
-            created_to=created_to,
-            reasons=reason,
-            consumer=consumer,
-            remaining=remaining,
-            receipt_number=receipt_number,
-            amount_min=amount_min,
-            amount_max=amount_max,
-        )
-
-    Filters = Annotated[handlers.CreditNoteFilters, Depends(list_filters)]
 
     @router.post("/credit-notes", status_code=201)
     async def issue(

@@ -763,7 +763,7 @@ def _contains(text: str) -> str:
     return f"%{escaped}%"
 
 
-def _where(filters: CreditNoteFilters) -> list[ColumnElement[bool]]:
+def search_conditions(filters: CreditNoteFilters) -> list[ColumnElement[bool]]:
     c = credit_notes.c
     clauses: list[ColumnElement[bool]] = []
     if filters.text:
@@ -820,7 +820,7 @@ async def search_credit_notes(
     session: AsyncSession, filters: CreditNoteFilters, *, limit: int = 50, cursor: str | None = None
 ) -> tuple[list[dict[str, Any]], str | None]:
     """One page, newest first, and the cursor of the next page (keyset on creation order, so deep pages stay fast)."""
-    clauses = _where(filters)
+    clauses = search_conditions(filters)
     if cursor is not None:
         clauses.append(credit_notes.c.seq < decode_cursor(cursor))
     rows = (
