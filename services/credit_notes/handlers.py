@@ -388,6 +388,7 @@ async def _issue(
         created_by=created_by,
         created_at=now,
         expires_at=expires_at,
+        remarks=remarks,
     )
     await stage(
         session,

@@ -166,6 +166,27 @@ class TestAutomaticCreditNotes:
         )
         assert event.payment_id == f"PAY-R-{account}" and event.consumer_name == "Test Consumer"
 
+    async def test_an_overpayment_seen_before_its_payment_still_gives_one_note_and_settles_the_item(
+        self, infra: Infra, service: CreditNotesService
+    ) -> None:
+        account = unique_account()
+        invoice = f"INV-{account}"
+        await publish(infra.bootstrap_servers, Topic.BILLING_RECEIVABLES, [bill_issued(account, invoice, "145.50")])
+        await eventually(lambda: outstanding(service, invoice))
+        posted = counter_payment(
+            account, receipt_number=f"R-{account}", amount="150.00", due="145.50", item_reference=invoice
+        )
+        await publish(infra.bootstrap_servers, Topic.PAYMENTS_EVENTS, [payment_overpaid(posted), posted, posted])
+        await eventually(lambda: _equals(outstanding(service, invoice), D("0.00")))
+        payment = await payment_row(service, f"R-{account}")
+        assert (payment.method, payment.item_reference, payment.allocated, payment.credited) == (
+            "Cash",
+            invoice,
+            D("145.50"),
+            D("4.50"),
+        )
+        assert [n.amount for n in await notes_of(service, f"R-{account}")] == [D("4.50")]
+
     async def test_ac24_credit_note_numbers_are_unique_and_sequential(
         self, infra: Infra, service: CreditNotesService, api: httpx.AsyncClient
     ) -> None:
@@ -275,12 +296,20 @@ class TestManualCreditNotes:
         receipt = await given_payment(infra, service, account, amount="30.00")
         response = await api.post(
             "/credit-notes",
-            json={"receipt_number": receipt, "amount": "5.00", "reason": "Other", "created_by": "Mallory"},
+            json={
+                "receipt_number": receipt,
+                "amount": "5.00",
+                "reason": "Other",
+                "remarks": "Paid twice at the counter",
+                "created_by": "Mallory",
+            },
             headers=writer(service, user="Ann Clerk"),
         )
         assert response.json()["created_by"] == "Ann Clerk"
         issued = await eventually(lambda: events_for(infra, account, "credit_note.issued"))
-        assert CreditNoteIssued.model_validate(issued[0].data).created_by == "Ann Clerk"
+        event = CreditNoteIssued.model_validate(issued[0].data)
+        assert (event.created_by, event.reason, event.amount.amount) == ("Ann Clerk", "Other", D("5"))
+        assert event.remarks == "Paid twice at the counter"
 
     async def test_a_retry_with_the_same_key_returns_the_first_credit_note_and_a_new_body_is_a_conflict(
         self, infra: Infra, service: CreditNotesService, api: httpx.AsyncClient
