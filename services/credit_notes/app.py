@@ -19,6 +19,8 @@ from zoneinfo import ZoneInfo
 import xlsxwriter  # type: ignore[import-untyped]
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
+from faststream.specification import AsyncAPI
+from faststream.specification.asyncapi.v3_0_0.schema import ApplicationSchema
 from pydantic import BaseModel, Field
 
 from services.credit_notes import domain, handlers
@@ -48,6 +50,18 @@ class CreditNotesService(Service):
         self.zone = ZoneInfo(settings.timezone)
         self.expiry_check_seconds = settings.expiry_check_seconds
         self._expiry_task: asyncio.Task[None] | None = None
+
+    def asyncapi_yaml(self) -> str:
+        """As the base document, in a stable order: FastStream keeps subscribers in a WeakSet, whose iteration
+        order varies between processes once a service has more than one consumer."""
+        spec = AsyncAPI(self.broker, title=self.http.title, version="1.0.0").to_specification()
+        assert isinstance(spec, ApplicationSchema), "the base document is AsyncAPI 3"
+        spec.channels = dict(sorted(spec.channels.items()))
+        spec.operations = dict(sorted(spec.operations.items()))
+        if spec.components is not None:
+            spec.components.messages = dict(sorted((spec.components.messages or {}).items()))
+            spec.components.schemas = dict(sorted((spec.components.schemas or {}).items()))
+        return str(spec.to_yaml())
 
     async def start(self) -> None:
         await super().start()

@@ -9,7 +9,7 @@ import io
 import uuid
 import zipfile
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -36,6 +36,7 @@ from tests.support.helpers import (
     publish,
     read_topic,
     unique_account,
+    unique_day,
 )
 
 pytestmark = pytest.mark.kafka
@@ -96,6 +97,7 @@ async def given_payment(
     due: str | None = None,
     consumer_name: str = "Test Consumer",
     item_reference: str | None = None,
+    day: date | None = None,
 ) -> str:
     """A posted payment the service has taken into its read model; returns its receipt number."""
     receipt = f"R-{uuid.uuid4().hex[:8].upper()}"
@@ -106,6 +108,7 @@ async def given_payment(
         due=due or amount,
         item_reference=item_reference or f"INV-{receipt}",
         consumer_name=consumer_name,
+        day=day,
     )
     await publish(infra.bootstrap_servers, Topic.PAYMENTS_EVENTS, [event])
     await eventually(lambda: payment_row(service, receipt))
@@ -706,7 +709,8 @@ class TestDetailAuditAndSettings:
         self, infra: Infra, service: CreditNotesService, api: httpx.AsyncClient
     ) -> None:
         account = unique_account()
-        receipt = await given_payment(infra, service, account, amount="150.00", consumer_name="John Doe")
+        day = unique_day()
+        receipt = await given_payment(infra, service, account, amount="150.00", consumer_name="John Doe", day=day)
         created = await issue(
             api,
             service,
@@ -739,7 +743,7 @@ class TestDetailAuditAndSettings:
             "receipt_number": receipt,
             "payment_id": f"PAY-{receipt}",
             "amount": "150.00",
-            "payment_date": "2025-04-20",
+            "payment_date": day.isoformat(),
             "method": "Cash",
         }
         assert [(a["item_reference"], a["amount"]) for a in detail["applications"]] == [(invoice, "1.50")]
