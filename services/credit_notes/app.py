@@ -251,6 +251,7 @@ def _filters(
     receipt_number: str | None,
     amount_min: Decimal | None,
     amount_max: Decimal | None,
+    newest_first: bool = True,
 ) -> handlers.CreditNoteFilters:
     chosen_status: domain.Status | None = None
     if status and status.casefold() != "all":
@@ -277,6 +278,7 @@ def _filters(
         receipt_number=receipt_number.strip() if receipt_number and receipt_number.strip() else None,
         amount_min=amount_min,
         amount_max=amount_max,
+        newest_first=newest_first,
     )
 
 
@@ -293,6 +295,7 @@ async def list_filters(
     receipt_number: Annotated[str | None, Query(max_length=40)] = None,
     amount_min: Annotated[Decimal | None, Query(ge=0, max_digits=14, decimal_places=2)] = None,
     amount_max: Annotated[Decimal | None, Query(ge=0, max_digits=14, decimal_places=2)] = None,
+    order: Annotated[Literal["newest", "oldest"], Query(description="By created date.")] = "newest",
 ) -> handlers.CreditNoteFilters:
     """The search and filters of the credit-notes tab, from the query string."""
     service: CreditNotesService = request.app.state.service
@@ -309,6 +312,7 @@ async def list_filters(
         receipt_number=receipt_number,
         amount_min=amount_min,
         amount_max=amount_max,
+        newest_first=order == "newest",
     )
 
 
@@ -461,6 +465,12 @@ def create_service(settings: CreditNotesSettings | None = None) -> CreditNotesSe
     async def get_settings(actor: Annotated[Actor, require_roles(*STAFF)]) -> PolicyBody:
         async with service.sessions() as session:
             return _policy_view(await handlers.load_policy(session))
+
+    @router.get("/settings/credit-notes/history", tags=["settings"])
+    async def settings_history(actor: Annotated[Actor, require_roles(Role.ADMIN)]) -> list[dict[str, Any]]:
+        async with service.sessions() as session:
+            entries = await handlers.history(session, handlers.POLICY)
+        return [{**e, "at": e["at"].isoformat()} for e in entries]
 
     @router.put("/settings/credit-notes", tags=["settings"])
     async def put_settings(body: PolicyBody, actor: Annotated[Actor, require_roles(Role.ADMIN)]) -> PolicyBody:

@@ -756,6 +756,7 @@ class CreditNoteFilters:
     receipt_number: str | None = None
     amount_min: Decimal | None = None
     amount_max: Decimal | None = None
+    newest_first: bool = True
 
 
 def _contains(text: str) -> str:
@@ -803,14 +804,15 @@ def search_conditions(filters: CreditNoteFilters) -> list[ColumnElement[bool]]:
     return clauses
 
 
-def encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"cn:{seq}".encode()).decode()
+def encode_cursor(seq: int, *, newest_first: bool) -> str:
+    return base64.urlsafe_b64encode(f"cn:{'new' if newest_first else 'old'}:{seq}".encode()).decode()
 
 
-def decode_cursor(cursor: str) -> int:
+def decode_cursor(cursor: str, *, newest_first: bool) -> int:
+    """The creation position a page ends at; a cursor made for the other sort order is refused."""
     try:
-        kind, _, value = base64.urlsafe_b64decode(cursor.encode()).decode().partition(":")
-        if kind != "cn":
+        kind, order, value = base64.urlsafe_b64decode(cursor.encode()).decode().split(":")
+        if kind != "cn" or order != ("new" if newest_first else "old"):
             raise ValueError(kind)
         return int(value)
     except ValueError as exc:
@@ -820,28 +822,25 @@ def decode_cursor(cursor: str) -> int:
 async def search_credit_notes(
     session: AsyncSession, filters: CreditNoteFilters, *, limit: int = 50, cursor: str | None = None
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """One page, newest first, and the cursor of the next page (keyset on creation order, so deep pages stay fast)."""
+    """One page and the cursor of the next (keyset on creation order, so deep pages stay as fast as the first)."""
     clauses = search_conditions(filters)
+    newest_first = filters.newest_first
+    seq = credit_notes.c.seq
     if cursor is not None:
-        clauses.append(credit_notes.c.seq < decode_cursor(cursor))
-    rows = (
-        (
-            await session.execute(
-                select(credit_notes).where(*clauses).order_by(credit_notes.c.seq.desc()).limit(limit + 1)
-            )
-        )
-        .mappings()
-        .all()
-    )
+        after = decode_cursor(cursor, newest_first=newest_first)
+        clauses.append(seq < after if newest_first else seq > after)
+    order = seq.desc() if newest_first else seq.asc()
+    statement = select(credit_notes).where(*clauses).order_by(order).limit(limit + 1)
+    rows = (await session.execute(statement)).mappings().all()
     page = [dict(r) for r in rows[:limit]]
-    next_cursor = encode_cursor(page[-1]["seq"]) if len(rows) > limit else None
+    next_cursor = encode_cursor(page[-1]["seq"], newest_first=newest_first) if len(rows) > limit else None
     return page, next_cursor
 
 
 async def iter_credit_notes(
     session_factory: async_sessionmaker[AsyncSession], filters: CreditNoteFilters, *, batch: int = 1000
 ) -> AsyncIterator[dict[str, Any]]:
-    """Every credit note matching `filters`, newest first, fetched page by page for streaming exports."""
+    """Every credit note matching `filters`, in their order, fetched page by page for streaming exports."""
     cursor: str | None = None
     while True:
         async with session_factory() as session:

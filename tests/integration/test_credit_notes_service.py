@@ -220,6 +220,12 @@ class TestManualCreditNotes:
         self, infra: Infra, service: CreditNotesService, api: httpx.AsyncClient
     ) -> None:
         receipt = await given_payment(infra, service, unique_account(), amount="20.00")
+        beyond = await issue(api, service, receipt, amount="20.01")
+        assert (beyond.status_code, beyond.json()["code"], beyond.json()["field"]) == (
+            422,
+            "amount_exceeds_payment",
+            "amount",
+        )
         for amount in ("-1.00", "0", "0.00", "1.005", "abc"):
             response = await issue(api, service, receipt, amount=amount)
             assert response.status_code == 422, amount
@@ -679,8 +685,19 @@ class TestSearchAndExport:
             if cursor is None:
                 break
         assert seen == list(reversed(numbers))
-        bad = await api.get("/credit-notes", params={"cursor": "garbage"}, headers=auth(service))
-        assert (bad.status_code, bad.json()["field"]) == (422, "cursor")
+        oldest = (
+            await api.get("/credit-notes", params={"q": account, "limit": 2, "order": "oldest"}, headers=auth(service))
+        ).json()
+        assert [item["credit_note_number"] for item in oldest["items"]] == numbers[:2]
+        rest = await api.get(
+            "/credit-notes",
+            params={"q": account, "limit": 2, "order": "oldest", "cursor": oldest["next_cursor"]},
+            headers=auth(service),
+        )
+        assert [item["credit_note_number"] for item in rest.json()["items"]] == numbers[2:]
+        for cursor_of_the_other_order in ("garbage", oldest["next_cursor"]):
+            bad = await api.get("/credit-notes", params={"cursor": cursor_of_the_other_order}, headers=auth(service))
+            assert (bad.status_code, bad.json()["field"]) == (422, "cursor")
 
     async def test_export_of_the_filtered_list_as_csv_and_xlsx(
         self, infra: Infra, service: CreditNotesService, api: httpx.AsyncClient
@@ -822,3 +839,7 @@ class TestDetailAuditAndSettings:
         latest, before_it = changes
         assert (before_it.before, before_it.after) == (original, changed), "ac43: settings changes are audited"
         assert (latest.before, latest.after) == (changed, original)
+        trail = await api.get("/settings/credit-notes/history", headers=admin)
+        assert [(e["before"], e["after"]) for e in trail.json()[-2:]] == [(original, changed), (changed, original)]
+        staff = await api.get("/settings/credit-notes/history", headers=auth(service))
+        assert staff.status_code == 403
