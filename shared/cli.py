@@ -103,6 +103,14 @@ def asyncapi(
         typer.echo(f"wrote {out / (name + '.yaml')}")
 
 
+@app.command("expire-credit-notes")
+def expire_credit_notes() -> None:
+    """Run one credit-note expiry pass now (the credit_notes service also runs one on a schedule)."""
+    module = importlib.import_module(SERVICES["credit_notes"])
+    count = asyncio.run(module.expire_once())
+    typer.echo(f"expired {count} credit notes")
+
+
 @app.command()
 def token(
     role: Annotated[Role, typer.Option(help="Role carried by the token.")],

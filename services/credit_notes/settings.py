@@ -9,3 +9,10 @@ class CreditNotesSettings(ServiceSettings):
 
     service_name: str = "credit_notes"
     http_port: int = Field(default=8103, ge=1, le=65535)
+    number_prefix: str = Field(default="CN-", min_length=1, max_length=10, description="Credit-note number prefix.")
+    number_start: int = Field(default=46129, ge=1, description="The first credit-note number.")
+    number_padding: int = Field(default=5, ge=1, le=12, description="Digits the number is zero-padded to.")
+    expiry_check_seconds: float = Field(
+        default=300.0, gt=0, description="How often the service looks for credit notes past their expiry date."
+    )
+    timezone: str = Field(default="UTC", description="The utility's time zone: what 'today' means in list filters.")

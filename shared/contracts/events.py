@@ -241,6 +241,7 @@ class CreditNoteIssued(Contract):
     created_by: str
     created_at: AwareDatetime
     expires_at: AwareDatetime
+    remarks: str | None = Field(default=None, description="Staff's internal notes, for the credit-note document.")
 
 
 class CreditNoteApplied(Contract):

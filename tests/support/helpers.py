@@ -15,7 +15,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
 from shared.contracts import CONTENT_TYPE, Envelope, new_envelope
-from shared.contracts.events import ConsumerSnapshot, ItemSnapshot, Money, PaymentPosted, PaymentType
+from shared.contracts.events import (
+    BillIssued,
+    ConsumerSnapshot,
+    ItemSnapshot,
+    Money,
+    PaymentOverpaid,
+    PaymentPosted,
+    PaymentType,
+)
 from shared.service import Service
 
 T = TypeVar("T")
@@ -139,3 +147,67 @@ def pdf_text(pdf: bytes) -> str:
     from pypdf import PdfReader
 
     return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages)
+
+
+def counter_payment(
+    account: str,
+    *,
+    receipt_number: str,
+    amount: str,
+    due: str,
+    item_reference: str,
+    payment_type: PaymentType = PaymentType.BILL,
+    consumer_name: str = "Test Consumer",
+    method: str = "Cash",
+    day: date | None = None,
+) -> Envelope:
+    """A `payment.posted` event for a counter payment of `amount` against an item owing `due`."""
+    paid, owed = Decimal(amount), Decimal(due)
+    data = PaymentPosted(
+        payment_id=f"PAY-{receipt_number}",
+        transaction_id=f"TXN-{receipt_number}",
+        receipt_number=receipt_number,
+        consumer=ConsumerSnapshot(account_number=account, name=consumer_name, service_address="1 Test Street"),
+        item=ItemSnapshot(
+            payment_type=payment_type, item_reference=item_reference, description="Item", due=Money(amount=owed)
+        ),
+        channel="Walk-in",
+        method=method,
+        amount=Money(amount=paid),
+        # A day no other test uses, so KPI totals of real months stay untouched.
+        payment_date=day or unique_day(),
+        posted_at=datetime.now(UTC),
+        received_by="Jane Smith",
+        status="Posted",
+        verification="Verified",
+        difference=Money(amount=paid - owed),
+        outcome="exact" if paid == owed else ("over" if paid > owed else "under"),
+    )
+    return new_envelope("payment.posted", source="payments", subject=account, data=data)
+
+
+def payment_overpaid(posted: Envelope) -> Envelope:
+    """The `payment.overpaid` payments publishes right after an overpaid `payment.posted`."""
+    data = PaymentPosted.model_validate(posted.data)
+    overpaid = PaymentOverpaid(
+        payment_id=data.payment_id,
+        receipt_number=data.receipt_number,
+        consumer=data.consumer,
+        payment_amount=data.amount,
+        overpaid=data.difference,
+        posted_at=data.posted_at,
+    )
+    return new_envelope("payment.overpaid", source="payments", subject=posted.subject, data=overpaid)
+
+
+def bill_issued(account: str, invoice_number: str, amount: str) -> Envelope:
+    """A `bill.issued` event as billing would publish it."""
+    data = BillIssued(
+        account_number=account,
+        invoice_number=invoice_number,
+        billing_period="2025-04",
+        amount=Money(amount=Decimal(amount)),
+        issued_on=date(2025, 4, 1),
+        due_date=date(2025, 5, 15),
+    )
+    return new_envelope("bill.issued", source="billing", subject=account, data=data)
