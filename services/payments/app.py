@@ -324,8 +324,11 @@ def create_service(settings: PaymentsSettings | None = None) -> Service:
             payment_id = await handlers.record_payment(
                 session, command, received_by=actor.name, idempotency_key=idempotency_key
             )
+            # Read back in the same transaction: one connection per request, and the view is what was committed.
+            row = await storage.payment_with_context(session, payment_id)
         service.relay.wake()
-        return await detail(payment_id)
+        assert row is not None
+        return payment_detail(row, datetime.now(UTC))
 
     @router.get("/payments", tags=["payments"])
     async def list_payments(

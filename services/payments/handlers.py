@@ -389,35 +389,38 @@ async def record_payment(
     numbers = await _next_numbers(session, config, year)
     payment_id = numbers["payment_id"]
     await _allocate(session, command.account_number, item, allocation.applied)
-    await session.execute(
-        payments.insert().values(
-            **numbers,
-            account_number=command.account_number,
-            consumer_name=account.name,
-            payment_type=command.payment_type,
-            item_reference=command.item_reference,
-            channel=channel,
-            method=command.method,
-            amount=amount,
-            currency=item.currency,
-            payment_date=command.payment_date,
-            status=Status.POSTED,
-            verification=Verification.VERIFIED,
-            received_by=received_by,
-            due=analysis.due,
-            applied=allocation.applied,
-            outcome=analysis.outcome,
-            cash_received=command.cash_received,
-            change_given=change,
-            notes=command.notes,
-            recorded_at=now,
-            posted_at=now,
+    payment = (
+        await session.execute(
+            payments.insert()
+            .values(
+                **numbers,
+                account_number=command.account_number,
+                consumer_name=account.name,
+                payment_type=command.payment_type,
+                item_reference=command.item_reference,
+                channel=channel,
+                method=command.method,
+                amount=amount,
+                currency=item.currency,
+                payment_date=command.payment_date,
+                status=Status.POSTED,
+                verification=Verification.VERIFIED,
+                received_by=received_by,
+                due=analysis.due,
+                applied=allocation.applied,
+                outcome=analysis.outcome,
+                cash_received=command.cash_received,
+                change_given=change,
+                notes=command.notes,
+                recorded_at=now,
+                posted_at=now,
+            )
+            .returning(payments)
         )
-    )
+    ).one()
     await session.execute(
         update(idempotency_keys).where(idempotency_keys.c.key == idempotency_key).values(payment_id=payment_id)
     )
-    payment = await _payment_row(session, payment_id)
     await audit(
         session,
         received_by,
