@@ -68,7 +68,9 @@ def verify_signature(body: bytes, header: str | None, secrets: list[str], tolera
             stripe.WebhookSignature.verify_header(body, header, secret, tolerance)
             return
         except stripe.SignatureVerificationError as exc:
-            reason = str(exc).split(". ")[0]
+            # A signature that matched but is too old says more than another secret's mismatch.
+            if "tolerance" not in reason:
+                reason = str(exc).split(". ")[0]
         except Exception:  # the library raises TypeError/UnicodeDecodeError on some malformed input
             reason = "unreadable signature header or body"
     raise BadSignature(reason)
