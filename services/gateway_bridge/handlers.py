@@ -17,7 +17,7 @@ from typing import Any
 import stripe
 from opentelemetry import propagate
 from prometheus_client import Counter
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -46,6 +46,19 @@ WEBHOOKS = Counter(
 )
 IGNORED = Counter("paydesk_gateway_webhooks_ignored_total", "Verified Stripe events of types we do not handle")
 SETTLEMENTS = Counter("paydesk_gateway_settlements_total", "Payments whose payout status was published", ["status"])
+
+# The webhook's statements are built once: a webhook is on Stripe's clock, and building and cache-keying
+# SQLAlchemy constructs per request costs more than the database round trips.
+_CLAIM = (
+    pg_insert(webhook_events).on_conflict_do_nothing(index_elements=["event_id"]).returning(webhook_events.c.event_id)
+)
+_RECORD_OUTCOME = update(webhook_events).where(webhook_events.c.event_id == bindparam("claimed_event_id"))
+_intent_insert = pg_insert(payment_intents)
+# Created on first sight, otherwise locked: a no-op DO UPDATE takes the row lock and returns the row in one trip.
+_UPSERT_AND_LOCK_INTENT = _intent_insert.on_conflict_do_update(
+    index_elements=["payment_intent_id"], set_={"payment_intent_id": _intent_insert.excluded.payment_intent_id}
+).returning(*payment_intents.c)
+_UPDATE_INTENT = update(payment_intents).where(payment_intents.c.payment_intent_id == bindparam("locked_intent_id"))
 
 
 class BadSignature(Exception):
@@ -171,52 +184,61 @@ async def receive_webhook(session: AsyncSession, stage: Stage, body: bytes, even
     trail, status unchanged), `ignored`, `dead_lettered`, `payout_pending` (the settlement worker resolves it).
     """
     event_id, event_type = str(event["id"]), str(event["type"])
+    kind = domain.event_kind(event_type)
+    # Work out what the event means before claiming it, so the claim records the outcome in one write; only a
+    # superseded status (known once the intent is locked) needs a second one.
+    change: PaymentChange | None = None
+    payout: tuple[str, datetime] | None = None
+    outcome = {"payment": "published", "charge": "published", "payout": "payout_pending"}.get(kind, "ignored")
+    detail: str | None = None
+    try:
+        if kind == "payment":
+            change = _payment_change(event)
+        elif kind == "charge":
+            change = await _charge_change(session, event)
+        elif kind == "payout":
+            payout = _payout(event)
+    except domain.Unroutable as exc:
+        outcome, detail = "dead_lettered", str(exc)
+    obj = _object(event) or {}
+    intent_id = (
+        change.payment_intent_id if change else domain.object_id(obj.get("payment_intent") or obj.get("id"), "pi_")
+    )
+
     text, masked = domain.mask_card_numbers(body.decode("utf-8"))
     created = event.get("created")
     claimed = (
         await session.execute(
-            pg_insert(webhook_events)
-            .values(
-                event_id=event_id,
-                event_type=event_type,
-                livemode=event.get("livemode") is True,
-                stripe_created_at=domain.stripe_time(created) if _is_unix_time(created) else None,
-                raw_body=text.encode() if masked else body,
-                body_masked=masked > 0,
-                outcome="received",
-            )
-            .on_conflict_do_nothing(index_elements=["event_id"])
-            .returning(webhook_events.c.event_id)
+            _CLAIM,
+            {
+                "event_id": event_id,
+                "event_type": event_type,
+                "livemode": event.get("livemode") is True,
+                "stripe_created_at": domain.stripe_time(created) if _is_unix_time(created) else None,
+                "raw_body": text.encode() if masked else body,
+                "body_masked": masked > 0,
+                "outcome": outcome,
+                "detail": detail,
+                "payment_intent_id": intent_id,
+            },
         )
     ).first()
     if claimed is None:
         return "duplicate"
 
-    kind = domain.event_kind(event_type)
-    intent_id: str | None = None
-    try:
-        if kind == "ignored":
-            IGNORED.inc()
-            outcome, detail = "ignored", None
-        elif kind == "payout":
-            outcome, detail = await _queue_payout(session, event), None
-        else:
-            change = _payment_change(event) if kind == "payment" else await _charge_change(session, event)
-            intent_id = change.payment_intent_id
-            outcome, detail = await apply_payment_change(session, stage, event_id, change), None
-    except domain.Unroutable as exc:
-        outcome, detail = "dead_lettered", str(exc)
-        obj = _object(event)
-        intent_id = domain.object_id(obj.get("payment_intent") or obj.get("id"), "pi_") if obj else None
-        metadata = obj.get("metadata") if obj else None
+    if outcome == "ignored":
+        IGNORED.inc()
+    elif outcome == "dead_lettered":
+        metadata = obj.get("metadata")
         account = metadata.get("account_number") if isinstance(metadata, dict) else None
         subject = account if isinstance(account, str) and account.strip() else (intent_id or event_id)
-        await dead_letter(session, event, detail, subject=subject, key=event_id)
-    await session.execute(
-        update(webhook_events)
-        .where(webhook_events.c.event_id == event_id)
-        .values(outcome=outcome, detail=detail, payment_intent_id=intent_id)
-    )
+        await dead_letter(session, event, detail or "", subject=subject, key=event_id)
+    elif payout is not None:
+        await _queue_payout(session, event, payout)
+    elif change is not None:
+        outcome = await apply_payment_change(session, stage, event_id, change)
+        if outcome == "superseded":
+            await session.execute(_RECORD_OUTCOME, {"claimed_event_id": event_id, "outcome": outcome})
     return outcome
 
 
@@ -293,26 +315,20 @@ async def _charge_change(session: AsyncSession, event: dict[str, Any]) -> Paymen
 async def _lock_intent(session: AsyncSession, change: PaymentChange) -> Any:
     """The intent's row, created on first sight and locked so its events are ordered like its state."""
     view = domain.current_view(None, None)
-    await session.execute(
-        pg_insert(payment_intents)
-        .values(
-            payment_intent_id=change.payment_intent_id,
-            account_number=change.route.account_number,
-            payment_type=change.route.payment_type.value,
-            item_reference=change.route.item_reference,
-            amount=change.amount.value,
-            currency=change.amount.currency,
-            initiated_at=change.initiated_at,
-            webhook_status=view.webhook_status,
-            settlement_status=view.settlement_status,
-        )
-        .on_conflict_do_nothing(index_elements=["payment_intent_id"])
-    )
     return (
         await session.execute(
-            select(payment_intents)
-            .where(payment_intents.c.payment_intent_id == change.payment_intent_id)
-            .with_for_update()
+            _UPSERT_AND_LOCK_INTENT,
+            {
+                "payment_intent_id": change.payment_intent_id,
+                "account_number": change.route.account_number,
+                "payment_type": change.route.payment_type.value,
+                "item_reference": change.route.item_reference,
+                "amount": change.amount.value,
+                "currency": change.amount.currency,
+                "initiated_at": change.initiated_at,
+                "webhook_status": view.webhook_status,
+                "settlement_status": view.settlement_status,
+            },
         )
     ).one()
 
@@ -334,9 +350,7 @@ async def apply_payment_change(session: AsyncSession, stage: Stage, event_id: st
         values["initiated_at"] = change.initiated_at
     if forward and change.gateway_status == "succeeded":
         values.update(amount=change.amount.value, currency=change.amount.currency)
-    await session.execute(
-        update(payment_intents).where(payment_intents.c.payment_intent_id == change.payment_intent_id).values(values)
-    )
+    await session.execute(_UPDATE_INTENT, {"locked_intent_id": change.payment_intent_id, **values})
     event_view = domain.payment_view(change.gateway_status)
     data = GatewayPaymentStatusChanged(
         gateway_event_id=event_id,
@@ -363,20 +377,23 @@ async def apply_payment_change(session: AsyncSession, stage: Stage, event_id: st
     return "published" if forward else "superseded"
 
 
-async def _queue_payout(session: AsyncSession, event: dict[str, Any]) -> str:
+def _payout(event: dict[str, Any]) -> tuple[str, datetime]:
     payout = _object(event)
     payout_id = domain.object_id(payout.get("id"), "po_") if payout else None
     if payout_id is None:
         raise domain.Unroutable("data.object.id is not a payout id")
+    return payout_id, domain.stripe_time(event.get("created"))
+
+
+async def _queue_payout(session: AsyncSession, event: dict[str, Any], payout: tuple[str, datetime]) -> None:
     await session.execute(
         payout_jobs.insert().values(
             event_id=str(event["id"]),
-            payout_id=payout_id,
+            payout_id=payout[0],
             payout_status=domain.PAYOUT_EVENTS[str(event["type"])],
-            occurred_at=domain.stripe_time(event.get("created")),
+            occurred_at=payout[1],
         )
     )
-    return "payout_pending"
 
 
 # --- settlement (run by the settlement worker, after it listed the payout's balance transactions) ---

@@ -73,7 +73,9 @@ def metadata(account: str, item: str = "INV-2025-001234", payment_type: str = "b
     return {"account_number": account, "payment_type": payment_type, "item_reference": item}
 
 
-def event(event_type: str, obj: dict[str, Any], *, event_id: str | None = None, created: int | None = None) -> dict:
+def event(
+    event_type: str, obj: dict[str, Any], *, event_id: str | None = None, created: int | None = None
+) -> dict[str, Any]:
     return {
         "id": event_id or new_id("evt"),
         "object": "event",
@@ -109,7 +111,7 @@ def payment_intent(
     }
 
 
-def payment_intent_event(event_type: str, intent_id: str, meta: dict[str, str] | None, **kwargs: Any) -> dict:
+def payment_intent_event(event_type: str, intent_id: str, meta: dict[str, str] | None, **kwargs: Any) -> dict[str, Any]:
     status = {
         "payment_intent.succeeded": "succeeded",
         "payment_intent.processing": "processing",
@@ -118,7 +120,9 @@ def payment_intent_event(event_type: str, intent_id: str, meta: dict[str, str] |
     return event(event_type, payment_intent(intent_id, status, meta=meta, amount=kwargs.pop("amount", 14550)), **kwargs)
 
 
-def charge(intent_id: str, *, amount: int = 14550, refunded: int = 0, meta: dict[str, str] | None = None) -> dict:
+def charge(
+    intent_id: str, *, amount: int = 14550, refunded: int = 0, meta: dict[str, str] | None = None
+) -> dict[str, Any]:
     return {
         "id": intent_id.replace("pi_", "ch_"),
         "object": "charge",
@@ -138,11 +142,15 @@ def charge(intent_id: str, *, amount: int = 14550, refunded: int = 0, meta: dict
     }
 
 
-def refund_event(intent_id: str, *, amount: int = 14550, refunded: int = 14550, meta: dict | None = None, **kw: Any):
+def refund_event(
+    intent_id: str, *, amount: int = 14550, refunded: int = 14550, meta: dict[str, str] | None = None, **kw: Any
+) -> dict[str, Any]:
     return event("charge.refunded", charge(intent_id, amount=amount, refunded=refunded, meta=meta), **kw)
 
 
-def dispute_event(intent_id: str, *, amount: int = 14550, meta: dict | None = None, **kw: Any) -> dict:
+def dispute_event(
+    intent_id: str, *, amount: int = 14550, meta: dict[str, str] | None = None, **kw: Any
+) -> dict[str, Any]:
     dispute = {
         "id": new_id("dp"),
         "object": "dispute",
@@ -158,7 +166,7 @@ def dispute_event(intent_id: str, *, amount: int = 14550, meta: dict | None = No
     return event("charge.dispute.created", dispute, **kw)
 
 
-def payout_event(event_type: str, payout_id: str, **kw: Any) -> dict:
+def payout_event(event_type: str, payout_id: str, **kw: Any) -> dict[str, Any]:
     status = event_type.split(".", 1)[1]
     payout = {
         "id": payout_id,
@@ -175,7 +183,7 @@ def payout_event(event_type: str, payout_id: str, **kw: Any) -> dict:
     return event(event_type, payout, **kw)
 
 
-def balance_transactions(payout_id: str, intents: list[tuple[str, int]], *, expanded: bool) -> list[dict]:
+def balance_transactions(payout_id: str, intents: list[tuple[str, int]], *, expanded: bool) -> list[dict[str, Any]]:
     """A payout's balance transactions as Stripe lists them: one per charge, a fee line, the payout itself."""
     rows: list[dict[str, Any]] = []
     for intent_id, amount in intents:

@@ -6,6 +6,7 @@ import itertools
 import random
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -174,7 +175,7 @@ class TestReadingStripeObjects:
         assert domain.object_id(None, "pi_") is None
 
     def test_a_payout_settles_its_charges_only(self) -> None:
-        transactions = [
+        transactions: list[dict[str, Any]] = [
             {"type": "charge", "source": {"id": "ch_1", "object": "charge", "payment_intent": "pi_1"}},
             {"type": "payment", "source": {"id": "py_2", "object": "charge", "payment_intent": "pi_2"}},
             {"type": "charge", "source": {"id": "ch_3", "object": "charge", "payment_intent": None}},
