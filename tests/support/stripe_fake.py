@@ -294,7 +294,17 @@ async def serving(app: Any, *, port: int | None = None) -> AsyncIterator[str]:
     Lifespan is off: a Paydesk service is started and stopped by `running()`, not by the HTTP server.
     """
     port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning", access_log=False)
+    # A long keep-alive: under load a pooled connection can sit idle past uvicorn's 5 s default and be closed
+    # just as the client reuses it, which shows up as a spurious ReadError.
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+        timeout_keep_alive=120,
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
