@@ -26,7 +26,7 @@ from tests.support.helpers import running
 
 pytestmark = pytest.mark.kafka
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
 
 
 @pytest.fixture(scope="module")
