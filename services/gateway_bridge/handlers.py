@@ -124,6 +124,7 @@ async def dead_letter(session: AsyncSession, event: dict[str, Any], reason: str,
     The copy carries ids and metadata only (never payment method details); the full raw body stays in our
     webhook inbox, where an operator finds it by the event id.
     """
+    reason = domain.mask_card_numbers(reason)[0]
     obj = (event.get("data") or {}).get("object") if isinstance(event.get("data"), dict) else None
     trimmed = {
         "id": event.get("id"),
@@ -155,7 +156,7 @@ async def dead_letter(session: AsyncSession, event: dict[str, Any], reason: str,
             topic=dlq(Topic.GATEWAY_EVENTS),
             key=envelope.subject,
             headers=headers,
-            value=envelope.to_bytes(),
+            value=domain.mask_card_numbers(envelope.to_bytes().decode())[0].encode(),
         )
     )
     log.warning("stripe event dead-lettered", extra={"stripe_event_id": event.get("id"), "reason": reason})

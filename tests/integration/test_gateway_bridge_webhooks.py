@@ -210,6 +210,14 @@ class TestPaymentIntentWebhooks:
         assert b"4242424242424242" not in stored.raw_body
         assert b"************4242" in stored.raw_body and stored.body_masked
 
+    async def test_a_dead_lettered_copy_never_carries_a_card_number(self, bridge: Bridge, infra: Infra):
+        account = unique_account()
+        meta = {"account_number": account, "payment_type": "4242424242424242", "item_reference": "INV-1"}
+        await bridge.post(sf.payment_intent_event("payment_intent.succeeded", sf.new_id("pi"), meta))
+        [dead] = await wait_for_events(infra, account, 1, dlq(Topic.GATEWAY_EVENTS))
+        assert "4242424242424242" not in json.dumps(dead["data"])
+        assert b"4242424242424242" not in dead["_headers"]["x-dlq-reason"]
+
 
 class TestSignatures:
     """INVARIANT: nothing is stored unless Stripe provably sent it, recently."""
