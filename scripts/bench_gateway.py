@@ -216,11 +216,23 @@ async def posted_lag(client: httpx.AsyncClient, bootstrap: str, database_url: st
                         return
 
         reader = asyncio.create_task(read())
-        for account, ref in bills:
+
+        async def pay(account: str, ref: str) -> None:
             intent = f"pi_lagp{uuid.uuid4().hex[:16]}"
             event = sf.payment_intent_event("payment_intent.succeeded", intent, sf.metadata(account, ref))
             sent[ref] = time.perf_counter()
             await post(client, sf.body_of(event))
+
+        # Warm-up: the first payment waits for payments' gateway consumer to join its group; not measured.
+        await pay(*bills[0])
+        for _ in range(600):
+            if lags:
+                break
+            await asyncio.sleep(0.1)
+        lags.clear()
+        n -= 1
+        for account, ref in bills[1:]:
+            await pay(account, ref)
             await asyncio.sleep(1 / rate)
         try:
             await asyncio.wait_for(done.wait(), timeout=120)
