@@ -106,7 +106,9 @@ async def closed_loop(client: httpx.AsyncClient, n: int, concurrency: int) -> fl
 
 async def publish_lag(client: httpx.AsyncClient, bootstrap: str, n: int, rate: float) -> list[float]:
     """Seconds from sending a webhook to reading its gateway event from the topic."""
-    consumer = AIOKafkaConsumer(Topic.GATEWAY_EVENTS, bootstrap_servers=bootstrap, auto_offset_reset="latest")
+    consumer = AIOKafkaConsumer(
+        Topic.GATEWAY_EVENTS, bootstrap_servers=bootstrap, auto_offset_reset="latest", fetch_max_wait_ms=20
+    )
     await consumer.start()
     try:
         await asyncio.sleep(1.0)  # partitions assigned, positioned at the end
@@ -195,7 +197,9 @@ async def posted_lag(client: httpx.AsyncClient, bootstrap: str, database_url: st
     finally:
         await engine.dispose()
 
-    consumer = AIOKafkaConsumer(Topic.PAYMENTS_EVENTS, bootstrap_servers=bootstrap, auto_offset_reset="latest")
+    consumer = AIOKafkaConsumer(
+        Topic.PAYMENTS_EVENTS, bootstrap_servers=bootstrap, auto_offset_reset="latest", fetch_max_wait_ms=20
+    )
     await consumer.start()
     try:
         await asyncio.sleep(1.0)
