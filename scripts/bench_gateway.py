@@ -304,7 +304,7 @@ def main() -> None:
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "STRIPE_WEBHOOK_SECRET": sf.SECRET,
             "GATEWAY_BRIDGE_HTTP_PORT": str(port),
-            "DATABASE_POOL_SIZE": "10",
+            "DATABASE_POOL_SIZE": os.environ.get("DATABASE_POOL_SIZE", "10"),
             "PAYDESK_LOG_LEVEL": "WARNING",
         }
         log = (Path(tmp) / "gateway_bridge.log").open("wb")
