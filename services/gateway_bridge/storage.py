@@ -1,4 +1,22 @@
-"""Tables of the `gateway_bridge` schema. For now only the plumbing every service has (inbox, outbox)."""
+"""Tables of the `gateway_bridge` schema: the webhook inbox, what we know of each payment intent, payout jobs."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    Numeric,
+    String,
+    Table,
+    Text,
+    func,
+    text,
+)
 
 from shared.db import service_metadata
 from shared.service import PlumbingTables
@@ -6,3 +24,59 @@ from shared.service import PlumbingTables
 SCHEMA = "gateway_bridge"
 metadata = service_metadata(SCHEMA)
 plumbing = PlumbingTables(metadata)
+
+# Every Stripe event id we accepted, with its raw body exactly as signed (kept for audit and replay; never
+# logged). A second delivery of the same id finds its row and changes nothing.
+webhook_events = Table(
+    "webhook_events",
+    metadata,
+    Column("event_id", String(255), primary_key=True),
+    Column("event_type", String(100), nullable=False),
+    Column("livemode", Boolean, nullable=False),
+    Column("stripe_created_at", DateTime(timezone=True)),
+    Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("raw_body", LargeBinary, nullable=False),
+    Column("body_masked", Boolean, nullable=False, server_default=text("false")),
+    # published | superseded | ignored | dead_lettered | payout_pending
+    Column("outcome", String(30), nullable=False),
+    Column("detail", Text),
+    Column("payment_intent_id", String(255), index=True),
+)
+
+# What the bridge knows about each payment intent: whose payment it is (from metadata of earlier events, so
+# charge events without metadata can be routed) and its forward-only payment and payout statuses.
+payment_intents = Table(
+    "payment_intents",
+    metadata,
+    Column("payment_intent_id", String(255), primary_key=True),
+    Column("account_number", String(100), nullable=False, index=True),
+    Column("payment_type", String(20), nullable=False),
+    Column("item_reference", String(100), nullable=False),
+    Column("amount", Numeric(14, 3), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("initiated_at", DateTime(timezone=True)),
+    Column("gateway_status", String(30)),
+    Column("payout_status", String(20)),
+    Column("payout_id", String(255)),
+    Column("webhook_status", String(30), nullable=False),
+    Column("settlement_status", String(30), nullable=False),
+    Column("events_applied", Integer, nullable=False, server_default=text("0")),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# Payout events wait here for the settlement worker, which lists the payout's balance transactions through
+# the Stripe API outside the webhook request.
+payout_jobs = Table(
+    "payout_jobs",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("event_id", String(255), nullable=False, unique=True),
+    Column("payout_id", String(255), nullable=False),
+    Column("payout_status", String(20), nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("last_error", Text),
+    Column("done_at", DateTime(timezone=True)),
+    Index(None, "next_attempt_at", postgresql_where=text("done_at IS NULL")),
+)

@@ -123,6 +123,15 @@ class GatewayPaymentStatusChanged(Contract):
     webhook_status: str = Field(examples=["In Settlement", "Failed", "Not Confirmed"])
     settlement_status: str = Field(examples=["In Progress", "N/A"])
     occurred_at: AwareDatetime
+    superseded: bool = Field(
+        default=False,
+        description="True when a later status of this payment intent was already published (Stripe sent this "
+        "one late); kept for the audit trail, it must not move the payment's status back.",
+    )
+    initiated_at: AwareDatetime | None = Field(
+        default=None, description="When the payment intent was created at Stripe (for the processing time)."
+    )
+    amount_refunded: Money | None = Field(default=None, description="For refunds: how much was refunded so far.")
 
 
 class GatewaySettlementStatusChanged(Contract):
@@ -134,6 +143,15 @@ class GatewaySettlementStatusChanged(Contract):
     webhook_status: str | None = Field(description="None keeps the previous webhook status.")
     settlement_status: str = Field(examples=["In Progress", "Success", "Failed"])
     occurred_at: AwareDatetime
+    account_number: str | None = Field(default=None, description="The payment's account (also the Kafka key).")
+    superseded: bool = Field(
+        default=False,
+        description="True when a later payout status of this payment was already published; audit only.",
+    )
+    initiated_at: AwareDatetime | None = Field(
+        default=None, description="When the payment intent was created at Stripe (for the processing time)."
+    )
+    amount: Money | None = Field(default=None, description="The payment's amount.")
 
 
 # --- payments.events.v1 ---

@@ -1,0 +1,257 @@
+"""Pure rules of the gateway bridge: how Stripe's words map to ours, and in which order statuses may move.
+
+No I/O here. Handlers read a Stripe event (already verified and parsed into a dict), ask these functions what
+it means, and store and publish the answer.
+
+Stripe does not deliver events in order, so every status has a rank and a payment intent's status only ever
+moves to a higher rank. The ranks follow a payment's life: it is processing, may fail (and be retried), succeeds,
+and afterwards may be partially refunded, disputed or refunded. A late lower-ranked event is still recorded and
+published for the audit trail, marked `superseded`, but it never moves the status back.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from shared.contracts.events import PaymentType
+from shared.money import minor_units, quantize
+
+NOT_APPLICABLE = "N/A"
+
+
+@dataclass(frozen=True)
+class StatusView:
+    """What our screens show for a gateway status: the webhook status and the settlement status."""
+
+    webhook_status: str
+    settlement_status: str
+
+
+# The seed's "Stripe status -> our webhook status / our settlement status" table, plus the two charge events
+# payments records (refund, dispute): refunded or disputed money is not going to be settled.
+PAYMENT_STATUSES: dict[str, StatusView] = {
+    "processing": StatusView("Not Confirmed", NOT_APPLICABLE),
+    "failed": StatusView("Failed", NOT_APPLICABLE),
+    "succeeded": StatusView("In Settlement", "In Progress"),
+    "partially_refunded": StatusView("Partially Refunded", NOT_APPLICABLE),
+    "disputed": StatusView("Disputed", NOT_APPLICABLE),
+    "refunded": StatusView("Refunded", NOT_APPLICABLE),
+}
+
+# Forward-only order of a payment intent's status (higher wins). A retried payment goes failed -> succeeded,
+# so "failed" ranks below "succeeded"; a late "processing" is below both.
+PAYMENT_RANK: dict[str, int] = {
+    "processing": 1,
+    "failed": 2,
+    "succeeded": 3,
+    "partially_refunded": 4,
+    "disputed": 5,
+    "refunded": 6,
+}
+
+# The seed's settlement table: payout created / paid / failed. `None` keeps the previous webhook status.
+SETTLEMENT_WEBHOOK_STATUS: dict[str, str | None] = {"created": "In Settlement", "paid": "Settled", "failed": None}
+SETTLEMENT_STATUS: dict[str, str] = {"created": "In Progress", "paid": "Success", "failed": "Failed"}
+# A payout can be reported paid and fail days later (the bank returns it), so "failed" ranks last.
+PAYOUT_RANK: dict[str, int] = {"created": 1, "paid": 2, "failed": 3}
+
+PAYMENT_INTENT_EVENTS: dict[str, str] = {
+    "payment_intent.processing": "processing",
+    "payment_intent.payment_failed": "failed",
+    "payment_intent.succeeded": "succeeded",
+}
+CHARGE_EVENTS = frozenset({"charge.refunded", "charge.dispute.created"})
+PAYOUT_EVENTS: dict[str, str] = {"payout.created": "created", "payout.paid": "paid", "payout.failed": "failed"}
+
+METADATA_FIELDS = ("account_number", "payment_type", "item_reference")
+
+
+class Unroutable(ValueError):
+    """A verified Stripe event we cannot tie to an account and item; the text names what is missing."""
+
+
+def event_kind(event_type: str) -> str:
+    """`payment`, `charge`, `payout` or `ignored`: what the bridge does with a Stripe event type."""
+    if event_type in PAYMENT_INTENT_EVENTS:
+        return "payment"
+    if event_type in CHARGE_EVENTS:
+        return "charge"
+    if event_type in PAYOUT_EVENTS:
+        return "payout"
+    return "ignored"
+
+
+def payment_view(gateway_status: str) -> StatusView:
+    """The seed's mapping of one gateway status to our webhook and settlement status."""
+    return PAYMENT_STATUSES[gateway_status]
+
+
+def moves_forward(current: str | None, incoming: str, rank: dict[str, int]) -> bool:
+    """True if `incoming` may replace `current` (nothing yet, or a strictly later status)."""
+    return current is None or rank[incoming] > rank[current]
+
+
+def later(current: str | None, incoming: str, rank: dict[str, int]) -> str:
+    """The status after applying `incoming` to `current` under the forward-only rule."""
+    return incoming if moves_forward(current, incoming, rank) else current  # type: ignore[return-value]
+
+
+def fold(statuses: list[str], rank: dict[str, int]) -> str | None:
+    """The final status of a stream of statuses in any order, duplicates included."""
+    state: str | None = None
+    for status in statuses:
+        state = later(state, status, rank)
+    return state
+
+
+def current_view(payment_status: str | None, payout_status: str | None) -> StatusView:
+    """What a payment shows now, from its latest payment status and latest payout status.
+
+    A refund, dispute or failure speaks louder than a payout; a failed payout keeps the webhook status the
+    payment had and only marks the settlement failed (the seed: "keep the previous status itself").
+    """
+    if payment_status is not None and payment_status != "succeeded":
+        return payment_view(payment_status)
+    if payout_status is None:
+        return payment_view("succeeded") if payment_status else StatusView("Not Confirmed", NOT_APPLICABLE)
+    webhook = SETTLEMENT_WEBHOOK_STATUS[payout_status] or payment_view("succeeded").webhook_status
+    return StatusView(webhook, SETTLEMENT_STATUS[payout_status])
+
+
+# --- reading Stripe objects (dicts from the verified JSON body) ---
+
+
+@dataclass(frozen=True)
+class PaymentRoute:
+    """Which account and item a payment intent pays, from its metadata."""
+
+    account_number: str
+    payment_type: PaymentType
+    item_reference: str
+
+
+@dataclass(frozen=True)
+class Amount:
+    value: Decimal
+    currency: str
+
+
+def from_minor_units(amount: Any, currency: Any) -> Amount:
+    """Stripe amounts are integers in the currency's minor unit with a lower-case currency code."""
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
+        raise Unroutable(f"amount must be a non-negative integer of minor units, got {amount!r}")
+    if not isinstance(currency, str) or not re.fullmatch(r"[A-Za-z]{3}", currency):
+        raise Unroutable(f"currency must be a three-letter code, got {currency!r}")
+    code = currency.upper()
+    return Amount(quantize(Decimal(amount).scaleb(-minor_units(code)), code), code)
+
+
+def route_from_metadata(metadata: Any) -> PaymentRoute:
+    """Read `account_number`, `payment_type`, `item_reference`; raises `Unroutable` naming the bad field."""
+    if not isinstance(metadata, dict):
+        raise Unroutable("metadata missing")
+    for name in METADATA_FIELDS:
+        value = metadata.get(name)
+        if not isinstance(value, str) or not value.strip():
+            raise Unroutable(f"metadata.{name} missing")
+        if len(value) > 100:
+            raise Unroutable(f"metadata.{name} longer than 100 characters")
+    try:
+        payment_type = PaymentType(metadata["payment_type"].strip().lower())
+    except ValueError:
+        raise Unroutable(
+            f"metadata.payment_type must be one of bill, service, installment, got {metadata['payment_type']!r}"
+        ) from None
+    return PaymentRoute(metadata["account_number"].strip(), payment_type, metadata["item_reference"].strip())
+
+
+def has_route(metadata: Any) -> bool:
+    """True if the metadata carries all three routing fields (they may still be invalid)."""
+    return isinstance(metadata, dict) and any(metadata.get(name) for name in METADATA_FIELDS)
+
+
+def stripe_time(created: Any) -> datetime:
+    """Stripe's `created` (Unix seconds) as an aware UTC datetime."""
+    if isinstance(created, bool) or not isinstance(created, int) or not 0 <= created < 253402300800:
+        raise Unroutable(f"created must be Unix seconds, got {created!r}")
+    return datetime.fromtimestamp(created, UTC)
+
+
+def object_id(value: Any, prefix: str) -> str | None:
+    """The id of an expandable Stripe field: either the id string or the expanded object's `id`."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    if isinstance(value, str) and value.startswith(prefix) and len(value) <= 255:
+        return value
+    return None
+
+
+def charge_status(event_type: str, charge: dict[str, Any]) -> str:
+    """The gateway status a charge event means: a dispute, a full refund, or a partial refund."""
+    if event_type == "charge.dispute.created":
+        return "disputed"
+    return "refunded" if charge.get("refunded") is True else "partially_refunded"
+
+
+@dataclass(frozen=True)
+class SettlementItem:
+    """One payment in a payout: the charge and the payment intent it belongs to."""
+
+    charge_id: str
+    payment_intent_id: str | None
+
+
+def settlement_items(balance_transactions: list[dict[str, Any]]) -> list[SettlementItem]:
+    """The payments a payout settles: balance transactions of type charge/payment, with their source charge.
+
+    Fees, refunds and the payout's own transaction are not payments and are left out.
+    """
+    items = []
+    for transaction in balance_transactions:
+        if transaction.get("type") not in ("charge", "payment"):
+            continue
+        source = transaction.get("source")
+        charge_id = object_id(source, "ch_") or object_id(source, "py_")
+        if charge_id is None:
+            continue
+        intent = object_id(source.get("payment_intent"), "pi_") if isinstance(source, dict) else None
+        items.append(SettlementItem(charge_id, intent))
+    return items
+
+
+# --- card data ---
+
+_DIGIT_RUN = re.compile(r"(?<![0-9])[0-9](?:[ -]?[0-9]){12,18}(?![0-9])")
+
+
+def _luhn_valid(digits: str) -> bool:
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        value = int(char)
+        if index % 2 == 1:
+            value = value * 2 - 9 if value > 4 else value * 2
+        total += value
+    return total % 10 == 0
+
+
+def mask_card_numbers(text: str) -> tuple[str, int]:
+    """Mask anything that looks like a full card number (13-19 digits passing Luhn); returns (text, count).
+
+    Stripe never sends a full card number in a webhook; this is a guard so that one can never reach our
+    database or logs even if a misconfigured sender put one in metadata.
+    """
+    count = 0
+
+    def mask(match: re.Match[str]) -> str:
+        nonlocal count
+        digits = re.sub(r"[ -]", "", match.group(0))
+        if not _luhn_valid(digits):
+            return match.group(0)
+        count += 1
+        return "*" * (len(digits) - 4) + digits[-4:]
+
+    return _DIGIT_RUN.sub(mask, text), count

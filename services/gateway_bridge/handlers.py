@@ -1,0 +1,466 @@
+"""Gateway bridge commands: verify a Stripe webhook, record it once, and stage the normalized events.
+
+Each function runs inside the caller's transaction; events are staged in the outbox so the inbox row, the
+payment intent's state and the events commit together.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import stripe
+from opentelemetry import propagate
+from prometheus_client import Counter
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.gateway_bridge import domain
+from services.gateway_bridge.storage import payment_intents, payout_jobs, plumbing, webhook_events
+from shared.contracts import CONTENT_TYPE, Envelope, Topic, dlq
+from shared.contracts.events import GatewayPaymentStatusChanged, GatewaySettlementStatusChanged, Money, PaymentType
+from shared.messaging import DLQ_REASON_HEADER
+from shared.money import quantize
+
+log = logging.getLogger(__name__)
+
+SOURCE = "gateway_bridge"
+DLQ_CONSUMER = "paydesk.gateway_bridge.webhooks"
+# Envelope ids derived from Stripe's event id: the same Stripe event always yields the same envelope id.
+ENVELOPE_NAMESPACE = uuid.UUID("6f1c1d1e-3b1a-4c55-9f0e-7a2f1b9e0c42")
+MAX_BODY_BYTES = 1_000_000
+
+Stage = Callable[[AsyncSession, str, Envelope], Awaitable[None]]
+
+WEBHOOKS = Counter(
+    "paydesk_gateway_webhooks_total",
+    "Stripe webhook deliveries by outcome (published, superseded, duplicate, ignored, dead_lettered, "
+    "payout_pending, rejected)",
+    ["outcome"],
+)
+IGNORED = Counter("paydesk_gateway_webhooks_ignored_total", "Verified Stripe events of types we do not handle")
+SETTLEMENTS = Counter("paydesk_gateway_settlements_total", "Payments whose payout status was published", ["status"])
+
+# The webhook's statements are built once: a webhook is on Stripe's clock, and building and cache-keying
+# SQLAlchemy constructs per request costs more than the database round trips.
+_CLAIM = (
+    pg_insert(webhook_events).on_conflict_do_nothing(index_elements=["event_id"]).returning(webhook_events.c.event_id)
+)
+_RECORD_OUTCOME = update(webhook_events).where(webhook_events.c.event_id == bindparam("claimed_event_id"))
+_intent_insert = pg_insert(payment_intents)
+# Created on first sight, otherwise locked: a no-op DO UPDATE takes the row lock and returns the row in one trip.
+_UPSERT_AND_LOCK_INTENT = _intent_insert.on_conflict_do_update(
+    index_elements=["payment_intent_id"], set_={"payment_intent_id": _intent_insert.excluded.payment_intent_id}
+).returning(*payment_intents.c)
+_UPDATE_INTENT = update(payment_intents).where(payment_intents.c.payment_intent_id == bindparam("locked_intent_id"))
+
+
+class BadSignature(Exception):
+    """The webhook is not provably from Stripe (no, wrong or stale signature); nothing is stored."""
+
+
+class MalformedEvent(Exception):
+    """A correctly signed body that is not a Stripe event; nothing is stored."""
+
+
+def verify_signature(body: bytes, header: str | None, secrets: list[str], tolerance: int) -> None:
+    """Accept the body if any configured secret verifies one of the header's v1 signatures within `tolerance`."""
+    if not secrets:
+        raise BadSignature("no webhook secret is configured")
+    if not header:
+        raise BadSignature("Stripe-Signature header missing")
+    reason = "signature does not match"
+    for secret in secrets:
+        try:
+            stripe.WebhookSignature.verify_header(body, header, secret, tolerance)
+            return
+        except stripe.SignatureVerificationError as exc:
+            # A signature that matched but is too old says more than another secret's mismatch.
+            if "tolerance" not in reason:
+                reason = str(exc).split(". ")[0]
+        except Exception:  # the library raises TypeError/UnicodeDecodeError on some malformed input
+            reason = "unreadable signature header or body"
+    raise BadSignature(reason)
+
+
+def parse_event(body: bytes) -> dict[str, Any]:
+    """The verified body as a Stripe event dict with an id and a type."""
+    try:
+        event = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MalformedEvent(f"body is not JSON: {exc}") from None
+    if not isinstance(event, dict):
+        raise MalformedEvent("body is not a JSON object")
+    event_id, event_type = event.get("id"), event.get("type")
+    if not isinstance(event_id, str) or not 0 < len(event_id) <= 255:
+        raise MalformedEvent("id missing")
+    if not isinstance(event_type, str) or not 0 < len(event_type) <= 100:
+        raise MalformedEvent("type missing")
+    return event
+
+
+def _envelope(
+    event_type: str, subject: str, data: GatewayPaymentStatusChanged | GatewaySettlementStatusChanged, *, key: str
+) -> Envelope:
+    return Envelope(
+        id=uuid.uuid5(ENVELOPE_NAMESPACE, key),
+        type=event_type,
+        time=datetime.now(UTC),
+        source=SOURCE,
+        subject=subject,
+        data=data.model_dump(mode="json"),
+    )
+
+
+async def dead_letter(session: AsyncSession, event: dict[str, Any], reason: str, *, subject: str, key: str) -> None:
+    """Stage a trimmed copy of the Stripe event on `gateway.events.v1.dlq` with the reason in a header.
+
+    The copy carries ids and metadata only (never payment method details); the full raw body stays in our
+    webhook inbox, where an operator finds it by the event id.
+    """
+    reason = domain.mask_card_numbers(reason)[0]
+    obj = (event.get("data") or {}).get("object") if isinstance(event.get("data"), dict) else None
+    trimmed = {
+        "id": event.get("id"),
+        "type": event.get("type"),
+        "created": event.get("created"),
+        "livemode": event.get("livemode"),
+        "object": {k: obj.get(k) for k in ("id", "object", "metadata", "payment_intent", "charge")}
+        if isinstance(obj, dict)
+        else None,
+        "reason": reason,
+    }
+    envelope = Envelope(
+        id=uuid.uuid5(ENVELOPE_NAMESPACE, f"dlq/{key}"),
+        type="stripe.event",
+        time=datetime.now(UTC),
+        source=SOURCE,
+        subject=subject[:200] or "unknown",
+        data=trimmed,
+    )
+    headers: dict[str, str] = {
+        "content-type": CONTENT_TYPE,
+        DLQ_REASON_HEADER: reason[:2000],
+        "x-dlq-consumer": DLQ_CONSUMER,
+    }
+    propagate.inject(headers)
+    await session.execute(
+        plumbing.outbox.insert().values(
+            event_id=envelope.id,
+            topic=dlq(Topic.GATEWAY_EVENTS),
+            key=envelope.subject,
+            headers=headers,
+            value=domain.mask_card_numbers(envelope.to_bytes().decode())[0].encode(),
+        )
+    )
+    log.warning("stripe event dead-lettered", extra={"stripe_event_id": event.get("id"), "reason": reason})
+
+
+# --- the webhook ---
+
+
+@dataclass(frozen=True)
+class PaymentChange:
+    """One payment status a verified Stripe event reports, already tied to an account and item."""
+
+    payment_intent_id: str
+    route: domain.PaymentRoute
+    amount: domain.Amount
+    gateway_status: str
+    occurred_at: datetime
+    initiated_at: datetime | None
+    amount_refunded: domain.Amount | None = None
+
+
+async def receive_webhook(session: AsyncSession, stage: Stage, body: bytes, event: dict[str, Any]) -> str:
+    """Record a verified Stripe event once and stage what it means; returns the outcome.
+
+    Outcomes: `duplicate` (seen before; nothing changes), `published`, `superseded` (published for the audit
+    trail, status unchanged), `ignored`, `dead_lettered`, `payout_pending` (the settlement worker resolves it).
+    """
+    event_id, event_type = str(event["id"]), str(event["type"])
+    kind = domain.event_kind(event_type)
+    # Work out what the event means before claiming it, so the claim records the outcome in one write; only a
+    # superseded status (known once the intent is locked) needs a second one.
+    change: PaymentChange | None = None
+    payout: tuple[str, datetime] | None = None
+    outcome = {"payment": "published", "charge": "published", "payout": "payout_pending"}.get(kind, "ignored")
+    detail: str | None = None
+    try:
+        if kind == "payment":
+            change = _payment_change(event)
+        elif kind == "charge":
+            change = await _charge_change(session, event)
+        elif kind == "payout":
+            payout = _payout(event)
+    except domain.Unroutable as exc:
+        outcome, detail = "dead_lettered", str(exc)
+    obj = _object(event) or {}
+    intent_id = (
+        change.payment_intent_id if change else domain.object_id(obj.get("payment_intent") or obj.get("id"), "pi_")
+    )
+
+    text, masked = domain.mask_card_numbers(body.decode("utf-8"))
+    created = event.get("created")
+    claimed = (
+        await session.execute(
+            _CLAIM,
+            {
+                "event_id": event_id,
+                "event_type": event_type,
+                "livemode": event.get("livemode") is True,
+                "stripe_created_at": domain.stripe_time(created) if _is_unix_time(created) else None,
+                "raw_body": text.encode() if masked else body,
+                "body_masked": masked > 0,
+                "outcome": outcome,
+                "detail": detail,
+                "payment_intent_id": intent_id,
+            },
+        )
+    ).first()
+    if claimed is None:
+        return "duplicate"
+
+    if outcome == "ignored":
+        IGNORED.inc()
+    elif outcome == "dead_lettered":
+        metadata = obj.get("metadata")
+        account = metadata.get("account_number") if isinstance(metadata, dict) else None
+        subject = account if isinstance(account, str) and account.strip() else (intent_id or event_id)
+        await dead_letter(session, event, detail or "", subject=subject, key=event_id)
+    elif payout is not None:
+        await _queue_payout(session, event, payout)
+    elif change is not None:
+        outcome = await apply_payment_change(session, stage, event_id, change)
+        if outcome == "superseded":
+            await session.execute(_RECORD_OUTCOME, {"claimed_event_id": event_id, "outcome": outcome})
+    return outcome
+
+
+def _is_unix_time(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 253402300800
+
+
+def _object(event: dict[str, Any]) -> dict[str, Any] | None:
+    data = event.get("data")
+    obj = data.get("object") if isinstance(data, dict) else None
+    return obj if isinstance(obj, dict) else None
+
+
+def _payment_change(event: dict[str, Any]) -> PaymentChange:
+    intent = _object(event)
+    if intent is None:
+        raise domain.Unroutable("data.object missing")
+    intent_id = domain.object_id(intent.get("id"), "pi_")
+    if intent_id is None:
+        raise domain.Unroutable("data.object.id is not a payment intent id")
+    route = domain.route_from_metadata(intent.get("metadata"))
+    gateway_status = domain.PAYMENT_INTENT_EVENTS[str(event["type"])]
+    # What actually arrived once it succeeded; the intended amount before that.
+    received = intent.get("amount_received")
+    minor = received if gateway_status == "succeeded" and isinstance(received, int) and received > 0 else None
+    return PaymentChange(
+        payment_intent_id=intent_id,
+        route=route,
+        amount=domain.from_minor_units(minor if minor is not None else intent.get("amount"), intent.get("currency")),
+        gateway_status=gateway_status,
+        occurred_at=domain.stripe_time(event.get("created")),
+        initiated_at=domain.stripe_time(intent["created"]) if _is_unix_time(intent.get("created")) else None,
+    )
+
+
+async def _charge_change(session: AsyncSession, event: dict[str, Any]) -> PaymentChange:
+    """A refund (data.object is a Charge) or a dispute (a Dispute); routed by metadata or the known intent."""
+    obj = _object(event)
+    if obj is None:
+        raise domain.Unroutable("data.object missing")
+    intent_id = domain.object_id(obj.get("payment_intent"), "pi_")
+    if intent_id is None:
+        raise domain.Unroutable("data.object.payment_intent missing")
+    event_type = str(event["type"])
+    gateway_status = domain.charge_status(event_type, obj)
+    occurred_at = domain.stripe_time(event.get("created"))
+    refunded = None
+    if event_type == "charge.refunded" and obj.get("amount_refunded") is not None:
+        refunded = domain.from_minor_units(obj.get("amount_refunded"), obj.get("currency"))
+    metadata = obj.get("metadata")
+    if domain.has_route(metadata):
+        return PaymentChange(
+            intent_id,
+            domain.route_from_metadata(metadata),
+            domain.from_minor_units(obj.get("amount"), obj.get("currency")),
+            gateway_status,
+            occurred_at,
+            None,
+            refunded,
+        )
+    known = (
+        await session.execute(select(payment_intents).where(payment_intents.c.payment_intent_id == intent_id))
+    ).first()
+    if known is None:
+        raise domain.Unroutable(
+            f"metadata.account_number missing and payment intent {intent_id} is unknown (no earlier "
+            "payment_intent event carried its metadata)"
+        )
+    route = domain.PaymentRoute(known.account_number, PaymentType(known.payment_type), known.item_reference)
+    amount = domain.Amount(quantize(known.amount, known.currency), known.currency)
+    return PaymentChange(intent_id, route, amount, gateway_status, occurred_at, known.initiated_at, refunded)
+
+
+async def _lock_intent(session: AsyncSession, change: PaymentChange) -> Any:
+    """The intent's row, created on first sight and locked so its events are ordered like its state."""
+    view = domain.current_view(None, None)
+    return (
+        await session.execute(
+            _UPSERT_AND_LOCK_INTENT,
+            {
+                "payment_intent_id": change.payment_intent_id,
+                "account_number": change.route.account_number,
+                "payment_type": change.route.payment_type.value,
+                "item_reference": change.route.item_reference,
+                "amount": change.amount.value,
+                "currency": change.amount.currency,
+                "initiated_at": change.initiated_at,
+                "webhook_status": view.webhook_status,
+                "settlement_status": view.settlement_status,
+            },
+        )
+    ).one()
+
+
+async def apply_payment_change(session: AsyncSession, stage: Stage, event_id: str, change: PaymentChange) -> str:
+    """Move the intent's status forward (or not) and stage `gateway.payment_status_changed`."""
+    row = await _lock_intent(session, change)
+    forward = domain.moves_forward(row.gateway_status, change.gateway_status, domain.PAYMENT_RANK)
+    status = domain.later(row.gateway_status, change.gateway_status, domain.PAYMENT_RANK)
+    view = domain.current_view(status, row.payout_status)
+    values: dict[str, Any] = {
+        "gateway_status": status,
+        "webhook_status": view.webhook_status,
+        "settlement_status": view.settlement_status,
+        "events_applied": row.events_applied + 1,
+        "updated_at": datetime.now(UTC),
+    }
+    if row.initiated_at is None and change.initiated_at is not None:
+        values["initiated_at"] = change.initiated_at
+    if forward and change.gateway_status == "succeeded":
+        values.update(amount=change.amount.value, currency=change.amount.currency)
+    await session.execute(_UPDATE_INTENT, {"locked_intent_id": change.payment_intent_id, **values})
+    event_view = domain.payment_view(change.gateway_status)
+    data = GatewayPaymentStatusChanged(
+        gateway_event_id=event_id,
+        payment_intent_id=change.payment_intent_id,
+        account_number=change.route.account_number,
+        payment_type=change.route.payment_type,
+        item_reference=change.route.item_reference,
+        amount=Money(amount=change.amount.value, currency=change.amount.currency),
+        gateway_status=change.gateway_status,
+        webhook_status=event_view.webhook_status,
+        settlement_status=event_view.settlement_status,
+        occurred_at=change.occurred_at,
+        superseded=not forward,
+        initiated_at=values.get("initiated_at", row.initiated_at),
+        amount_refunded=Money(amount=change.amount_refunded.value, currency=change.amount_refunded.currency)
+        if change.amount_refunded
+        else None,
+    )
+    await stage(
+        session,
+        Topic.GATEWAY_EVENTS,
+        _envelope("gateway.payment_status_changed", change.route.account_number, data, key=event_id),
+    )
+    return "published" if forward else "superseded"
+
+
+def _payout(event: dict[str, Any]) -> tuple[str, datetime]:
+    payout = _object(event)
+    payout_id = domain.object_id(payout.get("id"), "po_") if payout else None
+    if payout_id is None:
+        raise domain.Unroutable("data.object.id is not a payout id")
+    return payout_id, domain.stripe_time(event.get("created"))
+
+
+async def _queue_payout(session: AsyncSession, event: dict[str, Any], payout: tuple[str, datetime]) -> None:
+    await session.execute(
+        payout_jobs.insert().values(
+            event_id=str(event["id"]),
+            payout_id=payout[0],
+            payout_status=domain.PAYOUT_EVENTS[str(event["type"])],
+            occurred_at=payout[1],
+        )
+    )
+
+
+# --- settlement (run by the settlement worker, after it listed the payout's balance transactions) ---
+
+
+async def settle_payout(
+    session: AsyncSession, stage: Stage, job: Any, balance_transactions: list[dict[str, Any]]
+) -> int:
+    """Stage one `gateway.settlement_status_changed` per payment in the payout; returns how many."""
+    items = domain.settlement_items(balance_transactions)
+    published = 0
+    # Lock intents in one order so two payouts sharing payments never deadlock.
+    for item in sorted(items, key=lambda i: (i.payment_intent_id or "", i.charge_id)):
+        key = f"{job.event_id}/{item.charge_id}"
+        event = {"id": job.event_id, "type": f"payout.{job.payout_status}", "data": {"object": {"id": job.payout_id}}}
+        if item.payment_intent_id is None:
+            reason = f"charge {item.charge_id} in payout {job.payout_id} has no payment_intent"
+            await dead_letter(session, event, reason, subject=job.payout_id, key=key)
+            continue
+        row = (
+            await session.execute(
+                select(payment_intents)
+                .where(payment_intents.c.payment_intent_id == item.payment_intent_id)
+                .with_for_update()
+            )
+        ).first()
+        if row is None:
+            reason = (
+                f"payment intent {item.payment_intent_id} (charge {item.charge_id}) in payout {job.payout_id} "
+                "is unknown: metadata.account_number missing"
+            )
+            await dead_letter(session, event, reason, subject=item.payment_intent_id, key=key)
+            continue
+        forward = domain.moves_forward(row.payout_status, job.payout_status, domain.PAYOUT_RANK)
+        payout_status = domain.later(row.payout_status, job.payout_status, domain.PAYOUT_RANK)
+        view = domain.current_view(row.gateway_status, payout_status)
+        await session.execute(
+            update(payment_intents)
+            .where(payment_intents.c.payment_intent_id == item.payment_intent_id)
+            .values(
+                payout_status=payout_status,
+                payout_id=job.payout_id if forward else row.payout_id,
+                webhook_status=view.webhook_status,
+                settlement_status=view.settlement_status,
+                events_applied=row.events_applied + 1,
+                updated_at=datetime.now(UTC),
+            )
+        )
+        data = GatewaySettlementStatusChanged(
+            gateway_event_id=job.event_id,
+            payment_intent_id=item.payment_intent_id,
+            payout_id=job.payout_id,
+            payout_status=job.payout_status,
+            webhook_status=domain.SETTLEMENT_WEBHOOK_STATUS[job.payout_status],
+            settlement_status=domain.SETTLEMENT_STATUS[job.payout_status],
+            occurred_at=job.occurred_at,
+            account_number=row.account_number,
+            superseded=not forward,
+            initiated_at=row.initiated_at,
+            amount=Money(amount=quantize(row.amount, row.currency), currency=row.currency),
+        )
+        await stage(
+            session,
+            Topic.GATEWAY_EVENTS,
+            _envelope("gateway.settlement_status_changed", row.account_number, data, key=key),
+        )
+        SETTLEMENTS.labels(job.payout_status).inc()
+        published += 1
+    return published

@@ -1,0 +1,141 @@
+"""The settlement worker: resolves payout events into one settlement event per payment, outside the webhook.
+
+A payout webhook only says "payout po_... was paid"; which payments it carried is known only by listing the
+payout's balance transactions through the Stripe API. That call can be slow or fail, so the webhook just
+queues a payout job and answers; this worker takes jobs (SKIP LOCKED, so several instances share them),
+calls Stripe with retries, and stages the settlement events in the same transaction that closes the job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import stripe
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from services.gateway_bridge import handlers
+from services.gateway_bridge.settings import GatewayBridgeSettings
+from services.gateway_bridge.storage import payout_jobs
+
+log = logging.getLogger(__name__)
+
+# Worth trying again: the network, Stripe's own errors, rate limits. A 4xx such as an unknown payout or a
+# bad key will not get better by retrying and sends the job to the DLQ at once.
+TRANSIENT = (stripe.APIConnectionError, stripe.APIError, stripe.RateLimitError)
+
+
+def stripe_client(settings: GatewayBridgeSettings) -> stripe.StripeClient:
+    """A Stripe client on `STRIPE_API_BASE`; retries are ours (tenacity), not the library's."""
+    return stripe.StripeClient(
+        settings.stripe_api_key.get_secret_value() or "sk_unset",
+        base_addresses={"api": settings.stripe_api_base},
+        http_client=stripe.HTTPXClient(timeout=10),
+        max_network_retries=0,
+    )
+
+
+async def list_payout_transactions(client: stripe.StripeClient, payout_id: str) -> list[dict[str, Any]]:
+    """Every balance transaction of a payout, with its source (the charge) expanded, across all pages."""
+    page = await client.v1.balance_transactions.list_async(
+        params={"payout": payout_id, "expand": ["data.source"], "limit": 100}
+    )
+    return [transaction.to_dict() async for transaction in page.auto_paging_iter()]
+
+
+class SettlementWorker:
+    def __init__(
+        self,
+        settings: GatewayBridgeSettings,
+        sessions: async_sessionmaker[AsyncSession],
+        stage: handlers.Stage,
+        after_commit: Callable[[], None],
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.stage = stage
+        self.after_commit = after_commit
+        self.client: stripe.StripeClient | None = None
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    def wake(self) -> None:
+        """A payout job was queued: look now rather than at the next poll."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        self.client = stripe_client(self.settings)
+        while not self._stopping:
+            try:
+                if await self.run_once():
+                    continue
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("settlement worker failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.settlement_poll_seconds)
+            self._wake.clear()
+
+    async def fetch(self, payout_id: str) -> list[dict[str, Any]]:
+        assert self.client is not None, "run() creates the client"
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(4),
+            wait=wait_exponential(multiplier=0.2, max=2.0),
+            retry=retry_if_exception_type(TRANSIENT),
+            reraise=True,
+        ):
+            with attempt:
+                return await list_payout_transactions(self.client, payout_id)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def run_once(self) -> bool:
+        """Resolve one due payout job; False if there was none."""
+        async with self.sessions() as session, session.begin():
+            job = (
+                await session.execute(
+                    select(payout_jobs)
+                    .where(payout_jobs.c.done_at.is_(None), payout_jobs.c.next_attempt_at <= datetime.now(UTC))
+                    .order_by(payout_jobs.c.id)
+                    .limit(1)
+                    .with_for_update(skip_locked=True)
+                )
+            ).first()
+            if job is None:
+                return False
+            now = datetime.now(UTC)
+            try:
+                transactions = await self.fetch(job.payout_id)
+            except Exception as exc:
+                attempts = job.attempts + 1
+                permanent = not isinstance(exc, TRANSIENT) or attempts >= self.settings.settlement_max_attempts
+                error = f"{type(exc).__name__}: {exc}"[:2000]
+                values: dict[str, Any] = {"attempts": attempts, "last_error": error}
+                if permanent:
+                    values["done_at"] = now
+                    event = {"id": job.event_id, "type": f"payout.{job.payout_status}", "data": {"object": {}}}
+                    reason = f"listing balance transactions of payout {job.payout_id} failed: {error}"
+                    await handlers.dead_letter(session, event, reason, subject=job.payout_id, key=job.event_id)
+                else:
+                    values["next_attempt_at"] = now + timedelta(seconds=self.settings.settlement_retry_seconds)
+                log.warning("payout look-up failed", extra={"payout_id": job.payout_id, "permanent": permanent})
+                await session.execute(update(payout_jobs).where(payout_jobs.c.id == job.id).values(values))
+            else:
+                await handlers.settle_payout(session, self.stage, job, transactions)
+                await session.execute(
+                    update(payout_jobs)
+                    .where(payout_jobs.c.id == job.id)
+                    .values(attempts=job.attempts + 1, done_at=now, last_error=None)
+                )
+        self.after_commit()
+        return True
