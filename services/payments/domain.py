@@ -183,11 +183,14 @@ GATEWAY_STATUS = {
     "processing": Status.PENDING,
     "failed": Status.FAILED,
     "succeeded": Status.POSTED,
+    # Part of the money went back: the payment stays posted; the refund is kept in the audit trail.
+    "partially_refunded": Status.POSTED,
     "disputed": Status.DISPUTED,
     "refunded": Status.REFUNDED,
 }
 _STATUS_RANK = {Status.PENDING: 0, Status.FAILED: 1, Status.POSTED: 2, Status.DISPUTED: 3, Status.REFUNDED: 4}
-_SETTLEMENT_RANK = {"N/A": 0, "In Progress": 1, "Failed": 2, "Success": 3}
+# A payout reported paid can still fail later (the bank returns it), so Failed is the last word.
+_SETTLEMENT_RANK = {"N/A": 0, "In Progress": 1, "Success": 2, "Failed": 3}
 
 
 def online_status(gateway_status: str) -> Status:

@@ -525,7 +525,8 @@ async def on_gateway_payment_status_changed(session: AsyncSession, envelope: Env
                 due=item.outstanding,
                 applied=Decimal(0),
                 outcome=domain.Analysis(due=item.outstanding, paid=amount).outcome,
-                recorded_at=event.occurred_at,
+                # Processing time counts from when the customer started paying, if the gateway says.
+                recorded_at=event.initiated_at or event.occurred_at,
                 online=True,
                 payment_intent_id=event.payment_intent_id,
                 gateway_status="created",
@@ -541,6 +542,10 @@ async def on_gateway_payment_status_changed(session: AsyncSession, envelope: Env
 
     current = Status(payment.status)
     previous = "" if created else current
+    if event.gateway_status == "partially_refunded" and not created:
+        refunded = event.amount_refunded.amount if event.amount_refunded else None
+        await audit(session, SYSTEM, "payment.partially_refunded", payment.payment_id, {"refunded": str(refunded)})
+        return
     if not domain.moves_forward(current, incoming):
         # Out of order or after the fact (e.g. failed after succeeded): kept in the audit, changes nothing.
         await audit(

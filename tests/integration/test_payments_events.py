@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from services.payments.storage import payments, plumbing, receivables
+from services.payments.storage import audit_log, payments, plumbing, receivables
 from shared.auth import Role
 from shared.contracts import Envelope, Topic, dlq, new_envelope
 from shared.contracts.events import (
@@ -359,3 +359,31 @@ async def test_the_same_key_retried_100_times_at_once_posts_once(api: Api) -> No
         count = (await session.execute(select(func.count()).where(payments.c.account_number == account))).scalar_one()
     assert count == 1
     assert await outstanding(api, account, f"INV-{account}-1") == Decimal("45.50")
+
+
+async def test_a_partial_refund_keeps_the_payment_posted_and_a_payout_failing_after_paid_is_failed(api: Api) -> None:
+    account, _ = await seeded(api)
+    start = started(account)
+    intent = f"pi_{uuid.uuid4().hex[:16]}"
+    partial = gateway_event(
+        account, intent, "partially_refunded", "Refunded", "In Progress", start + timedelta(hours=3)
+    )
+    paid = settlement_event(account, intent, "paid", "Settled", "Success", start + timedelta(days=2))
+    failed = settlement_event(account, intent, "failed", None, "Failed", start + timedelta(days=3))
+    await publish(
+        api.bootstrap,
+        Topic.GATEWAY_EVENTS,
+        [gateway_event(account, intent, "succeeded", "In Settlement", "In Progress", start), partial, paid, failed],
+    )
+    await eventually(lambda: _applied(api, partial, paid, failed))
+    payment = await online_payment(api, account)
+    assert payment["status"] == "Posted", "a partial refund does not un-post"
+    info = payment["payment_information"]
+    assert (info["webhook_status"], info["settlement_status"]) == ("Settled", "Failed"), (
+        "failed keeps the webhook status"
+    )
+    async with api.service.sessions() as session:
+        actions = (
+            await session.execute(select(audit_log.c.action).where(audit_log.c.subject == payment["payment_id"]))
+        ).scalars()
+        assert "payment.partially_refunded" in set(actions)

@@ -43,7 +43,7 @@ from shared.errors import Rejected
 
 # The gateway order, lowest first, written out here rather than read from the module under test.
 GATEWAY_ORDER = [Status.PENDING, Status.FAILED, Status.POSTED, Status.DISPUTED, Status.REFUNDED]
-SETTLEMENT_ORDER = ["N/A", "In Progress", "Failed", "Success"]
+SETTLEMENT_ORDER = ["N/A", "In Progress", "Success", "Failed"]
 START = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 
 
@@ -345,6 +345,7 @@ class TestOnlineStatus:
             ("processing", Status.PENDING),
             ("failed", Status.FAILED),
             ("succeeded", Status.POSTED),
+            ("partially_refunded", Status.POSTED),
             ("disputed", Status.DISPUTED),
             ("refunded", Status.REFUNDED),
         ],
@@ -352,8 +353,9 @@ class TestOnlineStatus:
     def test_each_stripe_word_maps_to_its_status(self, word: str, status: Status) -> None:
         assert online_status(word) is status
 
-    def test_the_gateway_has_exactly_five_words(self) -> None:
-        assert set(GATEWAY_STATUS) == {"processing", "failed", "succeeded", "disputed", "refunded"}
+    def test_the_gateway_has_exactly_six_words(self) -> None:
+        words = {"processing", "failed", "succeeded", "partially_refunded", "disputed", "refunded"}
+        assert set(GATEWAY_STATUS) == words
 
     def test_no_gateway_word_maps_to_cancelled(self) -> None:
         assert Status.CANCELLED not in GATEWAY_STATUS.values()
@@ -434,8 +436,11 @@ class TestSettlementMovesForward:
     def test_a_late_in_progress_never_overwrites_success(self) -> None:
         assert settlement_moves_forward("Success", "In Progress") is False
 
-    def test_a_success_after_a_failed_settlement_is_taken(self) -> None:
-        assert settlement_moves_forward("Failed", "Success") is True
+    def test_a_payout_that_fails_after_it_was_paid_is_failed(self) -> None:
+        assert settlement_moves_forward("Success", "Failed") is True
+
+    def test_a_late_paid_never_overwrites_a_failed_payout(self) -> None:
+        assert settlement_moves_forward("Failed", "Success") is False
 
     @pytest.mark.parametrize("current", [None, *SETTLEMENT_ORDER])
     def test_an_unknown_settlement_word_never_moves_forward(self, current: str | None) -> None:
