@@ -26,6 +26,7 @@ from shared.db import create_engine
 from shared.embedded import free_port
 from shared.launcher import publish_reference_data
 from tests.conftest import Infra
+from tests.support import stripe_fake
 from tests.support.helpers import eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.e2e]
@@ -58,7 +59,13 @@ def system(infra: Infra) -> Iterator[System]:
     ports = {name: free_port() for name in SERVICES}
     logs = infra.workdir / "e2e-logs"
     logs.mkdir(exist_ok=True)
-    env = {**os.environ, **infra.env(), "PAYDESK_JWT_SECRET": SECRET, "PAYDESK_OTEL_EXPORTER": "none"}
+    env = {
+        **os.environ,
+        **infra.env(),
+        "PAYDESK_JWT_SECRET": SECRET,
+        "PAYDESK_OTEL_EXPORTER": "none",
+        "STRIPE_WEBHOOK_SECRET": stripe_fake.SECRET,
+    }
     env.update({f"{PREFIXES[name]}HTTP_PORT": str(port) for name, port in ports.items()})
     processes = {
         name: subprocess.Popen(
@@ -182,6 +189,49 @@ async def test_a_counter_payment_reaches_receipts_and_kpi_in_one_trace(system: S
         applied = wait_for(lambda c=consumer: applied_in(c))  # type: ignore[misc]
         assert applied, f"{consumer} logged no applied payment.posted"
         assert applied[0]["trace_id"] == trace_id, f"{consumer} applied the event outside the request's trace"
+
+
+def test_an_online_payment_from_a_stripe_webhook_is_posted_receipted_and_traced(system: System) -> None:
+    """A signed webhook for the seed's April bill: gateway_bridge -> payments -> receipts, in one trace."""
+    intent = stripe_fake.new_id("pi")
+    meta = stripe_fake.metadata("WU-10001", "INV-2025-001567")
+    body = stripe_fake.body_of(stripe_fake.payment_intent_event("payment_intent.succeeded", intent, meta, amount=15225))
+    response = httpx.post(
+        system.url("gateway_bridge", "/webhooks/stripe"),
+        content=body,
+        headers={"Stripe-Signature": stripe_fake.sign(body), "content-type": "application/json"},
+    )
+    assert response.status_code == 200, response.text
+    trace_id = response.headers["X-Trace-Id"]
+    manager = {"Authorization": f"Bearer {mint_token(SECRET, user='Bill Manager', roles=[Role.BILLING_MANAGER])}"}
+
+    def online_payment() -> dict[str, Any] | None:
+        rows = httpx.get(system.url("payments", "/payments"), params={"q": "WU-10001"}, headers=manager).json()
+        for row in rows["payments"]:
+            detail = httpx.get(system.url("payments", row["links"]["details"]), headers=manager).json()
+            if detail["payment_information"]["channel"] == "Online":
+                return dict(detail)
+        return None
+
+    payment = wait_for(online_payment)
+    assert payment is not None, "payments never posted the online payment"
+    assert (payment["status"], payment["verification"], payment["received_by"]) == ("Posted", "Pending", "System")
+    assert payment["amount"] == "152.25" and payment["analysis"]["outcome"] == "exact"
+    assert payment["payment_information"]["webhook_status"] == "In Settlement"
+    assert payment["payment_information"]["settlement_status"] == "In Progress"
+
+    def traced(service: str, event_type: str) -> list[dict[str, Any]]:
+        return [
+            line
+            for line in system.log_lines(service)
+            if line.get("message") == "event applied"
+            and line.get("event_type") == event_type
+            and line.get("trace_id") == trace_id
+        ]
+
+    assert wait_for(lambda: traced("payments", "gateway.payment_status_changed")), "payments lost the webhook's trace"
+    assert wait_for(lambda: traced("receipts", "payment.posted")), "receipts lost the webhook's trace"
+    assert wait_for(lambda: traced("kpi", "payment.posted")), "kpi lost the webhook's trace"
 
 
 def test_staff_endpoints_refuse_requests_without_a_valid_token(system: System) -> None:
