@@ -416,3 +416,18 @@ async def test_a_counter_payment_cannot_be_verified_and_needs_an_approver(api: A
     assert (await api.client.post(path, headers=api.auth())).status_code == 403
     refused = await api.client.post(path, headers=api.auth(Role.BILLING_MANAGER))
     assert refused.status_code == 422 and refused.json()["code"] == "not_online"
+
+
+async def test_ac13_ac14_ac15_a_posted_payment_offers_its_receipt_another_payment_and_the_dashboard(api: Api) -> None:
+    account, _ = await seeded(api)
+    posted = (await api.pay(bill_payment(account, "5.00"))).json()
+    receipt = posted["receipt_number"]
+    assert posted["links"] == {
+        "self": f"/payments/{posted['payment_id']}",
+        "receipt_print": f"/receipts/{receipt}",
+        "receipt_pdf": f"/receipts/{receipt}.pdf",
+        "record_another": "/payments",
+        "dashboard": "/",
+    }
+    again = await api.pay(bill_payment(account, "5.00"))  # "record another payment" is the same form again
+    assert again.status_code == 201 and again.json()["receipt_number"] != receipt
