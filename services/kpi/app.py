@@ -143,9 +143,9 @@ def create_service(settings: KpiSettings | None = None) -> Service:
     async def recent_payments(
         actor: Reader, limit: Annotated[int, Query(ge=1, le=100)] = 10
     ) -> dict[str, list[dict[str, Any]]]:
-        """The latest posted payments, newest first."""
+        """The latest posted payments, newest first (times in the utility's time zone)."""
         async with service.sessions() as session:
-            return {"payments": await handlers.recent_payments(session, limit=limit)}
+            return {"payments": await handlers.recent_payments(session, limit=limit, time_zone=settings.zone)}
 
     @router.post("/kpi/alerts", status_code=201)
     async def create_alert(body: NewAlert, actor: Reader) -> dict[str, Any]:

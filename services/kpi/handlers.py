@@ -865,7 +865,7 @@ async def drilldown(
     }
 
 
-async def recent_payments(session: AsyncSession, *, limit: int) -> list[dict[str, Any]]:
+async def recent_payments(session: AsyncSession, *, limit: int, time_zone: ZoneInfo) -> list[dict[str, Any]]:
     """The latest payments posted (newest first), as the dashboard lists them."""
     rows = (await session.execute(select(payments).order_by(payments.c.posted_at.desc()).limit(limit))).mappings()
     return [
@@ -880,7 +880,7 @@ async def recent_payments(session: AsyncSession, *, limit: int) -> list[dict[str
             "method": r["method"],
             "payment_type": r["payment_type"],
             "payment_date": r["payment_date"].isoformat(),
-            "posted_at": r["posted_at"].isoformat(),
+            "posted_at": r["posted_at"].astimezone(time_zone).isoformat(),
             "status": r["status"],
             "verification": r["verification"],
         }

@@ -104,13 +104,14 @@ def posted(
     verification: str = "Verified",
     receipt_number: str | None = None,
     item_reference: str = "INV-X",
+    name: str = "John Doe",
 ) -> Envelope:
     money = Money(amount=Decimal(amount))
     data = PaymentPosted(
         payment_id=payment_id,
         transaction_id=f"TXN-{payment_id}",
         receipt_number=receipt_number or f"R-{payment_id}",
-        consumer=ConsumerSnapshot(account_number=account, name="John Doe", service_address="123 Main Street"),
+        consumer=ConsumerSnapshot(account_number=account, name=name, service_address="123 Main Street"),
         item=ItemSnapshot(
             payment_type=payment_type,
             item_reference=item_reference,

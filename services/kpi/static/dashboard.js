@@ -46,7 +46,7 @@ async function api(path, options = {}) {
   return response.json();
 }
 
-function setChange(element, kpi) {
+function setChange(element, kpi, against) {
   const change = kpi.change_percent;
   if (change === null || change === undefined) {
     element.dataset.direction = "flat";
@@ -57,15 +57,15 @@ function setChange(element, kpi) {
   element.dataset.direction = direction;
   const arrow = direction === "down" ? "▼" : direction === "up" ? "▲" : "■";
   element.dataset.change = change;
-  element.textContent = `${arrow} ${change.replace("-", "")}% vs previous`;
+  element.textContent = `${arrow} ${change.replace("-", "")}% vs ${against}`;
 }
 
-function setTile(id, raw, text, kpi) {
+function setTile(id, raw, text, kpi, against = "last month") {
   const tile = document.getElementById(id);
   const value = tile.querySelector("[data-value]");
   value.dataset.value = raw ?? "";
   value.textContent = text;
-  setChange(tile.querySelector(".change"), kpi);
+  setChange(tile.querySelector(".change"), kpi, against);
   return tile;
 }
 
@@ -74,7 +74,9 @@ function renderSummary(summary) {
   const cur = summary.currency;
   setTile("tile-total-collected", k.total_collected.value, formatMoney(k.total_collected.value, cur), k.total_collected)
     .querySelector(".count").textContent = k.total_collected.payments;
-  const today = setTile("tile-received-today", k.received_today.value, formatMoney(k.received_today.value, cur), k.received_today);
+  const today = setTile(
+    "tile-received-today", k.received_today.value, formatMoney(k.received_today.value, cur), k.received_today, "yesterday",
+  );
   today.querySelector(".count").textContent = k.received_today.payments;
   today.querySelector(".day").textContent = k.received_today.day;
   setTile("tile-collection-rate", k.collection_rate.value, formatPercent(k.collection_rate.value), k.collection_rate)
