@@ -8,6 +8,7 @@ changes nothing. Handlers take a `Context`: the utility's time zone, and where t
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import Table, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -62,13 +63,34 @@ Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
 ZERO = Decimal("0.00")
 
 
+class AlertRuleCache:
+    """Thresholds are needed on almost every event but change rarely, so they are kept in memory for `ttl`
+    seconds: a rule created on this instance applies at once, one created on another instance within `ttl`."""
+
+    def __init__(self, ttl: float = 2.0) -> None:
+        self.ttl = ttl
+        self._rules: list[AlertRule] | None = None
+        self._loaded_at = 0.0
+
+    async def for_metric(self, session: AsyncSession, metric: Metric) -> list[AlertRule]:
+        if self._rules is None or time.monotonic() - self._loaded_at > self.ttl:
+            rows = (await session.execute(select(alert_rules))).all()
+            self._rules = [AlertRule(r.alert_id, Metric(r.metric), Comparison(r.comparison), r.threshold) for r in rows]
+            self._loaded_at = time.monotonic()
+        return [rule for rule in self._rules if rule.metric is metric]
+
+    def invalidate(self) -> None:
+        self._rules = None
+
+
 @dataclass(frozen=True)
 class Context:
-    """What handlers need besides the event: the utility's time zone and currency, and the outbox."""
+    """What handlers need besides the event: the utility's time zone and currency, the outbox, alert rules."""
 
     time_zone: ZoneInfo
     currency: str = "USD"
     stage: Stage | None = None  # None while replaying history: aggregates only, no alerts
+    rules: AlertRuleCache = field(default_factory=AlertRuleCache)
 
 
 class Event:
@@ -135,6 +157,41 @@ async def _collect(session: AsyncSession, payment: Mapping[str, Any], sign: int)
 # --- payments.events.v1 ---
 
 
+_POST_PAYMENT = text(
+    """
+    WITH new_payment AS (
+        INSERT INTO kpi.payments (payment_id, receipt_number, account_number, consumer_name, payment_type, channel,
+            method, amount, currency, payment_date, posted_at, posted_day, collection_days, status, verification,
+            counted)
+        VALUES (:payment_id, :receipt_number, :account_number, :consumer_name, :payment_type, :channel, :method,
+            :amount, :currency, :payment_date, :posted_at, :posted_day, :collection_days, :status, :verification,
+            :counted)
+        ON CONFLICT DO NOTHING
+        RETURNING counted
+    ), collected AS (
+        INSERT INTO kpi.daily_collections AS d (day, currency, channel, method, payment_type, payments, collected,
+            timed_payments, collection_days)
+        SELECT CAST(:payment_date AS date), CAST(:currency AS varchar), CAST(:channel AS varchar),
+            CAST(:method AS varchar), CAST(:payment_type AS varchar), 1, CAST(:amount AS numeric),
+            CASE WHEN CAST(:collection_days AS integer) IS NULL THEN 0 ELSE 1 END,
+            COALESCE(CAST(:collection_days AS integer), 0)
+        FROM new_payment WHERE counted
+        ON CONFLICT (day, currency, channel, method, payment_type) DO UPDATE SET
+            payments = d.payments + 1,
+            collected = d.collected + excluded.collected,
+            timed_payments = d.timed_payments + excluded.timed_payments,
+            collection_days = d.collection_days + excluded.collection_days
+    ), received AS (
+        INSERT INTO kpi.daily_receipts AS r (day, currency, payments, received)
+        SELECT CAST(:posted_day AS date), CAST(:currency AS varchar), 1, CAST(:amount AS numeric)
+        FROM new_payment WHERE counted
+        ON CONFLICT (day, currency) DO UPDATE SET payments = r.payments + 1, received = r.received + excluded.received
+    )
+    SELECT count(*) FROM new_payment
+    """
+)
+
+
 async def on_payment_posted(ctx: Context, session: AsyncSession, envelope: Envelope) -> None:
     posted = parse_data(envelope, PaymentPosted)
     row = {
@@ -155,17 +212,12 @@ async def on_payment_posted(ctx: Context, session: AsyncSession, envelope: Envel
         "verification": posted.verification,
         "counted": domain.counts_as_collected(posted.status),
     }
-    inserted = (
-        await session.execute(
-            pg_insert(payments).values(**row).on_conflict_do_nothing().returning(payments.c.payment_id)
-        )
-    ).first()
-    if inserted is None:
+    # The hottest path (every payment): one round trip records the payment and adds it to both aggregates.
+    inserted = (await session.execute(_POST_PAYMENT, row)).scalar_one()
+    if not inserted:
         # Posted once per payment: a second announcement (a new event id for the same payment) adds nothing.
         log.warning("payment already counted", extra={"payment_id": posted.payment_id, "event_id": str(envelope.id)})
         return
-    if row["counted"]:
-        await _collect(session, row, +1)
     await _evaluate_collection_rate(ctx, session, domain.period_of(posted.payment_date))
     await _evaluate_pending_verifications(ctx, session)
 
@@ -442,7 +494,7 @@ CONSUMERS: dict[str, tuple[Topic, Callable[[Context], dict[str, Handler]]]] = {
 
 
 async def _evaluate_collection_rate(ctx: Context, session: AsyncSession, period: str) -> None:
-    if ctx.stage is None or not await _rules_for(session, Metric.COLLECTION_RATE):
+    if ctx.stage is None or not await ctx.rules.for_metric(session, Metric.COLLECTION_RATE):
         return
     start, end = domain.month_bounds(period)
     figures = await _collections(session, start, end, ctx.currency)
@@ -451,21 +503,16 @@ async def _evaluate_collection_rate(ctx: Context, session: AsyncSession, period:
 
 
 async def _evaluate_pending_verifications(ctx: Context, session: AsyncSession) -> None:
-    if ctx.stage is None or not await _rules_for(session, Metric.PENDING_VERIFICATIONS):
+    if ctx.stage is None or not await ctx.rules.for_metric(session, Metric.PENDING_VERIFICATIONS):
         return
     await _evaluate(ctx, session, Metric.PENDING_VERIFICATIONS, "current", Decimal(await _pending(session)))
-
-
-async def _rules_for(session: AsyncSession, metric: Metric) -> list[AlertRule]:
-    rows = (await session.execute(select(alert_rules).where(alert_rules.c.metric == metric.value))).all()
-    return [AlertRule(r.alert_id, Metric(r.metric), Comparison(r.comparison), r.threshold) for r in rows]
 
 
 async def _evaluate(ctx: Context, session: AsyncSession, metric: Metric, window: str, value: Decimal | None) -> None:
     """Compare `value` with every rule on `metric` in `window`; raise an alert on each crossing into breach."""
     if ctx.stage is None:
         return
-    for rule in await _rules_for(session, metric):
+    for rule in await ctx.rules.for_metric(session, metric):
         await session.execute(
             pg_insert(alert_states)
             .values(alert_id=rule.alert_id, window=window, breached=False)

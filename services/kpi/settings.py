@@ -18,6 +18,14 @@ class KpiSettings(ServiceSettings):
         examples=["America/Chicago"],
     )
     currency: str = Field(default="USD", min_length=3, max_length=3, description="Currency of the header KPIs.")
+    payment_consumers: int = Field(
+        default=3,
+        ge=1,
+        le=32,
+        description="Consumers of payments.events.v1 in this process, in one group: the topic's partitions are "
+        "applied in parallel (order within a partition, so within an account, is kept). More than the partition "
+        "count adds nothing.",
+    )
     dashboard_refresh_seconds: float = Field(default=5.0, gt=0, description="How often the dashboard page polls.")
 
     @field_validator("time_zone")
