@@ -163,7 +163,7 @@ async def seed_ten_million(dsn: str, payments: int, with_rows: bool) -> None:
     first, last = date(2024, 1, 1), date(2025, 12, 31)
     days = (last - first).days + 1
     combos = len(CHANNELS) * len(METHODS) * len(TYPES)
-    per_row = max(1, payments // (days * combos))
+    per_row = max(1, -(-payments // (days * combos)))  # rounded up: at least `payments` in all
     conn = await asyncpg.connect(dsn)
     try:
         started = time.monotonic()

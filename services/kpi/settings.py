@@ -19,12 +19,13 @@ class KpiSettings(ServiceSettings):
     )
     currency: str = Field(default="USD", min_length=3, max_length=3, description="Currency of the header KPIs.")
     payment_consumers: int = Field(
-        default=3,
+        default=1,
         ge=1,
         le=32,
         description="Consumers of payments.events.v1 in this process, in one group: the topic's partitions are "
         "applied in parallel (order within a partition, so within an account, is kept). More than the partition "
-        "count adds nothing.",
+        "count adds nothing. Each extra member costs a group rebalance at start; running more kpi instances does the "
+        "same across machines.",
     )
     dashboard_refresh_seconds: float = Field(default=5.0, gt=0, description="How often the dashboard page polls.")
 
