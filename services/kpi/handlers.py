@@ -35,6 +35,7 @@ from services.kpi.storage import (
     hourly_failures,
     payments,
     receivables,
+    verification_backlog,
 )
 from shared.contracts import Envelope, Topic, new_envelope, parse_data
 from shared.contracts.events import (
@@ -58,6 +59,7 @@ from shared.money import quantize
 log = logging.getLogger(__name__)
 
 SOURCE = "kpi"
+PENDING = "Pending"
 Stage = Callable[[AsyncSession, str, Envelope], Awaitable[None]]
 Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
 ZERO = Decimal("0.00")
@@ -126,8 +128,17 @@ async def _count_event(
     )
 
 
+BACKLOG = "all"
+
+
+async def _backlog(session: AsyncSession, sign: int) -> None:
+    await _bump(session, verification_backlog, {"scope": BACKLOG}, {"pending": sign})
+
+
 async def _collect(session: AsyncSession, payment: Mapping[str, Any], sign: int) -> None:
-    """Add (+1) or take back (-1) one payment in the collection aggregates."""
+    """Add (+1) or take back (-1) one payment in the collection aggregates (and the verification backlog)."""
+    if payment["verification"] == PENDING:
+        await _backlog(session, sign)
     days = payment["collection_days"]
     await _bump(
         session,
@@ -186,6 +197,10 @@ _POST_PAYMENT = text(
         SELECT CAST(:posted_day AS date), CAST(:currency AS varchar), 1, CAST(:amount AS numeric)
         FROM new_payment WHERE counted
         ON CONFLICT (day, currency) DO UPDATE SET payments = r.payments + 1, received = r.received + excluded.received
+    ), backlog AS (
+        INSERT INTO kpi.verification_backlog AS b (scope, pending)
+        SELECT 'all', 1 FROM new_payment WHERE counted AND CAST(:verification AS varchar) = 'Pending'
+        ON CONFLICT (scope) DO UPDATE SET pending = b.pending + 1
     )
     SELECT count(*) FROM new_payment
     """
@@ -317,16 +332,16 @@ async def _count_failure(ctx: Context, session: AsyncSession, changed: PaymentSt
 
 async def on_payment_verified(ctx: Context, session: AsyncSession, envelope: Envelope) -> None:
     verified = parse_data(envelope, PaymentVerified)
-    found = (
-        await session.execute(
-            update(payments)
-            .where(payments.c.payment_id == verified.payment_id)
-            .values(verification="Verified")
-            .returning(payments.c.payment_id)
-        )
-    ).first()
-    if found is None:
+    payment = await _payment_for_update(session, verified.payment_id)
+    if payment is None:
         raise Rejected("unknown_payment", f"payment {verified.payment_id} was never posted", field="payment_id")
+    if payment["verification"] != PENDING:
+        return
+    if payment["counted"]:
+        await _backlog(session, -1)
+    await session.execute(
+        update(payments).where(payments.c.payment_id == verified.payment_id).values(verification="Verified")
+    )
     await _evaluate_pending_verifications(ctx, session)
 
 
@@ -696,13 +711,9 @@ async def _events(session: AsyncSession, start: date, end: date, currency: str) 
 
 
 async def _pending(session: AsyncSession) -> int:
-    # Written as the partial index's own predicate (`counted`, not `counted IS TRUE`) so the planner uses it:
-    # the count then reads the pending backlog only, however many payments there are.
-    return int(
-        (
-            await session.execute(select(func.count()).where(payments.c.verification == "Pending", payments.c.counted))
-        ).scalar_one()
-    )
+    c = verification_backlog.c
+    found = (await session.execute(select(c.pending).where(c.scope == BACKLOG))).scalar_one_or_none()
+    return int(found or 0)
 
 
 @dataclass(frozen=True)

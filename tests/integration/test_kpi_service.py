@@ -23,12 +23,12 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from services.kpi import handlers
 from services.kpi.app import create_service
 from services.kpi.settings import KpiSettings
-from services.kpi.storage import AGGREGATES
+from services.kpi.storage import AGGREGATES, plumbing
 from services.payments.sample_data import seed_sample
 from shared.auth import Role, mint_token
 from shared.contracts import Envelope, Topic, new_envelope
@@ -501,6 +501,7 @@ async def test_kpi_rebuild_from_offset_zero_gives_the_live_figures(world: World)
     await eventually(lambda: has(world, "2033-01", ["kpis", "total_collected", "value"], "1.00"))
     live = await _snapshot(world)
     assert sum(len(rows) for rows in live.values()) > 20, "the earlier tests of this module fed the aggregates"
+    staged_before = await _outbox_rows(world)
 
     env = {
         **os.environ,
@@ -517,3 +518,9 @@ async def test_kpi_rebuild_from_offset_zero_gives_the_live_figures(world: World)
     assert "rebuilt kpi aggregates" in stdout
     assert "duplicate" in stdout, "the topics hold redeliveries, which the rebuild skips as live did"
     assert await _snapshot(world) == live
+    assert await _outbox_rows(world) == staged_before, "replaying history raises no alert again"
+
+
+async def _outbox_rows(world: World) -> int:
+    async with world.service.sessions() as session:
+        return int((await session.execute(select(func.count()).select_from(plumbing.outbox))).scalar_one())

@@ -97,8 +97,13 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('payment_id', name=op.f('pk_payments')),
     schema='kpi'
     )
-    op.create_index('ix_kpi_payments_pending', 'payments', ['payment_id'], unique=False, schema='kpi', postgresql_where=sa.text("verification = 'Pending' AND counted"))
     op.create_index('ix_kpi_payments_posted_at', 'payments', ['posted_at'], unique=False, schema='kpi')
+    op.create_table('verification_backlog',
+    sa.Column('scope', sa.String(length=10), nullable=False),
+    sa.Column('pending', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('scope', name=op.f('pk_verification_backlog')),
+    schema='kpi'
+    )
     op.create_table('receivables',
     sa.Column('payment_type', sa.String(length=20), nullable=False),
     sa.Column('item_reference', sa.String(length=100), nullable=False),
@@ -142,7 +147,7 @@ def downgrade() -> None:
     op.drop_column('daily_collections', 'channel', schema='kpi')
     op.drop_table('receivables', schema='kpi')
     op.drop_index('ix_kpi_payments_posted_at', table_name='payments', schema='kpi')
-    op.drop_index('ix_kpi_payments_pending', table_name='payments', schema='kpi', postgresql_where=sa.text("verification = 'Pending' AND counted"))
+    op.drop_table('verification_backlog', schema='kpi')
     op.drop_table('payments', schema='kpi')
     op.drop_table('hourly_failures', schema='kpi')
     op.drop_table('failed_payments', schema='kpi')
