@@ -124,6 +124,16 @@ def token(
     typer.echo(mint_token(secret, user=user, roles=[role], ttl=timedelta(hours=hours)))
 
 
+@app.command("kpi-rebuild")
+def kpi_rebuild() -> None:
+    """Recompute every KPI aggregate from the topics, from offset 0 (a running kpi service waits, then goes on)."""
+    from services.kpi.rebuild import rebuild
+    from services.kpi.settings import KpiSettings
+
+    outcome = asyncio.run(rebuild(KpiSettings()))
+    typer.echo("rebuilt kpi aggregates: " + ", ".join(f"{k} {v}" for k, v in sorted(outcome.items())))
+
+
 @app.command()
 def run(
     data_dir: Annotated[str, typer.Option(help="Where the embedded Postgres keeps its data.")] = ".paydesk",

@@ -1,13 +1,26 @@
-"""Pure KPI rules. No I/O."""
+"""Pure KPI rules: periods, the four header KPIs, period-over-period change, and alert crossings. No I/O."""
 
 from __future__ import annotations
 
 import re
-from datetime import date
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal
+from enum import StrEnum
+from zoneinfo import ZoneInfo
 
 from shared.errors import Rejected
 
 _PERIOD = re.compile(r"(\d{4})-(0[1-9]|1[0-2])")
+HUNDRED = Decimal(100)
+# Rates, percentages and day averages are shown with two decimals, rounded like money (banker's rounding).
+TWO_PLACES = Decimal("0.01")
+
+# Only a payment whose latest status is Posted is money collected; Refunded, Failed, Cancelled and the
+# not-yet-posted statuses are not.
+COLLECTED_STATUS = "Posted"
+FAILED_STATUS = "Failed"
+REFUNDED_STATUS = "Refunded"
 
 
 def month_bounds(period: str) -> tuple[date, date]:
@@ -19,3 +32,115 @@ def month_bounds(period: str) -> tuple[date, date]:
     start = date(year, month, 1)
     end = date(year + 1, 1, 1) if month == 12 else date(year, month + 1, 1)
     return start, end
+
+
+def period_of(day: date) -> str:
+    """The `YYYY-MM` period a day belongs to."""
+    return f"{day.year:04d}-{day.month:02d}"
+
+
+def previous_period(period: str) -> str:
+    """The month before `YYYY-MM` (the comparison period of every KPI)."""
+    start, _ = month_bounds(period)
+    return period_of(start - timedelta(days=1))
+
+
+def local_day(moment: datetime, time_zone: ZoneInfo) -> date:
+    """The utility's calendar day of an instant: what "today" means on its counters."""
+    return moment.astimezone(time_zone).date()
+
+
+def hour_window(moment: datetime) -> datetime:
+    """Start of the UTC hour an instant falls in (hourly alert windows)."""
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def hour_window_label(start: datetime) -> str:
+    """ISO 8601 interval of one hour, e.g. `2025-04-20T10:00Z/PT1H`."""
+    return f"{start.astimezone(UTC):%Y-%m-%dT%H:%MZ}/PT1H"
+
+
+def counts_as_collected(status: str) -> bool:
+    """Whether a payment in this status counts towards what was collected."""
+    return status == COLLECTED_STATUS
+
+
+def _two_places(value: Decimal) -> Decimal:
+    return value.quantize(TWO_PLACES, rounding=ROUND_HALF_EVEN)
+
+
+def collection_rate(collected: Decimal, due: Decimal) -> Decimal | None:
+    """Total collected / total due x 100, two decimals; None when nothing was due (no rate exists)."""
+    if due <= 0:
+        return None
+    return _two_places(collected / due * HUNDRED)
+
+
+def average_days(total_days: int, payments: int) -> Decimal | None:
+    """Mean days from issue to payment, two decimals; None when no payment had an issue date."""
+    if payments <= 0:
+        return None
+    return _two_places(Decimal(total_days) / Decimal(payments))
+
+
+def days_to_collect(issued_on: date | None, payment_date: date) -> int | None:
+    """Days between the bill or service being generated and the payment; None when the issue date is unknown."""
+    if issued_on is None:
+        return None
+    return max((payment_date - issued_on).days, 0)
+
+
+def percent_change(current: Decimal | None, previous: Decimal | None) -> Decimal | None:
+    """(current - previous) / previous x 100, two decimals; None when there is nothing to compare with."""
+    if current is None or previous is None or previous == 0:
+        return None
+    return _two_places((current - previous) / abs(previous) * HUNDRED)
+
+
+# --- alerts ---
+
+
+class Metric(StrEnum):
+    COLLECTION_RATE = "collection_rate"
+    FAILED_ONLINE_PAYMENTS_PER_HOUR = "failed_online_payments_per_hour"
+    PENDING_VERIFICATIONS = "pending_verifications"
+
+
+class Comparison(StrEnum):
+    BELOW = "below"
+    ABOVE = "above"
+
+
+@dataclass(frozen=True)
+class AlertRule:
+    """A threshold a billing manager set: raise when `metric` is `comparison` `threshold`."""
+
+    alert_id: str
+    metric: Metric
+    comparison: Comparison
+    threshold: Decimal
+
+    def breached_by(self, value: Decimal | None) -> bool:
+        """Whether a measured value is on the wrong side of the threshold (no value is never a breach)."""
+        if value is None:
+            return False
+        if self.comparison is Comparison.BELOW:
+            return value < self.threshold
+        return value > self.threshold
+
+
+def validate_rule(metric: Metric, comparison: Comparison, threshold: Decimal) -> None:
+    """Reject thresholds that can never mean anything for their metric."""
+    if not threshold.is_finite():
+        raise Rejected("invalid_threshold", "threshold must be a finite number", field="threshold")
+    if threshold < 0:
+        raise Rejected("invalid_threshold", "threshold cannot be negative", field="threshold")
+    if metric is Metric.COLLECTION_RATE and threshold > HUNDRED:
+        raise Rejected("invalid_threshold", "a collection rate threshold is a percentage, 0 to 100", field="threshold")
+    if metric is not Metric.COLLECTION_RATE and threshold != threshold.to_integral_value():
+        raise Rejected("invalid_threshold", f"{metric} is a count: use a whole number", field="threshold")
+
+
+def should_raise(was_breached: bool, breached_now: bool) -> bool:
+    """Raise once per crossing: only when the value moves from the right side of the threshold to the wrong one."""
+    return breached_now and not was_breached

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -211,3 +212,40 @@ def bill_issued(account: str, invoice_number: str, amount: str) -> Envelope:
         due_date=date(2025, 5, 15),
     )
     return new_envelope("bill.issued", source="billing", subject=account, data=data)
+
+
+@asynccontextmanager
+async def own_broker_and_database(
+    database_url: str, workdir: Path, name: str, services: tuple[str, ...]
+) -> AsyncIterator[tuple[str, str]]:
+    """A fresh Tansu broker and a fresh database (on the run's Postgres server) with `services` migrated.
+
+    For tests that assert whole-period figures exactly: nothing other tests publish or write can reach them.
+    Yields `(database_url, bootstrap_servers)`.
+    """
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    from shared.db import create_engine
+    from shared.embedded import EmbeddedKafka, free_port
+    from shared.messaging import provision_topics
+    from shared.migrations import upgrade
+
+    database = f"{name}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(make_url(database_url).set(database="postgres").render_as_string(hide_password=False))
+    async with admin.connect() as conn:
+        await (await conn.execution_options(isolation_level="AUTOCOMMIT")).execute(
+            text(f'CREATE DATABASE "{database}"')
+        )
+    await admin.dispose()
+    url = make_url(database_url).set(database=database).render_as_string(hide_password=False)
+    for service in services:
+        await asyncio.to_thread(upgrade, service, url)  # alembic runs its own event loop
+    port = free_port()
+    broker = EmbeddedKafka(port=port, log_file=workdir / f"kafka-{name}-{port}.log")
+    bootstrap = await asyncio.to_thread(broker.start)
+    try:
+        await provision_topics(bootstrap, partitions=3)
+        yield url, bootstrap
+    finally:
+        await asyncio.to_thread(broker.stop)

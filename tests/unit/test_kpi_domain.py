@@ -1,12 +1,32 @@
-"""KPI period rules."""
+"""KPI rules: periods, the header KPIs, period-over-period change, local days and alert crossings."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from services.kpi.domain import month_bounds
+from services.kpi.domain import (
+    AlertRule,
+    Comparison,
+    Metric,
+    average_days,
+    collection_rate,
+    counts_as_collected,
+    days_to_collect,
+    hour_window,
+    hour_window_label,
+    local_day,
+    month_bounds,
+    percent_change,
+    previous_period,
+    should_raise,
+    validate_rule,
+)
 from shared.errors import Rejected
 
 
@@ -55,3 +75,143 @@ class TestMonthBounds:
         assert caught.value.field == "period"
         assert caught.value.code == "invalid_period"
         assert caught.value.status == 422
+
+
+class TestPreviousPeriod:
+    def test_the_month_before_april_is_march(self) -> None:
+        assert previous_period("2025-04") == "2025-03"
+
+    def test_january_compares_with_december_of_the_year_before(self) -> None:
+        assert previous_period("2025-01") == "2024-12"
+
+    def test_a_bad_period_is_rejected(self) -> None:
+        with pytest.raises(Rejected):
+            previous_period("2025-13")
+
+
+class TestCollectionRate:
+    def test_the_sample_data_collects_68_31_percent_of_april(self) -> None:
+        assert collection_rate(Decimal("145.50"), Decimal("213.00")) == Decimal("68.31")
+
+    def test_nothing_due_means_no_rate_rather_than_a_division_by_zero(self) -> None:
+        assert collection_rate(Decimal("10.00"), Decimal("0.00")) is None
+
+    def test_collecting_more_than_was_due_goes_above_100(self) -> None:
+        assert collection_rate(Decimal("300.00"), Decimal("200.00")) == Decimal("150.00")
+
+    def test_half_a_hundredth_rounds_to_even(self) -> None:
+        # 1 / 800 x 100 = 0.125 exactly -> 0.12; 3 / 800 x 100 = 0.375 -> 0.38 (banker's rounding, as for money)
+        assert collection_rate(Decimal("1"), Decimal("800")) == Decimal("0.12")
+        assert collection_rate(Decimal("3"), Decimal("800")) == Decimal("0.38")
+
+    @given(
+        st.decimals(min_value=0, max_value=10**9, places=2, allow_nan=False),
+        st.decimals(min_value=Decimal("0.01"), max_value=10**9, places=2, allow_nan=False),
+    )
+    def test_the_rate_is_within_half_a_hundredth_of_the_exact_ratio(self, collected: Decimal, due: Decimal) -> None:
+        rate = collection_rate(collected, due)
+        assert rate is not None
+        assert rate.as_tuple().exponent == -2
+        assert abs(rate - collected / due * 100) <= Decimal("0.005")
+
+
+class TestAverageCollectionTime:
+    def test_the_sample_payment_took_20_days_from_bill_to_payment(self) -> None:
+        assert days_to_collect(date(2025, 3, 31), date(2025, 4, 20)) == 20
+        assert average_days(20, 1) == Decimal("20.00")
+
+    def test_a_payment_without_an_issue_date_is_not_timed(self) -> None:
+        assert days_to_collect(None, date(2025, 4, 20)) is None
+
+    def test_a_payment_dated_before_its_bill_counts_as_same_day(self) -> None:
+        assert days_to_collect(date(2025, 4, 20), date(2025, 4, 18)) == 0
+
+    def test_no_timed_payments_means_no_average(self) -> None:
+        assert average_days(0, 0) is None
+
+    def test_the_mean_is_exact_to_two_decimals(self) -> None:
+        assert average_days(10, 3) == Decimal("3.33")
+
+
+class TestPercentChange:
+    def test_growth_is_positive(self) -> None:
+        assert percent_change(Decimal("150.00"), Decimal("100.00")) == Decimal("50.00")
+
+    def test_a_fall_is_negative(self) -> None:
+        assert percent_change(Decimal("0.00"), Decimal("145.50")) == Decimal("-100.00")
+
+    def test_there_is_no_change_from_nothing(self) -> None:
+        assert percent_change(Decimal("10.00"), Decimal("0.00")) is None
+        assert percent_change(Decimal("10.00"), None) is None
+        assert percent_change(None, Decimal("10.00")) is None
+
+
+class TestLocalDay:
+    def test_late_evening_in_chicago_is_still_that_day_there_but_the_next_in_utc(self) -> None:
+        moment = datetime(2025, 4, 21, 3, 30, tzinfo=UTC)
+        assert local_day(moment, ZoneInfo("America/Chicago")) == date(2025, 4, 20)
+        assert local_day(moment, ZoneInfo("UTC")) == date(2025, 4, 21)
+
+    def test_hour_windows_are_utc_hours_with_an_iso_interval_label(self) -> None:
+        moment = datetime(2025, 4, 20, 5, 59, 59, tzinfo=ZoneInfo("America/Chicago"))
+        window = hour_window(moment)
+        assert window == datetime(2025, 4, 20, 10, 0, tzinfo=UTC)
+        assert hour_window_label(window) == "2025-04-20T10:00Z/PT1H"
+
+
+class TestCollectedStatus:
+    @pytest.mark.parametrize(
+        ("status", "collected"),
+        [("Posted", True), ("Refunded", False), ("Failed", False), ("Cancelled", False), ("Pending", False)],
+    )
+    def test_only_posted_money_is_collected(self, status: str, collected: bool) -> None:
+        assert counts_as_collected(status) is collected
+
+
+class TestAlerts:
+    def rule(self, metric: Metric, comparison: Comparison, threshold: str) -> AlertRule:
+        return AlertRule("AL-1", metric, comparison, Decimal(threshold))
+
+    def test_a_rate_below_the_threshold_breaches_a_below_rule(self) -> None:
+        rule = self.rule(Metric.COLLECTION_RATE, Comparison.BELOW, "90")
+        assert rule.breached_by(Decimal("89.99"))
+        assert not rule.breached_by(Decimal("90.00"))
+        assert not rule.breached_by(None), "no rate (nothing due) is not a breach"
+
+    def test_a_count_above_the_threshold_breaches_an_above_rule(self) -> None:
+        rule = self.rule(Metric.FAILED_ONLINE_PAYMENTS_PER_HOUR, Comparison.ABOVE, "2")
+        assert not rule.breached_by(Decimal(2))
+        assert rule.breached_by(Decimal(3))
+
+    def test_an_alert_is_raised_only_on_the_way_into_breach(self) -> None:
+        assert should_raise(was_breached=False, breached_now=True)
+        assert not should_raise(was_breached=True, breached_now=True)
+        assert not should_raise(was_breached=True, breached_now=False)
+        assert not should_raise(was_breached=False, breached_now=False)
+
+    def test_a_series_of_values_raises_once_per_crossing(self) -> None:
+        rule = self.rule(Metric.COLLECTION_RATE, Comparison.BELOW, "90")
+        breached, raised = False, 0
+        for value in ["95", "80", "70", "60", "92", "91", "85", "85"]:
+            now = rule.breached_by(Decimal(value))
+            raised += should_raise(breached, now)
+            breached = now
+        assert raised == 2
+
+    @pytest.mark.parametrize(
+        ("metric", "threshold"),
+        [
+            (Metric.COLLECTION_RATE, "100.01"),
+            (Metric.COLLECTION_RATE, "-1"),
+            (Metric.FAILED_ONLINE_PAYMENTS_PER_HOUR, "2.5"),
+            (Metric.PENDING_VERIFICATIONS, "-3"),
+        ],
+    )
+    def test_thresholds_that_mean_nothing_are_rejected_naming_the_field(self, metric: Metric, threshold: str) -> None:
+        with pytest.raises(Rejected) as caught:
+            validate_rule(metric, Comparison.ABOVE, Decimal(threshold))
+        assert caught.value.field == "threshold"
+
+    def test_sensible_thresholds_are_accepted(self) -> None:
+        validate_rule(Metric.COLLECTION_RATE, Comparison.BELOW, Decimal("90"))
+        validate_rule(Metric.FAILED_ONLINE_PAYMENTS_PER_HOUR, Comparison.ABOVE, Decimal("10"))
