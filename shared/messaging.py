@@ -31,6 +31,7 @@ from shared.contracts.envelope import Envelope, EnvelopeError, decode_envelope, 
 from shared.contracts.topics import ALL_TOPICS, dlq
 from shared.errors import Rejected
 from shared.inbox import claim
+from shared.outbox import STAGED
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,7 @@ class EventConsumer:
         session_factory: async_sessionmaker[AsyncSession],
         inbox: Table,
         after_commit: Callable[[], None] = lambda: None,
+        wake_relay: Callable[[], None] = lambda: None,
         max_attempts: int = 5,
         on_rejected: RejectionHandler | None = None,
     ) -> None:
@@ -120,6 +122,7 @@ class EventConsumer:
         self.session_factory = session_factory
         self.inbox = inbox
         self.after_commit = after_commit
+        self.wake_relay = wake_relay
         self.max_attempts = max_attempts
         self.on_rejected = on_rejected
         self.broker: KafkaBroker | None = None
@@ -186,7 +189,6 @@ class EventConsumer:
                     "account": envelope.subject,
                 },
             )
-            self.after_commit()
         else:
             DUPLICATES.labels(self.service, self.name).inc()
         return outcome
@@ -204,10 +206,14 @@ class EventConsumer:
 
     async def apply(self, handler: EventHandler, envelope: Envelope) -> str:
         """One transaction: inbox claim plus the handler's effect (and any outbox events it stages)."""
-        async with self.session_factory() as session, session.begin():
-            if not await claim(session, self.inbox, self.name, envelope.id, envelope.type):
-                return "duplicate"
-            await handler(session, envelope)
+        async with self.session_factory() as session:
+            async with session.begin():
+                if not await claim(session, self.inbox, self.name, envelope.id, envelope.type):
+                    return "duplicate"
+                await handler(session, envelope)
+            if session.info.pop(STAGED, False):
+                self.wake_relay()
+        self.after_commit()
         return "applied"
 
     async def _reject(self, envelope: Envelope, reason: str) -> None:
@@ -217,7 +223,8 @@ class EventConsumer:
         async with self.session_factory() as session, session.begin():
             if await claim(session, self.inbox, self.name, envelope.id, envelope.type):
                 await self.on_rejected(session, envelope, reason)
-        self.after_commit()
+        if session.info.pop(STAGED, False):
+            self.wake_relay()
 
     async def _database_reachable(self) -> bool:
         try:

@@ -85,10 +85,15 @@ def outbox_tables(metadata: MetaData) -> tuple[Table, Table]:
     return outbox, relay_state
 
 
+# Set on a session that staged an event, so the relay is woken after its commit and only then.
+STAGED = "paydesk_outbox_staged"
+
+
 async def add_event(session: AsyncSession, outbox: Table, topic: str, envelope: Envelope) -> None:
     """Stage an event in the caller's transaction, with the current trace context for the consumers."""
     carrier: dict[str, str] = {"content-type": CONTENT_TYPE}
     propagate.inject(carrier)
+    session.info[STAGED] = True
     await session.execute(
         outbox.insert().values(
             event_id=envelope.id, topic=topic, key=envelope.subject, headers=carrier, value=envelope.to_bytes()

@@ -123,7 +123,7 @@ class Service:
             handlers=handlers,
             session_factory=self.sessions,
             inbox=self.tables.inbox,
-            after_commit=self.relay.wake,
+            wake_relay=self.relay.wake,
             max_attempts=self.settings.consumer_max_attempts,
             on_rejected=on_rejected,
         )

@@ -21,14 +21,13 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, HTMLResponse
 from pydantic import BaseModel, Field
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.kpi import domain, handlers
 from services.kpi.domain import Comparison, Metric
 from services.kpi.settings import KpiSettings
 from services.kpi.storage import plumbing
 from shared.auth import Actor, Role, require_roles
-from shared.contracts import Envelope, Topic
+from shared.contracts import Topic
 from shared.errors import Rejected
 from shared.service import Service
 
@@ -49,36 +48,15 @@ class DashboardView(BaseModel):
     widgets_accessed: list[str] = Field(default_factory=list, max_length=20)
 
 
-class _StagedSinceWake:
-    """Wakes the outbox relay after a consumer's commit only if a handler staged an event (an alert).
-
-    Almost no kpi event stages anything; waking the relay after each of them made it query the outbox once per
-    payment. A wake that a concurrent consumer's commit already took is covered by the relay's own poll.
-    """
-
-    def __init__(self, service: Service) -> None:
-        self.service = service
-        self.pending = False
-
-    async def stage(self, session: AsyncSession, topic: str, envelope: Envelope) -> None:
-        await self.service.stage(session, topic, envelope)
-        self.pending = True
-
-    def wake_relay(self) -> None:
-        if self.pending:
-            self.pending = False
-            self.service.relay.wake()
-
-
 def create_service(settings: KpiSettings | None = None) -> Service:
     settings = settings or KpiSettings()
     service = Service(settings, plumbing, title="Paydesk KPI")
-    staged = _StagedSinceWake(service)
-    ctx = handlers.Context(time_zone=settings.zone, currency=settings.currency, stage=staged.stage)
+    # The consumers wake the outbox relay only after a commit that staged an event (an alert), not per payment.
+    ctx = handlers.Context(time_zone=settings.zone, currency=settings.currency, stage=service.stage)
     for name, (topic, make_handlers) in handlers.CONSUMERS.items():
         # Every payment moves the KPIs: its partitions are applied in parallel by several members of one group.
         for _ in range(settings.payment_consumers if topic is Topic.PAYMENTS_EVENTS else 1):
-            service.consume(name, topic, make_handlers(ctx)).after_commit = staged.wake_relay
+            service.consume(name, topic, make_handlers(ctx))
     service.publishes(Topic.KPI_ALERTS, ["alert.raised"])
     service.publishes(Topic.ANALYTICS_EVENTS, ["usage.tracked"])
     router = APIRouter(tags=["kpi"])
