@@ -259,7 +259,8 @@ def current_balance(reported: Decimal | None, collected_since_report: Decimal, o
 
 # --- the payments list: search, filters, sort and keyset paging ---
 
-SORTS = {"date": "recorded_at", "-date": "recorded_at", "amount": "amount", "-amount": "amount"}
+# "Date" is the payment date the table shows and the date-range filter uses, so that filter is an index range.
+SORTS = {"date": "payment_date", "-date": "payment_date", "amount": "amount", "-amount": "amount"}
 MAX_PAGE = 200
 
 

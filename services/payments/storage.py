@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.payments.domain import SORTS, Cursor, PaymentQuery
 from shared.db import service_metadata
+from shared.errors import Rejected
 from shared.service import PlumbingTables
 
 SCHEMA = "payments"
@@ -128,10 +129,9 @@ payments = Table(
     ),
     Index(None, "account_number", "recorded_at"),
     # Keyset paging: one index per sort order, payment id breaking ties.
-    Index("ix_payments_recorded_at_id", "recorded_at", "payment_id"),
+    Index("ix_payments_payment_date_id", "payment_date", "payment_id"),
     Index("ix_payments_amount_id", "amount", "payment_id"),
-    Index("ix_payments_status_recorded_at_id", "status", "recorded_at", "payment_id"),
-    Index("ix_payments_payment_date", "payment_date"),
+    Index("ix_payments_status_payment_date_id", "status", "payment_date", "payment_id"),
     Index(
         "ix_payments_search_trgm", "search_text", postgresql_using="gin", postgresql_ops={"search_text": "gin_trgm_ops"}
     ),
@@ -255,11 +255,14 @@ def payments_query(query: PaymentQuery) -> Select[Any]:
     if query.payment_type:
         statement = statement.where(payments.c.payment_type == query.payment_type)
     if query.cursor:
-        value: Any = (
-            datetime.fromisoformat(query.cursor.sort_value)
-            if SORTS[query.sort] == "recorded_at"
-            else Decimal(query.cursor.sort_value)
-        )
+        try:
+            value: Any = (
+                date.fromisoformat(query.cursor.sort_value)
+                if SORTS[query.sort] == "payment_date"
+                else Decimal(query.cursor.sort_value)
+            )
+        except (ValueError, ArithmeticError):
+            raise Rejected("invalid_cursor", "cursor does not belong to this sort", field="cursor") from None
         after = tuple_(sort_column, payments.c.payment_id)
         statement = statement.where(
             after < tuple_(literal(value), literal(query.cursor.payment_id))
@@ -274,7 +277,7 @@ def payments_query(query: PaymentQuery) -> Select[Any]:
 
 def cursor_after(row: Row[Any], query: PaymentQuery) -> Cursor:
     value = getattr(row, SORTS[query.sort])
-    return Cursor(value.isoformat() if isinstance(value, datetime) else str(value), row.payment_id)
+    return Cursor(value.isoformat() if isinstance(value, date) else str(value), row.payment_id)
 
 
 async def list_payments(session: AsyncSession, query: PaymentQuery) -> tuple[list[Row[Any]], Cursor | None]:
