@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 from sqlalchemy import Column, DateTime, MetaData, String, Table, func
 from sqlalchemy.dialects.postgresql import UUID
@@ -30,3 +31,16 @@ async def claim(session: AsyncSession, inbox: Table, consumer: str, event_id: uu
         .returning(inbox.c.event_id)
     )
     return (await session.execute(statement)).first() is not None
+
+
+async def claim_many(
+    session: AsyncSession, inbox: Table, consumer: str, events: Sequence[tuple[uuid.UUID, str]]
+) -> set[uuid.UUID]:
+    """Record several events in one statement; returns the ids newly claimed (the rest are redeliveries)."""
+    statement = (
+        pg_insert(inbox)
+        .values([{"consumer": consumer, "event_id": event_id, "event_type": kind} for event_id, kind in events])
+        .on_conflict_do_nothing()
+        .returning(inbox.c.event_id)
+    )
+    return set((await session.execute(statement)).scalars())

@@ -125,6 +125,8 @@ class Service:
             inbox=self.tables.inbox,
             wake_relay=self.relay.wake,
             max_attempts=self.settings.consumer_max_attempts,
+            max_batch=self.settings.consumer_max_batch,
+            batch_wait_ms=self.settings.consumer_batch_wait_ms,
             on_rejected=on_rejected,
         )
         consumer.register(self.broker)

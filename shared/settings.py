@@ -51,6 +51,18 @@ class ServiceSettings(BaseSettings):
     outbox_poll_seconds: float = Field(default=0.05, gt=0, validation_alias=_env("PAYDESK_OUTBOX_POLL_SECONDS"))
     outbox_retention_days: int = Field(default=7, ge=1, validation_alias=_env("PAYDESK_OUTBOX_RETENTION_DAYS"))
     consumer_max_attempts: int = Field(default=5, ge=1, validation_alias=_env("PAYDESK_CONSUMER_MAX_ATTEMPTS"))
+    consumer_max_batch: int = Field(
+        default=200,
+        ge=1,
+        validation_alias=_env("PAYDESK_CONSUMER_MAX_BATCH"),
+        description="Most records a consumer applies in one transaction.",
+    )
+    consumer_batch_wait_ms: int = Field(
+        default=20,
+        ge=1,
+        validation_alias=_env("PAYDESK_CONSUMER_BATCH_WAIT_MS"),
+        description="How long an idle consumer waits for records before polling again.",
+    )
 
     @property
     def schema_name(self) -> str:

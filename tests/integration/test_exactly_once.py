@@ -21,8 +21,8 @@ from sqlalchemy import func, select
 from services.kpi.app import create_service as create_kpi
 from services.kpi.settings import KpiSettings
 from services.kpi.storage import daily_collections
-from shared.contracts import Topic, dlq
-from shared.messaging import DEAD_LETTERED, DUPLICATES, PROCESSED
+from shared.contracts import CONTENT_TYPE, Envelope, Topic, dlq
+from shared.messaging import DEAD_LETTERED, DUPLICATES, PROCESSED, Delivery
 from shared.service import Service
 from tests.conftest import Infra
 from tests.support.helpers import (
@@ -138,3 +138,34 @@ async def test_events_are_counted_by_the_processed_metric(infra: Infra) -> None:
         await publish(infra.bootstrap_servers, Topic.PAYMENTS_EVENTS, [payment_posted("ACC-M", "1.00", day, number=1)])
         await eventually(lambda: equals(day_totals(service, day), (1, Decimal("1.00"))))
     assert PROCESSED.labels("kpi", "payments", "payment.posted")._value.get() == before + 1
+
+
+def as_records(envelopes: list[Envelope]) -> list[Delivery]:
+    return [Delivery(e.to_bytes(), {"content-type": CONTENT_TYPE.encode()}, e.subject.encode()) for e in envelopes]
+
+
+async def test_a_batch_is_applied_in_one_go_and_a_repeat_inside_it_counts_once(infra: Infra) -> None:
+    day = unique_day()
+    first, second = (payment_posted("ACC-BATCH", f"{n}.10", day, number=n) for n in (1, 2))
+    async with running(kpi(infra)) as service:
+        consumer = next(c for c in service.consumers if c.name == "payments")
+        assert await consumer.deliver(as_records([first, second, first])) == ["applied", "applied", "duplicate"]
+        assert await day_totals(service, day) == (2, Decimal("3.20"))
+
+
+async def test_a_refused_event_in_a_batch_goes_to_the_dlq_and_every_other_event_is_applied_once(infra: Infra) -> None:
+    """INVARIANT: one bad event rolls back its batch, which is then applied event by event; nothing lost or doubled."""
+    day = unique_day()
+    good = [payment_posted("ACC-BATCH-BAD", f"{n}.00", day, number=n) for n in (1, 2, 3)]
+    bad = payment_posted("ACC-BATCH-BAD", "5.00", day, number=4).model_copy(update={"data": {"payment_id": "x"}})
+    batch = as_records([good[0], good[1], bad, good[2], good[0]])
+    dead_before = DEAD_LETTERED.labels("kpi", "payments")._value.get()
+    async with running(kpi(infra)) as service:
+        consumer = next(c for c in service.consumers if c.name == "payments")
+        assert await consumer.deliver(batch) == ["applied", "applied", "dead_lettered", "applied", "duplicate"]
+        assert await day_totals(service, day) == (3, Decimal("6.00"))
+        assert DEAD_LETTERED.labels("kpi", "payments")._value.get() == dead_before + 1
+        # The whole batch again, as after a crash before its offsets were committed: no payment counts twice.
+        again = await consumer.deliver(batch)
+        assert again == ["duplicate", "duplicate", "dead_lettered", "duplicate", "duplicate"]
+        assert await day_totals(service, day) == (3, Decimal("6.00"))
