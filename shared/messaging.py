@@ -140,6 +140,7 @@ class EventConsumer:
         max_attempts: int = 5,
         max_batch: int = 200,
         batch_wait_ms: int = 20,
+        fetch_max_wait_ms: int = 50,
         on_rejected: RejectionHandler | None = None,
     ) -> None:
         self.service = service
@@ -153,6 +154,7 @@ class EventConsumer:
         self.max_attempts = max_attempts
         self.max_batch = max_batch
         self.batch_wait_ms = batch_wait_ms
+        self.fetch_max_wait_ms = fetch_max_wait_ms
         self.on_rejected = on_rejected
         self.broker: KafkaBroker | None = None
 
@@ -172,6 +174,7 @@ class EventConsumer:
             batch=True,
             max_records=self.max_batch,
             batch_timeout_ms=self.batch_wait_ms,
+            fetch_max_wait_ms=self.fetch_max_wait_ms,
             decoder=_raw_body,
             title=f"{self.service}.{self.name}",
             description=f"{self.service} applies {', '.join(sorted(self.handlers))} from {self.topic}.",

@@ -127,6 +127,7 @@ class Service:
             max_attempts=self.settings.consumer_max_attempts,
             max_batch=self.settings.consumer_max_batch,
             batch_wait_ms=self.settings.consumer_batch_wait_ms,
+            fetch_max_wait_ms=self.settings.kafka_fetch_max_wait_ms,
             on_rejected=on_rejected,
         )
         consumer.register(self.broker)

@@ -57,6 +57,13 @@ class ServiceSettings(BaseSettings):
         validation_alias=_env("PAYDESK_CONSUMER_MAX_BATCH"),
         description="Most records a consumer applies in one transaction.",
     )
+    kafka_fetch_max_wait_ms: int = Field(
+        default=50,
+        ge=1,
+        validation_alias=_env("KAFKA_FETCH_MAX_WAIT_MS"),
+        description="Longest a consumer's fetch waits at the broker. Tansu answers an empty fetch only when this "
+        "runs out, even if records arrive meanwhile, so it bounds each hop's latency there (Kafka answers early).",
+    )
     consumer_batch_wait_ms: int = Field(
         default=20,
         ge=1,
