@@ -6,7 +6,7 @@ can never be processed goes to `<topic>.dlq` with the reason in the `x-dlq-reaso
 committed, so it never blocks its partition. If the database itself is unreachable the message is not
 acknowledged and comes back once it is.
 
-Records arrive in batches (whatever is waiting, up to `kafka_max_batch`). A batch is applied in one
+Records arrive in batches (whatever is waiting, up to `consumer_max_batch`). A batch is applied in one
 transaction with one inbox claim and one offset commit, which is what lets a consumer keep up with
 hundreds of events a second. If anything in the batch fails, that transaction rolls back and the batch is
 applied again one event at a time, with retries and the DLQ, so one bad event never holds back the others

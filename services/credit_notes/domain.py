@@ -138,24 +138,35 @@ def validate_remarks(remarks: str | None) -> str | None:
     return remarks.strip()
 
 
+POSTED = "Posted"
+CANCELLED = "Cancelled"
+REFUNDED = "Refunded"
+# A cancelled payment never happened and a refunded one went back to the customer: neither can be credited.
+CLOSED_PAYMENT_STATUSES = frozenset({CANCELLED, REFUNDED})
+
+
 @dataclass(frozen=True)
 class PaymentCredit:
     """A payment and the credit already issued against it; total credit never exceeds the payment amount."""
 
     amount: Decimal
     credited: Decimal = ZERO
-    cancelled: bool = False
+    payment_status: str = POSTED
 
     @property
     def creditable(self) -> Decimal:
-        """The most a new credit note on this payment may be."""
+        """The most a new credit note on this payment may be: nothing once its money is gone."""
+        if self.payment_status in CLOSED_PAYMENT_STATUSES:
+            return ZERO
         return max(self.amount - self.credited, ZERO)
 
     def issue(self, amount: Decimal) -> PaymentCredit:
         """Record a new credit note of `amount` against the payment, or refuse it."""
-        if self.cancelled:
+        if self.payment_status in CLOSED_PAYMENT_STATUSES:
             raise Rejected(
-                "payment_cancelled", "a cancelled payment cannot get new credit notes", field="receipt_number"
+                f"payment_{self.payment_status.lower()}",
+                f"a {self.payment_status.lower()} payment cannot get new credit notes",
+                field="receipt_number",
             )
         if amount <= 0:
             raise Rejected("amount_not_positive", "the credit amount must be greater than 0", field="amount")

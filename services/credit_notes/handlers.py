@@ -38,6 +38,7 @@ from shared.contracts.events import (
     PaymentCancelled,
     PaymentOverpaid,
     PaymentPosted,
+    PaymentStatusChanged,
     PaymentType,
     ServiceChargeIssued,
 )
@@ -241,19 +242,34 @@ async def on_payment_posted(session: AsyncSession, envelope: Envelope) -> None:
 
 async def on_payment_cancelled(session: AsyncSession, envelope: Envelope) -> None:
     cancelled = parse_data(envelope, PaymentCancelled)
-    payment = (
-        await session.execute(
-            select(payments).where(payments.c.receipt_number == cancelled.receipt_number).with_for_update()
-        )
-    ).first()
+    payment = await _locked_payment(session, cancelled.receipt_number)
     if payment is None:
         raise Rejected("unknown_payment", f"payment {cancelled.receipt_number} was never posted")
-    if payment.status == "Cancelled":
+    if payment.status == domain.CANCELLED:
         return
+    await _close_payment(session, payment, domain.CANCELLED, cancelled_at=cancelled.cancelled_at)
+
+
+async def on_payment_status_changed(session: AsyncSession, envelope: Envelope) -> None:
+    """A refunded payment (its money went back through the gateway) gets no new credit notes."""
+    changed = parse_data(envelope, PaymentStatusChanged)
+    if changed.status != domain.REFUNDED:
+        return
+    payment = await _locked_payment(session, changed.receipt_number)
+    # Never posted (a refund of a payment that never counted) or already closed: nothing to take back.
+    if payment is None or payment.status != domain.POSTED:
+        return
+    await _close_payment(session, payment, domain.REFUNDED)
+
+
+async def _locked_payment(session: AsyncSession, receipt_number: str) -> Row[Any] | None:
+    query = select(payments).where(payments.c.receipt_number == receipt_number).with_for_update()
+    return (await session.execute(query)).first()
+
+
+async def _close_payment(session: AsyncSession, payment: Row[Any], status: str, **values: Any) -> None:
     await session.execute(
-        update(payments)
-        .where(payments.c.receipt_number == payment.receipt_number)
-        .values(status="Cancelled", cancelled_at=cancelled.cancelled_at)
+        update(payments).where(payments.c.receipt_number == payment.receipt_number).values(status=status, **values)
     )
     if payment.payment_type is not None:
         # Payments reversed the allocation, so the item is owed again.
@@ -317,6 +333,7 @@ def payment_handlers(stage: Stage, number_format: domain.NumberFormat) -> dict[s
         "payment.posted": on_payment_posted,
         "payment.overpaid": overpaid,
         "payment.cancelled": on_payment_cancelled,
+        "payment.status_changed": on_payment_status_changed,
     }
 
 
@@ -325,9 +342,7 @@ def payment_handlers(stage: Stage, number_format: domain.NumberFormat) -> dict[s
 
 async def _lock_payment(session: AsyncSession, receipt_number: str) -> Row[Any]:
     # Row lock: credit notes on one payment are issued one after another, never beyond its amount.
-    payment = (
-        await session.execute(select(payments).where(payments.c.receipt_number == receipt_number).with_for_update())
-    ).first()
+    payment = await _locked_payment(session, receipt_number)
     if payment is None:
         raise NotFound("unknown_receipt", f"no payment with receipt number {receipt_number}", field="receipt_number")
     return payment
@@ -346,7 +361,7 @@ async def _issue(
     number_format: domain.NumberFormat,
 ) -> str:
     credit = domain.PaymentCredit(
-        amount=payment.amount, credited=payment.credited, cancelled=payment.status == "Cancelled"
+        amount=payment.amount, credited=payment.credited, payment_status=payment.status
     ).issue(amount)
     policy = await load_policy(session)
     now = datetime.now(UTC)
@@ -727,9 +742,8 @@ async def find_payment(session: AsyncSession, receipt_number: str) -> dict[str, 
     )
     if row is None:
         raise NotFound("unknown_receipt", f"no payment with receipt number {receipt_number}", field="receipt_number")
-    cancelled = row["status"] == "Cancelled"
-    credit = domain.PaymentCredit(amount=row["amount"], credited=row["credited"], cancelled=cancelled)
-    return {**dict(row), "creditable": domain.ZERO if credit.cancelled else credit.creditable}
+    credit = domain.PaymentCredit(amount=row["amount"], credited=row["credited"], payment_status=row["status"])
+    return {**dict(row), "creditable": credit.creditable}
 
 
 async def history(session: AsyncSession, subject: str) -> list[dict[str, Any]]:

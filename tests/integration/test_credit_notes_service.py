@@ -25,7 +25,7 @@ from services.credit_notes.storage import audit_log, credit_notes, open_items, p
 from shared.auth import Role, mint_token
 from shared.cli import app as cli
 from shared.contracts import Envelope, Topic, new_envelope
-from shared.contracts.events import CreditNoteIssued, Money, PaymentCancelled, PaymentType
+from shared.contracts.events import CreditNoteIssued, Money, PaymentCancelled, PaymentStatusChanged, PaymentType
 from shared.errors import Rejected
 from tests.conftest import Infra
 from tests.support.helpers import (
@@ -379,6 +379,39 @@ class TestManualCreditNotes:
         await eventually(lambda: _equals(outstanding(service, invoice), D("80.00")))
         refused = await issue(api, service, receipt, amount="1.00")
         assert (refused.status_code, refused.json()["code"]) == (422, "payment_cancelled")
+
+    async def test_a_refunded_payment_gets_no_new_credit_note_and_its_item_is_owed_again(
+        self, infra: Infra, service: CreditNotesService, api: httpx.AsyncClient
+    ) -> None:
+        account = unique_account()
+        invoice = f"INV-{account}"
+        await publish(infra.bootstrap_servers, Topic.BILLING_RECEIVABLES, [bill_issued(account, invoice, "60.00")])
+        await eventually(lambda: outstanding(service, invoice))
+        receipt = await given_payment(infra, service, account, amount="60.00", item_reference=invoice)
+        await eventually(lambda: _equals(outstanding(service, invoice), D("0.00")))
+
+        def changed(previous: str, status: str) -> Envelope:
+            data = PaymentStatusChanged(
+                payment_id=f"PAY-{receipt}",
+                receipt_number=receipt,
+                account_number=account,
+                previous_status=previous,
+                status=status,
+                changed_at=datetime.now(UTC),
+            )
+            return new_envelope("payment.status_changed", source="payments", subject=account, data=data)
+
+        events = [changed("Posted", "Disputed"), changed("Disputed", "Refunded")]
+        await publish(infra.bootstrap_servers, Topic.PAYMENTS_EVENTS, events)
+        await eventually(lambda: _equals(outstanding(service, invoice), D("60.00")))
+        refused = await issue(api, service, receipt, amount="1.00")
+        assert (refused.status_code, refused.json()["code"], refused.json()["field"]) == (
+            422,
+            "payment_refunded",
+            "receipt_number",
+        )
+        payment = await api.get(f"/credit-notes/payments/{receipt}", headers=auth(service))
+        assert (payment.json()["status"], payment.json()["maximum_credit"]) == ("Refunded", "0.00")
 
 
 async def _equals(value: Any, expected: Any) -> bool:

@@ -180,8 +180,21 @@ class TestIssuingAgainstAPayment:
 
     def test_a_cancelled_payment_gets_no_new_credit_notes(self) -> None:
         with pytest.raises(Rejected) as refused:
-            PaymentCredit(amount=D("10.00"), cancelled=True).issue(D("1.00"))
+            PaymentCredit(amount=D("10.00"), payment_status="Cancelled").issue(D("1.00"))
         assert refused.value.code == "payment_cancelled"
+
+    @pytest.mark.parametrize(("status", "code"), [("Cancelled", "payment_cancelled"), ("Refunded", "payment_refunded")])
+    def test_a_closed_payment_has_nothing_creditable_and_the_refusal_names_the_receipt(
+        self, status: str, code: str
+    ) -> None:
+        payment = PaymentCredit(amount=D("10.00"), credited=D("2.00"), payment_status=status)
+        assert payment.creditable == D("0")
+        with pytest.raises(Rejected) as refused:
+            payment.issue(D("0.01"))
+        assert (refused.value.code, refused.value.field) == (code, "receipt_number")
+
+    def test_a_posted_payment_can_be_credited_up_to_what_is_left(self) -> None:
+        assert PaymentCredit(amount=D("10.00"), credited=D("2.00"), payment_status="Posted").creditable == D("8.00")
 
 
 class TestApplying:
