@@ -15,6 +15,7 @@ and the order within each partition is kept either way.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -65,9 +66,24 @@ DEAD_LETTERED = Counter("paydesk_events_dead_lettered_total", "Messages sent to 
 DLQ_REASON_HEADER = "x-dlq-reason"
 
 
+class ServiceBroker(KafkaBroker):
+    """FastStream's Kafka broker, joining all of a service's consumer groups at once.
+
+    A group join takes seconds (on Tansu, half the session timeout, whatever else happens), and FastStream
+    joins one group after another, so a service with three consumers took three times as long to start.
+    """
+
+    async def start(self) -> None:
+        await self.connect()
+        await asyncio.gather(*(subscriber.start() for subscriber in self.subscribers))
+        for publisher in self.publishers:
+            await publisher.start()
+        self.running = True
+
+
 def create_broker(settings: ServiceSettings) -> KafkaBroker:
     """The service's FastStream broker; nothing connects until it is started."""
-    return KafkaBroker(
+    return ServiceBroker(
         settings.kafka_bootstrap_servers,
         client_id=f"paydesk-{settings.service_name}",
         acks="all",
@@ -141,6 +157,7 @@ class EventConsumer:
         max_batch: int = 200,
         batch_wait_ms: int = 20,
         fetch_max_wait_ms: int = 50,
+        session_timeout_ms: int = 6000,
         on_rejected: RejectionHandler | None = None,
     ) -> None:
         self.service = service
@@ -155,6 +172,7 @@ class EventConsumer:
         self.max_batch = max_batch
         self.batch_wait_ms = batch_wait_ms
         self.fetch_max_wait_ms = fetch_max_wait_ms
+        self.session_timeout_ms = session_timeout_ms
         self.on_rejected = on_rejected
         self.broker: KafkaBroker | None = None
 
@@ -175,6 +193,8 @@ class EventConsumer:
             max_records=self.max_batch,
             batch_timeout_ms=self.batch_wait_ms,
             fetch_max_wait_ms=self.fetch_max_wait_ms,
+            session_timeout_ms=self.session_timeout_ms,
+            heartbeat_interval_ms=max(self.session_timeout_ms // 3, 100),
             decoder=_raw_body,
             title=f"{self.service}.{self.name}",
             description=f"{self.service} applies {', '.join(sorted(self.handlers))} from {self.topic}.",

@@ -128,6 +128,7 @@ class Service:
             max_batch=self.settings.consumer_max_batch,
             batch_wait_ms=self.settings.consumer_batch_wait_ms,
             fetch_max_wait_ms=self.settings.kafka_fetch_max_wait_ms,
+            session_timeout_ms=self.settings.kafka_session_timeout_ms,
             on_rejected=on_rejected,
         )
         consumer.register(self.broker)

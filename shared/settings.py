@@ -64,6 +64,13 @@ class ServiceSettings(BaseSettings):
         description="Longest a consumer's fetch waits at the broker. Tansu answers an empty fetch only when this "
         "runs out, even if records arrive meanwhile, so it bounds each hop's latency there (Kafka answers early).",
     )
+    kafka_session_timeout_ms: int = Field(
+        default=6000,
+        ge=1000,
+        validation_alias=_env("KAFKA_SESSION_TIMEOUT_MS"),
+        description="A consumer silent this long leaves its group. On Tansu a group join takes half of it, and a "
+        "restarted consumer waits for its old self to time out, so it bounds start and restart pauses.",
+    )
     consumer_batch_wait_ms: int = Field(
         default=20,
         ge=1,
