@@ -357,11 +357,7 @@ class TestManualCreditNotes:
         self, infra: Infra, service: CreditNotesService, api: httpx.AsyncClient
     ) -> None:
         account = unique_account()
-        invoice = f"INV-{account}"
-        await publish(infra.bootstrap_servers, Topic.BILLING_RECEIVABLES, [bill_issued(account, invoice, "80.00")])
-        await eventually(lambda: outstanding(service, invoice))
-        receipt = await given_payment(infra, service, account, amount="80.00", item_reference=invoice)
-        await eventually(lambda: _equals(outstanding(service, invoice), D("0.00")))
+        invoice, receipt = await given_bill_paid_in_full(infra, service, account, "80.00")
         cancelled = PaymentCancelled(
             payment_id=f"PAY-{receipt}",
             receipt_number=receipt,
@@ -384,11 +380,7 @@ class TestManualCreditNotes:
         self, infra: Infra, service: CreditNotesService, api: httpx.AsyncClient
     ) -> None:
         account = unique_account()
-        invoice = f"INV-{account}"
-        await publish(infra.bootstrap_servers, Topic.BILLING_RECEIVABLES, [bill_issued(account, invoice, "60.00")])
-        await eventually(lambda: outstanding(service, invoice))
-        receipt = await given_payment(infra, service, account, amount="60.00", item_reference=invoice)
-        await eventually(lambda: _equals(outstanding(service, invoice), D("0.00")))
+        invoice, receipt = await given_bill_paid_in_full(infra, service, account, "60.00")
 
         def changed(previous: str, status: str) -> Envelope:
             data = PaymentStatusChanged(
@@ -416,6 +408,18 @@ class TestManualCreditNotes:
 
 async def _equals(value: Any, expected: Any) -> bool:
     return bool(await value == expected)
+
+
+async def given_bill_paid_in_full(
+    infra: Infra, service: CreditNotesService, account: str, amount: str
+) -> tuple[str, str]:
+    """A bill of `amount` and a payment of all of it; returns the invoice and receipt numbers."""
+    invoice = f"INV-{account}"
+    await publish(infra.bootstrap_servers, Topic.BILLING_RECEIVABLES, [bill_issued(account, invoice, amount)])
+    await eventually(lambda: outstanding(service, invoice))
+    receipt = await given_payment(infra, service, account, amount=amount, item_reference=invoice)
+    await eventually(lambda: _equals(outstanding(service, invoice), D("0.00")))
+    return invoice, receipt
 
 
 async def given_credit_note(
