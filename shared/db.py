@@ -28,7 +28,8 @@ def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
     # No pre-ping: with asyncpg it costs three round trips per checkout (begin, ping, rollback), a third of a
     # webhook's. A connection broken by a database restart fails its one request (callers retry: Stripe,
     # Kafka redelivery, the counter's Idempotency-Key), and SQLAlchemy then recycles the whole pool.
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size)
+    # hide_parameters: database errors end up in logs and DLQ headers; names, addresses and amounts stay out.
+    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, hide_parameters=True)
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
