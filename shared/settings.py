@@ -40,6 +40,20 @@ class ServiceSettings(BaseSettings):
         validation_alias=_env("KAFKA_IDEMPOTENT_PRODUCER"),
         description="Enable on Apache Kafka; Tansu rejects InitProducerId. Correctness never depends on it.",
     )
+    kafka_fetch_max_wait_ms: int = Field(
+        default=50,
+        ge=1,
+        validation_alias=_env("KAFKA_FETCH_MAX_WAIT_MS"),
+        description="Longest a consumer's fetch waits at the broker. Tansu answers an empty fetch only when this "
+        "runs out, even if records arrive meanwhile, so it bounds each hop's latency there (Kafka answers early).",
+    )
+    kafka_session_timeout_ms: int = Field(
+        default=6000,
+        ge=1000,
+        validation_alias=_env("KAFKA_SESSION_TIMEOUT_MS"),
+        description="A consumer silent this long leaves its group. On Tansu a group join takes half of it, and a "
+        "restarted consumer waits for its old self to time out, so it bounds start and restart pauses.",
+    )
     jwt_secret: SecretStr = Field(
         default=SecretStr("paydesk-development-only-secret-change-me"),
         validation_alias=_env("PAYDESK_JWT_SECRET"),
@@ -56,20 +70,6 @@ class ServiceSettings(BaseSettings):
         ge=1,
         validation_alias=_env("PAYDESK_CONSUMER_MAX_BATCH"),
         description="Most records a consumer applies in one transaction.",
-    )
-    kafka_fetch_max_wait_ms: int = Field(
-        default=50,
-        ge=1,
-        validation_alias=_env("KAFKA_FETCH_MAX_WAIT_MS"),
-        description="Longest a consumer's fetch waits at the broker. Tansu answers an empty fetch only when this "
-        "runs out, even if records arrive meanwhile, so it bounds each hop's latency there (Kafka answers early).",
-    )
-    kafka_session_timeout_ms: int = Field(
-        default=6000,
-        ge=1000,
-        validation_alias=_env("KAFKA_SESSION_TIMEOUT_MS"),
-        description="A consumer silent this long leaves its group. On Tansu a group join takes half of it, and a "
-        "restarted consumer waits for its old self to time out, so it bounds start and restart pauses.",
     )
     consumer_batch_wait_ms: int = Field(
         default=20,
