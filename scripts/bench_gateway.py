@@ -8,8 +8,7 @@ cheap enough that the two cores go to the system under test, not to the load gen
 1. a steady phase at `--rate` webhooks/s (open loop: latency counts from each request's scheduled time, so
    queueing is not hidden), printing p50/p95/p99/max acceptance latency (target: p99 < 50 ms at 200/s);
 2. a closed-loop phase at `--concurrency` to find the maximum acceptance throughput;
-3. webhook-to-published lag: from sending a webhook to its event being readable on gateway.events.v1.
-
+3. webhook-to-published lag: from sending a webhook to its event being readable on gateway.events.v1;
 4. webhook-to-posted lag: from sending a succeeded webhook to payments' `payment.posted` for it.
 
     .venv/bin/python scripts/bench_gateway.py [--rate 200] [--seconds 20] [--concurrency 32]
