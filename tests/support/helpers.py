@@ -43,6 +43,40 @@ async def eventually(check: Callable[[], Awaitable[T | None]], *, within: float 
     raise AssertionError(f"condition not met within {within}s; last value: {last!r}")
 
 
+async def run_all_while_progressing(jobs: list[Awaitable[Any]], *, concurrency: int, stall: float = 120.0) -> None:
+    """Run `jobs` at most `concurrency` at a time; fail only when none finishes for `stall` seconds.
+
+    A busy machine makes every job slower, never wrong: the bound is on progress, not on the total time, and
+    a job queued behind the concurrency limit is never timed while it waits.
+    """
+    gate = asyncio.Semaphore(concurrency)
+    finished = 0
+
+    async def one(job: Awaitable[Any]) -> None:
+        nonlocal finished
+        async with gate:
+            await job
+        finished += 1
+
+    tasks = [asyncio.ensure_future(one(job)) for job in jobs]
+    loop = asyncio.get_running_loop()
+    seen, last_progress = -1, loop.time()
+    try:
+        while not all(task.done() for task in tasks):
+            await asyncio.wait(tasks, timeout=1.0, return_when=asyncio.FIRST_EXCEPTION)
+            for task in tasks:
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+            if finished != seen:
+                seen, last_progress = finished, loop.time()
+            elif loop.time() - last_progress > stall:
+                raise AssertionError(f"no job finished for {stall:.0f}s; {finished} of {len(tasks)} done")
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 async def publish(bootstrap: str, topic: str, envelopes: list[Envelope]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
