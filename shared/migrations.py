@@ -1,30 +1,16 @@
-"""Alembic wiring shared by every service: one migration history per service, in the service's own schema."""
+"""The body of every service's `migrations/env.py`: one Alembic history per service, in its own schema.
+
+Running the histories is start-up work and lives in `paydesk.migrations`."""
 
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
-from alembic import command, context
-from alembic.config import Config
+from alembic import context
 from sqlalchemy import MetaData, text
 from sqlalchemy.engine import Connection
 
 from shared.db import create_engine
-
-SERVICES_DIR = Path(__file__).resolve().parent.parent / "services"
-
-
-def alembic_config(service: str, database_url: str) -> Config:
-    config = Config()
-    config.set_main_option("script_location", str(SERVICES_DIR / service / "migrations"))
-    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
-    return config
-
-
-def upgrade(service: str, database_url: str) -> None:
-    """Bring the service's schema to the newest revision (blocking; run it outside an event loop)."""
-    command.upgrade(alembic_config(service, database_url), "head")
 
 
 def run_env(metadata: MetaData) -> None:

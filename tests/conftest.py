@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from shared.cli import SERVICES
-from shared.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
+from paydesk.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
+from paydesk.migrations import upgrade
+from paydesk.registry import SERVICES
 from shared.messaging import provision_topics
-from shared.migrations import upgrade
 
 PARTITIONS = 3
 

@@ -20,11 +20,11 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from paydesk.embedded import free_port
+from paydesk.launcher import publish_reference_data
+from paydesk.registry import SERVICES
 from shared.auth import Role, mint_token
-from shared.cli import SERVICES
 from shared.db import create_engine
-from shared.embedded import free_port
-from shared.launcher import publish_reference_data
 from tests.conftest import Infra
 from tests.support import stripe_fake
 from tests.support.helpers import eventually
@@ -69,7 +69,7 @@ def system(infra: Infra) -> Iterator[System]:
     env.update({f"{PREFIXES[name]}HTTP_PORT": str(port) for name, port in ports.items()})
     processes = {
         name: subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "service", name],
+            [sys.executable, "-m", "paydesk.cli", "service", name],
             env=env,
             stdout=open(logs / f"{name}.log", "wb"),  # noqa: SIM115 - held open for the process lifetime
             stderr=subprocess.STDOUT,

@@ -11,11 +11,12 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from paydesk.embedded import EmbeddedKafka, free_port
+from paydesk.sample_data import SOURCE
 from services.kpi.app import create_service as create_kpi
 from services.kpi.settings import KpiSettings
 from services.kpi.storage import daily_collections
 from services.payments.app import create_service as create_payments
-from services.payments.sample_data import SOURCE
 from services.payments.settings import PaymentsSettings
 from services.receipts.app import create_service as create_receipts
 from services.receipts.settings import ReceiptsSettings
@@ -23,7 +24,6 @@ from services.receipts.storage import receipts
 from shared.auth import Role, mint_token
 from shared.contracts import Topic, new_envelope
 from shared.contracts.events import AccountUpserted, BillIssued, Money
-from shared.embedded import EmbeddedKafka, free_port
 from shared.messaging import provision_topics
 from shared.service import Service
 from tests.conftest import PARTITIONS, Infra

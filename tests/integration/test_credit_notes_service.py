@@ -18,12 +18,12 @@ import pytest
 from sqlalchemy import select, text, update
 from typer.testing import CliRunner
 
+from paydesk.cli import app as cli
 from services.credit_notes import handlers
 from services.credit_notes.app import CreditNotesService, create_service
 from services.credit_notes.settings import CreditNotesSettings
 from services.credit_notes.storage import audit_log, credit_notes, open_items, payments
 from shared.auth import Role, mint_token
-from shared.cli import app as cli
 from shared.contracts import Envelope, Topic, new_envelope
 from shared.contracts.events import CreditNoteIssued, Money, PaymentCancelled, PaymentStatusChanged, PaymentType
 from shared.errors import Rejected

@@ -21,13 +21,13 @@ import pytest
 import uvicorn
 from playwright.async_api import Page, async_playwright
 
+from paydesk.embedded import free_port
+from paydesk.sample_data import seed_sample
 from services.kpi.app import create_service
 from services.kpi.settings import KpiSettings
-from services.payments.sample_data import seed_sample
 from shared.auth import Role, mint_token
 from shared.contracts import Envelope, Topic, new_envelope
 from shared.contracts.events import CreditNoteIssued, Money, PaymentType
-from shared.embedded import free_port
 from shared.money import format_money
 from tests.conftest import Infra
 from tests.integration.test_kpi_service import bill, posted, status_changed

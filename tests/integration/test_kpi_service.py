@@ -25,11 +25,11 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from paydesk.sample_data import seed_sample
 from services.kpi import handlers
 from services.kpi.app import create_service
 from services.kpi.settings import KpiSettings
 from services.kpi.storage import AGGREGATES, plumbing
-from services.payments.sample_data import seed_sample
 from shared.auth import Role, mint_token
 from shared.contracts import Envelope, Topic, new_envelope
 from shared.contracts.events import (
@@ -510,7 +510,7 @@ async def test_kpi_rebuild_from_offset_zero_gives_the_live_figures(world: World)
         "KPI_TIME_ZONE": ZONE,
     }
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "shared.cli", "kpi-rebuild", env=env, cwd=ROOT, stdout=PIPE, stderr=PIPE
+        sys.executable, "-m", "paydesk.cli", "kpi-rebuild", env=env, cwd=ROOT, stdout=PIPE, stderr=PIPE
     )
     out, err = await process.communicate()
     assert process.returncode == 0, err.decode()

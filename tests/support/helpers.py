@@ -260,10 +260,10 @@ async def own_broker_and_database(
     from sqlalchemy import text
     from sqlalchemy.engine import make_url
 
+    from paydesk.embedded import EmbeddedKafka, free_port
+    from paydesk.migrations import upgrade
     from shared.db import create_engine
-    from shared.embedded import EmbeddedKafka, free_port
     from shared.messaging import provision_topics
-    from shared.migrations import upgrade
 
     database = f"{name}_{uuid.uuid4().hex[:8]}"
     admin = create_engine(make_url(database_url).set(database="postgres").render_as_string(hide_password=False))

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from shared.embedded import free_port
+from paydesk.embedded import free_port
 
 SECRET = "whsec_test_paydesk_current"
 OLD_SECRET = "whsec_test_paydesk_previous"

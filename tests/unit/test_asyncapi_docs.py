@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.cli import SERVICES, build_for_docs
+from paydesk.cli import build_for_docs
+from paydesk.registry import SERVICES
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "asyncapi"
 

@@ -25,8 +25,8 @@ import yaml
 from pydantic import AliasChoices, TypeAdapter
 from sqlalchemy.engine import make_url
 
-from shared.cli import SERVICES
-from shared.cli import app as cli_app
+from paydesk.cli import app as cli_app
+from paydesk.registry import SERVICES
 from shared.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[2]

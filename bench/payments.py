@@ -34,12 +34,12 @@ import aiohttp
 import asyncpg
 import httpx
 
-from services.payments.sample_data import generate_accounts
+from paydesk.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
+from paydesk.migrations import upgrade
+from paydesk.sample_data import generate_accounts
 from shared.auth import Role, mint_token
 from shared.contracts import CONTENT_TYPE, Topic
-from shared.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
 from shared.messaging import provision_topics
-from shared.migrations import upgrade
 
 SECRET = "benchmark-secret-that-is-long-enough-for-hs256"
 
@@ -288,7 +288,7 @@ def start_service(workdir: Path, dsn_url: str, bootstrap: str, port: int) -> sub
     }
     log = open(workdir / "payments.log", "wb")  # noqa: SIM115 - held open for the process lifetime
     process = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "service", "payments"], env=env, stdout=log, stderr=log
+        [sys.executable, "-m", "paydesk.cli", "service", "payments"], env=env, stdout=log, stderr=log
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -23,11 +23,11 @@ from pathlib import Path
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from paydesk.embedded import EmbeddedPostgres
+from paydesk.migrations import upgrade
 from services.credit_notes import domain, handlers
 from services.credit_notes.storage import credit_notes
 from shared.db import create_engine, session_factory
-from shared.embedded import EmbeddedPostgres
-from shared.migrations import upgrade
 
 LOAD = """
 INSERT INTO credit_notes.credit_notes (credit_note_number, seq, account_number, consumer_name, receipt_number,

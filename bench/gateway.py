@@ -39,10 +39,10 @@ from aiokafka import AIOKafkaConsumer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from paydesk.embedded import EmbeddedKafka, EmbeddedPostgres, free_port  # noqa: E402
+from paydesk.migrations import upgrade  # noqa: E402
 from shared.contracts import Topic  # noqa: E402
-from shared.embedded import EmbeddedKafka, EmbeddedPostgres, free_port  # noqa: E402
 from shared.messaging import provision_topics  # noqa: E402
-from shared.migrations import upgrade  # noqa: E402
 from tests.support import stripe_fake as sf  # noqa: E402
 
 
@@ -315,7 +315,11 @@ def main() -> None:
         }
         log = (Path(tmp) / "gateway_bridge.log").open("wb")
         process = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "service", "gateway_bridge"], env=env, cwd=ROOT, stdout=log, stderr=log
+            [sys.executable, "-m", "paydesk.cli", "service", "gateway_bridge"],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=log,
         )
 
         def stop() -> None:
@@ -332,7 +336,7 @@ def main() -> None:
             payments_env = {**env, "PAYMENTS_HTTP_PORT": str(free_port())}
             payments_log = (Path(tmp) / "payments.log").open("wb")
             payments = subprocess.Popen(
-                [sys.executable, "-m", "shared.cli", "service", "payments"],
+                [sys.executable, "-m", "paydesk.cli", "service", "payments"],
                 env=payments_env,
                 cwd=ROOT,
                 stdout=payments_log,

@@ -9,20 +9,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from paydesk.registry import SERVICES
 from shared.auth import Role, mint_token
 from shared.settings import ServiceSettings
 
 if TYPE_CHECKING:
     from shared.service import Service
-
-# Service name -> module with `create_service(settings=None)`; imported lazily so `shared` depends on no service.
-SERVICES = {
-    "gateway_bridge": "services.gateway_bridge.app",
-    "payments": "services.payments.app",
-    "credit_notes": "services.credit_notes.app",
-    "receipts": "services.receipts.app",
-    "kpi": "services.kpi.app",
-}
 
 app = typer.Typer(help="Paydesk: payments management for utilities.", no_args_is_help=True)
 
@@ -49,7 +41,7 @@ def service(name: Annotated[str, typer.Argument(help="Which service to run.")]) 
 @app.command()
 def migrate(name: Annotated[str, typer.Argument(help="A service, or `all`.")] = "all") -> None:
     """Bring each service's schema to the newest migration."""
-    from shared.migrations import upgrade
+    from paydesk.migrations import upgrade
 
     url = ServiceSettings().database_url
     for service_name in _service_names(name):
@@ -78,7 +70,7 @@ def seed(
     accounts: Annotated[int, typer.Option(help="Also generate this many realistic accounts.")] = 0,
 ) -> None:
     """Publish the sample consumer (and optionally many generated ones) as billing's events."""
-    from shared.launcher import publish_reference_data
+    from paydesk.launcher import publish_reference_data
 
     count = asyncio.run(publish_reference_data(ServiceSettings().kafka_bootstrap_servers, accounts))
     typer.echo(f"published {count} billing events")
@@ -140,7 +132,7 @@ def run(
     sample_data: Annotated[bool, typer.Option(help="Publish the seed's sample data at start.")] = True,
 ) -> None:
     """Start everything: Postgres and Kafka (embedded unless given by URL), topics, migrations, five services."""
-    from shared.launcher import run_system
+    from paydesk.launcher import run_system
 
     run_system(data_dir=data_dir, sample_data=sample_data)
 

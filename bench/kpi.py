@@ -37,12 +37,12 @@ from sqlalchemy.engine import make_url
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from paydesk.embedded import EmbeddedKafka, EmbeddedPostgres, free_port  # noqa: E402
+from paydesk.migrations import upgrade  # noqa: E402
 from shared.auth import Role, mint_token  # noqa: E402
 from shared.contracts import CONTENT_TYPE, Topic, new_envelope  # noqa: E402
 from shared.contracts.events import ConsumerSnapshot, ItemSnapshot, Money, PaymentPosted, PaymentType  # noqa: E402
-from shared.embedded import EmbeddedKafka, EmbeddedPostgres, free_port  # noqa: E402
 from shared.messaging import provision_topics  # noqa: E402
-from shared.migrations import upgrade  # noqa: E402
 
 SECRET = "bench-secret-long-enough-for-hs256-signatures"
 CHANNELS = ["Walk-in", "Online", "Bank Lockbox", "POS"]
@@ -288,7 +288,7 @@ def main() -> None:
         }
         log = open(workdir / "kpi.log", "wb")  # noqa: SIM115 - held for the process lifetime
         service = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "service", "kpi"],
+            [sys.executable, "-m", "paydesk.cli", "service", "kpi"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -19,20 +19,17 @@ from pathlib import Path
 import httpx
 from aiokafka import AIOKafkaProducer
 
+from paydesk.embedded import EmbeddedKafka, EmbeddedPostgres
+from paydesk.migrations import upgrade
+from paydesk.registry import DEFAULT_PORTS, START_ORDER
+from paydesk.sample_data import generate_accounts, seed_sample
 from shared.contracts import CONTENT_TYPE, Topic
-from shared.embedded import EmbeddedKafka, EmbeddedPostgres
 from shared.messaging import provision_topics
-from shared.migrations import upgrade
 from shared.settings import ServiceSettings
-
-START_ORDER = ["kpi", "receipts", "credit_notes", "payments", "gateway_bridge"]
-DEFAULT_PORTS = {"gateway_bridge": 8101, "payments": 8102, "credit_notes": 8103, "receipts": 8104, "kpi": 8105}
 
 
 async def publish_reference_data(bootstrap_servers: str, generated_accounts: int = 0) -> int:
     """Publish the seed's sample consumer, and `generated_accounts` more, to `billing.receivables.v1`."""
-    from services.payments.sample_data import generate_accounts, seed_sample
-
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=5)
     await producer.start()
     count = 0
@@ -81,7 +78,7 @@ def start_services(env: dict[str, str], log_dir: Path) -> dict[str, subprocess.P
     for name in START_ORDER:
         log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - kept open for the child's lifetime
         processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "service", name], env=env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "paydesk.cli", "service", name], env=env, stdout=log, stderr=subprocess.STDOUT
         )
     return processes
 
