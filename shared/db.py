@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import MetaData
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session
 
 # Stable constraint names so Alembic migrations diff cleanly.
 NAMING_CONVENTION = {
@@ -32,5 +35,8 @@ def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
     return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, hide_parameters=True)
 
 
-def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False)
+def session_factory(engine: AsyncEngine, info: dict[str, Any] | None = None) -> async_sessionmaker[AsyncSession]:
+    """Sessions of one service: their own Session class (so commit hooks attach to this service only) and
+    `info` every session starts with (the outbox table, so any code can stage an event in its transaction)."""
+    service_session = type("ServiceSession", (Session,), {})
+    return async_sessionmaker(engine, expire_on_commit=False, sync_session_class=service_session, info=info or {})

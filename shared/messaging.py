@@ -41,7 +41,6 @@ from shared.contracts.envelope import Envelope, EnvelopeError, decode_envelope, 
 from shared.contracts.topics import ALL_TOPICS, dlq
 from shared.errors import Rejected
 from shared.inbox import claim, claim_many
-from shared.outbox import STAGED
 from shared.settings import ServiceSettings
 
 if TYPE_CHECKING:
@@ -53,6 +52,18 @@ tracer = trace.get_tracer(__name__)
 EventHandler = Callable[[AsyncSession, Envelope], Awaitable[None]]
 # Called with the reason when a message is refused, in its own transaction, e.g. to emit a rejection event.
 RejectionHandler = Callable[[AsyncSession, Envelope, str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """What one event consumer of a service applies: its name (the consumer group's last part), the topic,
+    and a handler per event type. The one way a service binds handlers: `service.subscribe(*subscriptions)`."""
+
+    name: str
+    topic: str
+    handlers: Mapping[str, EventHandler]
+    on_rejected: RejectionHandler | None = None
+
 
 PROCESSED = Counter("paydesk_events_processed_total", "Events applied", ["service", "consumer", "type"])
 DUPLICATES = Counter(
@@ -152,7 +163,6 @@ class EventConsumer:
         session_factory: async_sessionmaker[AsyncSession],
         inbox: Table,
         after_commit: Callable[[], None] = lambda: None,
-        wake_relay: Callable[[], None] = lambda: None,
         max_attempts: int = 5,
         max_batch: int = 200,
         batch_wait_ms: int = 20,
@@ -167,7 +177,6 @@ class EventConsumer:
         self.session_factory = session_factory
         self.inbox = inbox
         self.after_commit = after_commit
-        self.wake_relay = wake_relay
         self.max_attempts = max_attempts
         self.max_batch = max_batch
         self.batch_wait_ms = batch_wait_ms
@@ -238,21 +247,18 @@ class EventConsumer:
         """The common case: every event in one transaction. None if anything failed (and nothing was applied)."""
         outcomes: dict[int, tuple[str, trace.SpanContext]] = {}
         try:
-            async with self.session_factory() as session:
-                async with session.begin():
-                    fresh = await claim_many(
-                        session, self.inbox, self.name, [(envelope.id, envelope.type) for _, envelope, _ in handled]
-                    )
-                    for index, envelope, handler in handled:
-                        with self._event_span(deliveries[index]) as span:
-                            if envelope.id in fresh:
-                                fresh.discard(envelope.id)  # the same event twice in one batch is applied once
-                                await handler(session, envelope)
-                                outcomes[index] = ("applied", span.get_span_context())
-                            else:
-                                outcomes[index] = ("duplicate", span.get_span_context())
-                if session.info.pop(STAGED, False):
-                    self.wake_relay()
+            async with self.session_factory() as session, session.begin():
+                fresh = await claim_many(
+                    session, self.inbox, self.name, [(envelope.id, envelope.type) for _, envelope, _ in handled]
+                )
+                for index, envelope, handler in handled:
+                    with self._event_span(deliveries[index]) as span:
+                        if envelope.id in fresh:
+                            fresh.discard(envelope.id)  # the same event twice in one batch is applied once
+                            await handler(session, envelope)
+                            outcomes[index] = ("applied", span.get_span_context())
+                        else:
+                            outcomes[index] = ("duplicate", span.get_span_context())
         except Exception as exc:
             log.warning(
                 "batch rolled back, applying its events one by one",
@@ -324,13 +330,10 @@ class EventConsumer:
 
     async def apply(self, handler: EventHandler, envelope: Envelope) -> str:
         """One transaction: inbox claim plus the handler's effect (and any outbox events it stages)."""
-        async with self.session_factory() as session:
-            async with session.begin():
-                if not await claim(session, self.inbox, self.name, envelope.id, envelope.type):
-                    return "duplicate"
-                await handler(session, envelope)
-            if session.info.pop(STAGED, False):
-                self.wake_relay()
+        async with self.session_factory() as session, session.begin():
+            if not await claim(session, self.inbox, self.name, envelope.id, envelope.type):
+                return "duplicate"
+            await handler(session, envelope)
         self.after_commit()
         return "applied"
 
@@ -341,8 +344,6 @@ class EventConsumer:
         async with self.session_factory() as session, session.begin():
             if await claim(session, self.inbox, self.name, envelope.id, envelope.type):
                 await self.on_rejected(session, envelope, reason)
-        if session.info.pop(STAGED, False):
-            self.wake_relay()
 
     async def _database_reachable(self) -> bool:
         try:

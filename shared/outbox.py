@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -39,13 +39,15 @@ from sqlalchemy import (
     Table,
     Text,
     bindparam,
+    event,
     func,
     select,
     text,
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from shared.contracts.envelope import CONTENT_TYPE, Envelope
 
@@ -87,16 +89,65 @@ def outbox_tables(metadata: MetaData) -> tuple[Table, Table]:
 
 # Set on a session that staged an event, so the relay is woken after its commit and only then.
 STAGED = "paydesk_outbox_staged"
+# The service's outbox table, put in every session's `info` by the service's session factory.
+OUTBOX_TABLE = "paydesk_outbox_table"
+
+# The one way to stage an event: `stage(session, topic, envelope)`, in the caller's transaction.
+Stage = Callable[[AsyncSession, str, Envelope], Awaitable[None]]
 
 
-async def add_event(session: AsyncSession, outbox: Table, topic: str, envelope: Envelope) -> None:
+async def stage(
+    session: AsyncSession,
+    topic: str,
+    envelope: Envelope,
+    *,
+    extra_headers: Mapping[str, str] | None = None,
+    value: bytes | None = None,
+) -> None:
+    """Stage an event in the session's transaction; the relay publishes it after commit.
+
+    `extra_headers` and `value` are for dead letters: a reason header, and a copy with sensitive parts masked."""
+    outbox = session.info.get(OUTBOX_TABLE)
+    if outbox is None:
+        raise RuntimeError("this session has no outbox: use the sessions of a Service")
+    await add_event(session, outbox, topic, envelope, extra_headers=extra_headers, value=value)
+
+
+def wake_relay_after_commit(sessions: async_sessionmaker[AsyncSession], relay: OutboxRelay) -> None:
+    """Wake `relay` after each commit of these sessions that staged an event (and never after a rollback)."""
+    session_class = sessions.kw["sync_session_class"]
+
+    def after_commit(session: Session) -> None:
+        if session.info.pop(STAGED, False):
+            relay.wake()
+
+    def after_rollback(session: Session) -> None:
+        session.info.pop(STAGED, None)
+
+    event.listen(session_class, "after_commit", after_commit)
+    event.listen(session_class, "after_rollback", after_rollback)
+
+
+async def add_event(
+    session: AsyncSession,
+    outbox: Table,
+    topic: str,
+    envelope: Envelope,
+    *,
+    extra_headers: Mapping[str, str] | None = None,
+    value: bytes | None = None,
+) -> None:
     """Stage an event in the caller's transaction, with the current trace context for the consumers."""
-    carrier: dict[str, str] = {"content-type": CONTENT_TYPE}
+    carrier: dict[str, str] = {"content-type": CONTENT_TYPE, **(extra_headers or {})}
     propagate.inject(carrier)
     session.info[STAGED] = True
     await session.execute(
         outbox.insert().values(
-            event_id=envelope.id, topic=topic, key=envelope.subject, headers=carrier, value=envelope.to_bytes()
+            event_id=envelope.id,
+            topic=topic,
+            key=envelope.subject,
+            headers=carrier,
+            value=envelope.to_bytes() if value is None else value,
         )
     )
 

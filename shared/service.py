@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
@@ -30,8 +30,8 @@ from shared.contracts.envelope import Envelope
 from shared.db import create_engine, session_factory
 from shared.errors import Rejected
 from shared.inbox import inbox_table
-from shared.messaging import EventConsumer, EventHandler, RejectionHandler, create_broker
-from shared.outbox import OutboxRelay, add_event, fetch_cluster_id, outbox_tables
+from shared.messaging import EventConsumer, Subscription, create_broker
+from shared.outbox import OUTBOX_TABLE, OutboxRelay, fetch_cluster_id, outbox_tables, wake_relay_after_commit
 from shared.settings import ServiceSettings
 from shared.telemetry import configure_logging, configure_tracing, current_trace_id
 
@@ -91,7 +91,9 @@ class Service:
         self.settings = settings
         self.tables = tables
         self.engine = create_engine(settings.database_url, pool_size=settings.database_pool_size)
-        self.sessions: async_sessionmaker[AsyncSession] = session_factory(self.engine)
+        self.sessions: async_sessionmaker[AsyncSession] = session_factory(
+            self.engine, info={OUTBOX_TABLE: tables.outbox}
+        )
         self.broker = create_broker(settings)
         self.relay = OutboxRelay(
             service=settings.service_name,
@@ -101,6 +103,8 @@ class Service:
             poll_seconds=settings.outbox_poll_seconds,
             retention=timedelta(days=settings.outbox_retention_days),
         )
+        # The unit of work wakes the relay: after any commit that staged an event, in a route or a consumer.
+        wake_relay_after_commit(self.sessions, self.relay)
         self.producer: AIOKafkaProducer | None = None
         self.consumers: list[EventConsumer] = []
         self._relay_task: asyncio.Task[None] | None = None
@@ -108,36 +112,25 @@ class Service:
 
     # --- wiring used by each service's app.py ---
 
-    def consume(
-        self,
-        name: str,
-        topic: str,
-        handlers: Mapping[str, EventHandler],
-        *,
-        on_rejected: RejectionHandler | None = None,
-    ) -> EventConsumer:
-        consumer = EventConsumer(
-            service=self.settings.service_name,
-            name=name,
-            topic=topic,
-            handlers=handlers,
-            session_factory=self.sessions,
-            inbox=self.tables.inbox,
-            wake_relay=self.relay.wake,
-            max_attempts=self.settings.consumer_max_attempts,
-            max_batch=self.settings.consumer_max_batch,
-            batch_wait_ms=self.settings.consumer_batch_wait_ms,
-            fetch_max_wait_ms=self.settings.kafka_fetch_max_wait_ms,
-            session_timeout_ms=self.settings.kafka_session_timeout_ms,
-            on_rejected=on_rejected,
-        )
-        consumer.register(self.broker)
-        self.consumers.append(consumer)
-        return consumer
-
-    async def stage(self, session: AsyncSession, topic: str, envelope: Envelope) -> None:
-        """Stage an event in the caller's transaction; it is relayed after commit."""
-        await add_event(session, self.tables.outbox, topic, envelope)
+    def subscribe(self, *subscriptions: Subscription) -> None:
+        """Bind event consumers: one consumer group per subscription, exactly once, with the DLQ."""
+        for subscription in subscriptions:
+            consumer = EventConsumer(
+                service=self.settings.service_name,
+                name=subscription.name,
+                topic=subscription.topic,
+                handlers=subscription.handlers,
+                session_factory=self.sessions,
+                inbox=self.tables.inbox,
+                max_attempts=self.settings.consumer_max_attempts,
+                max_batch=self.settings.consumer_max_batch,
+                batch_wait_ms=self.settings.consumer_batch_wait_ms,
+                fetch_max_wait_ms=self.settings.kafka_fetch_max_wait_ms,
+                session_timeout_ms=self.settings.kafka_session_timeout_ms,
+                on_rejected=subscription.on_rejected,
+            )
+            consumer.register(self.broker)
+            self.consumers.append(consumer)
 
     def publishes(self, topic: str, event_types: list[str]) -> None:
         """Declare what this service publishes (through its outbox), for the generated AsyncAPI document."""

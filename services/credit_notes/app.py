@@ -28,7 +28,9 @@ from shared.auth import Actor, Role, require_roles
 from shared.contracts import Topic
 from shared.contracts.events import PaymentType
 from shared.errors import Rejected
+from shared.messaging import Subscription
 from shared.money import format_money
+from shared.outbox import stage
 from shared.service import Service
 
 log = logging.getLogger(__name__)
@@ -63,9 +65,8 @@ class CreditNotesService(Service):
 
     async def expire_now(self, now: datetime | None = None) -> int:
         """One expiry pass; returns how many credit notes expired."""
-        count = await handlers.run_expiry_pass(self.sessions, self.stage, now=now)
+        count = await handlers.run_expiry_pass(self.sessions, stage, now=now)
         if count:
-            self.relay.wake()
             log.info("credit notes expired", extra={"count": count})
         return count
 
@@ -308,8 +309,10 @@ Filters = Annotated[handlers.CreditNoteFilters, Depends(list_filters)]
 def create_service(settings: CreditNotesSettings | None = None) -> CreditNotesService:
     settings = settings or CreditNotesSettings()
     service = CreditNotesService(settings)
-    service.consume("payments", Topic.PAYMENTS_EVENTS, handlers.payment_handlers(service.stage, service.number_format))
-    service.consume("billing", Topic.BILLING_RECEIVABLES, handlers.BILLING_HANDLERS)
+    service.subscribe(
+        Subscription("payments", Topic.PAYMENTS_EVENTS, handlers.payment_handlers(stage, service.number_format))
+    )
+    service.subscribe(Subscription("billing", Topic.BILLING_RECEIVABLES, handlers.BILLING_HANDLERS))
     service.publishes(Topic.CREDITNOTES_EVENTS, ["credit_note.issued", "credit_note.applied", "credit_note.expired"])
     zone = service.zone
 
@@ -323,13 +326,12 @@ def create_service(settings: CreditNotesSettings | None = None) -> CreditNotesSe
         async with service.sessions() as session, session.begin():
             number = await handlers.issue_credit_note(
                 session,
-                service.stage,
+                stage,
                 command,
                 created_by=actor.name,
                 idempotency_key=idempotency_key,
                 number_format=service.number_format,
             )
-        service.relay.wake()
         async with service.sessions() as session:
             note = await handlers.find_credit_note(session, number)
             summary = await handlers.creation_summary(session, number)
@@ -429,9 +431,8 @@ def create_service(settings: CreditNotesSettings | None = None) -> CreditNotesSe
         command = handlers.ApplyCreditNote(credit_note_number=number, **body.model_dump())
         async with service.sessions() as session, session.begin():
             application_id = await handlers.apply_credit_note(
-                session, service.stage, command, applied_by=actor.name, idempotency_key=idempotency_key
+                session, stage, command, applied_by=actor.name, idempotency_key=idempotency_key
             )
-        service.relay.wake()
         async with service.sessions() as session:
             note = await handlers.credit_note_details(session, number)
         application = next(a for a in note["applications"] if a["id"] == application_id)
@@ -528,6 +529,6 @@ async def expire_once() -> int:
     """One expiry pass against the configured database (the `paydesk expire-credit-notes` command)."""
     service = create_service()
     try:
-        return await handlers.run_expiry_pass(service.sessions, service.stage)
+        return await handlers.run_expiry_pass(service.sessions, stage)
     finally:
         await service.engine.dispose()

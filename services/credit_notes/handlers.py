@@ -6,7 +6,7 @@ import base64
 import hashlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -44,10 +44,10 @@ from shared.contracts.events import (
 )
 from shared.errors import Conflict, NotFound, Rejected
 from shared.messaging import EventHandler
+from shared.outbox import Stage
 
 SOURCE = "credit_notes"
 POLICY = "credit_notes"
-Stage = Callable[[AsyncSession, str, Envelope], Awaitable[None]]
 
 
 def _json(value: Any) -> Any:

@@ -19,6 +19,7 @@ from services.gateway_bridge.settings import GatewayBridgeSettings
 from services.gateway_bridge.settlement import SettlementWorker
 from services.gateway_bridge.storage import plumbing
 from shared.contracts import Topic, dlq
+from shared.outbox import stage
 from shared.service import Service, problem
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ class GatewayBridge(Service):
     def __init__(self, settings: GatewayBridgeSettings) -> None:
         super().__init__(settings, plumbing, title="Paydesk gateway_bridge")
         self.bridge_settings = settings
-        self.settlement = SettlementWorker(settings, self.sessions, self.stage, self.relay.wake)
+        self.settlement = SettlementWorker(settings, self.sessions)
         self._settlement_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -89,11 +90,9 @@ def create_service(settings: GatewayBridgeSettings | None = None) -> GatewayBrid
             handlers.WEBHOOKS.labels("rejected").inc()
             return problem(400, "malformed_event", str(exc))
         async with service.sessions() as session, session.begin():
-            outcome = await handlers.receive_webhook(session, service.stage, body, event)
+            outcome = await handlers.receive_webhook(session, stage, body, event)
         handlers.WEBHOOKS.labels(outcome).inc()
-        if outcome in ("published", "superseded", "dead_lettered"):
-            service.relay.wake()
-        elif outcome == "payout_pending":
+        if outcome == "payout_pending":
             service.settlement.wake()
         return WebhookReceived(event_id=str(event["id"]), outcome=outcome)
 

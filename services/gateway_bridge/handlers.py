@@ -9,24 +9,23 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import stripe
-from opentelemetry import propagate
 from prometheus_client import Counter
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.gateway_bridge import domain
-from services.gateway_bridge.storage import payment_intents, payout_jobs, plumbing, webhook_events
-from shared.contracts import CONTENT_TYPE, Envelope, Topic, dlq
+from services.gateway_bridge.storage import payment_intents, payout_jobs, webhook_events
+from shared.contracts import Envelope, Topic, dlq
 from shared.contracts.events import GatewayPaymentStatusChanged, GatewaySettlementStatusChanged, Money, PaymentType
 from shared.messaging import DLQ_REASON_HEADER
 from shared.money import quantize
+from shared.outbox import Stage, stage
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +35,6 @@ DLQ_CONSUMER = "paydesk.gateway_bridge.webhooks"
 ENVELOPE_NAMESPACE = uuid.UUID("6f1c1d1e-3b1a-4c55-9f0e-7a2f1b9e0c42")
 MAX_BODY_BYTES = 1_000_000
 
-Stage = Callable[[AsyncSession, str, Envelope], Awaitable[None]]
 
 WEBHOOKS = Counter(
     "paydesk_gateway_webhooks_total",
@@ -144,20 +142,12 @@ async def dead_letter(session: AsyncSession, event: dict[str, Any], reason: str,
         subject=subject[:200] or "unknown",
         data=trimmed,
     )
-    headers: dict[str, str] = {
-        "content-type": CONTENT_TYPE,
-        DLQ_REASON_HEADER: reason[:2000],
-        "x-dlq-consumer": DLQ_CONSUMER,
-    }
-    propagate.inject(headers)
-    await session.execute(
-        plumbing.outbox.insert().values(
-            event_id=envelope.id,
-            topic=dlq(Topic.GATEWAY_EVENTS),
-            key=envelope.subject,
-            headers=headers,
-            value=domain.mask_card_numbers(envelope.to_bytes().decode())[0].encode(),
-        )
+    await stage(
+        session,
+        dlq(Topic.GATEWAY_EVENTS),
+        envelope,
+        extra_headers={DLQ_REASON_HEADER: reason[:2000], "x-dlq-consumer": DLQ_CONSUMER},
+        value=domain.mask_card_numbers(envelope.to_bytes().decode())[0].encode(),
     )
     log.warning("stripe event dead-lettered", extra={"stripe_event_id": event.get("id"), "reason": reason})
 

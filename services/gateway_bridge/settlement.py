@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,6 +22,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from services.gateway_bridge import handlers
 from services.gateway_bridge.settings import GatewayBridgeSettings
 from services.gateway_bridge.storage import payout_jobs
+from shared.outbox import stage
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +54,9 @@ class SettlementWorker:
         self,
         settings: GatewayBridgeSettings,
         sessions: async_sessionmaker[AsyncSession],
-        stage: handlers.Stage,
-        after_commit: Callable[[], None],
     ) -> None:
         self.settings = settings
         self.sessions = sessions
-        self.stage = stage
-        self.after_commit = after_commit
         self.client: stripe.StripeClient | None = None
         self._wake = asyncio.Event()
         self._stopping = False
@@ -131,11 +127,10 @@ class SettlementWorker:
                 log.warning("payout look-up failed", extra={"payout_id": job.payout_id, "permanent": permanent})
                 await session.execute(update(payout_jobs).where(payout_jobs.c.id == job.id).values(values))
             else:
-                await handlers.settle_payout(session, self.stage, job, transactions)
+                await handlers.settle_payout(session, stage, job, transactions)
                 await session.execute(
                     update(payout_jobs)
                     .where(payout_jobs.c.id == job.id)
                     .values(attempts=job.attempts + 1, done_at=now, last_error=None)
                 )
-        self.after_commit()
         return True

@@ -29,6 +29,8 @@ from services.kpi.storage import plumbing
 from shared.auth import Actor, Role, require_roles
 from shared.contracts import Topic
 from shared.errors import Rejected
+from shared.messaging import Subscription
+from shared.outbox import stage
 from shared.service import Service
 
 READERS = (Role.BILLING_MANAGER,)
@@ -51,12 +53,11 @@ class DashboardView(BaseModel):
 def create_service(settings: KpiSettings | None = None) -> Service:
     settings = settings or KpiSettings()
     service = Service(settings, plumbing, title="Paydesk KPI")
-    # The consumers wake the outbox relay only after a commit that staged an event (an alert), not per payment.
-    ctx = handlers.Context(time_zone=settings.zone, currency=settings.currency, stage=service.stage)
+    ctx = handlers.Context(time_zone=settings.zone, currency=settings.currency, stage=stage)
     for name, (topic, make_handlers) in handlers.CONSUMERS.items():
         # Every payment moves the KPIs: its partitions are applied in parallel by several members of one group.
         for _ in range(settings.payment_consumers if topic is Topic.PAYMENTS_EVENTS else 1):
-            service.consume(name, topic, make_handlers(ctx))
+            service.subscribe(Subscription(name, topic, make_handlers(ctx)))
     service.publishes(Topic.KPI_ALERTS, ["alert.raised"])
     service.publishes(Topic.ANALYTICS_EVENTS, ["usage.tracked"])
     router = APIRouter(tags=["kpi"])
@@ -129,7 +130,7 @@ def create_service(settings: KpiSettings | None = None) -> Service:
             )
             await handlers.track(
                 session,
-                service.stage,
+                stage,
                 "metric_drilldown",
                 actor.user_id,
                 {
@@ -139,7 +140,6 @@ def create_service(settings: KpiSettings | None = None) -> Service:
                     "period": month,
                 },
             )
-        service.relay.wake()
         return result
 
     @router.get("/kpi/recent-payments")
@@ -156,7 +156,7 @@ def create_service(settings: KpiSettings | None = None) -> Service:
         async with service.sessions() as session, session.begin():
             created = await handlers.create_alert(
                 session,
-                service.stage,
+                stage,
                 metric=body.metric,
                 comparison=body.comparison,
                 threshold=body.threshold,
@@ -164,7 +164,6 @@ def create_service(settings: KpiSettings | None = None) -> Service:
                 user_id=actor.user_id,
             )
         ctx.rules.invalidate()
-        service.relay.wake()
         return created
 
     @router.get("/kpi/alerts")
@@ -178,12 +177,11 @@ def create_service(settings: KpiSettings | None = None) -> Service:
         async with service.sessions() as session, session.begin():
             await handlers.track(
                 session,
-                service.stage,
+                stage,
                 "dashboard_view",
                 actor.user_id,
                 {"date_range_selected": body.date_range_selected, "widgets_accessed": ",".join(body.widgets_accessed)},
             )
-        service.relay.wake()
         return {"status": "accepted"}
 
     pages = APIRouter(include_in_schema=False)

@@ -55,12 +55,13 @@ from shared.contracts.events import (
 )
 from shared.errors import Rejected
 from shared.money import quantize
+from shared.outbox import Stage
 
 log = logging.getLogger(__name__)
 
 SOURCE = "kpi"
 PENDING = "Pending"
-Stage = Callable[[AsyncSession, str, Envelope], Awaitable[None]]
+
 Handler = Callable[[AsyncSession, Envelope], Awaitable[None]]
 ZERO = Decimal("0.00")
 

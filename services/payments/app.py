@@ -23,6 +23,7 @@ from shared.auth import Actor, Role, require_roles
 from shared.contracts import Topic
 from shared.contracts.events import PaymentType
 from shared.errors import NotFound, Rejected
+from shared.messaging import Subscription
 from shared.money import format_money, parse_amount
 from shared.service import Service
 
@@ -259,12 +260,12 @@ def consumer_view(account: Row[Any], items: list[Row[Any]], history: list[Row[An
 def create_service(settings: PaymentsSettings | None = None) -> Service:
     settings = settings or PaymentsSettings()
     service = Service(settings, plumbing, title="Paydesk payments")
-    service.consume("billing", Topic.BILLING_RECEIVABLES, handlers.BILLING_HANDLERS)
-    service.consume(
-        "commands", Topic.PAYMENTS_COMMANDS, handlers.COMMAND_HANDLERS, on_rejected=handlers.on_command_rejected
+    service.subscribe(Subscription("billing", Topic.BILLING_RECEIVABLES, handlers.BILLING_HANDLERS))
+    service.subscribe(
+        Subscription("commands", Topic.PAYMENTS_COMMANDS, handlers.COMMAND_HANDLERS, handlers.on_command_rejected)
     )
-    service.consume("gateway", Topic.GATEWAY_EVENTS, handlers.GATEWAY_HANDLERS)
-    service.consume("credit_notes", Topic.CREDITNOTES_EVENTS, handlers.CREDIT_NOTE_HANDLERS)
+    service.subscribe(Subscription("gateway", Topic.GATEWAY_EVENTS, handlers.GATEWAY_HANDLERS))
+    service.subscribe(Subscription("credit_notes", Topic.CREDITNOTES_EVENTS, handlers.CREDIT_NOTE_HANDLERS))
     service.publishes(
         Topic.PAYMENTS_EVENTS,
         [
@@ -308,7 +309,6 @@ def create_service(settings: PaymentsSettings | None = None) -> Service:
                 raise NotFound("unknown_account", f"no consumer with account {account_number}", field="account_number")
             history = await storage.recent_payments(session, account_number)
             await handlers.track(session, "payment_history_viewed", actor.name, account_number)
-        service.relay.wake()
         return consumer_view(*found, history)
 
     # --- payments ---
@@ -326,7 +326,6 @@ def create_service(settings: PaymentsSettings | None = None) -> Service:
             )
             # Read back in the same transaction: one connection per request, and the view is what was committed.
             row = await storage.payment_with_context(session, payment_id)
-        service.relay.wake()
         assert row is not None
         return payment_detail(row, datetime.now(UTC))
 
@@ -384,7 +383,6 @@ def create_service(settings: PaymentsSettings | None = None) -> Service:
         )
         async with service.sessions() as session, session.begin():
             await handlers.track(session, "report_generated", actor.name, "payments", export_format=export_format)
-        service.relay.wake()
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         if export_format == "csv":
             return StreamingResponse(
@@ -410,7 +408,6 @@ def create_service(settings: PaymentsSettings | None = None) -> Service:
     ) -> dict[str, Any]:
         async with service.sessions() as session, session.begin():
             payment_id = await handlers.verify_payment(session, payment_id_or_receipt, verified_by=actor.name)
-        service.relay.wake()
         return await detail(payment_id)
 
     @router.post("/payments/{payment_id_or_receipt}/cancel", tags=["payments"])
@@ -421,7 +418,6 @@ def create_service(settings: PaymentsSettings | None = None) -> Service:
             payment_id = await handlers.cancel_payment(
                 session, payment_id_or_receipt, reason=body.reason, cancelled_by=actor.name
             )
-        service.relay.wake()
         return await detail(payment_id)
 
     # --- settings: everyone at the counter reads them, only an admin changes them ---

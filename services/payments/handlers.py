@@ -23,7 +23,6 @@ from services.payments.storage import (
     idempotency_keys,
     payment_id_seq,
     payments,
-    plumbing,
     receipt_number_seq,
     receivables,
     transaction_id_seq,
@@ -54,7 +53,7 @@ from shared.contracts.events import (
 )
 from shared.errors import Conflict, NotFound, Rejected
 from shared.money import quantize
-from shared.outbox import add_event
+from shared.outbox import stage
 
 SOURCE = "payments"
 SYSTEM = "System"
@@ -65,7 +64,7 @@ SEQUENCES = {"payment_id": payment_id_seq, "transaction_id": transaction_id_seq,
 async def emit(session: AsyncSession, event_type: str, subject: str, data: BaseModel, *, topic: str = "") -> None:
     """Stage an event in the outbox of the current transaction."""
     envelope = new_envelope(event_type, source=SOURCE, subject=subject, data=data)
-    await add_event(session, plumbing.outbox, topic or Topic.PAYMENTS_EVENTS, envelope)
+    await stage(session, topic or Topic.PAYMENTS_EVENTS, envelope)
 
 
 async def track(session: AsyncSession, event: str, user: str, subject: str, **properties: str) -> None:

@@ -14,6 +14,7 @@ from services.receipts.settings import ReceiptsSettings
 from services.receipts.storage import plumbing
 from shared.auth import Actor, Role, require_roles
 from shared.contracts import Topic
+from shared.messaging import Subscription
 from shared.service import Service
 
 # Any staff member may read documents (admin passes every check).
@@ -49,9 +50,9 @@ def _pdf(row: dict[str, Any], download: bool) -> Response:
 def create_service(settings: ReceiptsSettings | None = None) -> Service:
     settings = settings or ReceiptsSettings()
     service = Service(settings, plumbing, title="Paydesk receipts")
-    documents = handlers.DocumentHandlers(service.stage, PdfRenderer(), document_style(settings))
-    service.consume("payments", Topic.PAYMENTS_EVENTS, documents.payment_handlers)
-    service.consume("credit_notes", Topic.CREDITNOTES_EVENTS, documents.credit_note_handlers)
+    documents = handlers.DocumentHandlers(PdfRenderer(), document_style(settings))
+    service.subscribe(Subscription("payments", Topic.PAYMENTS_EVENTS, documents.payment_handlers))
+    service.subscribe(Subscription("credit_notes", Topic.CREDITNOTES_EVENTS, documents.credit_note_handlers))
     service.publishes(Topic.RECEIPTS_EVENTS, ["receipt.rendered"])
 
     router = APIRouter(tags=["receipts"])

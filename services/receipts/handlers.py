@@ -36,9 +36,10 @@ from shared.contracts.events import (
     ReceiptRendered,
 )
 from shared.errors import NotFound
+from shared.outbox import stage
 
 SOURCE = "receipts"
-Stage = Callable[[AsyncSession, str, Envelope], Awaitable[None]]
+
 EventHandler = Callable[[AsyncSession, Envelope], Awaitable[None]]
 
 
@@ -50,8 +51,7 @@ async def _lock(session: AsyncSession, kind: str, number: str) -> None:
 class DocumentHandlers:
     """Keeps each document in step with the events; stages `receipt.rendered` whenever one changes."""
 
-    def __init__(self, stage: Stage, renderer: PdfRenderer, style: DocumentStyle) -> None:
-        self.stage = stage
+    def __init__(self, renderer: PdfRenderer, style: DocumentStyle) -> None:
         self.renderer = renderer
         self.style = style
 
@@ -275,7 +275,7 @@ class DocumentHandlers:
             document_hash=document.document_hash,
             status=document.status,
         )
-        await self.stage(
+        await stage(
             session,
             Topic.RECEIPTS_EVENTS,
             new_envelope("receipt.rendered", source=SOURCE, subject=document.account_number, data=rendered),

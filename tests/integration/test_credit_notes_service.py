@@ -27,6 +27,7 @@ from shared.auth import Role, mint_token
 from shared.contracts import Envelope, Topic, new_envelope
 from shared.contracts.events import CreditNoteIssued, Money, PaymentCancelled, PaymentStatusChanged, PaymentType
 from shared.errors import Rejected
+from shared.outbox import stage
 from tests.conftest import Infra
 from tests.support.helpers import (
     bill_issued,
@@ -535,7 +536,7 @@ class TestApplying:
             try:
                 async with service.sessions() as session, session.begin():
                     await handlers.apply_credit_note(
-                        session, service.stage, command, applied_by="Racer", idempotency_key=uuid.uuid4().hex
+                        session, stage, command, applied_by="Racer", idempotency_key=uuid.uuid4().hex
                     )
                     await asyncio.sleep(0.2)  # hold the lock so the other transaction really waits on it
                 return "applied"
