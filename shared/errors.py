@@ -21,3 +21,9 @@ class NotFound(Rejected):
 
 class Conflict(Rejected):
     status = 409
+
+
+class Forbidden(Rejected):
+    """Allowed for the role, but not for this actor on this thing (e.g. approving one's own request)."""
+
+    status = 403

@@ -347,6 +347,32 @@ class UsageTracked(Contract):
     occurred_at: AwareDatetime
 
 
+class ApprovalRequested(Contract):
+    """A change above its limit waits for a second person (maker-checker)."""
+
+    approval_id: str = Field(examples=["APR-7f3c2a"])
+    kind: str = Field(
+        description="What would be applied.", examples=["payment_adjustment", "credit_note", "payout_run"]
+    )
+    subject: str = Field(description="What it is about: a payment id, a credit-note number, a run id.")
+    amount: Money | None = None
+    requested_by: str
+    reason: str
+    requested_at: AwareDatetime
+
+
+class ApprovalDecided(Contract):
+    """A pending approval was approved or rejected by someone other than its requester."""
+
+    approval_id: str
+    kind: str
+    subject: str
+    approved: bool
+    decided_by: str
+    reason: str | None = None
+    decided_at: AwareDatetime
+
+
 EVENT_TYPES: dict[str, type[Contract]] = {
     "account.upserted": AccountUpserted,
     "bill.issued": BillIssued,
@@ -367,6 +393,8 @@ EVENT_TYPES: dict[str, type[Contract]] = {
     "receipt.rendered": ReceiptRendered,
     "alert.raised": AlertRaised,
     "usage.tracked": UsageTracked,
+    "approval.requested": ApprovalRequested,
+    "approval.decided": ApprovalDecided,
 }
 
 
