@@ -219,10 +219,6 @@ class CreditNote:
     def remaining(self) -> Decimal:
         return self.amount - self.applied
 
-    @property
-    def usage_percentage(self) -> Decimal:
-        return usage_percentage(self.applied, self.amount)
-
     def apply(self, amount: Decimal | None, *, item_outstanding: Decimal, now: datetime) -> tuple[CreditNote, Decimal]:
         """Use `amount` (default: as much as both allow) on an item owing `item_outstanding`."""
         if self.status is Status.EXPIRED or now >= self.expires_at:
@@ -258,11 +254,6 @@ class CreditNote:
         if not self.is_due_to_expire(now):
             raise Rejected("not_due_to_expire", "only an active credit note past its expiry date expires")
         return replace(self, status=Status.EXPIRED)
-
-
-def outstanding_after_payment(outstanding: Decimal, paid: Decimal, due: Decimal) -> Decimal:
-    """What a payment leaves open on its item: it settles min(paid, due), never below zero."""
-    return max(outstanding - min(paid, due), ZERO)
 
 
 # --- list filters ---
