@@ -179,9 +179,9 @@ async def _close_payment(session: AsyncSession, payment: Row[Any], status: str, 
 
 
 def subscriptions(number_format: domain.NumberFormat) -> list[Subscription]:
-    """The service's event consumers. `payment.overpaid` is a command in effect (it issues a credit note), but it
-    arrives on the payments topic with the events that keep the payments read model, so it shares their consumer
-    group (and its order within a partition: a payment is posted before it is credited)."""
+    """The service's subscriptions. `payment.overpaid` is a command in effect (it issues a credit note), but it
+    arrives on the payments topic with the events that keep the payments read model, so it shares their
+    subscription (and its order within a partition: a payment is posted before it is credited)."""
     automatic = AutomaticCreditNotes(number_format)
     return [
         Subscription(
