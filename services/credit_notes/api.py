@@ -14,11 +14,11 @@ from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.credit_notes import commands, domain, queries, views
-from services.credit_notes.export import csv_chunks, file_chunks, write_xlsx
 from services.credit_notes.queries import CreditNoteFilters
 from shared.auth import Actor, Role, require_roles
 from shared.contracts.events import PaymentType
 from shared.errors import Rejected
+from shared.export import ExportFormat, export_response
 
 STAFF = (Role.CUSTOMER_EXECUTIVE, Role.RECOVERY_EXECUTIVE, Role.BILLING_MANAGER)
 Staff = Annotated[Actor, require_roles(*STAFF)]
@@ -140,22 +140,10 @@ def router(
     async def export(
         actor: Staff,
         filters: Annotated[CreditNoteFilters, Depends(list_filters)],
-        format: Literal["csv", "xlsx"] = "csv",
+        format: ExportFormat = "csv",
     ) -> StreamingResponse:
-        rows = queries.iter_credit_notes(sessions, filters)
-        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-        if format == "csv":
-            return StreamingResponse(
-                csv_chunks(rows, zone),
-                media_type="text/csv; charset=utf-8",
-                headers={"Content-Disposition": f'attachment; filename="credit-notes-{stamp}.csv"'},
-            )
-        path = await write_xlsx(rows, zone)
-        return StreamingResponse(
-            file_chunks(path),
-            media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-            headers={"Content-Disposition": f'attachment; filename="credit-notes-{stamp}.xlsx"'},
-        )
+        lines = (views.export_line(row, zone) async for row in queries.iter_credit_notes(sessions, filters))
+        return await export_response("credit-notes", format, views.EXPORT_COLUMNS, lines, sheet_title="Credit notes")
 
     @routes.get("/credit-notes/payments/{receipt_number}")
     async def payment_for_credit(receipt_number: str, actor: Staff) -> dict[str, Any]:

@@ -6,10 +6,8 @@ its announcement commit together or not at all.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -30,89 +28,13 @@ from services.credit_notes.storage import (
     payments,
     settings,
 )
-from shared.contracts import Envelope, Topic, new_envelope, parse_data
+from shared import audit, idempotency
+from shared.contracts import Envelope, PaymentStatus, Topic, new_envelope, parse_data
 from shared.contracts.events import CreditNoteApplied, CreditNoteIssued, Money, PaymentOverpaid, PaymentType
-from shared.errors import Conflict, NotFound, Rejected
+from shared.errors import NotFound, Rejected
 from shared.outbox import stage
 
 SOURCE = "credit_notes"
-
-
-# --- audit trail ---
-
-
-def _json(value: Any) -> Any:
-    """Audit values as JSON: money and times as strings."""
-    if isinstance(value, dict):
-        return {k: _json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json(v) for v in value]
-    if isinstance(value, Decimal):
-        return format(value, "f")
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return value
-
-
-async def record_audit(
-    session: AsyncSession,
-    *,
-    actor: str,
-    action: str,
-    subject: str,
-    before: dict[str, Any] | None,
-    after: dict[str, Any] | None,
-    at: datetime,
-) -> None:
-    """One line of the audit trail, with the values before and after the change."""
-    await session.execute(
-        audit_log.insert().values(
-            id=str(uuid.uuid4()),
-            at=at,
-            actor=actor,
-            action=action,
-            subject=subject,
-            before=_json(before) if before is not None else None,
-            after=_json(after) if after is not None else None,
-        )
-    )
-
-
-# --- idempotency keys ---
-
-
-def _fingerprint(command: IssueCreditNote | ApplyCreditNote) -> str:
-    return hashlib.sha256(json.dumps(asdict(command), default=str, sort_keys=True).encode()).hexdigest()
-
-
-async def _claim_key(session: AsyncSession, operation: str, key: str, fingerprint: str) -> str | None:
-    """None if the key is new (claimed now); else the first request's result. A different body is a 409."""
-    claimed = (
-        await session.execute(
-            pg_insert(idempotency_keys)
-            .values(operation=operation, key=key, request_hash=fingerprint)
-            .on_conflict_do_nothing()
-            .returning(idempotency_keys.c.key)
-        )
-    ).first()
-    if claimed is not None:
-        return None
-    earlier = (
-        await session.execute(
-            select(idempotency_keys).where(idempotency_keys.c.operation == operation, idempotency_keys.c.key == key)
-        )
-    ).one()
-    if earlier.request_hash != fingerprint:
-        raise Conflict("idempotency_key_reused", "this Idempotency-Key was used with a different request")
-    return str(earlier.result)
-
-
-async def _remember_result(session: AsyncSession, operation: str, key: str, result: str) -> None:
-    await session.execute(
-        update(idempotency_keys)
-        .where(idempotency_keys.c.operation == operation, idempotency_keys.c.key == key)
-        .values(result=result)
-    )
 
 
 # --- settings an admin can change ---
@@ -128,8 +50,9 @@ async def update_policy(session: AsyncSession, policy: domain.Policy, *, actor: 
     await session.execute(
         pg_insert(settings).values(**values).on_conflict_do_update(index_elements=["name"], set_=values)
     )
-    await record_audit(
+    await audit.record(
         session,
+        audit_log,
         actor=actor,
         action="settings.changed",
         subject=POLICY,
@@ -193,8 +116,8 @@ async def _issue(
     await session.execute(
         update(payments).where(payments.c.receipt_number == payment.receipt_number).values(credited=credit.credited)
     )
-    await record_audit(
-        session, actor=created_by, action="credit_note.issued", subject=number, before=None, after=row, at=now
+    await audit.record(
+        session, audit_log, actor=created_by, action="credit_note.issued", subject=number, after=row, at=now
     )
     issued = CreditNoteIssued(
         credit_note_number=number,
@@ -234,9 +157,19 @@ async def issue_credit_note(
     number_format: domain.NumberFormat,
 ) -> str:
     """Issue a manual credit note against a payment, once per `idempotency_key`; returns its number."""
-    earlier = await _claim_key(session, "issue", idempotency_key, _fingerprint(command))
-    if earlier is not None:
-        return earlier
+    return await idempotency.once(
+        session,
+        idempotency_keys,
+        operation="issue",
+        key=idempotency_key,
+        request=command,
+        run=lambda: _issue_manual(session, command, created_by=created_by, number_format=number_format),
+    )
+
+
+async def _issue_manual(
+    session: AsyncSession, command: IssueCreditNote, *, created_by: str, number_format: domain.NumberFormat
+) -> str:
     policy = await load_policy(session)
     reason = domain.validate_reason(command.reason, policy.reasons)
     remarks = domain.validate_remarks(command.remarks)
@@ -245,7 +178,7 @@ async def issue_credit_note(
     amount = command.amount if command.amount is not None else max(payment.amount - payment.credited, domain.ZERO)
     if not domain.has_two_decimals(amount):
         raise Rejected("amount_precision", "the credit amount has at most 2 decimal places", field="amount")
-    number = await _issue(
+    return await _issue(
         session,
         payment,
         amount=amount,
@@ -255,8 +188,6 @@ async def issue_credit_note(
         automatic=False,
         number_format=number_format,
     )
-    await _remember_result(session, "issue", idempotency_key, number)
-    return number
 
 
 class AutomaticCreditNotes:
@@ -279,7 +210,7 @@ class AutomaticCreditNotes:
                 amount=overpaid.payment_amount.amount,
                 currency=overpaid.payment_amount.currency,
                 payment_date=overpaid.posted_at.date(),
-                status=domain.POSTED,
+                status=PaymentStatus.POSTED,
                 posted_at=overpaid.posted_at,
             )
             .on_conflict_do_nothing(index_elements=["receipt_number"])
@@ -327,10 +258,17 @@ async def apply_credit_note(
     now: datetime | None = None,
 ) -> str:
     """Apply remaining credit to an open item of the same account, once per `idempotency_key`."""
-    earlier = await _claim_key(session, "apply", idempotency_key, _fingerprint(command))
-    if earlier is not None:
-        return earlier
-    now = now or datetime.now(UTC)
+    return await idempotency.once(
+        session,
+        idempotency_keys,
+        operation="apply",
+        key=idempotency_key,
+        request=command,
+        run=lambda: _apply(session, command, applied_by=applied_by, now=now or datetime.now(UTC)),
+    )
+
+
+async def _apply(session: AsyncSession, command: ApplyCreditNote, *, applied_by: str, now: datetime) -> str:
     # Lock order, always the credit note first and then the item, so concurrent applications cannot deadlock;
     # the lock makes racing applications for the same credit see each other's result.
     note = (
@@ -394,8 +332,9 @@ async def apply_credit_note(
             applied_at=now,
         )
     )
-    await record_audit(
+    await audit.record(
         session,
+        audit_log,
         actor=applied_by,
         action="credit_note.applied",
         subject=note.credit_note_number,
@@ -427,5 +366,4 @@ async def apply_credit_note(
         Topic.CREDITNOTES_EVENTS,
         new_envelope("credit_note.applied", source=SOURCE, subject=note.account_number, data=applied),
     )
-    await _remember_result(session, "apply", idempotency_key, application_id)
     return application_id

@@ -12,8 +12,9 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.credit_notes import domain
-from services.credit_notes.commands import SOURCE, record_audit
-from services.credit_notes.storage import credit_notes
+from services.credit_notes.commands import SOURCE
+from services.credit_notes.storage import audit_log, credit_notes
+from shared import audit
 from shared.contracts import Topic, new_envelope
 from shared.contracts.events import CreditNoteExpired, Money
 from shared.outbox import stage
@@ -43,8 +44,9 @@ async def expire_due(session: AsyncSession, *, now: datetime, limit: int = 500) 
             .where(credit_notes.c.credit_note_number == note.credit_note_number)
             .values(status=expired.status.value, expired_at=now)
         )
-        await record_audit(
+        await audit.record(
             session,
+            audit_log,
             actor=domain.SYSTEM,
             action="credit_note.expired",
             subject=note.credit_note_number,

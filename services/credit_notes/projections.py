@@ -14,20 +14,16 @@ from services.credit_notes import domain
 from services.credit_notes.commands import AutomaticCreditNotes
 from services.credit_notes.queries import locked_payment
 from services.credit_notes.storage import open_items, payments
-from shared.contracts import Envelope, Topic, parse_data
-from shared.contracts.events import (
-    BillIssued,
-    InstallmentPlanCreated,
-    PaymentCancelled,
-    PaymentPosted,
-    PaymentStatusChanged,
-    PaymentType,
-    ServiceChargeIssued,
-)
+from shared.contracts import Envelope, PaymentStatus, Topic, parse_data
+from shared.contracts.events import PaymentCancelled, PaymentPosted, PaymentStatusChanged
 from shared.errors import Rejected
 from shared.messaging import Subscription
+from shared.receivables import ITEM_EVENT_TYPES, receivable_items
 
 # --- billing.receivables.v1: what a credit note can be applied to ---
+
+# The part of a receivable item `open_items` keeps.
+ITEM_COLUMNS = ("payment_type", "item_reference", "account_number", "description", "due_date", "amount", "currency")
 
 
 async def _upsert_item(session: AsyncSession, values: dict[str, Any]) -> None:
@@ -42,53 +38,10 @@ async def _upsert_item(session: AsyncSession, values: dict[str, Any]) -> None:
     )
 
 
-async def on_bill_issued(session: AsyncSession, envelope: Envelope) -> None:
-    bill = parse_data(envelope, BillIssued)
-    await _upsert_item(
-        session,
-        {
-            "payment_type": PaymentType.BILL,
-            "item_reference": bill.invoice_number,
-            "account_number": bill.account_number,
-            "description": f"Bill {bill.billing_period}",
-            "due_date": bill.due_date,
-            "amount": bill.amount.amount,
-            "currency": bill.amount.currency,
-        },
-    )
-
-
-async def on_service_charge_issued(session: AsyncSession, envelope: Envelope) -> None:
-    charge = parse_data(envelope, ServiceChargeIssued)
-    await _upsert_item(
-        session,
-        {
-            "payment_type": PaymentType.SERVICE,
-            "item_reference": charge.service_charge_id,
-            "account_number": charge.account_number,
-            "description": charge.description,
-            "due_date": charge.due_date,
-            "amount": charge.amount.amount,
-            "currency": charge.amount.currency,
-        },
-    )
-
-
-async def on_installment_plan_created(session: AsyncSession, envelope: Envelope) -> None:
-    plan = parse_data(envelope, InstallmentPlanCreated)
-    for installment in plan.installments:
-        await _upsert_item(
-            session,
-            {
-                "payment_type": PaymentType.INSTALLMENT,
-                "item_reference": f"{plan.plan_id}/{installment.number}",
-                "account_number": plan.account_number,
-                "description": f"Plan {plan.plan_id} installment {installment.number}",
-                "due_date": installment.due_date,
-                "amount": installment.amount.amount,
-                "currency": installment.amount.currency,
-            },
-        )
+async def on_receivable_issued(session: AsyncSession, envelope: Envelope) -> None:
+    """A bill, a service charge, or each installment of a plan: an item a credit note can be applied to."""
+    for item in receivable_items(envelope):
+        await _upsert_item(session, item.as_row(*ITEM_COLUMNS))
 
 
 # --- payments.events.v1: the payments credit notes are made from ---
@@ -127,7 +80,7 @@ async def on_payment_posted(session: AsyncSession, envelope: Envelope) -> None:
         consumer_name=posted.consumer.name,
         amount=posted.amount.amount,
         currency=posted.amount.currency,
-        status=domain.POSTED,
+        status=PaymentStatus.POSTED,
         posted_at=posted.posted_at,
         **details,
     )
@@ -150,21 +103,21 @@ async def on_payment_cancelled(session: AsyncSession, envelope: Envelope) -> Non
     payment = await locked_payment(session, cancelled.receipt_number)
     if payment is None:
         raise Rejected("unknown_payment", f"payment {cancelled.receipt_number} was never posted")
-    if payment.status == domain.CANCELLED:
+    if payment.status == PaymentStatus.CANCELLED:
         return
-    await _close_payment(session, payment, domain.CANCELLED, cancelled_at=cancelled.cancelled_at)
+    await _close_payment(session, payment, PaymentStatus.CANCELLED, cancelled_at=cancelled.cancelled_at)
 
 
 async def on_payment_status_changed(session: AsyncSession, envelope: Envelope) -> None:
     """A refunded payment (its money went back through the gateway) gets no new credit notes."""
     changed = parse_data(envelope, PaymentStatusChanged)
-    if changed.status != domain.REFUNDED:
+    if changed.status != PaymentStatus.REFUNDED:
         return
     payment = await locked_payment(session, changed.receipt_number)
     # Never posted (a refund of a payment that never counted) or already closed: nothing to take back.
-    if payment is None or payment.status != domain.POSTED:
+    if payment is None or payment.status != PaymentStatus.POSTED:
         return
-    await _close_payment(session, payment, domain.REFUNDED)
+    await _close_payment(session, payment, PaymentStatus.REFUNDED)
 
 
 async def _close_payment(session: AsyncSession, payment: Row[Any], status: str, **values: Any) -> None:
@@ -197,10 +150,6 @@ def subscriptions(number_format: domain.NumberFormat) -> list[Subscription]:
         Subscription(
             "billing",
             Topic.BILLING_RECEIVABLES,
-            {
-                "bill.issued": on_bill_issued,
-                "service_charge.issued": on_service_charge_issued,
-                "installment_plan.created": on_installment_plan_created,
-            },
+            dict.fromkeys(ITEM_EVENT_TYPES, on_receivable_issued),
         ),
     ]

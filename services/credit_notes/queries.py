@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,7 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.credit_notes import domain
 from services.credit_notes.storage import applications, audit_log, credit_notes, payments, settings
-from shared.errors import NotFound, Rejected
+from shared import audit
+from shared.errors import NotFound
+from shared.paging import after_key, contains_pattern, decode_cursor, page
 
 # The settings' name in the `settings` table, and the audit subject of their changes.
 POLICY = "credit_notes"
@@ -97,14 +98,9 @@ async def find_payment(session: AsyncSession, receipt_number: str) -> dict[str, 
     return {**dict(row), "creditable": credit.creditable}
 
 
-async def history(session: AsyncSession, subject: str) -> list[dict[str, Any]]:
+async def history(session: AsyncSession, subject: str) -> list[audit.AuditEntry]:
     """The audit trail of one credit note (or of the settings, subject `credit_notes`), oldest first."""
-    rows = (
-        (await session.execute(select(audit_log).where(audit_log.c.subject == subject).order_by(audit_log.c.at)))
-        .mappings()
-        .all()
-    )
-    return [dict(r) for r in rows]
+    return await audit.history(session, audit_log, subject)
 
 
 # --- the credit-notes tab: search, filters, keyset paging ---
@@ -127,17 +123,11 @@ class CreditNoteFilters:
     newest_first: bool = True
 
 
-def _contains(text: str) -> str:
-    """An ILIKE pattern for a partial match of `text`, with LIKE's wildcards taken literally."""
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
 def search_conditions(filters: CreditNoteFilters) -> list[ColumnElement[bool]]:
     c = credit_notes.c
     clauses: list[ColumnElement[bool]] = []
     if filters.text:
-        pattern = _contains(filters.text)
+        pattern = contains_pattern(filters.text)
         clauses.append(
             or_(
                 c.credit_note_number.ilike(pattern),
@@ -155,7 +145,7 @@ def search_conditions(filters: CreditNoteFilters) -> list[ColumnElement[bool]]:
     if filters.reasons:
         clauses.append(c.reason.in_(filters.reasons))
     if filters.consumer:
-        pattern = _contains(filters.consumer)
+        pattern = contains_pattern(filters.consumer)
         clauses.append(or_(c.consumer_name.ilike(pattern), c.account_number.ilike(pattern)))
     if filters.remaining is domain.RemainingFilter.FULLY_USED:
         clauses.append(c.remaining == 0)
@@ -164,7 +154,7 @@ def search_conditions(filters: CreditNoteFilters) -> list[ColumnElement[bool]]:
     elif filters.remaining is domain.RemainingFilter.FULL:
         clauses.append(c.remaining == c.amount)
     if filters.receipt_number:
-        clauses.append(c.receipt_number.ilike(_contains(filters.receipt_number)))
+        clauses.append(c.receipt_number.ilike(contains_pattern(filters.receipt_number)))
     if filters.amount_min is not None:
         clauses.append(c.amount >= filters.amount_min)
     if filters.amount_max is not None:
@@ -172,19 +162,9 @@ def search_conditions(filters: CreditNoteFilters) -> list[ColumnElement[bool]]:
     return clauses
 
 
-def encode_cursor(seq: int, *, newest_first: bool) -> str:
-    return base64.urlsafe_b64encode(f"cn:{'new' if newest_first else 'old'}:{seq}".encode()).decode()
-
-
-def decode_cursor(cursor: str, *, newest_first: bool) -> int:
-    """The creation position a page ends at; a cursor made for the other sort order is refused."""
-    try:
-        kind, order, value = base64.urlsafe_b64decode(cursor.encode()).decode().split(":")
-        if kind != "cn" or order != ("new" if newest_first else "old"):
-            raise ValueError(kind)
-        return int(value)
-    except ValueError as exc:
-        raise Rejected("invalid_cursor", "the cursor is not one this list gave out", field="cursor") from exc
+def _sort(newest_first: bool) -> str:
+    """The sort a cursor of this list names: a cursor of the other order (or of another list) is refused."""
+    return "credit_notes:newest" if newest_first else "credit_notes:oldest"
 
 
 async def search_credit_notes(
@@ -193,16 +173,15 @@ async def search_credit_notes(
     """One page and the cursor of the next (keyset on creation order, so deep pages stay as fast as the first)."""
     clauses = search_conditions(filters)
     newest_first = filters.newest_first
+    sort = _sort(newest_first)
     seq = credit_notes.c.seq
     if cursor is not None:
-        after = decode_cursor(cursor, newest_first=newest_first)
-        clauses.append(seq < after if newest_first else seq > after)
+        after = decode_cursor(cursor, sort=sort, types=(int,))
+        clauses.append(after_key([seq], after, descending=newest_first))
     order = seq.desc() if newest_first else seq.asc()
     statement = select(credit_notes).where(*clauses).order_by(order).limit(limit + 1)
-    rows = (await session.execute(statement)).mappings().all()
-    page = [dict(r) for r in rows[:limit]]
-    next_cursor = encode_cursor(page[-1]["seq"], newest_first=newest_first) if len(rows) > limit else None
-    return page, next_cursor
+    rows = [dict(r) for r in (await session.execute(statement)).mappings().all()]
+    return page(rows, limit, sort=sort, key=lambda row: (row["seq"],))
 
 
 async def iter_credit_notes(

@@ -9,6 +9,8 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, Field
 
 from services.credit_notes import domain
+from shared.audit import AuditEntry
+from shared.export import Cell
 from shared.money import format_money
 
 
@@ -162,9 +164,9 @@ def payment_for_credit_view(payment: dict[str, Any], policy: domain.Policy) -> d
     }
 
 
-def history_view(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def history_view(entries: list[AuditEntry]) -> list[dict[str, Any]]:
     """An audit trail, oldest first."""
-    return [{**e, "at": e["at"].isoformat()} for e in entries]
+    return [e.as_json() for e in entries]
 
 
 # --- export ---
@@ -183,13 +185,14 @@ EXPORT_COLUMNS = (
 )
 
 
-def export_line(row: dict[str, Any], zone: ZoneInfo) -> list[str]:
+def export_line(row: dict[str, Any], zone: ZoneInfo) -> list[Cell]:
+    """One credit note in the export's columns; amounts stay numbers, so a spreadsheet can sum them."""
     return [
         row["credit_note_number"],
         row["consumer_name"],
         row["account_number"],
-        _money(row["amount"]),
-        _money(row["remaining"]),
+        row["amount"],
+        row["remaining"],
         row["currency"],
         row["reason"],
         row["status"],
