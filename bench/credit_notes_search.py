@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from paydesk.embedded import EmbeddedPostgres
 from paydesk.migrations import upgrade
-from services.credit_notes import domain, handlers
+from services.credit_notes import domain, queries
 from services.credit_notes.storage import credit_notes
 from shared.db import create_engine, session_factory
 
@@ -44,41 +44,41 @@ SELECT 'BN-' || g, 1000000000 + g, 'WU-' || lpad((g % 400000)::text, 6, '0'),
 FROM generate_series(1, :rows) AS g
 """
 
-QUERIES: dict[str, handlers.CreditNoteFilters] = {
-    "first page, no filter": handlers.CreditNoteFilters(),
-    "search consumer name (rare: 'ivanova 77')": handlers.CreditNoteFilters(text="ivanova 77"),
-    "search consumer name (common: 'john')": handlers.CreditNoteFilters(text="john"),
-    "search credit-note number ('bn-4242')": handlers.CreditNoteFilters(text="bn-4242"),
-    "search account ('wu-01234')": handlers.CreditNoteFilters(text="wu-01234"),
-    "search receipt ('br-99999')": handlers.CreditNoteFilters(text="br-99999"),
-    "status Active + reason Overpayment": handlers.CreditNoteFilters(
+QUERIES: dict[str, queries.CreditNoteFilters] = {
+    "first page, no filter": queries.CreditNoteFilters(),
+    "search consumer name (rare: 'ivanova 77')": queries.CreditNoteFilters(text="ivanova 77"),
+    "search consumer name (common: 'john')": queries.CreditNoteFilters(text="john"),
+    "search credit-note number ('bn-4242')": queries.CreditNoteFilters(text="bn-4242"),
+    "search account ('wu-01234')": queries.CreditNoteFilters(text="wu-01234"),
+    "search receipt ('br-99999')": queries.CreditNoteFilters(text="br-99999"),
+    "status Active + reason Overpayment": queries.CreditNoteFilters(
         status=domain.Status.ACTIVE, reasons=("Overpayment",)
     ),
-    "amount 100-120, remaining full": handlers.CreditNoteFilters(
+    "amount 100-120, remaining full": queries.CreditNoteFilters(
         amount_min=Decimal("100"), amount_max=Decimal("120"), remaining=domain.RemainingFilter.FULL
     ),
-    "created in the last day": handlers.CreditNoteFilters(created_from=datetime.now(UTC) - timedelta(days=1)),
+    "created in the last day": queries.CreditNoteFilters(created_from=datetime.now(UTC) - timedelta(days=1)),
 }
 
 
 PLAN_STEP = re.compile(r"(Parallel )?(Seq Scan on \S+|Index Scan(?: Backward)? using \S+|Bitmap Index Scan on \S+)")
 
 
-async def timed(session: AsyncSession, filters: handlers.CreditNoteFilters, repeats: int) -> tuple[float, int]:
+async def timed(session: AsyncSession, filters: queries.CreditNoteFilters, repeats: int) -> tuple[float, int]:
     samples = []
     count = 0
     for _ in range(repeats):
         started = time.perf_counter()
-        page, _ = await handlers.search_credit_notes(session, filters, limit=50)
+        page, _ = await queries.search_credit_notes(session, filters, limit=50)
         samples.append((time.perf_counter() - started) * 1000)
         count = len(page)
     return statistics.median(samples), count
 
 
-async def plan_of(session: AsyncSession, filters: handlers.CreditNoteFilters) -> str:
+async def plan_of(session: AsyncSession, filters: queries.CreditNoteFilters) -> str:
     statement = (
         select(credit_notes)
-        .where(*handlers.search_conditions(filters))
+        .where(*queries.search_conditions(filters))
         .order_by(credit_notes.c.seq.desc())
         .limit(51)
         .compile(session.bind, compile_kwargs={"literal_binds": True})
@@ -109,11 +109,11 @@ async def bench(database_url: str, rows: int, repeats: int) -> None:
         for name, filters in QUERIES.items():
             median, count = await timed(session, filters, repeats)
             print(f"  {median:8.1f} ms  {count:3d} rows  {name}\n              plan: {await plan_of(session, filters)}")
-        _, cursor = await handlers.search_credit_notes(session, handlers.CreditNoteFilters(), limit=50)
+        _, cursor = await queries.search_credit_notes(session, queries.CreditNoteFilters(), limit=50)
         deep = 0
         started = time.perf_counter()
         while cursor is not None and deep < 200:
-            _, cursor = await handlers.search_credit_notes(session, handlers.CreditNoteFilters(), cursor=cursor)
+            _, cursor = await queries.search_credit_notes(session, queries.CreditNoteFilters(), cursor=cursor)
             deep += 1
         per_page = (time.perf_counter() - started) * 1000 / max(deep, 1)
         print(f"  {per_page:8.1f} ms  per page, keyset paging {deep} pages deep")

@@ -9,6 +9,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 from typing import Any
 
+from shared.contracts import PaymentStatus, counts_as_collected
 from shared.errors import Rejected
 
 ZERO = Decimal("0.00")
@@ -138,31 +139,25 @@ def validate_remarks(remarks: str | None) -> str | None:
     return remarks.strip()
 
 
-POSTED = "Posted"
-CANCELLED = "Cancelled"
-REFUNDED = "Refunded"
-# A cancelled payment never happened and a refunded one went back to the customer: neither can be credited.
-CLOSED_PAYMENT_STATUSES = frozenset({CANCELLED, REFUNDED})
-
-
 @dataclass(frozen=True)
 class PaymentCredit:
     """A payment and the credit already issued against it; total credit never exceeds the payment amount."""
 
     amount: Decimal
     credited: Decimal = ZERO
-    payment_status: str = POSTED
+    payment_status: str = PaymentStatus.POSTED
 
     @property
     def creditable(self) -> Decimal:
-        """The most a new credit note on this payment may be: nothing once its money is gone."""
-        if self.payment_status in CLOSED_PAYMENT_STATUSES:
+        """The most a new credit note on this payment may be: nothing unless its money was collected and stayed
+        (a cancelled payment never happened, a refunded one went back to the customer)."""
+        if not counts_as_collected(self.payment_status):
             return ZERO
         return max(self.amount - self.credited, ZERO)
 
     def issue(self, amount: Decimal) -> PaymentCredit:
         """Record a new credit note of `amount` against the payment, or refuse it."""
-        if self.payment_status in CLOSED_PAYMENT_STATUSES:
+        if not counts_as_collected(self.payment_status):
             raise Rejected(
                 f"payment_{self.payment_status.lower()}",
                 f"a {self.payment_status.lower()} payment cannot get new credit notes",
@@ -219,10 +214,6 @@ class CreditNote:
     def remaining(self) -> Decimal:
         return self.amount - self.applied
 
-    @property
-    def usage_percentage(self) -> Decimal:
-        return usage_percentage(self.applied, self.amount)
-
     def apply(self, amount: Decimal | None, *, item_outstanding: Decimal, now: datetime) -> tuple[CreditNote, Decimal]:
         """Use `amount` (default: as much as both allow) on an item owing `item_outstanding`."""
         if self.status is Status.EXPIRED or now >= self.expires_at:
@@ -258,11 +249,6 @@ class CreditNote:
         if not self.is_due_to_expire(now):
             raise Rejected("not_due_to_expire", "only an active credit note past its expiry date expires")
         return replace(self, status=Status.EXPIRED)
-
-
-def outstanding_after_payment(outstanding: Decimal, paid: Decimal, due: Decimal) -> Decimal:
-    """What a payment leaves open on its item: it settles min(paid, due), never below zero."""
-    return max(outstanding - min(paid, due), ZERO)
 
 
 # --- list filters ---

@@ -19,7 +19,7 @@ from sqlalchemy import select, text, update
 from typer.testing import CliRunner
 
 from paydesk.cli import app as cli
-from services.credit_notes import handlers
+from services.credit_notes import commands, queries
 from services.credit_notes.app import CreditNotesService, create_service
 from services.credit_notes.settings import CreditNotesSettings
 from services.credit_notes.storage import audit_log, credit_notes, open_items, payments
@@ -27,7 +27,6 @@ from shared.auth import Role, mint_token
 from shared.contracts import Envelope, Topic, new_envelope
 from shared.contracts.events import CreditNoteIssued, Money, PaymentCancelled, PaymentStatusChanged, PaymentType
 from shared.errors import Rejected
-from shared.outbox import stage
 from tests.conftest import Infra
 from tests.support.helpers import (
     bill_issued,
@@ -532,11 +531,11 @@ class TestApplying:
         assert (await apply(api, service, number, first_bill, "9.99")).status_code == 200
 
         async def take_the_last_cent(invoice: str) -> str:
-            command = handlers.ApplyCreditNote(number, PaymentType.BILL, invoice, D("0.01"))
+            command = commands.ApplyCreditNote(number, PaymentType.BILL, invoice, D("0.01"))
             try:
                 async with service.sessions() as session, session.begin():
-                    await handlers.apply_credit_note(
-                        session, stage, command, applied_by="Racer", idempotency_key=uuid.uuid4().hex
+                    await commands.apply_credit_note(
+                        session, command, applied_by="Racer", idempotency_key=uuid.uuid4().hex
                     )
                     await asyncio.sleep(0.2)  # hold the lock so the other transaction really waits on it
                 return "applied"
@@ -641,8 +640,8 @@ class TestSearchAndExport:
         assert await self.search(api, service, q=f"{name.split()[1]}%") == [], "wildcards are taken literally"
 
     async def test_ac36_search_uses_the_trigram_indexes(self, service: CreditNotesService) -> None:
-        filters = handlers.CreditNoteFilters(text="zelda")
-        statement = select(credit_notes.c.seq).where(*handlers.search_conditions(filters))
+        filters = queries.CreditNoteFilters(text="zelda")
+        statement = select(credit_notes.c.seq).where(*queries.search_conditions(filters))
         async with service.sessions() as session, session.begin():
             await session.execute(text("SET LOCAL enable_seqscan = off"))
             compiled = statement.compile(session.bind, compile_kwargs={"literal_binds": True})
