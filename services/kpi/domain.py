@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 from shared.errors import Rejected
 
+SOURCE = "kpi"  # the `source` of every event kpi publishes
 _PERIOD = re.compile(r"(\d{4})-(0[1-9]|1[0-2])")
 HUNDRED = Decimal(100)
 # Rates, percentages and day averages are shown with two decimals, rounded like money (banker's rounding).
@@ -21,6 +22,20 @@ TWO_PLACES = Decimal("0.01")
 COLLECTED_STATUS = "Posted"
 FAILED_STATUS = "Failed"
 REFUNDED_STATUS = "Refunded"
+CANCELLED_STATUS = "Cancelled"
+# A payment posted with this verification waits for a staff member (the verification backlog).
+PENDING_VERIFICATION = "Pending"
+
+
+class CountedEvent(StrEnum):
+    """The happenings counted per local day (`daily_events`): failures, cancellations, refunds, credit notes."""
+
+    ONLINE_PAYMENTS_FAILED = "online_payments_failed"
+    PAYMENTS_CANCELLED = "payments_cancelled"
+    PAYMENTS_REFUNDED = "payments_refunded"
+    CREDIT_NOTES_ISSUED = "credit_notes_issued"
+    CREDIT_NOTES_APPLIED = "credit_notes_applied"
+    CREDIT_NOTES_EXPIRED = "credit_notes_expired"
 
 
 def month_bounds(period: str) -> tuple[date, date]:
