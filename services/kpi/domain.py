@@ -17,13 +17,8 @@ HUNDRED = Decimal(100)
 # Rates, percentages and day averages are shown with two decimals, rounded like money (banker's rounding).
 TWO_PLACES = Decimal("0.01")
 
-# Only a payment whose latest status is Posted is money collected; Refunded, Failed, Cancelled and the
-# not-yet-posted statuses are not.
-COLLECTED_STATUS = "Posted"
-FAILED_STATUS = "Failed"
-REFUNDED_STATUS = "Refunded"
-CANCELLED_STATUS = "Cancelled"
-# A payment posted with this verification waits for a staff member (the verification backlog).
+# A payment posted with this verification (not its status) waits for a staff member: the verification backlog.
+# Which statuses count as collected is the one rule in shared.contracts (`counts_as_collected`).
 PENDING_VERIFICATION = "Pending"
 
 
@@ -73,11 +68,6 @@ def hour_window(moment: datetime) -> datetime:
 def hour_window_label(start: datetime) -> str:
     """ISO 8601 interval of one hour, e.g. `2025-04-20T10:00Z/PT1H`."""
     return f"{start.astimezone(UTC):%Y-%m-%dT%H:%MZ}/PT1H"
-
-
-def counts_as_collected(status: str) -> bool:
-    """Whether a payment in this status counts towards what was collected."""
-    return status == COLLECTED_STATUS
 
 
 def _two_places(value: Decimal) -> Decimal:

@@ -35,22 +35,19 @@ from services.kpi.storage import (
     receivables,
     verification_backlog,
 )
-from shared.contracts import Envelope, Topic, parse_data
+from shared.contracts import Envelope, PaymentStatus, Topic, counts_as_collected, parse_data
 from shared.contracts.events import (
-    BillIssued,
     CreditNoteApplied,
     CreditNoteExpired,
     CreditNoteIssued,
-    InstallmentPlanCreated,
     PaymentCancelled,
     PaymentPosted,
     PaymentStatusChanged,
-    PaymentType,
     PaymentVerified,
-    ServiceChargeIssued,
 )
 from shared.errors import Rejected
 from shared.messaging import Subscription
+from shared.receivables import ReceivableItem, receivable_items
 
 log = logging.getLogger(__name__)
 
@@ -199,9 +196,9 @@ class Projections:
                 "billing",
                 Topic.BILLING_RECEIVABLES,
                 {
-                    "bill.issued": self.on_bill_issued,
-                    "service_charge.issued": self.on_service_charge_issued,
-                    "installment_plan.created": self.on_installment_plan_created,
+                    "bill.issued": self.on_receivable_issued,
+                    "service_charge.issued": self.on_receivable_issued,
+                    "installment_plan.created": self.on_receivable_issued,
                 },
             ),
         ]
@@ -239,7 +236,7 @@ class Projections:
             "collection_days": domain.days_to_collect(posted.item.issued_on, posted.payment_date),
             "status": posted.status,
             "verification": posted.verification,
-            "counted": domain.counts_as_collected(posted.status),
+            "counted": counts_as_collected(posted.status),
         }
         inserted = (await session.execute(_POST_PAYMENT, row)).scalar_one()
         if not inserted:
@@ -256,14 +253,14 @@ class Projections:
         payment = await _payment_for_update(session, cancelled.payment_id)
         if payment is None:
             raise Rejected("unknown_payment", f"payment {cancelled.payment_id} was never posted", field="payment_id")
-        if payment["status"] == domain.CANCELLED_STATUS:
+        if payment["status"] == PaymentStatus.CANCELLED:
             return
         if payment["counted"]:
             await _collect(session, payment, -1)
         await session.execute(
             update(payments)
             .where(payments.c.payment_id == cancelled.payment_id)
-            .values(status=domain.CANCELLED_STATUS, counted=False)
+            .values(status=PaymentStatus.CANCELLED.value, counted=False)
         )
         await _count_event(
             session,
@@ -277,17 +274,17 @@ class Projections:
 
     async def on_payment_status_changed(self, session: AsyncSession, envelope: Envelope) -> None:
         changed = parse_data(envelope, PaymentStatusChanged)
-        if changed.status == domain.FAILED_STATUS:
+        if changed.status == PaymentStatus.FAILED:
             await self._count_failure(session, changed)
         payment = await _payment_for_update(session, changed.payment_id)
         if payment is None:
             return  # not posted (yet): a Pending or Failed online payment has collected nothing
-        if payment["status"] == domain.CANCELLED_STATUS:
+        if payment["status"] == PaymentStatus.CANCELLED:
             return  # cancelled by an admin: no later gateway status brings the money back into the figures
-        counted_now = domain.counts_as_collected(changed.status)
+        counted_now = counts_as_collected(changed.status)
         if payment["counted"] and not counted_now:
             await _collect(session, payment, -1)
-            if changed.status == domain.REFUNDED_STATUS:
+            if changed.status == PaymentStatus.REFUNDED:
                 await _count_event(
                     session,
                     self._day(changed.changed_at),
@@ -366,52 +363,21 @@ class Projections:
 
     # --- billing.receivables.v1: what falls due, the collection rate's denominator ---
 
-    async def on_bill_issued(self, session: AsyncSession, envelope: Envelope) -> None:
-        bill = parse_data(envelope, BillIssued)
-        await self._falls_due(
-            session, PaymentType.BILL, bill.invoice_number, bill.due_date, bill.amount.amount, bill.amount.currency
-        )
+    async def on_receivable_issued(self, session: AsyncSession, envelope: Envelope) -> None:
+        """A bill, a service charge, or an installment plan (one item per installment) falls due."""
+        for item in receivable_items(envelope):
+            await self._falls_due(session, item)
 
-    async def on_service_charge_issued(self, session: AsyncSession, envelope: Envelope) -> None:
-        charge = parse_data(envelope, ServiceChargeIssued)
-        await self._falls_due(
-            session,
-            PaymentType.SERVICE,
-            charge.service_charge_id,
-            charge.due_date,
-            charge.amount.amount,
-            charge.amount.currency,
-        )
-
-    async def on_installment_plan_created(self, session: AsyncSession, envelope: Envelope) -> None:
-        plan = parse_data(envelope, InstallmentPlanCreated)
-        for installment in plan.installments:
-            await self._falls_due(
-                session,
-                PaymentType.INSTALLMENT,
-                f"{plan.plan_id}/{installment.number}",
-                installment.due_date,
-                installment.amount.amount,
-                installment.amount.currency,
-            )
-
-    async def _falls_due(
-        self,
-        session: AsyncSession,
-        payment_type: PaymentType,
-        item_reference: str,
-        due_date: date,
-        amount: Decimal,
-        currency: str,
-    ) -> None:
+    async def _falls_due(self, session: AsyncSession, item: ReceivableItem) -> None:
         """Record what an item is due and when; a re-issued item moves its amount to its new due date."""
-        key = {"payment_type": payment_type.value, "item_reference": item_reference}
+        key = item.as_row("payment_type", "item_reference")
+        due_date, amount, currency = item.due_date, item.amount, item.currency
         earlier = (
             (
                 await session.execute(
                     select(receivables)
                     .where(receivables.c.payment_type == key["payment_type"])
-                    .where(receivables.c.item_reference == item_reference)
+                    .where(receivables.c.item_reference == key["item_reference"])
                     .with_for_update()
                 )
             )
