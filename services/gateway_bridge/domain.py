@@ -100,14 +100,6 @@ def later(current: str | None, incoming: str, rank: dict[str, int]) -> str:
     return incoming if moves_forward(current, incoming, rank) else current  # type: ignore[return-value]
 
 
-def fold(statuses: list[str], rank: dict[str, int]) -> str | None:
-    """The final status of a stream of statuses in any order, duplicates included."""
-    state: str | None = None
-    for status in statuses:
-        state = later(state, status, rank)
-    return state
-
-
 def current_view(payment_status: str | None, payout_status: str | None) -> StatusView:
     """What a payment shows now, from its latest payment status and latest payout status.
 

@@ -15,13 +15,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import stripe
+from prometheus_client import Counter
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from services.gateway_bridge import handlers
+from services.gateway_bridge import commands, domain
 from services.gateway_bridge.settings import GatewayBridgeSettings
-from services.gateway_bridge.storage import payout_jobs
+from services.gateway_bridge.storage import payment_intents, payout_jobs
+from shared.contracts import Topic
+from shared.contracts.events import GatewaySettlementStatusChanged, Money
+from shared.money import quantize
 from shared.outbox import stage
 
 log = logging.getLogger(__name__)
@@ -29,6 +33,8 @@ log = logging.getLogger(__name__)
 # Worth trying again: the network, Stripe's own errors, rate limits. A 4xx such as an unknown payout or a
 # bad key will not get better by retrying and sends the job to the DLQ at once.
 TRANSIENT = (stripe.APIConnectionError, stripe.APIError, stripe.RateLimitError)
+
+SETTLEMENTS = Counter("paydesk_gateway_settlements_total", "Payments whose payout status was published", ["status"])
 
 
 def stripe_client(settings: GatewayBridgeSettings) -> stripe.StripeClient:
@@ -47,6 +53,70 @@ async def list_payout_transactions(client: stripe.StripeClient, payout_id: str) 
         params={"payout": payout_id, "expand": ["data.source"], "limit": 100}
     )
     return [transaction.to_dict() async for transaction in page.auto_paging_iter()]
+
+
+async def settle_payout(session: AsyncSession, job: Any, balance_transactions: list[dict[str, Any]]) -> int:
+    """Stage one `gateway.settlement_status_changed` per payment in the payout; returns how many."""
+    items = domain.settlement_items(balance_transactions)
+    published = 0
+    # Lock intents in one order so two payouts sharing payments never deadlock.
+    for item in sorted(items, key=lambda i: (i.payment_intent_id or "", i.charge_id)):
+        key = f"{job.event_id}/{item.charge_id}"
+        event = {"id": job.event_id, "type": f"payout.{job.payout_status}", "data": {"object": {"id": job.payout_id}}}
+        if item.payment_intent_id is None:
+            reason = f"charge {item.charge_id} in payout {job.payout_id} has no payment_intent"
+            await commands.dead_letter(session, event, reason, subject=job.payout_id, key=key)
+            continue
+        row = (
+            await session.execute(
+                select(payment_intents)
+                .where(payment_intents.c.payment_intent_id == item.payment_intent_id)
+                .with_for_update()
+            )
+        ).first()
+        if row is None:
+            reason = (
+                f"payment intent {item.payment_intent_id} (charge {item.charge_id}) in payout {job.payout_id} "
+                "is unknown: metadata.account_number missing"
+            )
+            await commands.dead_letter(session, event, reason, subject=item.payment_intent_id, key=key)
+            continue
+        forward = domain.moves_forward(row.payout_status, job.payout_status, domain.PAYOUT_RANK)
+        payout_status = domain.later(row.payout_status, job.payout_status, domain.PAYOUT_RANK)
+        view = domain.current_view(row.gateway_status, payout_status)
+        await session.execute(
+            update(payment_intents)
+            .where(payment_intents.c.payment_intent_id == item.payment_intent_id)
+            .values(
+                payout_status=payout_status,
+                payout_id=job.payout_id if forward else row.payout_id,
+                webhook_status=view.webhook_status,
+                settlement_status=view.settlement_status,
+                events_applied=row.events_applied + 1,
+                updated_at=datetime.now(UTC),
+            )
+        )
+        data = GatewaySettlementStatusChanged(
+            gateway_event_id=job.event_id,
+            payment_intent_id=item.payment_intent_id,
+            payout_id=job.payout_id,
+            payout_status=job.payout_status,
+            webhook_status=domain.SETTLEMENT_WEBHOOK_STATUS[job.payout_status],
+            settlement_status=domain.SETTLEMENT_STATUS[job.payout_status],
+            occurred_at=job.occurred_at,
+            account_number=row.account_number,
+            superseded=not forward,
+            initiated_at=row.initiated_at,
+            amount=Money(amount=quantize(row.amount, row.currency), currency=row.currency),
+        )
+        await stage(
+            session,
+            Topic.GATEWAY_EVENTS,
+            commands.gateway_envelope("gateway.settlement_status_changed", row.account_number, data, key=key),
+        )
+        SETTLEMENTS.labels(job.payout_status).inc()
+        published += 1
+    return published
 
 
 class SettlementWorker:
@@ -121,13 +191,13 @@ class SettlementWorker:
                     values["done_at"] = now
                     event = {"id": job.event_id, "type": f"payout.{job.payout_status}", "data": {"object": {}}}
                     reason = f"listing balance transactions of payout {job.payout_id} failed: {error}"
-                    await handlers.dead_letter(session, event, reason, subject=job.payout_id, key=job.event_id)
+                    await commands.dead_letter(session, event, reason, subject=job.payout_id, key=job.event_id)
                 else:
                     values["next_attempt_at"] = now + timedelta(seconds=self.settings.settlement_retry_seconds)
                 log.warning("payout look-up failed", extra={"payout_id": job.payout_id, "permanent": permanent})
                 await session.execute(update(payout_jobs).where(payout_jobs.c.id == job.id).values(values))
             else:
-                await handlers.settle_payout(session, stage, job, transactions)
+                await settle_payout(session, job, transactions)
                 await session.execute(
                     update(payout_jobs)
                     .where(payout_jobs.c.id == job.id)

@@ -11,16 +11,26 @@ from zoneinfo import ZoneInfo
 
 from shared.errors import Rejected
 
+SOURCE = "kpi"  # the `source` of every event kpi publishes
 _PERIOD = re.compile(r"(\d{4})-(0[1-9]|1[0-2])")
 HUNDRED = Decimal(100)
 # Rates, percentages and day averages are shown with two decimals, rounded like money (banker's rounding).
 TWO_PLACES = Decimal("0.01")
 
-# Only a payment whose latest status is Posted is money collected; Refunded, Failed, Cancelled and the
-# not-yet-posted statuses are not.
-COLLECTED_STATUS = "Posted"
-FAILED_STATUS = "Failed"
-REFUNDED_STATUS = "Refunded"
+# A payment posted with this verification (not its status) waits for a staff member: the verification backlog.
+# Which statuses count as collected is the one rule in shared.contracts (`counts_as_collected`).
+PENDING_VERIFICATION = "Pending"
+
+
+class CountedEvent(StrEnum):
+    """The happenings counted per local day (`daily_events`): failures, cancellations, refunds, credit notes."""
+
+    ONLINE_PAYMENTS_FAILED = "online_payments_failed"
+    PAYMENTS_CANCELLED = "payments_cancelled"
+    PAYMENTS_REFUNDED = "payments_refunded"
+    CREDIT_NOTES_ISSUED = "credit_notes_issued"
+    CREDIT_NOTES_APPLIED = "credit_notes_applied"
+    CREDIT_NOTES_EXPIRED = "credit_notes_expired"
 
 
 def month_bounds(period: str) -> tuple[date, date]:
@@ -58,11 +68,6 @@ def hour_window(moment: datetime) -> datetime:
 def hour_window_label(start: datetime) -> str:
     """ISO 8601 interval of one hour, e.g. `2025-04-20T10:00Z/PT1H`."""
     return f"{start.astimezone(UTC):%Y-%m-%dT%H:%MZ}/PT1H"
-
-
-def counts_as_collected(status: str) -> bool:
-    """Whether a payment in this status counts towards what was collected."""
-    return status == COLLECTED_STATUS
 
 
 def _two_places(value: Decimal) -> Decimal:

@@ -22,7 +22,7 @@ class KpiSettings(ServiceSettings):
         default=1,
         ge=1,
         le=32,
-        description="Consumers of payments.events.v1 in this process, in one group: the topic's partitions are "
+        description="Event consumers of payments.events.v1 in this process, in one group: the topic's partitions are "
         "applied in parallel (order within a partition, so within an account, is kept). More than the partition "
         "count adds nothing. Each extra member costs a group rebalance at start; running more kpi instances does the "
         "same across machines.",

@@ -107,7 +107,8 @@ payments = Table(
 )
 
 # Online payments posted and still awaiting a staff member's verification: a running count, so reading it costs
-# the same however long the backlog is. Only payments posted as Pending touch it.
+# the same however long the backlog is. Only payments posted as Pending touch it. It has one row, BACKLOG_SCOPE.
+BACKLOG_SCOPE = "all"
 verification_backlog = Table(
     "verification_backlog",
     metadata,

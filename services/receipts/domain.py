@@ -16,12 +16,14 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from shared.contracts import PaymentStatus
 from shared.contracts.events import CreditNoteIssued, PaymentPosted, PaymentType
+from shared.errors import Rejected
 from shared.money import format_money
+from shared.receivables import parse_installment_reference
 
 RECEIPT = "receipt"
 CREDIT_NOTE = "credit_note"
-CANCELLED = "Cancelled"
 
 _TYPE_NAMES = {PaymentType.BILL: "Bill", PaymentType.SERVICE: "Service", PaymentType.INSTALLMENT: "Installment"}
 _OUTCOMES = {"exact": "Exact payment", "over": "Overpaid", "under": "Underpaid"}
@@ -94,7 +96,7 @@ class PaymentState:
             return self
         return replace(
             self,
-            status=CANCELLED,
+            status=PaymentStatus.CANCELLED,
             status_at=max(at, self.status_at),
             cancelled_at=at,
             cancelled_by=by,
@@ -123,7 +125,7 @@ def state_when_posted(posted: PaymentPosted, earlier: PaymentState | None) -> Pa
 NOT_YET_POSTED = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def first_sight(status: str = "Pending", at: datetime = NOT_YET_POSTED) -> PaymentState:
+def first_sight(status: str = PaymentStatus.PENDING, at: datetime = NOT_YET_POSTED) -> PaymentState:
     """A payment known only from a later event so far: verification pending until it is posted."""
     return PaymentState(status=status, status_at=at, verification="Pending")
 
@@ -256,10 +258,15 @@ def item_lines(posted: PaymentPosted, style: DocumentStyle) -> tuple[Line, ...]:
             Line("Service", f"{item.description} ({item.item_reference})"),
             Line("Service date", _iso_day(item.period_or_date, style)),
         )
-    plan, _, number = item.item_reference.rpartition("/")
+    try:
+        installment = parse_installment_reference(item.item_reference)
+        plan, number = installment.plan_id, str(installment.number)
+    except Rejected:
+        # A posted payment always gets its receipt: a reference not written as PLAN/n is shown as it came.
+        plan, number = item.item_reference, ""
     return (
         kind,
-        Line("Payment plan", plan or item.item_reference),
+        Line("Payment plan", plan),
         Line("Installment", f"#{number} due {_iso_day(item.period_or_date, style)}"),
     )
 

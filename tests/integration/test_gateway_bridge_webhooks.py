@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from services.gateway_bridge.app import GatewayBridge, create_service
-from services.gateway_bridge.handlers import IGNORED
+from services.gateway_bridge.commands import IGNORED
 from services.gateway_bridge.settings import GatewayBridgeSettings
 from services.gateway_bridge.storage import payment_intents, payout_jobs, plumbing, webhook_events
 from shared.contracts import Topic, dlq

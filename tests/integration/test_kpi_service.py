@@ -26,7 +26,7 @@ import pytest
 from sqlalchemy import func, select
 
 from paydesk.sample_data import seed_sample
-from services.kpi import handlers
+from services.kpi import queries, views
 from services.kpi.app import create_service
 from services.kpi.settings import KpiSettings
 from services.kpi.storage import AGGREGATES, plumbing
@@ -239,8 +239,10 @@ async def test_ac30_header_kpis_for_the_sample_data(world: World) -> None:
 
     # "Received Today" is as of the sample's day: the same query the endpoint runs, with the clock set then.
     async with world.service.sessions() as session:
-        as_of_sample_day = await handlers.summary(
-            session, "2025-04", currency="USD", time_zone=chicago, now=datetime(2025, 4, 20, 23, 0, tzinfo=chicago)
+        as_of_sample_day = views.summary(
+            await queries.summary(
+                session, "2025-04", currency="USD", time_zone=chicago, now=datetime(2025, 4, 20, 23, 0, tzinfo=chicago)
+            )
         )
     assert as_of_sample_day["kpis"]["received_today"] == {
         "value": "145.50",
@@ -421,7 +423,7 @@ async def test_alerts_are_raised_once_per_crossing_on_the_alerts_topic(
     clerk = auth(Role.CUSTOMER_EXECUTIVE)
     assert (await world.client.get("/kpi/alerts", headers=clerk)).status_code == 403
 
-    caplog.set_level(logging.WARNING, logger="services.kpi.handlers")
+    caplog.set_level(logging.WARNING, logger="services.kpi.alerts")
     account = unique_account()
     at = datetime(2032, 6, 10, 9, 15, tzinfo=UTC)
     await world.publish(

@@ -16,7 +16,6 @@ from services.kpi.domain import (
     Metric,
     average_days,
     collection_rate,
-    counts_as_collected,
     days_to_collect,
     hour_window,
     hour_window_label,
@@ -27,6 +26,7 @@ from services.kpi.domain import (
     should_raise,
     validate_rule,
 )
+from shared.contracts import counts_as_collected
 from shared.errors import Rejected
 
 
@@ -160,12 +160,20 @@ class TestLocalDay:
 
 
 class TestCollectedStatus:
+    """KPI counts with the one rule in shared.contracts (Disputed counts too: see tests/unit/test_payment_status.py)."""
+
     @pytest.mark.parametrize(
         ("status", "collected"),
         [("Posted", True), ("Refunded", False), ("Failed", False), ("Cancelled", False), ("Pending", False)],
     )
-    def test_only_posted_money_is_collected(self, status: str, collected: bool) -> None:
+    def test_posted_money_is_collected_and_refunded_failed_cancelled_or_pending_is_not(
+        self, status: str, collected: bool
+    ) -> None:
         assert counts_as_collected(status) is collected
+
+    def test_a_disputed_payment_stays_collected_until_it_is_refunded(self) -> None:
+        assert counts_as_collected("Disputed") is True
+        assert counts_as_collected("Refunded") is False
 
 
 class TestAlerts:

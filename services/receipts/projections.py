@@ -1,9 +1,10 @@
-"""Receipts' event handlers and document look-ups. Each handler runs inside the consumer's transaction.
+"""Receipts' projections: documents kept in step with the events. Each handler runs in the event consumer's
+transaction.
 
 Documents are rendered eagerly, when an event changes what a document says, and stored with their
 hashes; the HTTP routes only read bytes. Every handler first takes a transaction-scoped advisory lock on
 the receipt (or credit note) it touches: payments and credit notes arrive on different topics, through two
-consumers running side by side, and without the lock a `credit_note.issued` and the `payment.posted` it
+event consumers running side by side, and without the lock a `credit_note.issued` and the `payment.posted` it
 refers to could each commit without seeing the other, leaving a receipt that never mentions its credit note.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -35,12 +36,10 @@ from shared.contracts.events import (
     PaymentVerified,
     ReceiptRendered,
 )
-from shared.errors import NotFound
+from shared.messaging import Subscription
 from shared.outbox import stage
 
 SOURCE = "receipts"
-
-EventHandler = Callable[[AsyncSession, Envelope], Awaitable[None]]
 
 
 async def _lock(session: AsyncSession, kind: str, number: str) -> None:
@@ -48,29 +47,35 @@ async def _lock(session: AsyncSession, kind: str, number: str) -> None:
     await session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(f"receipts:{kind}:{number}", 0))))
 
 
-class DocumentHandlers:
+class Documents:
     """Keeps each document in step with the events; stages `receipt.rendered` whenever one changes."""
 
     def __init__(self, renderer: PdfRenderer, style: DocumentStyle) -> None:
         self.renderer = renderer
         self.style = style
 
-    @property
-    def payment_handlers(self) -> dict[str, EventHandler]:
-        return {
-            "payment.posted": self.on_payment_posted,
-            "payment.status_changed": self.on_payment_status_changed,
-            "payment.verified": self.on_payment_verified,
-            "payment.cancelled": self.on_payment_cancelled,
-        }
-
-    @property
-    def credit_note_handlers(self) -> dict[str, EventHandler]:
-        return {
-            "credit_note.issued": self.on_credit_note_issued,
-            "credit_note.applied": self.on_credit_note_applied,
-            "credit_note.expired": self.on_credit_note_expired,
-        }
+    def subscriptions(self) -> list[Subscription]:
+        return [
+            Subscription(
+                "payments",
+                Topic.PAYMENTS_EVENTS,
+                {
+                    "payment.posted": self.on_payment_posted,
+                    "payment.status_changed": self.on_payment_status_changed,
+                    "payment.verified": self.on_payment_verified,
+                    "payment.cancelled": self.on_payment_cancelled,
+                },
+            ),
+            Subscription(
+                "credit_notes",
+                Topic.CREDITNOTES_EVENTS,
+                {
+                    "credit_note.issued": self.on_credit_note_issued,
+                    "credit_note.applied": self.on_credit_note_applied,
+                    "credit_note.expired": self.on_credit_note_expired,
+                },
+            ),
+        ]
 
     # --- payments.events.v1 ---
 
@@ -313,17 +318,6 @@ async def _save_state(
     )
 
 
-# --- look-ups for the HTTP routes ---
-
-
-async def find_document(session: AsyncSession, kind: str, number: str) -> dict[str, Any]:
-    """A rendered document (bytes, hashes, content); NotFound until its events have arrived and rendered it."""
-    row = (
-        (await session.execute(select(documents).where(documents.c.kind == kind, documents.c.number == number)))
-        .mappings()
-        .first()
-    )
-    if row is None:
-        what = "receipt" if kind == domain.RECEIPT else "credit note"
-        raise NotFound(f"{kind}_not_found", f"no {what} {number}")
-    return dict(row)
+def subscriptions(renderer: PdfRenderer, style: DocumentStyle) -> list[Subscription]:
+    """Receipts' event consumers: payments and credit notes, each a consumer group of its own."""
+    return Documents(renderer, style).subscriptions()

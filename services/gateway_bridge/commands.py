@@ -1,19 +1,17 @@
-"""Gateway bridge commands: verify a Stripe webhook, record it once, and stage the normalized events.
+"""Gateway bridge commands: record a verified Stripe webhook once and stage the normalized events.
 
-Each function runs inside the caller's transaction; events are staged in the outbox so the inbox row, the
-payment intent's state and the events commit together.
+Each function runs inside the caller's transaction; events are staged in the outbox so the webhook inbox row,
+the payment intent's state and the events commit together.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import stripe
 from prometheus_client import Counter
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -25,25 +23,17 @@ from shared.contracts import Envelope, Topic, dlq
 from shared.contracts.events import GatewayPaymentStatusChanged, GatewaySettlementStatusChanged, Money, PaymentType
 from shared.messaging import DLQ_REASON_HEADER
 from shared.money import quantize
-from shared.outbox import Stage, stage
+from shared.outbox import stage
 
 log = logging.getLogger(__name__)
 
 SOURCE = "gateway_bridge"
-DLQ_CONSUMER = "paydesk.gateway_bridge.webhooks"
+# The `x-dlq-consumer` header of a dead letter names where it was refused: the webhook intake, not a Kafka group.
+DLQ_ORIGIN = "paydesk.gateway_bridge.webhooks"
 # Envelope ids derived from Stripe's event id: the same Stripe event always yields the same envelope id.
 ENVELOPE_NAMESPACE = uuid.UUID("6f1c1d1e-3b1a-4c55-9f0e-7a2f1b9e0c42")
-MAX_BODY_BYTES = 1_000_000
 
-
-WEBHOOKS = Counter(
-    "paydesk_gateway_webhooks_total",
-    "Stripe webhook deliveries by outcome (published, superseded, duplicate, ignored, dead_lettered, "
-    "payout_pending, rejected)",
-    ["outcome"],
-)
 IGNORED = Counter("paydesk_gateway_webhooks_ignored_total", "Verified Stripe events of types we do not handle")
-SETTLEMENTS = Counter("paydesk_gateway_settlements_total", "Payments whose payout status was published", ["status"])
 
 # The webhook's statements are built once: a webhook is on Stripe's clock, and building and cache-keying
 # SQLAlchemy constructs per request costs more than the database round trips.
@@ -59,51 +49,7 @@ _UPSERT_AND_LOCK_INTENT = _intent_insert.on_conflict_do_update(
 _UPDATE_INTENT = update(payment_intents).where(payment_intents.c.payment_intent_id == bindparam("locked_intent_id"))
 
 
-class BadSignature(Exception):
-    """The webhook is not provably from Stripe (no, wrong or stale signature); nothing is stored."""
-
-
-class MalformedEvent(Exception):
-    """A correctly signed body that is not a Stripe event; nothing is stored."""
-
-
-def verify_signature(body: bytes, header: str | None, secrets: list[str], tolerance: int) -> None:
-    """Accept the body if any configured secret verifies one of the header's v1 signatures within `tolerance`."""
-    if not secrets:
-        raise BadSignature("no webhook secret is configured")
-    if not header:
-        raise BadSignature("Stripe-Signature header missing")
-    reason = "signature does not match"
-    for secret in secrets:
-        try:
-            stripe.WebhookSignature.verify_header(body, header, secret, tolerance)
-            return
-        except stripe.SignatureVerificationError as exc:
-            # A signature that matched but is too old says more than another secret's mismatch.
-            if "tolerance" not in reason:
-                reason = str(exc).split(". ")[0]
-        except Exception:  # the library raises TypeError/UnicodeDecodeError on some malformed input
-            reason = "unreadable signature header or body"
-    raise BadSignature(reason)
-
-
-def parse_event(body: bytes) -> dict[str, Any]:
-    """The verified body as a Stripe event dict with an id and a type."""
-    try:
-        event = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MalformedEvent(f"body is not JSON: {exc}") from None
-    if not isinstance(event, dict):
-        raise MalformedEvent("body is not a JSON object")
-    event_id, event_type = event.get("id"), event.get("type")
-    if not isinstance(event_id, str) or not 0 < len(event_id) <= 255:
-        raise MalformedEvent("id missing")
-    if not isinstance(event_type, str) or not 0 < len(event_type) <= 100:
-        raise MalformedEvent("type missing")
-    return event
-
-
-def _envelope(
+def gateway_envelope(
     event_type: str, subject: str, data: GatewayPaymentStatusChanged | GatewaySettlementStatusChanged, *, key: str
 ) -> Envelope:
     return Envelope(
@@ -146,7 +92,7 @@ async def dead_letter(session: AsyncSession, event: dict[str, Any], reason: str,
         session,
         dlq(Topic.GATEWAY_EVENTS),
         envelope,
-        extra_headers={DLQ_REASON_HEADER: reason[:2000], "x-dlq-consumer": DLQ_CONSUMER},
+        extra_headers={DLQ_REASON_HEADER: reason[:2000], "x-dlq-consumer": DLQ_ORIGIN},
         value=domain.mask_card_numbers(envelope.to_bytes().decode())[0].encode(),
     )
     log.warning("stripe event dead-lettered", extra={"stripe_event_id": event.get("id"), "reason": reason})
@@ -168,7 +114,7 @@ class PaymentChange:
     amount_refunded: domain.Amount | None = None
 
 
-async def receive_webhook(session: AsyncSession, stage: Stage, body: bytes, event: dict[str, Any]) -> str:
+async def receive_webhook(session: AsyncSession, body: bytes, event: dict[str, Any]) -> str:
     """Record a verified Stripe event once and stage what it means; returns the outcome.
 
     Outcomes: `duplicate` (seen before; nothing changes), `published`, `superseded` (published for the audit
@@ -227,7 +173,7 @@ async def receive_webhook(session: AsyncSession, stage: Stage, body: bytes, even
     elif payout is not None:
         await _queue_payout(session, event, payout)
     elif change is not None:
-        outcome = await apply_payment_change(session, stage, event_id, change)
+        outcome = await apply_payment_change(session, event_id, change)
         if outcome == "superseded":
             await session.execute(_RECORD_OUTCOME, {"claimed_event_id": event_id, "outcome": outcome})
     return outcome
@@ -324,7 +270,7 @@ async def _lock_intent(session: AsyncSession, change: PaymentChange) -> Any:
     ).one()
 
 
-async def apply_payment_change(session: AsyncSession, stage: Stage, event_id: str, change: PaymentChange) -> str:
+async def apply_payment_change(session: AsyncSession, event_id: str, change: PaymentChange) -> str:
     """Move the intent's status forward (or not) and stage `gateway.payment_status_changed`."""
     row = await _lock_intent(session, change)
     forward = domain.moves_forward(row.gateway_status, change.gateway_status, domain.PAYMENT_RANK)
@@ -363,7 +309,7 @@ async def apply_payment_change(session: AsyncSession, stage: Stage, event_id: st
     await stage(
         session,
         Topic.GATEWAY_EVENTS,
-        _envelope("gateway.payment_status_changed", change.route.account_number, data, key=event_id),
+        gateway_envelope("gateway.payment_status_changed", change.route.account_number, data, key=event_id),
     )
     return "published" if forward else "superseded"
 
@@ -385,72 +331,3 @@ async def _queue_payout(session: AsyncSession, event: dict[str, Any], payout: tu
             occurred_at=payout[1],
         )
     )
-
-
-# --- settlement (run by the settlement worker, after it listed the payout's balance transactions) ---
-
-
-async def settle_payout(
-    session: AsyncSession, stage: Stage, job: Any, balance_transactions: list[dict[str, Any]]
-) -> int:
-    """Stage one `gateway.settlement_status_changed` per payment in the payout; returns how many."""
-    items = domain.settlement_items(balance_transactions)
-    published = 0
-    # Lock intents in one order so two payouts sharing payments never deadlock.
-    for item in sorted(items, key=lambda i: (i.payment_intent_id or "", i.charge_id)):
-        key = f"{job.event_id}/{item.charge_id}"
-        event = {"id": job.event_id, "type": f"payout.{job.payout_status}", "data": {"object": {"id": job.payout_id}}}
-        if item.payment_intent_id is None:
-            reason = f"charge {item.charge_id} in payout {job.payout_id} has no payment_intent"
-            await dead_letter(session, event, reason, subject=job.payout_id, key=key)
-            continue
-        row = (
-            await session.execute(
-                select(payment_intents)
-                .where(payment_intents.c.payment_intent_id == item.payment_intent_id)
-                .with_for_update()
-            )
-        ).first()
-        if row is None:
-            reason = (
-                f"payment intent {item.payment_intent_id} (charge {item.charge_id}) in payout {job.payout_id} "
-                "is unknown: metadata.account_number missing"
-            )
-            await dead_letter(session, event, reason, subject=item.payment_intent_id, key=key)
-            continue
-        forward = domain.moves_forward(row.payout_status, job.payout_status, domain.PAYOUT_RANK)
-        payout_status = domain.later(row.payout_status, job.payout_status, domain.PAYOUT_RANK)
-        view = domain.current_view(row.gateway_status, payout_status)
-        await session.execute(
-            update(payment_intents)
-            .where(payment_intents.c.payment_intent_id == item.payment_intent_id)
-            .values(
-                payout_status=payout_status,
-                payout_id=job.payout_id if forward else row.payout_id,
-                webhook_status=view.webhook_status,
-                settlement_status=view.settlement_status,
-                events_applied=row.events_applied + 1,
-                updated_at=datetime.now(UTC),
-            )
-        )
-        data = GatewaySettlementStatusChanged(
-            gateway_event_id=job.event_id,
-            payment_intent_id=item.payment_intent_id,
-            payout_id=job.payout_id,
-            payout_status=job.payout_status,
-            webhook_status=domain.SETTLEMENT_WEBHOOK_STATUS[job.payout_status],
-            settlement_status=domain.SETTLEMENT_STATUS[job.payout_status],
-            occurred_at=job.occurred_at,
-            account_number=row.account_number,
-            superseded=not forward,
-            initiated_at=row.initiated_at,
-            amount=Money(amount=quantize(row.amount, row.currency), currency=row.currency),
-        )
-        await stage(
-            session,
-            Topic.GATEWAY_EVENTS,
-            _envelope("gateway.settlement_status_changed", row.account_number, data, key=key),
-        )
-        SETTLEMENTS.labels(job.payout_status).inc()
-        published += 1
-    return published

@@ -1,0 +1,41 @@
+"""Receipts' HTTP routes: receipts and credit notes as PDF, and a receipt's print view. Any staff member reads."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import HTMLResponse, Response
+
+from services.receipts import domain, queries, views
+from shared.auth import Actor, Role, require_roles
+from shared.service import Service
+
+# Any staff member may read documents (admin passes every check).
+ANY_STAFF = (Role.CUSTOMER_EXECUTIVE, Role.RECOVERY_EXECUTIVE, Role.BILLING_MANAGER)
+Staff = Annotated[Actor, require_roles(*ANY_STAFF)]
+Download = Annotated[bool, Query(description="Serve as an attachment (Download) rather than inline (view).")]
+
+
+def router(service: Service) -> APIRouter:
+    """Documents are rendered when their events arrive; these routes only read the stored bytes."""
+    routes = APIRouter(tags=["receipts"])
+
+    # Registered before the print view: `/receipts/{receipt_number}` would otherwise also match `R-5001.pdf`.
+    @routes.get("/receipts/{receipt_number}.pdf", response_class=Response)
+    async def receipt_pdf(receipt_number: str, actor: Staff, download: Download = False) -> Response:
+        async with service.sessions() as session:
+            return views.pdf(await queries.find_document(session, domain.RECEIPT, receipt_number), download)
+
+    @routes.get("/receipts/{receipt_number}", response_class=HTMLResponse)
+    async def receipt_print_view(receipt_number: str, actor: Staff) -> HTMLResponse:
+        async with service.sessions() as session:
+            row = await queries.find_document(session, domain.RECEIPT, receipt_number)
+        return views.receipt_print_view(row, receipt_number)
+
+    @routes.get("/credit-notes/{number}.pdf", response_class=Response)
+    async def credit_note_pdf(number: str, actor: Staff, download: Download = False) -> Response:
+        async with service.sessions() as session:
+            return views.pdf(await queries.find_document(session, domain.CREDIT_NOTE, number), download)
+
+    return routes
