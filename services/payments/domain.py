@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -147,6 +148,16 @@ def check_number_format_change(kind: str, old: NumberFormat, new: NumberFormat) 
             field=f"{kind}.start",
         )
     return new
+
+
+def change_number_formats(current: PaymentSettings, requested: Mapping[str, NumberFormat]) -> dict[str, NumberFormat]:
+    """Every kind's format after an admin's change: requested kinds checked against their current format."""
+    formats = {kind: current.format_for(kind) for kind in NUMBER_KINDS}
+    for kind, new in requested.items():
+        if kind not in NUMBER_KINDS:
+            raise Rejected("unknown_number_format", f"number formats are {', '.join(NUMBER_KINDS)}", field=kind)
+        formats[kind] = check_number_format_change(kind, formats[kind], new)
+    return formats
 
 
 def check_number_format(kind: str, fmt: NumberFormat) -> NumberFormat:
