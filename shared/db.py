@@ -6,6 +6,8 @@ from typing import Any
 
 from sqlalchemy import MetaData
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 
@@ -40,3 +42,10 @@ def session_factory(engine: AsyncEngine, info: dict[str, Any] | None = None) -> 
     `info` every session starts with (the outbox table, so any code can stage an event in its transaction)."""
     service_session = type("ServiceSession", (Session,), {})
     return async_sessionmaker(engine, expire_on_commit=False, sync_session_class=service_session, info=info or {})
+
+
+def is_infrastructure_down(exc: BaseException) -> bool:
+    """True when the database (or the network to it) failed, not the request: the caller should retry later."""
+    return isinstance(exc, OperationalError | InterfaceError | PoolTimeout | OSError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )

@@ -33,12 +33,12 @@ from opentelemetry import propagate, trace
 from prometheus_client import REGISTRY, Counter
 from pydantic import ValidationError
 from sqlalchemy import Table, text
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from shared.contracts.envelope import Envelope, EnvelopeError, decode_envelope, describe_validation_error
 from shared.contracts.topics import ALL_TOPICS, dlq
+from shared.db import is_infrastructure_down
 from shared.errors import Rejected
 from shared.inbox import claim, claim_many
 from shared.settings import ServiceSettings
@@ -130,12 +130,6 @@ async def _raw_body(message: StreamMessage[Any]) -> bytes:
 
 def _is_transient(exc: BaseException) -> bool:
     return not isinstance(exc, Rejected | ValidationError)
-
-
-def _is_infrastructure_down(exc: BaseException) -> bool:
-    return isinstance(exc, OperationalError | InterfaceError | OSError) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,7 +277,7 @@ class EventConsumer:
             await self._reject(envelope, reason)
             return "dead_lettered"
         except Exception as exc:
-            if _is_infrastructure_down(exc) or not await self._database_reachable():
+            if is_infrastructure_down(exc) or not await self._database_reachable():
                 raise  # not the message's fault: leave it unacknowledged so it comes back
             await self.dead_letter(delivery, f"failed after {self.max_attempts} attempts: {exc!r}")
             return "dead_lettered"

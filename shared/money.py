@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from typing import TypedDict, overload
+
+from pydantic import BaseModel, ConfigDict, Field
 
 # Plain decimal notation only: no exponents, digit separators, spaces or non-ASCII digits.
 _DECIMAL_TEXT = re.compile(r"-?[0-9]+(\.[0-9]+)?")
@@ -51,3 +54,37 @@ def format_money(amount: Decimal, currency: str) -> str:
     symbol = _SYMBOLS.get(currency.upper(), currency.upper() + " ")
     sign = "-" if value < 0 else ""
     return f"{sign}{symbol}{abs(value):,.{minor_units(currency)}f}"
+
+
+class MoneyJson(TypedDict):
+    """The one JSON shape of an amount in every response: exact text, currency, and what staff read."""
+
+    amount: str
+    currency: str
+    display: str
+
+
+@overload
+def money_json(amount: Decimal, currency: str) -> MoneyJson: ...
+@overload
+def money_json(amount: None, currency: str) -> None: ...
+def money_json(amount: Decimal | None, currency: str) -> MoneyJson | None:
+    """`{"amount": "145.50", "currency": "USD", "display": "$145.50"}`; None stays None (an absent amount)."""
+    if amount is None:
+        return None
+    value = quantize(amount, currency)
+    return {"amount": format(value, "f"), "currency": currency, "display": format_money(value, currency)}
+
+
+class MoneyView(BaseModel):
+    """`money_json` as a response model, for routes that declare their response shape."""
+
+    model_config = ConfigDict(frozen=True)
+
+    amount: str = Field(description="Decimal string in the currency's minor unit.", examples=["145.50"])
+    currency: str = Field(min_length=3, max_length=3, examples=["USD"])
+    display: str = Field(description="Rendered for people: symbol, grouping, decimals.", examples=["$145.50"])
+
+    @classmethod
+    def of(cls, amount: Decimal, currency: str) -> MoneyView:
+        return cls(**money_json(amount, currency))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -22,12 +23,14 @@ from faststream.specification import AsyncAPI
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import MetaData, Table, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.contracts.envelope import Envelope
-from shared.db import create_engine, session_factory
+from shared.db import create_engine, is_infrastructure_down, session_factory
 from shared.errors import Rejected
 from shared.inbox import inbox_table
 from shared.messaging import EventConsumer, Subscription, create_broker
@@ -38,6 +41,31 @@ from shared.telemetry import configure_logging, configure_tracing, current_trace
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+# How long a client is asked to wait when the database or broker is unreachable.
+RETRY_AFTER_SECONDS = 5
+# One log line per kind of infrastructure failure in this window, not a stack trace per request.
+UNAVAILABLE_LOG_EVERY_SECONDS = 30.0
+
+
+class UnavailableLog:
+    """Logs the first infrastructure failure of each kind, then at most one line per kind per window."""
+
+    def __init__(self, every: float = UNAVAILABLE_LOG_EVERY_SECONDS) -> None:
+        self.every = every
+        self.last: dict[str, float] = {}
+        self.suppressed: dict[str, int] = {}
+
+    def failed(self, exc: BaseException) -> None:
+        kind = type(exc).__name__
+        now = time.monotonic()
+        if now - self.last.get(kind, -self.every) < self.every:
+            self.suppressed[kind] = self.suppressed.get(kind, 0) + 1
+            return
+        self.last[kind] = now
+        log.error(
+            "infrastructure unavailable; answering 503",
+            extra={"kind": kind, "reason": str(exc)[:300], "suppressed_since_last": self.suppressed.pop(kind, 0)},
+        )
 
 
 def problem(status: int, code: str, detail: str, **extra: Any) -> JSONResponse:
@@ -106,7 +134,7 @@ class Service:
         # The unit of work wakes the relay: after any commit that staged an event, in a route or a consumer.
         wake_relay_after_commit(self.sessions, self.relay)
         self.producer: AIOKafkaProducer | None = None
-        self.consumers: list[EventConsumer] = []
+        self.event_consumers: list[EventConsumer] = []
         self._relay_task: asyncio.Task[None] | None = None
         self.http = self._build_http(title)
 
@@ -130,7 +158,7 @@ class Service:
                 on_rejected=subscription.on_rejected,
             )
             consumer.register(self.broker)
-            self.consumers.append(consumer)
+            self.event_consumers.append(consumer)
 
     def publishes(self, topic: str, event_types: list[str]) -> None:
         """Declare what this service publishes (through its outbox), for the generated AsyncAPI document."""
@@ -240,6 +268,22 @@ class Service:
             ]
             detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
             return problem(422, "validation_failed", detail, errors=errors)
+
+        unavailable = UnavailableLog()
+
+        async def on_infrastructure_error(_: Request, exc: Exception) -> JSONResponse:
+            if not is_infrastructure_down(exc):
+                raise exc  # a bug, not an outage: the server logs it with its trace and answers 500
+            unavailable.failed(exc)
+            response = problem(
+                503, "service_unavailable", "the database or broker is unreachable; retry later", retryable=True
+            )
+            response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+            return response
+
+        # Specific classes, not Exception: those are handled inside the app, so nothing logs a stack per request.
+        for infrastructure_error in (DBAPIError, PoolTimeout, OSError):
+            app.add_exception_handler(infrastructure_error, on_infrastructure_error)
 
         @app.exception_handler(HTTPException)
         async def on_http(_: Request, exc: HTTPException) -> JSONResponse:

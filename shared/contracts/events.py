@@ -44,6 +44,29 @@ class PaymentType(StrEnum):
     INSTALLMENT = "installment"
 
 
+class PaymentStatus(StrEnum):
+    """A payment's status as events and screens spell it; the values are wire strings and never change."""
+
+    PENDING = "Pending"  # online: the gateway has not confirmed it yet
+    FAILED = "Failed"  # online: the gateway refused it; nothing was collected
+    POSTED = "Posted"  # allocated to its item
+    DISPUTED = "Disputed"  # the cardholder disputed it at their bank; the outcome is open
+    REFUNDED = "Refunded"  # the money went back to the customer
+    CANCELLED = "Cancelled"  # an admin reversed it; it never happened
+
+
+# Disputed counts: the only way out of Disputed that payments knows is Refunded, which takes the money out then.
+# Were Disputed not counted, a dispute the utility wins (no status reports that) would stay uncounted for good,
+# and the consumer's settled bill would be reopened for collection while the outcome is still open. Payments
+# keeps the item allocated while disputed, so collections and every service's figures agree with that ledger.
+COLLECTED_STATUSES = frozenset({PaymentStatus.POSTED, PaymentStatus.DISPUTED})
+
+
+def counts_as_collected(status: str) -> bool:
+    """Whether a payment in `status` is money collected (the one rule for balances, KPIs and documents)."""
+    return status in COLLECTED_STATUSES
+
+
 # --- billing.receivables.v1 (published by the billing / customer-information system) ---
 
 

@@ -19,7 +19,7 @@ TARGET_ACCOUNT = "ACC-CRASH"
 async def main() -> None:
     service = create_service()
     applied_target = False
-    for consumer in service.consumers:
+    for consumer in service.event_consumers:
         original = consumer.handlers.get("payment.posted")
         if original is None:
             continue

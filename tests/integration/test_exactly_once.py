@@ -148,7 +148,7 @@ async def test_a_batch_is_applied_in_one_go_and_a_repeat_inside_it_counts_once(i
     day = unique_day()
     first, second = (payment_posted("ACC-BATCH", f"{n}.10", day, number=n) for n in (1, 2))
     async with running(kpi(infra)) as service:
-        consumer = next(c for c in service.consumers if c.name == "payments")
+        consumer = next(c for c in service.event_consumers if c.name == "payments")
         assert await consumer.deliver(as_records([first, second, first])) == ["applied", "applied", "duplicate"]
         assert await day_totals(service, day) == (2, Decimal("3.20"))
 
@@ -161,7 +161,7 @@ async def test_a_refused_event_in_a_batch_goes_to_the_dlq_and_every_other_event_
     batch = as_records([good[0], good[1], bad, good[2], good[0]])
     dead_before = DEAD_LETTERED.labels("kpi", "payments")._value.get()
     async with running(kpi(infra)) as service:
-        consumer = next(c for c in service.consumers if c.name == "payments")
+        consumer = next(c for c in service.event_consumers if c.name == "payments")
         assert await consumer.deliver(batch) == ["applied", "applied", "dead_lettered", "applied", "duplicate"]
         assert await day_totals(service, day) == (3, Decimal("6.00"))
         assert DEAD_LETTERED.labels("kpi", "payments")._value.get() == dead_before + 1
