@@ -21,7 +21,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.payments import domain
-from services.payments.domain import Status, Verification
+from services.payments.domain import Verification
 from services.payments.queries import load_settings
 from services.payments.storage import (
     accounts,
@@ -34,7 +34,7 @@ from services.payments.storage import (
     transaction_id_seq,
 )
 from services.payments.storage import settings as settings_table
-from shared.contracts import Envelope, Topic, new_envelope, parse_data
+from shared.contracts import Envelope, PaymentStatus, Topic, counts_as_collected, new_envelope, parse_data
 from shared.contracts.events import (
     ConsumerSnapshot,
     ItemSnapshot,
@@ -303,7 +303,7 @@ async def record_payment(
                 amount=amount,
                 currency=item.currency,
                 payment_date=command.payment_date,
-                status=Status.POSTED,
+                status=PaymentStatus.POSTED,
                 verification=Verification.VERIFIED,
                 received_by=received_by,
                 due=analysis.due,
@@ -411,13 +411,13 @@ async def cancel_payment(session: AsyncSession, payment_id_or_receipt: str, *, r
     payment = await _find_for_update(session, payment_id_or_receipt)
     domain.check_cancellable(payment.status, reason)
     item = await lock_item(session, payment.account_number, payment.payment_type, payment.item_reference)
-    if payment.status == Status.POSTED:
+    if counts_as_collected(payment.status):
         await allocate(session, payment.account_number, item, -payment.applied)
     now = datetime.now(UTC)
     await session.execute(
         update(payments)
         .where(payments.c.payment_id == payment.payment_id)
-        .values(status=Status.CANCELLED, cancelled_by=cancelled_by, cancelled_at=now, cancel_reason=reason)
+        .values(status=PaymentStatus.CANCELLED, cancelled_by=cancelled_by, cancelled_at=now, cancel_reason=reason)
     )
     await audit(
         session,

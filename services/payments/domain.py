@@ -11,6 +11,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
 
+from shared.contracts import PaymentStatus
 from shared.errors import Rejected
 
 
@@ -175,15 +176,6 @@ def check_number_format(kind: str, fmt: NumberFormat) -> NumberFormat:
 # --- statuses: counter payments post at once; online payments follow the gateway, forward only ---
 
 
-class Status(StrEnum):
-    PENDING = "Pending"
-    FAILED = "Failed"
-    POSTED = "Posted"
-    DISPUTED = "Disputed"
-    REFUNDED = "Refunded"
-    CANCELLED = "Cancelled"
-
-
 class Verification(StrEnum):
     VERIFIED = "Verified"
     PENDING = "Pending"
@@ -191,20 +183,26 @@ class Verification(StrEnum):
 
 # Stripe's word for a payment intent's state -> our status. Later states outrank earlier ones.
 GATEWAY_STATUS = {
-    "processing": Status.PENDING,
-    "failed": Status.FAILED,
-    "succeeded": Status.POSTED,
+    "processing": PaymentStatus.PENDING,
+    "failed": PaymentStatus.FAILED,
+    "succeeded": PaymentStatus.POSTED,
     # Part of the money went back: the payment stays posted; the refund is kept in the audit trail.
-    "partially_refunded": Status.POSTED,
-    "disputed": Status.DISPUTED,
-    "refunded": Status.REFUNDED,
+    "partially_refunded": PaymentStatus.POSTED,
+    "disputed": PaymentStatus.DISPUTED,
+    "refunded": PaymentStatus.REFUNDED,
 }
-_STATUS_RANK = {Status.PENDING: 0, Status.FAILED: 1, Status.POSTED: 2, Status.DISPUTED: 3, Status.REFUNDED: 4}
+_STATUS_RANK = {
+    PaymentStatus.PENDING: 0,
+    PaymentStatus.FAILED: 1,
+    PaymentStatus.POSTED: 2,
+    PaymentStatus.DISPUTED: 3,
+    PaymentStatus.REFUNDED: 4,
+}
 # A payout reported paid can still fail later (the bank returns it), so Failed is the last word.
 _SETTLEMENT_RANK = {"N/A": 0, "In Progress": 1, "Success": 2, "Failed": 3}
 
 
-def online_status(gateway_status: str) -> Status:
+def online_status(gateway_status: str) -> PaymentStatus:
     try:
         return GATEWAY_STATUS[gateway_status]
     except KeyError:
@@ -213,23 +211,18 @@ def online_status(gateway_status: str) -> Status:
         ) from None
 
 
-def moves_forward(current: Status, incoming: Status) -> bool:
+def moves_forward(current: PaymentStatus, incoming: PaymentStatus) -> bool:
     """Gateway events arrive out of order: a late `processing` never overwrites `succeeded`.
 
     A cancelled payment stays cancelled whatever the gateway says later.
     """
-    if current is Status.CANCELLED:
+    if current is PaymentStatus.CANCELLED:
         return False
     return _STATUS_RANK[incoming] > _STATUS_RANK[current]
 
 
 def settlement_moves_forward(current: str | None, incoming: str) -> bool:
     return _SETTLEMENT_RANK.get(incoming, 0) > _SETTLEMENT_RANK.get(current or "N/A", 0)
-
-
-def counts_as_collected(status: Status) -> bool:
-    """Money the utility holds: allocated to the item. Disputed money is held until the dispute ends."""
-    return status in (Status.POSTED, Status.DISPUTED)
 
 
 def processing_time(*, online: bool, started_at: datetime, settled_at: datetime | None, now: datetime) -> str:
@@ -243,7 +236,7 @@ def processing_time(*, online: bool, started_at: datetime, settled_at: datetime 
 
 
 def check_cancellable(status: str, reason: str) -> None:
-    if status not in (Status.POSTED, Status.PENDING):
+    if status not in (PaymentStatus.POSTED, PaymentStatus.PENDING):
         raise Rejected("not_cancellable", f"a {status} payment cannot be cancelled", field="status")
     if not reason.strip():
         raise Rejected("reason_required", "a cancellation needs a reason", field="reason")
@@ -254,7 +247,7 @@ def check_verifiable(online: bool, verification: str, status: str) -> None:
         raise Rejected("not_online", "only online payments wait for verification", field="payment_id")
     if verification == Verification.VERIFIED:
         raise Rejected("already_verified", "this payment is already verified", field="verification")
-    if status not in (Status.POSTED, Status.DISPUTED):
+    if status not in (PaymentStatus.POSTED, PaymentStatus.DISPUTED):
         raise Rejected("not_posted", f"a {status} payment cannot be verified", field="status")
 
 
@@ -318,8 +311,8 @@ class PaymentQuery:
             raise Rejected("invalid_sort", f"sort must be one of: {', '.join(SORTS)}", field="sort")
         if not 1 <= self.limit <= MAX_PAGE:
             raise Rejected("invalid_limit", f"limit must be between 1 and {MAX_PAGE}", field="limit")
-        if self.status is not None and self.status not in set(Status):
-            raise Rejected("invalid_status", f"status must be one of: {', '.join(Status)}", field="status")
+        if self.status is not None and self.status not in set(PaymentStatus):
+            raise Rejected("invalid_status", f"status must be one of: {', '.join(PaymentStatus)}", field="status")
 
     @property
     def descending(self) -> bool:

@@ -25,10 +25,10 @@ from services.payments.commands import (
     lock_item,
     next_numbers,
 )
-from services.payments.domain import Status, Verification
+from services.payments.domain import Verification
 from services.payments.queries import load_settings
 from services.payments.storage import payments
-from shared.contracts import Envelope, Topic, parse_data
+from shared.contracts import Envelope, PaymentStatus, Topic, counts_as_collected, parse_data
 from shared.contracts.events import (
     GatewayPaymentStatusChanged,
     GatewaySettlementStatusChanged,
@@ -104,7 +104,7 @@ async def on_gateway_payment_status_changed(session: AsyncSession, envelope: Env
                 amount=amount,
                 currency=event.amount.currency,
                 payment_date=event.occurred_at.date(),
-                status=Status.PENDING,
+                status=PaymentStatus.PENDING,
                 verification=Verification.PENDING,
                 received_by=SYSTEM,
                 due=item.outstanding,
@@ -121,11 +121,11 @@ async def on_gateway_payment_status_changed(session: AsyncSession, envelope: Env
         )
         payment = await _payment_row(session, payment_id, lock=True)
         await audit(session, SYSTEM, "payment.recorded", payment_id, {"payment_intent_id": event.payment_intent_id})
-        if incoming is Status.PENDING:
+        if incoming is PaymentStatus.PENDING:
             await _status_changed(session, payment, "", at=event.occurred_at)
             return
 
-    current = Status(payment.status)
+    current = PaymentStatus(payment.status)
     previous = "" if created else current
     if event.gateway_status == "partially_refunded" and not created:
         refunded = event.amount_refunded.amount if event.amount_refunded else None
@@ -147,7 +147,7 @@ async def on_gateway_payment_status_changed(session: AsyncSession, envelope: Env
         "gateway_status": event.gateway_status,
         "webhook_status": event.webhook_status,
     }
-    if incoming is Status.POSTED:
+    if incoming is PaymentStatus.POSTED:
         # Money taken by the gateway cannot be refused: beyond the threshold it becomes credit all the same.
         applied = domain.Analysis(due=item.outstanding, paid=payment.amount)
         values |= {
@@ -159,11 +159,11 @@ async def on_gateway_payment_status_changed(session: AsyncSession, envelope: Env
         if domain.settlement_moves_forward(payment.settlement_status, event.settlement_status):
             values["settlement_status"] = event.settlement_status
         await allocate(session, payment.account_number, item, min(payment.amount, item.outstanding))
-    elif incoming is Status.REFUNDED and domain.counts_as_collected(current):
+    elif incoming is PaymentStatus.REFUNDED and counts_as_collected(current):
         await allocate(session, payment.account_number, item, -payment.applied)
     await session.execute(update(payments).where(payments.c.payment_id == payment.payment_id).values(**values))
     updated = await _payment_row(session, payment.payment_id)
-    if incoming is Status.POSTED:
+    if incoming is PaymentStatus.POSTED:
         await audit(session, SYSTEM, "payment.posted", payment.payment_id, {"amount": str(payment.amount)})
         await announce_posting(session, updated, account, item)
     else:

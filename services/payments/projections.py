@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -12,98 +11,36 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.payments.commands import allocate, audit, lock_item
 from services.payments.storage import accounts, payments, receivables
 from shared.contracts import Envelope, Topic, parse_data
-from shared.contracts.events import (
-    AccountUpserted,
-    BillIssued,
-    CreditNoteApplied,
-    CreditNoteIssued,
-    InstallmentPlanCreated,
-    PaymentType,
-    ServiceChargeIssued,
-)
+from shared.contracts.events import AccountUpserted, CreditNoteApplied, CreditNoteIssued
 from shared.messaging import Subscription
+from shared.receivables import ITEM_EVENT_TYPES, billing_account, receivable_items
 
 # --- billing.receivables.v1: the accounts and the items they owe ---
 
 
 async def on_account_upserted(session: AsyncSession, envelope: Envelope) -> None:
-    account = parse_data(envelope, AccountUpserted)
-    values = account.model_dump(exclude={"current_balance"})
-    if account.current_balance is not None:
+    account = billing_account(parse_data(envelope, AccountUpserted))
+    values = account.as_row()
+    if account.reported_balance is not None:
         # Billing's statement already includes everything it knew: count our collections afresh from here.
-        values |= {"reported_balance": account.current_balance.amount, "collected_since_report": Decimal(0)}
+        values |= {"reported_balance": account.reported_balance, "collected_since_report": Decimal(0)}
     await session.execute(
         pg_insert(accounts).values(**values).on_conflict_do_update(index_elements=["account_number"], set_=values)
     )
 
 
-async def _upsert_receivable(session: AsyncSession, values: dict[str, Any]) -> None:
-    # A re-issued item updates its description and dates but never resets what was already paid.
-    await session.execute(
-        pg_insert(receivables)
-        .values(**values)
-        .on_conflict_do_update(
-            index_elements=["payment_type", "item_reference"],
-            set_={k: values[k] for k in ("description", "period_or_date", "issued_on", "due_date")},
-        )
-    )
-
-
-async def on_bill_issued(session: AsyncSession, envelope: Envelope) -> None:
-    bill = parse_data(envelope, BillIssued)
-    await _upsert_receivable(
-        session,
-        {
-            "payment_type": PaymentType.BILL,
-            "item_reference": bill.invoice_number,
-            "account_number": bill.account_number,
-            "description": f"Bill {bill.billing_period}",
-            "period_or_date": bill.billing_period,
-            "issued_on": bill.issued_on,
-            "due_date": bill.due_date,
-            "amount": bill.amount.amount,
-            "outstanding": bill.amount.amount,
-            "currency": bill.amount.currency,
-        },
-    )
-
-
-async def on_service_charge_issued(session: AsyncSession, envelope: Envelope) -> None:
-    charge = parse_data(envelope, ServiceChargeIssued)
-    await _upsert_receivable(
-        session,
-        {
-            "payment_type": PaymentType.SERVICE,
-            "item_reference": charge.service_charge_id,
-            "account_number": charge.account_number,
-            "description": charge.description,
-            "period_or_date": charge.service_date.isoformat(),
-            "issued_on": charge.service_date,
-            "due_date": charge.due_date,
-            "amount": charge.amount.amount,
-            "outstanding": charge.amount.amount,
-            "currency": charge.amount.currency,
-        },
-    )
-
-
-async def on_installment_plan_created(session: AsyncSession, envelope: Envelope) -> None:
-    plan = parse_data(envelope, InstallmentPlanCreated)
-    for installment in plan.installments:
-        await _upsert_receivable(
-            session,
-            {
-                "payment_type": PaymentType.INSTALLMENT,
-                "item_reference": f"{plan.plan_id}/{installment.number}",
-                "account_number": plan.account_number,
-                "description": f"Plan {plan.plan_id} installment {installment.number}",
-                "period_or_date": installment.due_date.isoformat(),
-                "issued_on": plan.created_on,
-                "due_date": installment.due_date,
-                "amount": installment.amount.amount,
-                "outstanding": installment.amount.amount,
-                "currency": installment.amount.currency,
-            },
+async def on_receivable_issued(session: AsyncSession, envelope: Envelope) -> None:
+    """A bill, a service charge, or an installment plan (one item per installment)."""
+    for item in receivable_items(envelope):
+        values = item.as_row() | {"outstanding": item.amount}
+        # A re-issued item updates its description and dates but never resets what was already paid.
+        await session.execute(
+            pg_insert(receivables)
+            .values(**values)
+            .on_conflict_do_update(
+                index_elements=["payment_type", "item_reference"],
+                set_={k: values[k] for k in ("description", "period_or_date", "issued_on", "due_date")},
+            )
         )
 
 
@@ -143,9 +80,7 @@ def subscriptions() -> list[Subscription]:
             Topic.BILLING_RECEIVABLES,
             {
                 "account.upserted": on_account_upserted,
-                "bill.issued": on_bill_issued,
-                "service_charge.issued": on_service_charge_issued,
-                "installment_plan.created": on_installment_plan_created,
+                **dict.fromkeys(ITEM_EVENT_TYPES, on_receivable_issued),
             },
         ),
         Subscription(

@@ -16,16 +16,8 @@ from sqlalchemy import Row
 
 from services.payments import domain
 from shared.contracts.events import PaymentType
-from shared.money import format_money
-
-# Amounts are decimal strings plus the rendered text.
-
-
-def _money(amount: Decimal | None, currency: str) -> dict[str, str] | None:
-    if amount is None:
-        return None
-    return {"amount": f"{amount:.2f}", "currency": currency, "display": format_money(amount, currency)}
-
+from shared.money import money_json
+from shared.receivables import parse_installment_reference
 
 _OUTCOME_WORDS = {"exact": "Exact payment", "over": "Over paid", "under": "Under paid"}
 _DUE_LABELS = {"bill": "Billed amount", "service": "Service amount", "installment": "Installment amount"}
@@ -36,8 +28,8 @@ def _item_details(row: Row[Any]) -> dict[str, Any]:
         return {"invoice_id": row.item_reference, "service_period": row.period_or_date}
     if row.payment_type == PaymentType.SERVICE:
         return {"service_name": row.item_description, "service_date": row.period_or_date}
-    plan_id, _, number = row.item_reference.partition("/")
-    return {"plan_id": plan_id, "installment_number": int(number), "due_date": row.period_or_date}
+    installment = parse_installment_reference(row.item_reference)
+    return {"plan_id": installment.plan_id, "installment_number": installment.number, "due_date": row.period_or_date}
 
 
 def payment_detail(row: Row[Any], now: datetime) -> dict[str, Any]:
@@ -70,7 +62,7 @@ def payment_detail(row: Row[Any], now: datetime) -> dict[str, Any]:
         "payment_information": {
             "payment_id": row.payment_id,
             "status": row.status,
-            "amount_paid": _money(row.amount, currency),
+            "amount_paid": money_json(row.amount, currency),
             "payment_method": row.method,
             "payment_type": row.payment_type,
             "channel": row.channel,
@@ -80,18 +72,21 @@ def payment_detail(row: Row[Any], now: datetime) -> dict[str, Any]:
         "payment_details": {"payment_type": row.payment_type, **_item_details(row)},
         "amount_analysis": {
             "due_label": _DUE_LABELS[row.payment_type],
-            "due": _money(analysis.due, currency),
-            "paid": _money(analysis.paid, currency),
-            "difference": _money(analysis.difference, currency),
+            "due": money_json(analysis.due, currency),
+            "paid": money_json(analysis.paid, currency),
+            "difference": money_json(analysis.difference, currency),
             "outcome": _OUTCOME_WORDS[analysis.outcome],
         },
         "credit_note": (
-            {"credit_note_number": row.credit_note_number, "amount": _money(row.credit_note_amount, currency)}
+            {"credit_note_number": row.credit_note_number, "amount": money_json(row.credit_note_amount, currency)}
             if row.credit_note_number
             else None
         ),
         "cash": (
-            {"amount_received": _money(row.cash_received, currency), "change_given": _money(row.change_given, currency)}
+            {
+                "amount_received": money_json(row.cash_received, currency),
+                "change_given": money_json(row.change_given, currency),
+            }
             if is_cash
             else None
         ),
@@ -138,7 +133,7 @@ def payment_row(row: Row[Any]) -> dict[str, Any]:
         "receipt_number": row.receipt_number,
         "payment_id": row.payment_id,
         "consumer": {"name": row.consumer_name, "account_number": row.account_number},
-        "amount": _money(row.amount, row.currency),
+        "amount": money_json(row.amount, row.currency),
         "method": row.method,
         "date": row.payment_date.isoformat(),
         "type": row.payment_type,
@@ -159,8 +154,8 @@ def consumer_view(account: Row[Any], items: list[Row[Any]], history: list[Row[An
             "description": i.description,
             "period_or_date": i.period_or_date,
             "due_date": i.due_date.isoformat(),
-            "amount": _money(i.amount, i.currency),
-            "outstanding": _money(i.outstanding, i.currency),
+            "amount": money_json(i.amount, i.currency),
+            "outstanding": money_json(i.outstanding, i.currency),
         }
 
     by_type = {t: [item(i) for i in open_items if i.payment_type == t] for t in PaymentType}
@@ -170,7 +165,7 @@ def consumer_view(account: Row[Any], items: list[Row[Any]], history: list[Row[An
         "service_address": account.service_address,
         "phone": account.phone,
         "email": account.email,
-        "current_balance": _money(balance, account.currency),
+        "current_balance": money_json(balance, account.currency),
         "unpaid_bills": by_type[PaymentType.BILL],
         "unpaid_services": by_type[PaymentType.SERVICE],
         "unpaid_installments": by_type[PaymentType.INSTALLMENT],

@@ -29,7 +29,6 @@ from services.payments.domain import (
     Outcome,
     PaymentQuery,
     PaymentSettings,
-    Status,
     Verification,
     allocate,
     change_given,
@@ -39,17 +38,23 @@ from services.payments.domain import (
     check_number_format,
     check_number_format_change,
     check_verifiable,
-    counts_as_collected,
     current_balance,
     moves_forward,
     online_status,
     processing_time,
     settlement_moves_forward,
 )
+from shared.contracts import PaymentStatus
 from shared.errors import Rejected
 
 # The gateway order, lowest first, written out here rather than read from the module under test.
-GATEWAY_ORDER = [Status.PENDING, Status.FAILED, Status.POSTED, Status.DISPUTED, Status.REFUNDED]
+GATEWAY_ORDER = [
+    PaymentStatus.PENDING,
+    PaymentStatus.FAILED,
+    PaymentStatus.POSTED,
+    PaymentStatus.DISPUTED,
+    PaymentStatus.REFUNDED,
+]
 SETTLEMENT_ORDER = ["N/A", "In Progress", "Success", "Failed"]
 START = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -542,15 +547,15 @@ class TestOnlineStatus:
     @pytest.mark.parametrize(
         ("word", "status"),
         [
-            ("processing", Status.PENDING),
-            ("failed", Status.FAILED),
-            ("succeeded", Status.POSTED),
-            ("partially_refunded", Status.POSTED),
-            ("disputed", Status.DISPUTED),
-            ("refunded", Status.REFUNDED),
+            ("processing", PaymentStatus.PENDING),
+            ("failed", PaymentStatus.FAILED),
+            ("succeeded", PaymentStatus.POSTED),
+            ("partially_refunded", PaymentStatus.POSTED),
+            ("disputed", PaymentStatus.DISPUTED),
+            ("refunded", PaymentStatus.REFUNDED),
         ],
     )
-    def test_each_stripe_word_maps_to_its_status(self, word: str, status: Status) -> None:
+    def test_each_stripe_word_maps_to_its_status(self, word: str, status: PaymentStatus) -> None:
         assert online_status(word) is status
 
     def test_the_gateway_has_exactly_six_words(self) -> None:
@@ -558,7 +563,7 @@ class TestOnlineStatus:
         assert set(GATEWAY_STATUS) == words
 
     def test_no_gateway_word_maps_to_cancelled(self) -> None:
-        assert Status.CANCELLED not in GATEWAY_STATUS.values()
+        assert PaymentStatus.CANCELLED not in GATEWAY_STATUS.values()
 
     @pytest.mark.parametrize("word", ["Succeeded", "canceled", "requires_action", "", "posted", " succeeded"])
     def test_an_unknown_gateway_word_is_rejected_on_gateway_status(self, word: str) -> None:
@@ -574,19 +579,19 @@ class TestMovesForward:
         assert moves_forward(online_status("succeeded"), online_status("processing")) is False
 
     def test_a_failure_after_success_is_ignored(self) -> None:
-        assert moves_forward(Status.POSTED, Status.FAILED) is False
+        assert moves_forward(PaymentStatus.POSTED, PaymentStatus.FAILED) is False
 
     def test_a_success_after_a_failure_posts_the_payment(self) -> None:
-        assert moves_forward(Status.FAILED, Status.POSTED) is True
+        assert moves_forward(PaymentStatus.FAILED, PaymentStatus.POSTED) is True
 
     def test_a_refund_follows_a_dispute(self) -> None:
-        assert moves_forward(Status.DISPUTED, Status.REFUNDED) is True
+        assert moves_forward(PaymentStatus.DISPUTED, PaymentStatus.REFUNDED) is True
 
     def test_nothing_follows_a_refund(self) -> None:
-        assert not any(moves_forward(Status.REFUNDED, s) for s in GATEWAY_ORDER)
+        assert not any(moves_forward(PaymentStatus.REFUNDED, s) for s in GATEWAY_ORDER)
 
     @pytest.mark.parametrize("status", GATEWAY_ORDER)
-    def test_the_same_status_again_does_not_move(self, status: Status) -> None:
+    def test_the_same_status_again_does_not_move(self, status: PaymentStatus) -> None:
         assert moves_forward(status, status) is False
 
     @pytest.mark.parametrize("current", range(len(GATEWAY_ORDER)))
@@ -594,9 +599,9 @@ class TestMovesForward:
     def test_pending_failed_posted_disputed_refunded_is_the_order(self, current: int, incoming: int) -> None:
         assert moves_forward(GATEWAY_ORDER[current], GATEWAY_ORDER[incoming]) is (incoming > current)
 
-    @pytest.mark.parametrize("incoming", [*GATEWAY_ORDER, Status.CANCELLED])
-    def test_nothing_moves_a_cancelled_payment(self, incoming: Status) -> None:
-        assert moves_forward(Status.CANCELLED, incoming) is False
+    @pytest.mark.parametrize("incoming", [*GATEWAY_ORDER, PaymentStatus.CANCELLED])
+    def test_nothing_moves_a_cancelled_payment(self, incoming: PaymentStatus) -> None:
+        assert moves_forward(PaymentStatus.CANCELLED, incoming) is False
 
     @given(st.lists(st.sampled_from(sorted(GATEWAY_STATUS)), min_size=1))
     def test_folding_any_sequence_of_gateway_words_ends_in_the_highest_ranked_one(self, words: list[str]) -> None:
@@ -609,15 +614,20 @@ class TestMovesForward:
         shuffled = list(words)
         rnd.shuffle(shuffled)
 
-        def fold(seq: list[str]) -> Status:
-            return reduce(lambda cur, w: s if moves_forward(cur, s := online_status(w)) else cur, seq, Status.PENDING)
+        def fold(seq: list[str]) -> PaymentStatus:
+            return reduce(
+                lambda cur, w: s if moves_forward(cur, s := online_status(w)) else cur, seq, PaymentStatus.PENDING
+            )
 
         assert fold(words) is fold(shuffled)
 
     @given(st.lists(st.sampled_from(GATEWAY_ORDER)))
-    def test_a_cancelled_payment_stays_cancelled_whatever_arrives(self, incoming: list[Status]) -> None:
-        final = reduce(lambda cur, new: new if moves_forward(cur, new) else cur, incoming, Status.CANCELLED)
-        assert final is Status.CANCELLED
+    def test_a_cancelled_payment_stays_cancelled_whatever_arrives(self, incoming: list[PaymentStatus]) -> None:
+        final = reduce(lambda cur, new: new if moves_forward(cur, new) else cur, incoming, PaymentStatus.CANCELLED)
+        assert final is PaymentStatus.CANCELLED
+
+    def test_every_status_is_covered(self) -> None:
+        assert set(PaymentStatus) == {*GATEWAY_ORDER, PaymentStatus.CANCELLED}
 
 
 class TestSettlementMovesForward:
@@ -645,25 +655,6 @@ class TestSettlementMovesForward:
     @pytest.mark.parametrize("current", [None, *SETTLEMENT_ORDER])
     def test_an_unknown_settlement_word_never_moves_forward(self, current: str | None) -> None:
         assert settlement_moves_forward(current, "Settled") is False
-
-
-class TestCountsAsCollected:
-    @pytest.mark.parametrize(
-        ("status", "collected"),
-        [
-            (Status.PENDING, False),
-            (Status.FAILED, False),
-            (Status.POSTED, True),
-            (Status.DISPUTED, True),
-            (Status.REFUNDED, False),
-            (Status.CANCELLED, False),
-        ],
-    )
-    def test_only_posted_and_disputed_money_counts_as_collected(self, status: Status, collected: bool) -> None:
-        assert counts_as_collected(status) is collected
-
-    def test_every_status_is_covered(self) -> None:
-        assert set(Status) == {*GATEWAY_ORDER, Status.CANCELLED}
 
 
 class TestProcessingTime:
@@ -723,12 +714,14 @@ class TestProcessingTime:
 
 
 class TestCheckCancellable:
-    @pytest.mark.parametrize("status", [Status.POSTED, Status.PENDING, "Posted", "Pending"])
+    @pytest.mark.parametrize("status", [PaymentStatus.POSTED, PaymentStatus.PENDING, "Posted", "Pending"])
     def test_posted_and_pending_payments_may_be_cancelled(self, status: str) -> None:
         check_cancellable(status, "entered on the wrong account")  # raises Rejected if refused
 
-    @pytest.mark.parametrize("status", [Status.FAILED, Status.DISPUTED, Status.REFUNDED, Status.CANCELLED])
-    def test_other_payments_may_not_be_cancelled(self, status: Status) -> None:
+    @pytest.mark.parametrize(
+        "status", [PaymentStatus.FAILED, PaymentStatus.DISPUTED, PaymentStatus.REFUNDED, PaymentStatus.CANCELLED]
+    )
+    def test_other_payments_may_not_be_cancelled(self, status: PaymentStatus) -> None:
         with pytest.raises(Rejected) as caught:
             check_cancellable(status, "entered on the wrong account")
         assert caught.value.code == "not_cancellable"
@@ -738,41 +731,43 @@ class TestCheckCancellable:
     @pytest.mark.parametrize("reason", ["", " ", "\t\n  "])
     def test_a_cancellation_needs_a_reason(self, reason: str) -> None:
         with pytest.raises(Rejected) as caught:
-            check_cancellable(Status.POSTED, reason)
+            check_cancellable(PaymentStatus.POSTED, reason)
         assert caught.value.code == "reason_required"
         assert caught.value.field == "reason"
 
     def test_a_cancelled_payment_is_refused_before_its_missing_reason(self) -> None:
         with pytest.raises(Rejected) as caught:
-            check_cancellable(Status.CANCELLED, "")
+            check_cancellable(PaymentStatus.CANCELLED, "")
         assert caught.value.field == "status"
 
 
 class TestCheckVerifiable:
-    @pytest.mark.parametrize("status", [Status.POSTED, Status.DISPUTED])
-    def test_an_unverified_posted_or_disputed_online_payment_may_be_verified(self, status: Status) -> None:
+    @pytest.mark.parametrize("status", [PaymentStatus.POSTED, PaymentStatus.DISPUTED])
+    def test_an_unverified_posted_or_disputed_online_payment_may_be_verified(self, status: PaymentStatus) -> None:
         check_verifiable(True, Verification.PENDING, status)  # raises Rejected if refused
 
     def test_a_counter_payment_is_not_verified(self) -> None:
         with pytest.raises(Rejected) as caught:
-            check_verifiable(False, Verification.PENDING, Status.POSTED)
+            check_verifiable(False, Verification.PENDING, PaymentStatus.POSTED)
         assert caught.value.code == "not_online"
         assert caught.value.field == "payment_id"
 
     def test_a_counter_payment_is_refused_before_anything_else(self) -> None:
         with pytest.raises(Rejected) as caught:
-            check_verifiable(False, Verification.VERIFIED, Status.PENDING)
+            check_verifiable(False, Verification.VERIFIED, PaymentStatus.PENDING)
         assert caught.value.code == "not_online"
 
     @pytest.mark.parametrize("verification", [Verification.VERIFIED, "Verified"])
     def test_an_already_verified_payment_is_not_verified_again(self, verification: str) -> None:
         with pytest.raises(Rejected) as caught:
-            check_verifiable(True, verification, Status.POSTED)
+            check_verifiable(True, verification, PaymentStatus.POSTED)
         assert caught.value.code == "already_verified"
         assert caught.value.field == "verification"
 
-    @pytest.mark.parametrize("status", [Status.PENDING, Status.FAILED, Status.REFUNDED, Status.CANCELLED])
-    def test_a_payment_that_is_not_posted_is_not_verified(self, status: Status) -> None:
+    @pytest.mark.parametrize(
+        "status", [PaymentStatus.PENDING, PaymentStatus.FAILED, PaymentStatus.REFUNDED, PaymentStatus.CANCELLED]
+    )
+    def test_a_payment_that_is_not_posted_is_not_verified(self, status: PaymentStatus) -> None:
         with pytest.raises(Rejected) as caught:
             check_verifiable(True, Verification.PENDING, status)
         assert caught.value.code == "not_posted"
@@ -947,7 +942,7 @@ class TestPaymentQuery:
         assert caught.value.code == "invalid_limit"
         assert caught.value.field == "limit"
 
-    @pytest.mark.parametrize("status", [s.value for s in Status])
+    @pytest.mark.parametrize("status", [s.value for s in PaymentStatus])
     def test_every_status_value_is_a_valid_filter(self, status: str) -> None:
         assert PaymentQuery(status=status).status == status
 
