@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query
 from fastapi.responses import StreamingResponse
@@ -13,6 +13,7 @@ from pydantic import BaseModel, BeforeValidator, Field
 from services.payments import commands, domain, queries, views
 from shared.auth import Actor, Role, require_roles
 from shared.contracts.events import PaymentType
+from shared.export import ExportFormat, export_response
 from shared.money import parse_amount
 from shared.service import Service
 
@@ -135,19 +136,16 @@ def router(service: Service) -> APIRouter:
             payment_type=payment_type,
             sort=sort,
             limit=limit,
-            cursor=domain.Cursor.decode(cursor) if cursor else None,
+            cursor=cursor,
         )
         async with service.sessions() as session:
             rows, next_cursor = await queries.list_payments(session, query)
-        return {
-            "payments": [views.payment_row(r) for r in rows],
-            "next_cursor": next_cursor.encode() if next_cursor else None,
-        }
+        return {"payments": [views.payment_row(r) for r in rows], "next_cursor": next_cursor}
 
     @routes.get("/payments/export", tags=["payments"])
     async def export_payments(
         actor: Annotated[Actor, require_roles(Role.BILLING_MANAGER)],
-        export_format: Annotated[Literal["csv", "xlsx"], Query(alias="format")] = "csv",
+        export_format: Annotated[ExportFormat, Query(alias="format")] = "csv",
         q: Annotated[str | None, Query(max_length=100)] = None,
         date_from: date | None = None,
         date_to: date | None = None,
@@ -167,19 +165,8 @@ def router(service: Service) -> APIRouter:
         )
         async with service.sessions() as session, session.begin():
             await commands.track(session, "report_generated", actor.name, "payments", export_format=export_format)
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        rows = queries.stream_payments(service.sessions, query)
-        if export_format == "csv":
-            return StreamingResponse(
-                views.csv_export(rows),
-                media_type="text/csv; charset=utf-8",
-                headers={"Content-Disposition": f'attachment; filename="payments-{stamp}.csv"'},
-            )
-        return StreamingResponse(
-            views.xlsx_export(rows),
-            media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-            headers={"Content-Disposition": f'attachment; filename="payments-{stamp}.xlsx"'},
-        )
+        rows = (views.export_cells(row) async for row in queries.stream_payments(service.sessions, query))
+        return await export_response("payments", export_format, views.EXPORT_COLUMNS, rows, sheet_title="Payments")
 
     @routes.get("/payments/{payment_id_or_receipt}", tags=["payments"])
     async def get_payment(

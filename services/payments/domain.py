@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -261,35 +258,11 @@ def current_balance(reported: Decimal | None, collected_since_report: Decimal, o
     return reported - collected_since_report
 
 
-# --- the payments list: search, filters, sort and keyset paging ---
+# --- the payments list: search, filters, sort (keyset paging is shared/paging.py) ---
 
 # "Date" is the payment date the table shows and the date-range filter uses, so that filter is an index range.
 SORTS = {"date": "payment_date", "-date": "payment_date", "amount": "amount", "-amount": "amount"}
 MAX_PAGE = 200
-
-
-@dataclass(frozen=True)
-class Cursor:
-    """Where the previous page ended: the sort key and payment id of its last row."""
-
-    sort_value: str
-    payment_id: str
-
-    def encode(self) -> str:
-        raw = json.dumps([self.sort_value, self.payment_id], separators=(",", ":")).encode()
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-    @staticmethod
-    def decode(token: str) -> Cursor:
-        try:
-            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-            decoded = json.loads(raw)
-            if not (isinstance(decoded, list) and len(decoded) == 2 and all(isinstance(v, str) for v in decoded)):
-                raise ValueError
-            sort_value, payment_id = decoded
-        except (ValueError, TypeError, binascii.Error):
-            raise Rejected("invalid_cursor", "cursor is not one this API returned", field="cursor") from None
-        return Cursor(sort_value, payment_id)
 
 
 @dataclass(frozen=True)
@@ -302,7 +275,8 @@ class PaymentQuery:
     payment_type: str | None = None
     sort: str = "-date"
     limit: int = 50
-    cursor: Cursor | None = None
+    # The opaque cursor of the previous page (shared/paging.py), as the client passed it back.
+    cursor: str | None = None
 
     def __post_init__(self) -> None:
         if self.date_from and self.date_to and self.date_from > self.date_to:

@@ -7,14 +7,15 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, Select, literal, select, tuple_
+from sqlalchemy import Row, Select, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.payments import domain
-from services.payments.domain import SORTS, Cursor, PaymentQuery
+from services.payments.domain import SORTS, PaymentQuery
 from services.payments.storage import accounts, payments, receivables
 from services.payments.storage import settings as settings_table
-from shared.errors import NotFound, Rejected
+from shared.errors import NotFound
+from shared.paging import after_key, contains_pattern, decode_cursor, page
 
 # --- settings: stored values over the defaults of `domain.PaymentSettings` ---
 
@@ -39,7 +40,7 @@ async def search_consumers(session: AsyncSession, q: str, limit: int) -> list[di
     """Consumers whose name or account number contains `q`, any case."""
     query = (
         select(accounts.c.account_number, accounts.c.name, accounts.c.service_address)
-        .where(accounts.c.search_text.like(like_pattern(q)))
+        .where(accounts.c.search_text.like(contains_pattern(q.strip().lower())))
         .order_by(accounts.c.name, accounts.c.account_number)
         .limit(limit)
     )
@@ -105,11 +106,8 @@ async def payment_with_context(session: AsyncSession, payment_id_or_receipt: str
 
 # --- the payments list: search, filters, sort and keyset paging ---
 
-
-def like_pattern(text_: str) -> str:
-    """Case-folded substring pattern; the user's own % and _ are taken literally."""
-    term = text_.strip().lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{term}%"
+# The type of each sort column's value in a cursor; the payment id after it breaks ties.
+SORT_KEY_TYPES: dict[str, type[date] | type[Decimal]] = {"payment_date": date, "amount": Decimal}
 
 
 def payments_query(query: PaymentQuery) -> Select[Any]:
@@ -117,7 +115,7 @@ def payments_query(query: PaymentQuery) -> Select[Any]:
     sort_column = payments.c[SORTS[query.sort]]
     statement = select(payments)
     if query.q and query.q.strip():
-        statement = statement.where(payments.c.search_text.like(like_pattern(query.q)))
+        statement = statement.where(payments.c.search_text.like(contains_pattern(query.q.strip().lower())))
     if query.date_from:
         statement = statement.where(payments.c.payment_date >= query.date_from)
     if query.date_to:
@@ -129,37 +127,19 @@ def payments_query(query: PaymentQuery) -> Select[Any]:
     if query.payment_type:
         statement = statement.where(payments.c.payment_type == query.payment_type)
     if query.cursor:
-        try:
-            value: Any = (
-                date.fromisoformat(query.cursor.sort_value)
-                if SORTS[query.sort] == "payment_date"
-                else Decimal(query.cursor.sort_value)
-            )
-        except (ValueError, ArithmeticError):
-            raise Rejected("invalid_cursor", "cursor does not belong to this sort", field="cursor") from None
-        after = tuple_(sort_column, payments.c.payment_id)
-        statement = statement.where(
-            after < tuple_(literal(value), literal(query.cursor.payment_id))
-            if query.descending
-            else after > tuple_(literal(value), literal(query.cursor.payment_id))
-        )
+        after = decode_cursor(query.cursor, sort=query.sort, types=(SORT_KEY_TYPES[SORTS[query.sort]], str))
+        statement = statement.where(after_key((sort_column, payments.c.payment_id), after, descending=query.descending))
     order = (
         (sort_column.desc(), payments.c.payment_id.desc()) if query.descending else (sort_column, payments.c.payment_id)
     )
     return statement.order_by(*order)
 
 
-def cursor_after(row: Row[Any], query: PaymentQuery) -> Cursor:
-    value = getattr(row, SORTS[query.sort])
-    return Cursor(value.isoformat() if isinstance(value, date) else str(value), row.payment_id)
-
-
-async def list_payments(session: AsyncSession, query: PaymentQuery) -> tuple[list[Row[Any]], Cursor | None]:
+async def list_payments(session: AsyncSession, query: PaymentQuery) -> tuple[list[Row[Any]], str | None]:
     """One page of the list, and the cursor of the next page if there is one."""
-    rows = list((await session.execute(payments_query(query).limit(query.limit + 1))).all())
-    more = len(rows) > query.limit
-    rows = rows[: query.limit]
-    return rows, cursor_after(rows[-1], query) if more and rows else None
+    rows = (await session.execute(payments_query(query).limit(query.limit + 1))).all()
+    sort_key = SORTS[query.sort]
+    return page(rows, query.limit, sort=query.sort, key=lambda row: (getattr(row, sort_key), row.payment_id))
 
 
 async def stream_payments(

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import tempfile
-from collections.abc import AsyncIterator
 from dataclasses import asdict
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-import xlsxwriter
 from sqlalchemy import Row
 
 from services.payments import domain
 from shared.contracts.events import PaymentType
+from shared.export import Cell
 from shared.money import money_json
 from shared.receivables import parse_installment_reference
 
@@ -184,77 +180,25 @@ def settings_view(current: domain.PaymentSettings) -> dict[str, Any]:
     }
 
 
-# --- the payments list exported: streamed, so memory stays flat at any size ---
-
+# --- the payments list exported (shared/export.py streams it) ---
 
 EXPORT_COLUMNS = ["Receipt #", "Payment ID", "Consumer", "Account", "Amount", "Currency", "Method", "Date", "Type"]
 EXPORT_COLUMNS += ["Status", "Channel", "Received by"]
 
 
-def _export_values(row: Row[Any]) -> list[str]:
+def export_cells(row: Row[Any]) -> list[Cell]:
+    """One payment as a line of the export; the amount stays a Decimal, so a sheet can sum it."""
     return [
         row.receipt_number,
         row.payment_id,
         row.consumer_name,
         row.account_number,
-        f"{row.amount:.2f}",
+        row.amount,
         row.currency,
         row.method,
-        row.payment_date.isoformat(),
+        row.payment_date,
         row.payment_type,
         row.status,
         row.channel,
         row.received_by,
     ]
-
-
-async def csv_export(rows: AsyncIterator[Row[Any]]) -> AsyncIterator[bytes]:
-    """The payments list as CSV, flushed every 1,000 rows."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-
-    def flush() -> bytes:
-        data = buffer.getvalue().encode()
-        buffer.seek(0)
-        buffer.truncate()
-        return data
-
-    writer.writerow(EXPORT_COLUMNS)
-    yield flush()
-    count = 0
-    async for row in rows:
-        writer.writerow(_export_values(row))
-        count += 1
-        if count % 1000 == 0:
-            yield flush()
-    yield flush()
-
-
-XLSX_ROWS_PER_SHEET = 1_000_000  # Excel stops at 1,048,576 rows a sheet.
-
-
-async def xlsx_export(rows: AsyncIterator[Row[Any]]) -> AsyncIterator[bytes]:
-    """The payments list as an XLSX workbook, a new sheet every million rows."""
-    # constant_memory writes each row to disk as it comes; the workbook is assembled in a temporary file.
-    with tempfile.NamedTemporaryFile(suffix=".xlsx") as target:
-        workbook = xlsxwriter.Workbook(target.name, {"constant_memory": True})
-        bold = workbook.add_format({"bold": True})
-        money = workbook.add_format({"num_format": "#,##0.00"})
-        sheet, line = None, 0
-        async for row in rows:
-            if sheet is None or line > XLSX_ROWS_PER_SHEET:
-                sheet = workbook.add_worksheet(f"Payments {len(workbook.worksheets()) + 1}")
-                sheet.write_row(0, 0, EXPORT_COLUMNS, bold)
-                line = 1
-            values = _export_values(row)
-            sheet.write_row(line, 0, values)
-            # A number cell, so the sheet can sum it: Excel holds every number as a double, and amounts of
-            # 2 decimals and up to 12 digits come back as the same 2-decimal text.
-            sheet.write_number(line, 4, float(row.amount), money)
-            line += 1
-        if sheet is None:
-            workbook.add_worksheet("Payments 1").write_row(0, 0, EXPORT_COLUMNS, bold)
-        workbook.close()
-        target.seek(0)
-        while chunk := target.read(1 << 16):
-            yield chunk
