@@ -2,14 +2,11 @@
 
 Each runs inside the caller's transaction and stages its events there (`shared.outbox.stage`), so a change and
 its events commit together. Also the building blocks the online payments (`online.py`) and the credit-note
-projection share: numbering, allocating to an item, announcing a posting, the audit trail.
+projection share: numbering, allocating to an item, announcing a posting.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -34,6 +31,7 @@ from services.payments.storage import (
     transaction_id_seq,
 )
 from services.payments.storage import settings as settings_table
+from shared import audit, idempotency
 from shared.contracts import Envelope, PaymentStatus, Topic, counts_as_collected, new_envelope, parse_data
 from shared.contracts.events import (
     ConsumerSnapshot,
@@ -48,13 +46,15 @@ from shared.contracts.events import (
     PaymentVerified,
     UsageTracked,
 )
-from shared.errors import Conflict, NotFound
+from shared.errors import NotFound
 from shared.messaging import Subscription
 from shared.money import quantize
 from shared.outbox import stage
 
 SOURCE = "payments"
 SYSTEM = "System"
+# Counter payments and commands from other systems share one key space (commands use `command:<id>`).
+RECORD_PAYMENT = "payment.record"
 SEQUENCES = {"payment_id": payment_id_seq, "transaction_id": transaction_id_seq, "receipt_number": receipt_number_seq}
 
 
@@ -68,13 +68,6 @@ async def track(session: AsyncSession, event: str, user: str, subject: str, **pr
     """A usage-tracking event of the seed's tracking plan."""
     usage = UsageTracked(event=event, user_id=user, properties=properties, occurred_at=datetime.now(UTC))
     await emit(session, "usage.tracked", subject, usage, topic=Topic.ANALYTICS_EVENTS)
-
-
-async def audit(session: AsyncSession, actor: str, action: str, subject: str, details: dict[str, Any]) -> None:
-    """One line of the audit trail: who did what to which subject."""
-    await session.execute(
-        audit_log.insert().values(id=str(uuid.uuid4()), actor=actor, action=action, subject=subject, details=details)
-    )
 
 
 # --- settings: an admin changes them, each change in the audit trail ---
@@ -92,7 +85,9 @@ async def save_setting(session: AsyncSession, key: str, value: Any, actor: str) 
             index_elements=["key"], set_={"value": value, "updated_by": actor, "updated_at": datetime.now(UTC)}
         )
     )
-    await audit(session, actor, "settings.changed", key, {"before": before, "after": value})
+    await audit.record(
+        session, audit_log, actor=actor, action="settings.changed", subject=key, before=before, after=value
+    )
     return await load_settings(session)
 
 
@@ -249,31 +244,22 @@ class RecordPayment:
     cash_received: Decimal | None = None
     notes: str | None = None
 
-    def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(self.__dict__, default=str, sort_keys=True).encode()).hexdigest()
-
 
 async def record_payment(
     session: AsyncSession, command: RecordPayment, *, received_by: str, idempotency_key: str
 ) -> str:
-    """Post a payment exactly once for `idempotency_key`; returns its payment id."""
-    fingerprint = command.fingerprint()
-    claimed = (
-        await session.execute(
-            pg_insert(idempotency_keys)
-            .values(key=idempotency_key, request_hash=fingerprint)
-            .on_conflict_do_nothing()
-            .returning(idempotency_keys.c.key)
-        )
-    ).first()
-    if claimed is None:
-        earlier = (
-            await session.execute(select(idempotency_keys).where(idempotency_keys.c.key == idempotency_key))
-        ).one()
-        if earlier.request_hash != fingerprint:
-            raise Conflict("idempotency_key_reused", "this Idempotency-Key was used with a different request")
-        return str(earlier.payment_id)
+    """Post a payment exactly once for `idempotency_key`; returns its payment id (the first one on a retry)."""
+    return await idempotency.once(
+        session,
+        idempotency_keys,
+        operation=RECORD_PAYMENT,
+        key=idempotency_key,
+        request=command,
+        run=lambda: _post_payment(session, command, received_by=received_by),
+    )
 
+
+async def _post_payment(session: AsyncSession, command: RecordPayment, *, received_by: str) -> str:
     config = await load_settings(session)
     channel = command.channel or config.default_channel
     config.check(channel=channel, method=command.method)
@@ -318,15 +304,13 @@ async def record_payment(
             .returning(payments)
         )
     ).one()
-    await session.execute(
-        update(idempotency_keys).where(idempotency_keys.c.key == idempotency_key).values(payment_id=payment_id)
-    )
-    await audit(
+    await audit.record(
         session,
-        received_by,
-        "payment.posted",
-        payment_id,
-        {"amount": str(amount), "item": command.item_reference, "receipt_number": payment.receipt_number},
+        audit_log,
+        actor=received_by,
+        action="payment.posted",
+        subject=payment_id,
+        after={"amount": amount, "item": command.item_reference, "receipt_number": payment.receipt_number},
     )
     await announce_posting(session, payment, account, item)
     await track(
@@ -394,7 +378,15 @@ async def verify_payment(session: AsyncSession, payment_id_or_receipt: str, *, v
         .where(payments.c.payment_id == payment.payment_id)
         .values(verification=Verification.VERIFIED, verified_by=verified_by, verified_at=now)
     )
-    await audit(session, verified_by, "payment.verified", payment.payment_id, {})
+    await audit.record(
+        session,
+        audit_log,
+        actor=verified_by,
+        action="payment.verified",
+        subject=payment.payment_id,
+        before={"verification": payment.verification},
+        after={"verification": Verification.VERIFIED},
+    )
     verified = PaymentVerified(
         payment_id=payment.payment_id,
         receipt_number=payment.receipt_number,
@@ -419,12 +411,15 @@ async def cancel_payment(session: AsyncSession, payment_id_or_receipt: str, *, r
         .where(payments.c.payment_id == payment.payment_id)
         .values(status=PaymentStatus.CANCELLED, cancelled_by=cancelled_by, cancelled_at=now, cancel_reason=reason)
     )
-    await audit(
+    await audit.record(
         session,
-        cancelled_by,
-        "payment.cancelled",
-        payment.payment_id,
-        {"reason": reason, "previous_status": payment.status, "reversed": str(payment.applied)},
+        audit_log,
+        actor=cancelled_by,
+        action="payment.cancelled",
+        subject=payment.payment_id,
+        before={"status": payment.status},
+        after={"status": PaymentStatus.CANCELLED, "reversed": payment.applied},
+        reason=reason,
     )
     cancelled = PaymentCancelled(
         payment_id=payment.payment_id,

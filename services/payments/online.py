@@ -19,7 +19,6 @@ from services.payments.commands import (
     SYSTEM,
     allocate,
     announce_posting,
-    audit,
     emit,
     find_account,
     lock_item,
@@ -27,7 +26,8 @@ from services.payments.commands import (
 )
 from services.payments.domain import Verification
 from services.payments.queries import load_settings
-from services.payments.storage import payments
+from services.payments.storage import audit_log, payments
+from shared import audit
 from shared.contracts import Envelope, PaymentStatus, Topic, counts_as_collected, parse_data
 from shared.contracts.events import (
     GatewayPaymentStatusChanged,
@@ -39,6 +39,7 @@ from shared.messaging import Subscription
 from shared.money import quantize
 
 ONLINE_CHANNEL = "Online"
+OUT_OF_ORDER = "arrived out of order or after the fact: the payment has moved past it"
 
 
 async def _online_payment(session: AsyncSession, payment_intent_id: str) -> Row[Any] | None:
@@ -65,14 +66,15 @@ async def _status_changed(
         changed_at=at,
     )
     await emit(session, "payment.status_changed", payment.account_number, changed)
-    await audit(
+    await audit.record(
         session,
-        actor,
-        "payment.status_changed",
-        payment.payment_id,
-        {
-            "from": previous,
-            "to": payment.status,
+        audit_log,
+        actor=actor,
+        action="payment.status_changed",
+        subject=payment.payment_id,
+        before={"status": previous},
+        after={
+            "status": payment.status,
             "webhook_status": payment.webhook_status,
             "settlement_status": payment.settlement_status,
         },
@@ -120,7 +122,14 @@ async def on_gateway_payment_status_changed(session: AsyncSession, envelope: Env
             )
         )
         payment = await _payment_row(session, payment_id, lock=True)
-        await audit(session, SYSTEM, "payment.recorded", payment_id, {"payment_intent_id": event.payment_intent_id})
+        await audit.record(
+            session,
+            audit_log,
+            actor=SYSTEM,
+            action="payment.recorded",
+            subject=payment_id,
+            after={"payment_intent_id": event.payment_intent_id},
+        )
         if incoming is PaymentStatus.PENDING:
             await _status_changed(session, payment, "", at=event.occurred_at)
             return
@@ -129,16 +138,26 @@ async def on_gateway_payment_status_changed(session: AsyncSession, envelope: Env
     previous = "" if created else current
     if event.gateway_status == "partially_refunded" and not created:
         refunded = event.amount_refunded.amount if event.amount_refunded else None
-        await audit(session, SYSTEM, "payment.partially_refunded", payment.payment_id, {"refunded": str(refunded)})
+        await audit.record(
+            session,
+            audit_log,
+            actor=SYSTEM,
+            action="payment.partially_refunded",
+            subject=payment.payment_id,
+            after={"refunded": refunded},
+        )
         return
     if not domain.moves_forward(current, incoming):
         # Out of order or after the fact (e.g. failed after succeeded): kept in the audit, changes nothing.
-        await audit(
+        await audit.record(
             session,
-            SYSTEM,
-            "gateway.event_ignored",
-            payment.payment_id,
-            {"gateway_status": event.gateway_status, "status": current, "gateway_event_id": event.gateway_event_id},
+            audit_log,
+            actor=SYSTEM,
+            action="gateway.event_ignored",
+            subject=payment.payment_id,
+            before={"status": current},
+            after={"gateway_status": event.gateway_status, "gateway_event_id": event.gateway_event_id},
+            reason=OUT_OF_ORDER,
         )
         return
 
@@ -164,7 +183,14 @@ async def on_gateway_payment_status_changed(session: AsyncSession, envelope: Env
     await session.execute(update(payments).where(payments.c.payment_id == payment.payment_id).values(**values))
     updated = await _payment_row(session, payment.payment_id)
     if incoming is PaymentStatus.POSTED:
-        await audit(session, SYSTEM, "payment.posted", payment.payment_id, {"amount": str(payment.amount)})
+        await audit.record(
+            session,
+            audit_log,
+            actor=SYSTEM,
+            action="payment.posted",
+            subject=payment.payment_id,
+            after={"amount": payment.amount},
+        )
         await announce_posting(session, updated, account, item)
     else:
         await _status_changed(session, updated, previous, at=event.occurred_at)
@@ -178,12 +204,15 @@ async def on_gateway_settlement_status_changed(session: AsyncSession, envelope: 
             "unknown_payment_intent", f"no payment for intent {event.payment_intent_id}", field="payment_intent_id"
         )
     if not domain.settlement_moves_forward(payment.settlement_status, event.settlement_status):
-        await audit(
+        await audit.record(
             session,
-            SYSTEM,
-            "gateway.event_ignored",
-            payment.payment_id,
-            {"settlement_status": event.settlement_status, "current": payment.settlement_status},
+            audit_log,
+            actor=SYSTEM,
+            action="gateway.event_ignored",
+            subject=payment.payment_id,
+            before={"settlement_status": payment.settlement_status},
+            after={"settlement_status": event.settlement_status},
+            reason=OUT_OF_ORDER,
         )
         return
     values: dict[str, Any] = {"settlement_status": event.settlement_status}

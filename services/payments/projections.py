@@ -8,8 +8,9 @@ from sqlalchemy import update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.payments.commands import allocate, audit, lock_item
-from services.payments.storage import accounts, payments, receivables
+from services.payments.commands import allocate, lock_item
+from services.payments.storage import accounts, audit_log, payments, receivables
+from shared import audit
 from shared.contracts import Envelope, Topic, parse_data
 from shared.contracts.events import AccountUpserted, CreditNoteApplied, CreditNoteIssued
 from shared.messaging import Subscription
@@ -63,12 +64,13 @@ async def on_credit_note_applied(session: AsyncSession, envelope: Envelope) -> N
     # Credit notes checked the item was open; never let the read model go below zero if it raced a payment.
     amount = min(applied.applied.amount, item.outstanding)
     await allocate(session, applied.account_number, item, amount)
-    await audit(
+    await audit.record(
         session,
-        applied.applied_by,
-        "credit_note.applied",
-        applied.item_reference,
-        {"credit_note_number": applied.credit_note_number, "applied": str(amount)},
+        audit_log,
+        actor=applied.applied_by,
+        action="credit_note.applied",
+        subject=applied.item_reference,
+        after={"credit_note_number": applied.credit_note_number, "applied": amount},
     )
 
 

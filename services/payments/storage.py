@@ -20,7 +20,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+from shared.audit import audit_table
 from shared.db import service_metadata
+from shared.idempotency import idempotency_table
 from shared.service import PlumbingTables
 
 SCHEMA = "payments"
@@ -125,14 +127,7 @@ payments = Table(
 )
 
 # A retried request with the same key gets the first answer back; a different body is a conflict.
-idempotency_keys = Table(
-    "idempotency_keys",
-    metadata,
-    Column("key", String(200), primary_key=True),
-    Column("request_hash", String(64), nullable=False),
-    Column("payment_id", String(40)),
-    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-)
+idempotency_keys = idempotency_table(metadata)
 
 # Choices and number formats an admin edits; one JSON value per key, defaults in `domain.PaymentSettings`.
 settings = Table(
@@ -144,13 +139,4 @@ settings = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
-audit_log = Table(
-    "audit_log",
-    metadata,
-    Column("id", String(40), primary_key=True),
-    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    Column("actor", Text, nullable=False),
-    Column("action", String(50), nullable=False),
-    Column("subject", String(100), nullable=False),
-    Column("details", JSONB, nullable=False),
-)
+audit_log = audit_table(metadata)
