@@ -1,4 +1,5 @@
-"""Pure payment rules: numbering, amount analysis, cash change, allocation. No I/O."""
+"""Pure payment rules: numbering, amounts (analysis, allocation, cash change), settings, statuses, balance and the
+payments list query. No I/O."""
 
 from __future__ import annotations
 
