@@ -1,15 +1,15 @@
-"""Pure payment rules: numbering, amount analysis, cash change, allocation. No I/O."""
+"""Pure payment rules: numbering, amounts (analysis, allocation, cash change), settings, statuses, balance and the
+payments list query. No I/O."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
 
+from shared.contracts import PaymentStatus
 from shared.errors import Rejected
 
 
@@ -149,6 +149,16 @@ def check_number_format_change(kind: str, old: NumberFormat, new: NumberFormat) 
     return new
 
 
+def change_number_formats(current: PaymentSettings, requested: Mapping[str, NumberFormat]) -> dict[str, NumberFormat]:
+    """Every kind's format after an admin's change: requested kinds checked against their current format."""
+    formats = {kind: current.format_for(kind) for kind in NUMBER_KINDS}
+    for kind, new in requested.items():
+        if kind not in NUMBER_KINDS:
+            raise Rejected("unknown_number_format", f"number formats are {', '.join(NUMBER_KINDS)}", field=kind)
+        formats[kind] = check_number_format_change(kind, formats[kind], new)
+    return formats
+
+
 def check_number_format(kind: str, fmt: NumberFormat) -> NumberFormat:
     if kind not in NUMBER_KINDS:
         raise Rejected("unknown_number_format", f"number formats are {', '.join(NUMBER_KINDS)}", field=kind)
@@ -164,15 +174,6 @@ def check_number_format(kind: str, fmt: NumberFormat) -> NumberFormat:
 # --- statuses: counter payments post at once; online payments follow the gateway, forward only ---
 
 
-class Status(StrEnum):
-    PENDING = "Pending"
-    FAILED = "Failed"
-    POSTED = "Posted"
-    DISPUTED = "Disputed"
-    REFUNDED = "Refunded"
-    CANCELLED = "Cancelled"
-
-
 class Verification(StrEnum):
     VERIFIED = "Verified"
     PENDING = "Pending"
@@ -180,20 +181,26 @@ class Verification(StrEnum):
 
 # Stripe's word for a payment intent's state -> our status. Later states outrank earlier ones.
 GATEWAY_STATUS = {
-    "processing": Status.PENDING,
-    "failed": Status.FAILED,
-    "succeeded": Status.POSTED,
+    "processing": PaymentStatus.PENDING,
+    "failed": PaymentStatus.FAILED,
+    "succeeded": PaymentStatus.POSTED,
     # Part of the money went back: the payment stays posted; the refund is kept in the audit trail.
-    "partially_refunded": Status.POSTED,
-    "disputed": Status.DISPUTED,
-    "refunded": Status.REFUNDED,
+    "partially_refunded": PaymentStatus.POSTED,
+    "disputed": PaymentStatus.DISPUTED,
+    "refunded": PaymentStatus.REFUNDED,
 }
-_STATUS_RANK = {Status.PENDING: 0, Status.FAILED: 1, Status.POSTED: 2, Status.DISPUTED: 3, Status.REFUNDED: 4}
+_STATUS_RANK = {
+    PaymentStatus.PENDING: 0,
+    PaymentStatus.FAILED: 1,
+    PaymentStatus.POSTED: 2,
+    PaymentStatus.DISPUTED: 3,
+    PaymentStatus.REFUNDED: 4,
+}
 # A payout reported paid can still fail later (the bank returns it), so Failed is the last word.
 _SETTLEMENT_RANK = {"N/A": 0, "In Progress": 1, "Success": 2, "Failed": 3}
 
 
-def online_status(gateway_status: str) -> Status:
+def online_status(gateway_status: str) -> PaymentStatus:
     try:
         return GATEWAY_STATUS[gateway_status]
     except KeyError:
@@ -202,23 +209,18 @@ def online_status(gateway_status: str) -> Status:
         ) from None
 
 
-def moves_forward(current: Status, incoming: Status) -> bool:
+def moves_forward(current: PaymentStatus, incoming: PaymentStatus) -> bool:
     """Gateway events arrive out of order: a late `processing` never overwrites `succeeded`.
 
     A cancelled payment stays cancelled whatever the gateway says later.
     """
-    if current is Status.CANCELLED:
+    if current is PaymentStatus.CANCELLED:
         return False
     return _STATUS_RANK[incoming] > _STATUS_RANK[current]
 
 
 def settlement_moves_forward(current: str | None, incoming: str) -> bool:
     return _SETTLEMENT_RANK.get(incoming, 0) > _SETTLEMENT_RANK.get(current or "N/A", 0)
-
-
-def counts_as_collected(status: Status) -> bool:
-    """Money the utility holds: allocated to the item. Disputed money is held until the dispute ends."""
-    return status in (Status.POSTED, Status.DISPUTED)
 
 
 def processing_time(*, online: bool, started_at: datetime, settled_at: datetime | None, now: datetime) -> str:
@@ -232,7 +234,7 @@ def processing_time(*, online: bool, started_at: datetime, settled_at: datetime 
 
 
 def check_cancellable(status: str, reason: str) -> None:
-    if status not in (Status.POSTED, Status.PENDING):
+    if status not in (PaymentStatus.POSTED, PaymentStatus.PENDING):
         raise Rejected("not_cancellable", f"a {status} payment cannot be cancelled", field="status")
     if not reason.strip():
         raise Rejected("reason_required", "a cancellation needs a reason", field="reason")
@@ -243,7 +245,7 @@ def check_verifiable(online: bool, verification: str, status: str) -> None:
         raise Rejected("not_online", "only online payments wait for verification", field="payment_id")
     if verification == Verification.VERIFIED:
         raise Rejected("already_verified", "this payment is already verified", field="verification")
-    if status not in (Status.POSTED, Status.DISPUTED):
+    if status not in (PaymentStatus.POSTED, PaymentStatus.DISPUTED):
         raise Rejected("not_posted", f"a {status} payment cannot be verified", field="status")
 
 
@@ -257,35 +259,11 @@ def current_balance(reported: Decimal | None, collected_since_report: Decimal, o
     return reported - collected_since_report
 
 
-# --- the payments list: search, filters, sort and keyset paging ---
+# --- the payments list: search, filters, sort (keyset paging is shared/paging.py) ---
 
 # "Date" is the payment date the table shows and the date-range filter uses, so that filter is an index range.
 SORTS = {"date": "payment_date", "-date": "payment_date", "amount": "amount", "-amount": "amount"}
 MAX_PAGE = 200
-
-
-@dataclass(frozen=True)
-class Cursor:
-    """Where the previous page ended: the sort key and payment id of its last row."""
-
-    sort_value: str
-    payment_id: str
-
-    def encode(self) -> str:
-        raw = json.dumps([self.sort_value, self.payment_id], separators=(",", ":")).encode()
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-    @staticmethod
-    def decode(token: str) -> Cursor:
-        try:
-            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-            decoded = json.loads(raw)
-            if not (isinstance(decoded, list) and len(decoded) == 2 and all(isinstance(v, str) for v in decoded)):
-                raise ValueError
-            sort_value, payment_id = decoded
-        except (ValueError, TypeError, binascii.Error):
-            raise Rejected("invalid_cursor", "cursor is not one this API returned", field="cursor") from None
-        return Cursor(sort_value, payment_id)
 
 
 @dataclass(frozen=True)
@@ -298,7 +276,8 @@ class PaymentQuery:
     payment_type: str | None = None
     sort: str = "-date"
     limit: int = 50
-    cursor: Cursor | None = None
+    # The opaque cursor of the previous page (shared/paging.py), as the client passed it back.
+    cursor: str | None = None
 
     def __post_init__(self) -> None:
         if self.date_from and self.date_to and self.date_from > self.date_to:
@@ -307,8 +286,8 @@ class PaymentQuery:
             raise Rejected("invalid_sort", f"sort must be one of: {', '.join(SORTS)}", field="sort")
         if not 1 <= self.limit <= MAX_PAGE:
             raise Rejected("invalid_limit", f"limit must be between 1 and {MAX_PAGE}", field="limit")
-        if self.status is not None and self.status not in set(Status):
-            raise Rejected("invalid_status", f"status must be one of: {', '.join(Status)}", field="status")
+        if self.status is not None and self.status not in set(PaymentStatus):
+            raise Rejected("invalid_status", f"status must be one of: {', '.join(PaymentStatus)}", field="status")
 
     @property
     def descending(self) -> bool:

@@ -1,11 +1,6 @@
-"""The `payments` schema (receivables read model, payments, settings, idempotency keys, audit log) and its reads."""
+"""The `payments` schema: receivables read model, payments, settings, idempotency keys, audit log."""
 
 from __future__ import annotations
-
-from collections.abc import AsyncIterator
-from datetime import date
-from decimal import Decimal
-from typing import Any
 
 from sqlalchemy import (
     Boolean,
@@ -15,25 +10,19 @@ from sqlalchemy import (
     DateTime,
     Index,
     Numeric,
-    Row,
-    Select,
     Sequence,
     String,
     Table,
     Text,
     false,
     func,
-    literal,
-    select,
     text,
-    tuple_,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.payments.domain import SORTS, Cursor, PaymentQuery
+from shared.audit import audit_table
 from shared.db import service_metadata
-from shared.errors import Rejected
+from shared.idempotency import idempotency_table
 from shared.service import PlumbingTables
 
 SCHEMA = "payments"
@@ -138,14 +127,7 @@ payments = Table(
 )
 
 # A retried request with the same key gets the first answer back; a different body is a conflict.
-idempotency_keys = Table(
-    "idempotency_keys",
-    metadata,
-    Column("key", String(200), primary_key=True),
-    Column("request_hash", String(64), nullable=False),
-    Column("payment_id", String(40)),
-    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-)
+idempotency_keys = idempotency_table(metadata)
 
 # Choices and number formats an admin edits; one JSON value per key, defaults in `domain.PaymentSettings`.
 settings = Table(
@@ -157,138 +139,4 @@ settings = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
-audit_log = Table(
-    "audit_log",
-    metadata,
-    Column("id", String(40), primary_key=True),
-    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    Column("actor", Text, nullable=False),
-    Column("action", String(50), nullable=False),
-    Column("subject", String(100), nullable=False),
-    Column("details", JSONB, nullable=False),
-)
-
-
-# --- reads: consumer look-up, the payments list and its export ---
-
-
-async def search_consumers(session: AsyncSession, q: str, limit: int) -> list[dict[str, Any]]:
-    pattern = like_pattern(q)
-    query = (
-        select(accounts.c.account_number, accounts.c.name, accounts.c.service_address)
-        .where(accounts.c.search_text.like(pattern))
-        .order_by(accounts.c.name, accounts.c.account_number)
-        .limit(limit)
-    )
-    return [dict(row) for row in (await session.execute(query)).mappings()]
-
-
-async def account_with_items(session: AsyncSession, account_number: str) -> tuple[Row[Any], list[Row[Any]]] | None:
-    account = (await session.execute(select(accounts).where(accounts.c.account_number == account_number))).first()
-    if account is None:
-        return None
-    items = (
-        await session.execute(
-            select(receivables)
-            .where(receivables.c.account_number == account_number)
-            .order_by(receivables.c.due_date, receivables.c.item_reference)
-        )
-    ).all()
-    return account, list(items)
-
-
-async def recent_payments(session: AsyncSession, account_number: str, limit: int = 10) -> list[Row[Any]]:
-    query = (
-        select(payments)
-        .where(payments.c.account_number == account_number)
-        .order_by(payments.c.recorded_at.desc(), payments.c.payment_id.desc())
-        .limit(limit)
-    )
-    return list((await session.execute(query)).all())
-
-
-async def payment_with_context(session: AsyncSession, payment_id_or_receipt: str) -> Row[Any] | None:
-    """A payment by payment id or receipt number, with its consumer and the item it paid."""
-    query = (
-        select(
-            payments,
-            accounts.c.name.label("consumer_name_now"),
-            accounts.c.service_address,
-            accounts.c.phone,
-            accounts.c.email,
-            receivables.c.description.label("item_description"),
-            receivables.c.period_or_date,
-            receivables.c.due_date.label("item_due_date"),
-            receivables.c.amount.label("item_amount"),
-        )
-        .join(accounts, accounts.c.account_number == payments.c.account_number)
-        .outerjoin(
-            receivables,
-            (receivables.c.payment_type == payments.c.payment_type)
-            & (receivables.c.item_reference == payments.c.item_reference),
-        )
-        .where((payments.c.payment_id == payment_id_or_receipt) | (payments.c.receipt_number == payment_id_or_receipt))
-    )
-    return (await session.execute(query)).first()
-
-
-def like_pattern(text_: str) -> str:
-    """Case-folded substring pattern; the user's own % and _ are taken literally."""
-    term = text_.strip().lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{term}%"
-
-
-def payments_query(query: PaymentQuery) -> Select[Any]:
-    """The filtered, sorted list; keyset paging continues strictly after the cursor's row."""
-    sort_column = payments.c[SORTS[query.sort]]
-    statement = select(payments)
-    if query.q and query.q.strip():
-        statement = statement.where(payments.c.search_text.like(like_pattern(query.q)))
-    if query.date_from:
-        statement = statement.where(payments.c.payment_date >= query.date_from)
-    if query.date_to:
-        statement = statement.where(payments.c.payment_date <= query.date_to)
-    if query.method:
-        statement = statement.where(payments.c.method == query.method)
-    if query.status:
-        statement = statement.where(payments.c.status == query.status)
-    if query.payment_type:
-        statement = statement.where(payments.c.payment_type == query.payment_type)
-    if query.cursor:
-        try:
-            value: Any = (
-                date.fromisoformat(query.cursor.sort_value)
-                if SORTS[query.sort] == "payment_date"
-                else Decimal(query.cursor.sort_value)
-            )
-        except (ValueError, ArithmeticError):
-            raise Rejected("invalid_cursor", "cursor does not belong to this sort", field="cursor") from None
-        after = tuple_(sort_column, payments.c.payment_id)
-        statement = statement.where(
-            after < tuple_(literal(value), literal(query.cursor.payment_id))
-            if query.descending
-            else after > tuple_(literal(value), literal(query.cursor.payment_id))
-        )
-    order = (
-        (sort_column.desc(), payments.c.payment_id.desc()) if query.descending else (sort_column, payments.c.payment_id)
-    )
-    return statement.order_by(*order)
-
-
-def cursor_after(row: Row[Any], query: PaymentQuery) -> Cursor:
-    value = getattr(row, SORTS[query.sort])
-    return Cursor(value.isoformat() if isinstance(value, date) else str(value), row.payment_id)
-
-
-async def list_payments(session: AsyncSession, query: PaymentQuery) -> tuple[list[Row[Any]], Cursor | None]:
-    rows = list((await session.execute(payments_query(query).limit(query.limit + 1))).all())
-    more = len(rows) > query.limit
-    rows = rows[: query.limit]
-    return rows, cursor_after(rows[-1], query) if more and rows else None
-
-
-async def stream_payments(session: AsyncSession, query: PaymentQuery, batch: int = 2000) -> AsyncIterator[Row[Any]]:
-    """Every row of the filtered list through a server-side cursor: memory stays flat at any size."""
-    result = await session.stream(payments_query(query).execution_options(yield_per=batch))
-    async for row in result:
-        yield row
+audit_log = audit_table(metadata)

@@ -76,7 +76,7 @@ async def payments_api(infra: Infra) -> AsyncIterator[Api]:
 
 def year_of(account: str) -> int:
     """The year a test consumer's bills and payments fall in: far from the seed's 2025 and from other tests, so
-    consumers of the shared topics (kpi's monthly totals) never see one test's data in another's month."""
+    event consumers of the shared topics (kpi's monthly totals) never see one test's data in another's month."""
     return 2200 + int(hashlib.sha256(account.encode()).hexdigest(), 16) % 800
 
 

@@ -1,0 +1,252 @@
+"""Payments' staff HTTP routes: parse the request, check the role, call a command or a query, shape the view."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Header, Query
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, BeforeValidator, Field
+
+from services.payments import commands, domain, queries, views
+from shared.auth import Actor, Role, require_roles
+from shared.contracts.events import PaymentType
+from shared.export import ExportFormat, export_response
+from shared.money import parse_amount
+from shared.service import Service
+
+COUNTER_STAFF = (Role.CUSTOMER_EXECUTIVE, Role.RECOVERY_EXECUTIVE)
+ANY_STAFF = (*COUNTER_STAFF, Role.BILLING_MANAGER)
+# Verifying an online payment is an approval: the billing manager's job (admin passes every check).
+APPROVERS = (Role.BILLING_MANAGER,)
+
+
+def _plain_decimal(value: Any) -> Any:
+    # JSON numbers arrive as floats and lose cents; exponents and separators are typing mistakes at a counter.
+    if isinstance(value, float):
+        raise ValueError('amounts are decimal strings, e.g. "145.50"')
+    return parse_amount(value, "USD") if isinstance(value, str) else value
+
+
+Amount = Annotated[Decimal, BeforeValidator(_plain_decimal), Field(gt=0, decimal_places=2, max_digits=12)]
+
+
+class RecordPaymentRequest(BaseModel):
+    account_number: str = Field(min_length=1, max_length=50, examples=["WU-10001"])
+    payment_type: PaymentType
+    item_reference: str = Field(min_length=1, max_length=100, examples=["INV-2025-001234"])
+    channel: str | None = Field(default=None, max_length=50, description="Defaults to the configured default.")
+    method: str = Field(min_length=1, max_length=50, examples=["Cash"])
+    amount: Amount = Field(examples=["145.50"])
+    payment_date: date
+    cash_received: Amount | None = None
+    notes: str | None = Field(default=None, max_length=500)
+
+
+class CancelRequest(BaseModel):
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class ChoicesRequest(BaseModel):
+    values: list[str] = Field(min_length=1, max_length=50)
+
+
+class ThresholdRequest(BaseModel):
+    amount: Decimal = Field(ge=0, decimal_places=2, max_digits=12)
+
+
+RECEIPT_FORMAT_EXAMPLE = {"receipt_number": {"prefix": "R-", "with_year": False, "padding": 4, "start": 5001}}
+
+
+class NumberFormatRequest(BaseModel):
+    prefix: str
+    with_year: bool
+    padding: int
+    start: int
+
+
+def router(service: Service) -> APIRouter:
+    """The routes, each opening its own unit of work on the service's sessions."""
+    routes = APIRouter()
+
+    async def detail(payment_id_or_receipt: str) -> dict[str, Any]:
+        async with service.sessions() as session:
+            row = await queries.payment_with_context(session, payment_id_or_receipt)
+        return views.payment_detail(row, datetime.now(UTC))
+
+    # --- consumers: the utility's customers ---
+
+    @routes.get("/consumers", tags=["consumers"])
+    async def search_consumers(
+        actor: Annotated[Actor, require_roles(*ANY_STAFF)],
+        q: Annotated[str, Query(min_length=2, max_length=100, description="Name or account number, any part.")],
+        limit: Annotated[int, Query(ge=1, le=50)] = 20,
+    ) -> dict[str, Any]:
+        async with service.sessions() as session:
+            return {"consumers": await queries.search_consumers(session, q, limit)}
+
+    @routes.get("/consumers/{account_number}", tags=["consumers"])
+    async def consumer_details(
+        account_number: str, actor: Annotated[Actor, require_roles(*ANY_STAFF)]
+    ) -> dict[str, Any]:
+        async with service.sessions() as session, session.begin():
+            account, items = await queries.account_with_items(session, account_number)
+            history = await queries.recent_payments(session, account_number)
+            await commands.track(session, "payment_history_viewed", actor.name, account_number)
+        return views.consumer_view(account, items, history)
+
+    # --- payments ---
+
+    @routes.post("/payments", status_code=201, tags=["payments"])
+    async def record_payment(
+        body: RecordPaymentRequest,
+        actor: Annotated[Actor, require_roles(*COUNTER_STAFF)],
+        idempotency_key: Annotated[str, Header(min_length=8, max_length=200)],
+    ) -> dict[str, Any]:
+        command = commands.RecordPayment(**body.model_dump())
+        async with service.sessions() as session, session.begin():
+            payment_id = await commands.record_payment(
+                session, command, received_by=actor.name, idempotency_key=idempotency_key
+            )
+            # Read back in the same transaction: one connection per request, and the view is what was committed.
+            row = await queries.payment_with_context(session, payment_id)
+        return views.payment_detail(row, datetime.now(UTC))
+
+    @routes.get("/payments", tags=["payments"])
+    async def list_payments(
+        actor: Annotated[Actor, require_roles(*ANY_STAFF)],
+        q: Annotated[str | None, Query(max_length=100, description="Consumer name, receipt number or id.")] = None,
+        date_from: date | None = None,
+        date_to: date | None = None,
+        method: str | None = None,
+        status: str | None = None,
+        payment_type: Annotated[PaymentType | None, Query(alias="type")] = None,
+        sort: str = "-date",
+        limit: Annotated[int, Query(ge=1, le=domain.MAX_PAGE)] = 50,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        query = domain.PaymentQuery(
+            q=q,
+            date_from=date_from,
+            date_to=date_to,
+            method=method,
+            status=status,
+            payment_type=payment_type,
+            sort=sort,
+            limit=limit,
+            cursor=cursor,
+        )
+        async with service.sessions() as session:
+            rows, next_cursor = await queries.list_payments(session, query)
+        return {"payments": [views.payment_row(r) for r in rows], "next_cursor": next_cursor}
+
+    @routes.get("/payments/export", tags=["payments"])
+    async def export_payments(
+        actor: Annotated[Actor, require_roles(Role.BILLING_MANAGER)],
+        export_format: Annotated[ExportFormat, Query(alias="format")] = "csv",
+        q: Annotated[str | None, Query(max_length=100)] = None,
+        date_from: date | None = None,
+        date_to: date | None = None,
+        method: str | None = None,
+        status: str | None = None,
+        payment_type: Annotated[PaymentType | None, Query(alias="type")] = None,
+        sort: str = "-date",
+    ) -> StreamingResponse:
+        query = domain.PaymentQuery(
+            q=q,
+            date_from=date_from,
+            date_to=date_to,
+            method=method,
+            status=status,
+            payment_type=payment_type,
+            sort=sort,
+        )
+        async with service.sessions() as session, session.begin():
+            await commands.track(session, "report_generated", actor.name, "payments", export_format=export_format)
+        rows = (views.export_cells(row) async for row in queries.stream_payments(service.sessions, query))
+        return await export_response("payments", export_format, views.EXPORT_COLUMNS, rows, sheet_title="Payments")
+
+    @routes.get("/payments/{payment_id_or_receipt}", tags=["payments"])
+    async def get_payment(
+        payment_id_or_receipt: str, actor: Annotated[Actor, require_roles(*ANY_STAFF)]
+    ) -> dict[str, Any]:
+        return await detail(payment_id_or_receipt)
+
+    @routes.post("/payments/{payment_id_or_receipt}/verify", tags=["payments"])
+    async def verify_payment(
+        payment_id_or_receipt: str, actor: Annotated[Actor, require_roles(*APPROVERS)]
+    ) -> dict[str, Any]:
+        async with service.sessions() as session, session.begin():
+            payment_id = await commands.verify_payment(session, payment_id_or_receipt, verified_by=actor.name)
+        return await detail(payment_id)
+
+    @routes.post("/payments/{payment_id_or_receipt}/cancel", tags=["payments"])
+    async def cancel_payment(
+        payment_id_or_receipt: str, body: CancelRequest, actor: Annotated[Actor, require_roles(Role.ADMIN)]
+    ) -> dict[str, Any]:
+        async with service.sessions() as session, session.begin():
+            payment_id = await commands.cancel_payment(
+                session, payment_id_or_receipt, reason=body.reason, cancelled_by=actor.name
+            )
+        return await detail(payment_id)
+
+    # --- settings: everyone at the counter reads them, only an admin changes them ---
+
+    async def current_settings() -> dict[str, Any]:
+        async with service.sessions() as session:
+            return views.settings_view(await queries.load_settings(session))
+
+    @routes.get("/settings", tags=["settings"])
+    async def get_settings(actor: Annotated[Actor, require_roles(*ANY_STAFF)]) -> dict[str, Any]:
+        return await current_settings()
+
+    @routes.get("/settings/channels", tags=["settings"])
+    async def get_channels(actor: Annotated[Actor, require_roles(*ANY_STAFF)]) -> dict[str, Any]:
+        view = await current_settings()
+        return {"channels": view["channels"], "default_channel": view["default_channel"]}
+
+    @routes.put("/settings/channels", tags=["settings"])
+    async def put_channels(body: ChoicesRequest, actor: Annotated[Actor, require_roles(Role.ADMIN)]) -> dict[str, Any]:
+        async with service.sessions() as session, session.begin():
+            changed = await commands.change_choices(session, "channels", body.values, actor.name)
+        return views.settings_view(changed)
+
+    @routes.get("/settings/payment-methods", tags=["settings"])
+    async def get_methods(actor: Annotated[Actor, require_roles(*ANY_STAFF)]) -> dict[str, Any]:
+        return {"payment_methods": (await current_settings())["payment_methods"]}
+
+    @routes.put("/settings/payment-methods", tags=["settings"])
+    async def put_methods(body: ChoicesRequest, actor: Annotated[Actor, require_roles(Role.ADMIN)]) -> dict[str, Any]:
+        async with service.sessions() as session, session.begin():
+            changed = await commands.change_choices(session, "payment_methods", body.values, actor.name)
+        return views.settings_view(changed)
+
+    @routes.get("/settings/overpayment-threshold", tags=["settings"])
+    async def get_threshold(actor: Annotated[Actor, require_roles(*ANY_STAFF)]) -> dict[str, Any]:
+        return {"overpayment_threshold": (await current_settings())["overpayment_threshold"]}
+
+    @routes.put("/settings/overpayment-threshold", tags=["settings"])
+    async def put_threshold(
+        body: ThresholdRequest, actor: Annotated[Actor, require_roles(Role.ADMIN)]
+    ) -> dict[str, Any]:
+        async with service.sessions() as session, session.begin():
+            changed = await commands.change_overpayment_threshold(session, body.amount, actor.name)
+        return views.settings_view(changed)
+
+    @routes.get("/settings/number-formats", tags=["settings"])
+    async def get_formats(actor: Annotated[Actor, require_roles(*ANY_STAFF)]) -> dict[str, Any]:
+        return {"number_formats": (await current_settings())["number_formats"]}
+
+    @routes.put("/settings/number-formats", tags=["settings"])
+    async def put_formats(
+        body: Annotated[dict[str, NumberFormatRequest], Body(examples=[RECEIPT_FORMAT_EXAMPLE])],
+        actor: Annotated[Actor, require_roles(Role.ADMIN)],
+    ) -> dict[str, Any]:
+        requested = {kind: domain.NumberFormat(**fmt.model_dump()) for kind, fmt in body.items()}
+        async with service.sessions() as session, session.begin():
+            changed = await commands.change_number_formats(session, requested, actor.name)
+        return views.settings_view(changed)
+
+    return routes

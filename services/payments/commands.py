@@ -1,0 +1,434 @@
+"""Payments' state changes: recording a payment (at the counter or by command), verifying, cancelling, settings.
+
+Each runs inside the caller's transaction and stages its events there (`shared.outbox.stage`), so a change and
+its events commit together. Also the building blocks the online payments (`online.py`) and the credit-note
+projection share: numbering, allocating to an item, announcing a posting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import Row, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.payments import domain
+from services.payments.domain import Verification
+from services.payments.queries import load_settings
+from services.payments.storage import (
+    accounts,
+    audit_log,
+    idempotency_keys,
+    payment_id_seq,
+    payments,
+    receipt_number_seq,
+    receivables,
+    transaction_id_seq,
+)
+from services.payments.storage import settings as settings_table
+from shared import audit, idempotency
+from shared.contracts import Envelope, PaymentStatus, Topic, counts_as_collected, new_envelope, parse_data
+from shared.contracts.events import (
+    ConsumerSnapshot,
+    ItemSnapshot,
+    Money,
+    PaymentCancelled,
+    PaymentOverpaid,
+    PaymentPosted,
+    PaymentRecordRejected,
+    PaymentRecordRequested,
+    PaymentType,
+    PaymentVerified,
+    UsageTracked,
+)
+from shared.errors import NotFound
+from shared.messaging import Subscription
+from shared.money import quantize
+from shared.outbox import stage
+
+SOURCE = "payments"
+SYSTEM = "System"
+# Counter payments and commands from other systems share one key space (commands use `command:<id>`).
+RECORD_PAYMENT = "payment.record"
+SEQUENCES = {"payment_id": payment_id_seq, "transaction_id": transaction_id_seq, "receipt_number": receipt_number_seq}
+
+
+async def emit(session: AsyncSession, event_type: str, subject: str, data: BaseModel, *, topic: str = "") -> None:
+    """Stage an event in the outbox of the current transaction."""
+    envelope = new_envelope(event_type, source=SOURCE, subject=subject, data=data)
+    await stage(session, topic or Topic.PAYMENTS_EVENTS, envelope)
+
+
+async def track(session: AsyncSession, event: str, user: str, subject: str, **properties: str) -> None:
+    """A usage-tracking event of the seed's tracking plan."""
+    usage = UsageTracked(event=event, user_id=user, properties=properties, occurred_at=datetime.now(UTC))
+    await emit(session, "usage.tracked", subject, usage, topic=Topic.ANALYTICS_EVENTS)
+
+
+# --- settings: an admin changes them, each change in the audit trail ---
+
+
+async def save_setting(session: AsyncSession, key: str, value: Any, actor: str) -> domain.PaymentSettings:
+    """Change one setting, with its before and after in the audit log. Locks the row against a racing change."""
+    before = (
+        await session.execute(select(settings_table.c.value).where(settings_table.c.key == key).with_for_update())
+    ).scalar_one_or_none()
+    await session.execute(
+        pg_insert(settings_table)
+        .values(key=key, value=value, updated_by=actor)
+        .on_conflict_do_update(
+            index_elements=["key"], set_={"value": value, "updated_by": actor, "updated_at": datetime.now(UTC)}
+        )
+    )
+    await audit.record(
+        session, audit_log, actor=actor, action="settings.changed", subject=key, before=before, after=value
+    )
+    return await load_settings(session)
+
+
+async def change_choices(session: AsyncSession, key: str, values: list[str], actor: str) -> domain.PaymentSettings:
+    """Replace the channels or the payment methods staff may choose from."""
+    return await save_setting(session, key, list(domain.check_choices(values, "values")), actor)
+
+
+async def change_overpayment_threshold(session: AsyncSession, amount: Decimal, actor: str) -> domain.PaymentSettings:
+    return await save_setting(session, "overpayment_threshold", f"{amount:.2f}", actor)
+
+
+async def change_number_formats(
+    session: AsyncSession, requested: dict[str, domain.NumberFormat], actor: str
+) -> domain.PaymentSettings:
+    """Change some document number formats; the others keep theirs, and no number is ever issued twice."""
+    formats = domain.change_number_formats(await load_settings(session), requested)
+    return await save_setting(session, "number_formats", {k: vars(v) for k, v in formats.items()}, actor)
+
+
+# --- building blocks of every way a payment comes in ---
+
+
+async def next_numbers(session: AsyncSession, config: domain.PaymentSettings, year: int) -> dict[str, str]:
+    """Payment id, transaction id and receipt number in the configured formats, in one round trip.
+
+    Sequence values never repeat, so two payments never draw the same number. Only a format edited back onto
+    numbers issued under an older format could meet an old one; those are skipped.
+    """
+    draw = select(*(SEQUENCES[kind].next_value().label(kind) for kind in domain.NUMBER_KINDS))
+    values = (await session.execute(draw)).one()._mapping
+    numbers = {kind: config.format_for(kind).render(int(values[kind]), year) for kind in domain.NUMBER_KINDS}
+    taken = select(payments.c.payment_id).where(
+        (payments.c.payment_id == numbers["payment_id"])
+        | (payments.c.transaction_id == numbers["transaction_id"])
+        | (payments.c.receipt_number == numbers["receipt_number"])
+    )
+    if (await session.execute(taken.limit(1))).first() is None:
+        return numbers
+    return await next_numbers(session, config, year)
+
+
+async def find_account(session: AsyncSession, account_number: str) -> Row[Any]:
+    account = (await session.execute(select(accounts).where(accounts.c.account_number == account_number))).first()
+    if account is None:
+        raise NotFound("unknown_account", f"no consumer with account {account_number}", field="account_number")
+    return account
+
+
+async def lock_item(session: AsyncSession, account_number: str, payment_type: str, reference: str) -> Row[Any]:
+    """The item a payment goes to, locked: concurrent payments for one item allocate one after another, never
+    beyond what is owed."""
+    item = (
+        await session.execute(
+            select(receivables)
+            .where(
+                receivables.c.payment_type == payment_type,
+                receivables.c.item_reference == reference,
+                receivables.c.account_number == account_number,
+            )
+            .with_for_update()
+        )
+    ).first()
+    if item is None:
+        raise NotFound("unknown_item", f"no {payment_type} {reference} on this account", field="item_reference")
+    return item
+
+
+async def allocate(session: AsyncSession, account_number: str, item: Row[Any], applied: Decimal) -> None:
+    """Take `applied` off the item and the account; negative gives it back (cancellation, refund)."""
+    await session.execute(
+        update(receivables)
+        .where(receivables.c.payment_type == item.payment_type, receivables.c.item_reference == item.item_reference)
+        .values(outstanding=receivables.c.outstanding - applied)
+    )
+    await session.execute(
+        update(accounts)
+        .where(accounts.c.account_number == account_number)
+        .values(collected_since_report=accounts.c.collected_since_report + applied)
+    )
+
+
+def _consumer(account: Row[Any]) -> ConsumerSnapshot:
+    return ConsumerSnapshot(
+        account_number=account.account_number,
+        name=account.name,
+        service_address=account.service_address,
+        phone=account.phone,
+        email=account.email,
+    )
+
+
+async def announce_posting(session: AsyncSession, payment: Row[Any], account: Row[Any], item: Row[Any]) -> None:
+    """`payment.posted`, and `payment.overpaid` when more came in than was due."""
+    currency = payment.currency
+    consumer = _consumer(account)
+
+    def money(amount: Decimal) -> Money:
+        return Money(amount=amount, currency=currency)
+
+    analysis = domain.Analysis(due=payment.due, paid=payment.amount)
+    posted = PaymentPosted(
+        payment_id=payment.payment_id,
+        transaction_id=payment.transaction_id,
+        receipt_number=payment.receipt_number,
+        consumer=consumer,
+        item=ItemSnapshot(
+            payment_type=payment.payment_type,
+            item_reference=payment.item_reference,
+            description=item.description,
+            period_or_date=item.period_or_date,
+            issued_on=item.issued_on,
+            due=money(payment.due),
+        ),
+        channel=payment.channel,
+        method=payment.method,
+        amount=money(payment.amount),
+        payment_date=payment.payment_date,
+        posted_at=payment.posted_at,
+        received_by=payment.received_by,
+        status=payment.status,
+        verification=payment.verification,
+        difference=money(analysis.difference),
+        outcome=analysis.outcome,
+        cash_received=money(payment.cash_received) if payment.cash_received is not None else None,
+        change_given=money(payment.change_given) if payment.change_given is not None else None,
+        notes=payment.notes,
+    )
+    await emit(session, "payment.posted", payment.account_number, posted)
+    if analysis.outcome is domain.Outcome.OVER:
+        overpaid = PaymentOverpaid(
+            payment_id=payment.payment_id,
+            receipt_number=payment.receipt_number,
+            consumer=consumer,
+            payment_amount=money(payment.amount),
+            overpaid=money(analysis.overpaid),
+            posted_at=payment.posted_at,
+        )
+        await emit(session, "payment.overpaid", payment.account_number, overpaid)
+
+
+# --- recording a payment: at the counter (HTTP) or from another enterprise system (payments.commands.v1) ---
+
+
+@dataclass(frozen=True)
+class RecordPayment:
+    account_number: str
+    payment_type: PaymentType
+    item_reference: str
+    channel: str | None
+    method: str
+    amount: Decimal
+    payment_date: date
+    cash_received: Decimal | None = None
+    notes: str | None = None
+
+
+async def record_payment(
+    session: AsyncSession, command: RecordPayment, *, received_by: str, idempotency_key: str
+) -> str:
+    """Post a payment exactly once for `idempotency_key`; returns its payment id (the first one on a retry)."""
+    return await idempotency.once(
+        session,
+        idempotency_keys,
+        operation=RECORD_PAYMENT,
+        key=idempotency_key,
+        request=command,
+        run=lambda: _post_payment(session, command, received_by=received_by),
+    )
+
+
+async def _post_payment(session: AsyncSession, command: RecordPayment, *, received_by: str) -> str:
+    config = await load_settings(session)
+    channel = command.channel or config.default_channel
+    config.check(channel=channel, method=command.method)
+    account = await find_account(session, command.account_number)
+    item = await lock_item(session, command.account_number, command.payment_type, command.item_reference)
+    amount = quantize(command.amount, item.currency)
+    allocation = domain.allocate(item.outstanding, amount, config.overpayment_threshold)
+    change = domain.change_given(amount, command.cash_received)
+    analysis = domain.Analysis(due=item.outstanding, paid=amount)
+
+    now = datetime.now(UTC)
+    year = command.payment_date.year
+    numbers = await next_numbers(session, config, year)
+    payment_id = numbers["payment_id"]
+    await allocate(session, command.account_number, item, allocation.applied)
+    payment = (
+        await session.execute(
+            payments.insert()
+            .values(
+                **numbers,
+                account_number=command.account_number,
+                consumer_name=account.name,
+                payment_type=command.payment_type,
+                item_reference=command.item_reference,
+                channel=channel,
+                method=command.method,
+                amount=amount,
+                currency=item.currency,
+                payment_date=command.payment_date,
+                status=PaymentStatus.POSTED,
+                verification=Verification.VERIFIED,
+                received_by=received_by,
+                due=analysis.due,
+                applied=allocation.applied,
+                outcome=analysis.outcome,
+                cash_received=command.cash_received,
+                change_given=change,
+                notes=command.notes,
+                recorded_at=now,
+                posted_at=now,
+            )
+            .returning(payments)
+        )
+    ).one()
+    await audit.record(
+        session,
+        audit_log,
+        actor=received_by,
+        action="payment.posted",
+        subject=payment_id,
+        after={"amount": amount, "item": command.item_reference, "receipt_number": payment.receipt_number},
+    )
+    await announce_posting(session, payment, account, item)
+    await track(
+        session,
+        "payment_processed",
+        received_by,
+        command.account_number,
+        payment_type=command.payment_type,
+        method=command.method,
+        channel=channel,
+    )
+    return payment_id
+
+
+async def on_payment_record_requested(session: AsyncSession, envelope: Envelope) -> None:
+    """The counter's command from another enterprise system; the command's id is its idempotency key."""
+    request = parse_data(envelope, PaymentRecordRequested)
+    command = RecordPayment(**request.model_dump(exclude={"currency"}))
+    await record_payment(session, command, received_by=envelope.source, idempotency_key=f"command:{envelope.id}")
+
+
+async def on_command_rejected(session: AsyncSession, envelope: Envelope, reason: str) -> None:
+    """Tell the sending system why its command was not recorded (the command itself goes to the DLQ)."""
+    rejection = PaymentRecordRejected(command_id=envelope.id, reason=reason, errors=[reason])
+    await emit(session, "payment.record_rejected", envelope.subject or "unknown", rejection)
+
+
+def subscriptions() -> list[Subscription]:
+    """The event consumer of `payments.commands.v1`."""
+    return [
+        Subscription(
+            "commands",
+            Topic.PAYMENTS_COMMANDS,
+            {"payment.record_requested": on_payment_record_requested},
+            on_command_rejected,
+        )
+    ]
+
+
+# --- staff actions on a payment ---
+
+
+async def _find_for_update(session: AsyncSession, payment_id_or_receipt: str) -> Row[Any]:
+    row = (
+        await session.execute(
+            select(payments)
+            .where(
+                (payments.c.payment_id == payment_id_or_receipt) | (payments.c.receipt_number == payment_id_or_receipt)
+            )
+            .with_for_update()
+        )
+    ).first()
+    if row is None:
+        raise NotFound("payment_not_found", f"no payment {payment_id_or_receipt}")
+    return row
+
+
+async def verify_payment(session: AsyncSession, payment_id_or_receipt: str, *, verified_by: str) -> str:
+    """The billing manager approves an online payment; returns its payment id."""
+    payment = await _find_for_update(session, payment_id_or_receipt)
+    domain.check_verifiable(payment.online, payment.verification, payment.status)
+    now = datetime.now(UTC)
+    await session.execute(
+        update(payments)
+        .where(payments.c.payment_id == payment.payment_id)
+        .values(verification=Verification.VERIFIED, verified_by=verified_by, verified_at=now)
+    )
+    await audit.record(
+        session,
+        audit_log,
+        actor=verified_by,
+        action="payment.verified",
+        subject=payment.payment_id,
+        before={"verification": payment.verification},
+        after={"verification": Verification.VERIFIED},
+    )
+    verified = PaymentVerified(
+        payment_id=payment.payment_id,
+        receipt_number=payment.receipt_number,
+        account_number=payment.account_number,
+        verified_by=verified_by,
+        verified_at=now,
+    )
+    await emit(session, "payment.verified", payment.account_number, verified)
+    return str(payment.payment_id)
+
+
+async def cancel_payment(session: AsyncSession, payment_id_or_receipt: str, *, reason: str, cancelled_by: str) -> str:
+    """Admin only: reverse the allocation and take the payment out of what was collected."""
+    payment = await _find_for_update(session, payment_id_or_receipt)
+    domain.check_cancellable(payment.status, reason)
+    item = await lock_item(session, payment.account_number, payment.payment_type, payment.item_reference)
+    if counts_as_collected(payment.status):
+        await allocate(session, payment.account_number, item, -payment.applied)
+    now = datetime.now(UTC)
+    await session.execute(
+        update(payments)
+        .where(payments.c.payment_id == payment.payment_id)
+        .values(status=PaymentStatus.CANCELLED, cancelled_by=cancelled_by, cancelled_at=now, cancel_reason=reason)
+    )
+    await audit.record(
+        session,
+        audit_log,
+        actor=cancelled_by,
+        action="payment.cancelled",
+        subject=payment.payment_id,
+        before={"status": payment.status},
+        after={"status": PaymentStatus.CANCELLED, "reversed": payment.applied},
+        reason=reason,
+    )
+    cancelled = PaymentCancelled(
+        payment_id=payment.payment_id,
+        receipt_number=payment.receipt_number,
+        account_number=payment.account_number,
+        amount=Money(amount=payment.amount, currency=payment.currency),
+        reason=reason,
+        cancelled_by=cancelled_by,
+        cancelled_at=now,
+    )
+    await emit(session, "payment.cancelled", payment.account_number, cancelled)
+    return str(payment.payment_id)

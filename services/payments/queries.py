@@ -1,0 +1,154 @@
+"""Payments' reads: consumer look-up, one payment, the payments list and its export, the settings in force."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Row, Select, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.payments import domain
+from services.payments.domain import SORTS, PaymentQuery
+from services.payments.storage import accounts, payments, receivables
+from services.payments.storage import settings as settings_table
+from shared.errors import NotFound
+from shared.paging import after_key, contains_pattern, decode_cursor, page
+
+# --- settings: stored values over the defaults of `domain.PaymentSettings` ---
+
+
+async def load_settings(session: AsyncSession) -> domain.PaymentSettings:
+    """The settings in force: what an admin stored, the defaults for the rest."""
+    stored = {row.key: row.value for row in await session.execute(select(settings_table))}
+    defaults = domain.PaymentSettings()
+    formats = stored.get("number_formats")
+    return domain.PaymentSettings(
+        channels=tuple(stored.get("channels", defaults.channels)),
+        payment_methods=tuple(stored.get("payment_methods", defaults.payment_methods)),
+        overpayment_threshold=Decimal(stored.get("overpayment_threshold", defaults.overpayment_threshold)),
+        number_formats={k: domain.NumberFormat(**v) for k, v in formats.items()} if formats else None,
+    )
+
+
+# --- consumers: the utility's customers, as billing described them ---
+
+
+async def search_consumers(session: AsyncSession, q: str, limit: int) -> list[dict[str, Any]]:
+    """Consumers whose name or account number contains `q`, any case."""
+    query = (
+        select(accounts.c.account_number, accounts.c.name, accounts.c.service_address)
+        .where(accounts.c.search_text.like(contains_pattern(q.strip().lower())))
+        .order_by(accounts.c.name, accounts.c.account_number)
+        .limit(limit)
+    )
+    return [dict(row) for row in (await session.execute(query)).mappings()]
+
+
+async def account_with_items(session: AsyncSession, account_number: str) -> tuple[Row[Any], list[Row[Any]]]:
+    """A consumer's account and every item billing told us about, earliest due first."""
+    account = (await session.execute(select(accounts).where(accounts.c.account_number == account_number))).first()
+    if account is None:
+        raise NotFound("unknown_account", f"no consumer with account {account_number}", field="account_number")
+    items = (
+        await session.execute(
+            select(receivables)
+            .where(receivables.c.account_number == account_number)
+            .order_by(receivables.c.due_date, receivables.c.item_reference)
+        )
+    ).all()
+    return account, list(items)
+
+
+async def recent_payments(session: AsyncSession, account_number: str, limit: int = 10) -> list[Row[Any]]:
+    """A consumer's latest payments, newest first."""
+    query = (
+        select(payments)
+        .where(payments.c.account_number == account_number)
+        .order_by(payments.c.recorded_at.desc(), payments.c.payment_id.desc())
+        .limit(limit)
+    )
+    return list((await session.execute(query)).all())
+
+
+# --- one payment ---
+
+
+async def payment_with_context(session: AsyncSession, payment_id_or_receipt: str) -> Row[Any]:
+    """A payment by payment id or receipt number, with its consumer and the item it paid."""
+    query = (
+        select(
+            payments,
+            accounts.c.name.label("consumer_name_now"),
+            accounts.c.service_address,
+            accounts.c.phone,
+            accounts.c.email,
+            receivables.c.description.label("item_description"),
+            receivables.c.period_or_date,
+            receivables.c.due_date.label("item_due_date"),
+            receivables.c.amount.label("item_amount"),
+        )
+        .join(accounts, accounts.c.account_number == payments.c.account_number)
+        .outerjoin(
+            receivables,
+            (receivables.c.payment_type == payments.c.payment_type)
+            & (receivables.c.item_reference == payments.c.item_reference),
+        )
+        .where((payments.c.payment_id == payment_id_or_receipt) | (payments.c.receipt_number == payment_id_or_receipt))
+    )
+    row = (await session.execute(query)).first()
+    if row is None:
+        raise NotFound("payment_not_found", f"no payment {payment_id_or_receipt}")
+    return row
+
+
+# --- the payments list: search, filters, sort and keyset paging ---
+
+# The type of each sort column's value in a cursor; the payment id after it breaks ties.
+SORT_KEY_TYPES: dict[str, type[date] | type[Decimal]] = {"payment_date": date, "amount": Decimal}
+
+
+def payments_query(query: PaymentQuery) -> Select[Any]:
+    """The filtered, sorted list; keyset paging continues strictly after the cursor's row."""
+    sort_column = payments.c[SORTS[query.sort]]
+    statement = select(payments)
+    if query.q and query.q.strip():
+        statement = statement.where(payments.c.search_text.like(contains_pattern(query.q.strip().lower())))
+    if query.date_from:
+        statement = statement.where(payments.c.payment_date >= query.date_from)
+    if query.date_to:
+        statement = statement.where(payments.c.payment_date <= query.date_to)
+    if query.method:
+        statement = statement.where(payments.c.method == query.method)
+    if query.status:
+        statement = statement.where(payments.c.status == query.status)
+    if query.payment_type:
+        statement = statement.where(payments.c.payment_type == query.payment_type)
+    if query.cursor:
+        after = decode_cursor(query.cursor, sort=query.sort, types=(SORT_KEY_TYPES[SORTS[query.sort]], str))
+        statement = statement.where(after_key((sort_column, payments.c.payment_id), after, descending=query.descending))
+    order = (
+        (sort_column.desc(), payments.c.payment_id.desc()) if query.descending else (sort_column, payments.c.payment_id)
+    )
+    return statement.order_by(*order)
+
+
+async def list_payments(session: AsyncSession, query: PaymentQuery) -> tuple[list[Row[Any]], str | None]:
+    """One page of the list, and the cursor of the next page if there is one."""
+    rows = (await session.execute(payments_query(query).limit(query.limit + 1))).all()
+    sort_key = SORTS[query.sort]
+    return page(rows, query.limit, sort=query.sort, key=lambda row: (getattr(row, sort_key), row.payment_id))
+
+
+async def stream_payments(
+    sessions: async_sessionmaker[AsyncSession], query: PaymentQuery, batch: int = 2000
+) -> AsyncIterator[Row[Any]]:
+    """Every row of the filtered list through a server-side cursor: memory stays flat at any size.
+
+    Opens its own session: the stream outlives the route that started it."""
+    async with sessions() as session:
+        result = await session.stream(payments_query(query).execution_options(yield_per=batch))
+        async for row in result:
+            yield row

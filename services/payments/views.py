@@ -1,0 +1,204 @@
+"""What staff see: the payment details and list views, the consumer view, the settings, and the list exported."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Row
+
+from services.payments import domain
+from shared.contracts.events import PaymentType
+from shared.export import Cell
+from shared.money import money_json
+from shared.receivables import parse_installment_reference
+
+_OUTCOME_WORDS = {"exact": "Exact payment", "over": "Over paid", "under": "Under paid"}
+_DUE_LABELS = {"bill": "Billed amount", "service": "Service amount", "installment": "Installment amount"}
+
+
+def _item_details(row: Row[Any]) -> dict[str, Any]:
+    if row.payment_type == PaymentType.BILL:
+        return {"invoice_id": row.item_reference, "service_period": row.period_or_date}
+    if row.payment_type == PaymentType.SERVICE:
+        return {"service_name": row.item_description, "service_date": row.period_or_date}
+    installment = parse_installment_reference(row.item_reference)
+    return {"plan_id": installment.plan_id, "installment_number": installment.number, "due_date": row.period_or_date}
+
+
+def payment_detail(row: Row[Any], now: datetime) -> dict[str, Any]:
+    """The seed's payment details view; the `POST /payments` response is the same document."""
+    analysis = domain.Analysis(due=row.due, paid=row.amount)
+    currency = row.currency
+    is_cash = row.method == "Cash" and row.cash_received is not None
+    processing_time = domain.processing_time(
+        online=row.online, started_at=row.recorded_at, settled_at=row.settled_at, now=now
+    )
+    return {
+        # DESIGN's response fields, flat.
+        "payment_id": row.payment_id,
+        "transaction_id": row.transaction_id,
+        "receipt_number": row.receipt_number,
+        "status": row.status,
+        "verification": row.verification,
+        "processing_time": processing_time,
+        "amount": f"{row.amount:.2f}",
+        "currency": currency,
+        "change_given": f"{row.change_given:.2f}" if row.change_given is not None else None,
+        "received_by": row.received_by,
+        "analysis": {
+            "due": f"{analysis.due:.2f}",
+            "paid": f"{analysis.paid:.2f}",
+            "difference": f"{analysis.difference:.2f}",
+            "outcome": analysis.outcome.value,
+        },
+        # The details view, section by section.
+        "payment_information": {
+            "payment_id": row.payment_id,
+            "status": row.status,
+            "amount_paid": money_json(row.amount, currency),
+            "payment_method": row.method,
+            "payment_type": row.payment_type,
+            "channel": row.channel,
+            "webhook_status": row.webhook_status,
+            "settlement_status": row.settlement_status,
+        },
+        "payment_details": {"payment_type": row.payment_type, **_item_details(row)},
+        "amount_analysis": {
+            "due_label": _DUE_LABELS[row.payment_type],
+            "due": money_json(analysis.due, currency),
+            "paid": money_json(analysis.paid, currency),
+            "difference": money_json(analysis.difference, currency),
+            "outcome": _OUTCOME_WORDS[analysis.outcome],
+        },
+        "credit_note": (
+            {"credit_note_number": row.credit_note_number, "amount": money_json(row.credit_note_amount, currency)}
+            if row.credit_note_number
+            else None
+        ),
+        "cash": (
+            {
+                "amount_received": money_json(row.cash_received, currency),
+                "change_given": money_json(row.change_given, currency),
+            }
+            if is_cash
+            else None
+        ),
+        "transaction": {
+            "transaction_id": row.transaction_id,
+            "receipt_number": row.receipt_number,
+            "payment_date": row.payment_date.isoformat(),
+        },
+        "processing": {
+            "received_by": row.received_by,
+            "processing_time": processing_time,
+            "verification": row.verification,
+            "verified_by": row.verified_by,
+            "can_verify": row.online and row.verification == domain.Verification.PENDING,
+        },
+        "consumer": {
+            "name": row.consumer_name,
+            "account_number": row.account_number,
+            "service_address": row.service_address,
+            "phone": row.phone,
+            "email": row.email,
+        },
+        "notes": row.notes,
+        # What the counter offers next (AC 13-15): the receipt (receipts service), another payment, the dashboard
+        # (kpi service).
+        "links": {
+            "self": f"/payments/{row.payment_id}",
+            "receipt_print": f"/receipts/{row.receipt_number}",
+            "receipt_pdf": f"/receipts/{row.receipt_number}.pdf",
+            "record_another": "/payments",
+            "dashboard": "/",
+        },
+        "cancellation": (
+            {"reason": row.cancel_reason, "cancelled_by": row.cancelled_by, "cancelled_at": row.cancelled_at}
+            if row.cancelled_at
+            else None
+        ),
+    }
+
+
+def payment_row(row: Row[Any]) -> dict[str, Any]:
+    """One line of the payments table: Receipt #, Consumer, Amount, Method, Date, Type, Status."""
+    return {
+        "receipt_number": row.receipt_number,
+        "payment_id": row.payment_id,
+        "consumer": {"name": row.consumer_name, "account_number": row.account_number},
+        "amount": money_json(row.amount, row.currency),
+        "method": row.method,
+        "date": row.payment_date.isoformat(),
+        "type": row.payment_type,
+        "status": row.status,
+        "links": {"details": f"/payments/{row.receipt_number}", "receipt": f"/receipts/{row.receipt_number}"},
+    }
+
+
+def consumer_view(account: Row[Any], items: list[Row[Any]], history: list[Row[Any]]) -> dict[str, Any]:
+    """A consumer, their open items by type, their balance and latest payments."""
+    open_items = [i for i in items if i.outstanding > 0]
+    open_total = sum((i.outstanding for i in open_items), Decimal(0))
+    balance = domain.current_balance(account.reported_balance, account.collected_since_report, open_total)
+
+    def item(i: Row[Any]) -> dict[str, Any]:
+        return {
+            "item_reference": i.item_reference,
+            "description": i.description,
+            "period_or_date": i.period_or_date,
+            "due_date": i.due_date.isoformat(),
+            "amount": money_json(i.amount, i.currency),
+            "outstanding": money_json(i.outstanding, i.currency),
+        }
+
+    by_type = {t: [item(i) for i in open_items if i.payment_type == t] for t in PaymentType}
+    return {
+        "name": account.name,
+        "account_number": account.account_number,
+        "service_address": account.service_address,
+        "phone": account.phone,
+        "email": account.email,
+        "current_balance": money_json(balance, account.currency),
+        "unpaid_bills": by_type[PaymentType.BILL],
+        "unpaid_services": by_type[PaymentType.SERVICE],
+        "unpaid_installments": by_type[PaymentType.INSTALLMENT],
+        "payment_history": [payment_row(p) for p in history],
+    }
+
+
+def settings_view(current: domain.PaymentSettings) -> dict[str, Any]:
+    """The settings in force, as `GET /settings` shows them."""
+    return {
+        "channels": list(current.channels),
+        "default_channel": current.default_channel,
+        "payment_methods": list(current.payment_methods),
+        "overpayment_threshold": str(current.overpayment_threshold),
+        "number_formats": {kind: asdict(current.format_for(kind)) for kind in domain.NUMBER_KINDS},
+    }
+
+
+# --- the payments list exported (shared/export.py streams it) ---
+
+EXPORT_COLUMNS = ["Receipt #", "Payment ID", "Consumer", "Account", "Amount", "Currency", "Method", "Date", "Type"]
+EXPORT_COLUMNS += ["Status", "Channel", "Received by"]
+
+
+def export_cells(row: Row[Any]) -> list[Cell]:
+    """One payment as a line of the export; the amount stays a Decimal, so a sheet can sum it."""
+    return [
+        row.receipt_number,
+        row.payment_id,
+        row.consumer_name,
+        row.account_number,
+        row.amount,
+        row.currency,
+        row.method,
+        row.payment_date,
+        row.payment_type,
+        row.status,
+        row.channel,
+        row.received_by,
+    ]
