@@ -94,7 +94,7 @@ async def test_consumer_killed_after_commit_before_offset_commit_applies_the_eve
     async with running(service):
         # The offset was never committed, so the restarted consumer gets the event again and ignores it.
         await eventually(
-            lambda: at_least(DUPLICATES.labels("kpi", "payments")._value.get, duplicates_before + 1), within=60
+            lambda: at_least(DUPLICATES.labels("kpi", "payments")._value.get, duplicates_before + 1), within=180
         )
         assert await day_totals(service, day) == (1, Decimal("99.99"))
 

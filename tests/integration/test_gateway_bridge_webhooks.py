@@ -90,7 +90,7 @@ async def wait_for_events(
         found = await gateway_events(infra, account, topic)
         return found if len(found) >= count else []
 
-    return await eventually(enough, within=30)
+    return await eventually(enough, within=180)
 
 
 class TestPaymentIntentWebhooks:

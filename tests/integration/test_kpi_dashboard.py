@@ -125,7 +125,7 @@ async def dashboard(infra: Infra) -> AsyncIterator[Dashboard]:
         )
         serving = asyncio.create_task(server.serve())
         try:
-            await eventually(lambda: _started(server), within=30)
+            await eventually(lambda: _started(server), within=180)
             now = datetime.now(UTC)
             today = now.astimezone(ZONE).date()
             await publish(bootstrap, Topic.BILLING_RECEIVABLES, seed_sample())
@@ -254,7 +254,7 @@ async def test_the_dashboard_shows_the_numbers_the_api_returns_and_refreshes_liv
                 ],
             )
             after = str(before + Decimal("1000.00"))
-            await page.wait_for_selector(f'#tile-received-today [data-value="{after}"]', timeout=30_000)
+            await page.wait_for_selector(f'#tile-received-today [data-value="{after}"]', timeout=120_000)
         finally:
             await browser.close()
 
