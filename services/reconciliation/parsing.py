@@ -228,6 +228,9 @@ def parse_bai2(content: bytes) -> list[Statement]:
         rows = len(helper.current_record.rows) if helper and helper.current_record else 1
         index = max(counted.read - rows - 1, 0)
         line = numbered[min(index, len(numbered) - 1)][0] if numbered else 1
+        if isinstance(exc, IntegrityException):
+            # A section's totals are checked after its trailer, once the parser has moved past it.
+            line = max((n for n, text in numbered if n < line and not text.startswith("88")), default=line)
         raise StatementInvalid([Problem(line, "record", f"BAI2: {exc}")]) from exc
 
     # Where each record starts, by record code, in file order (88 continues the record before it). The parsed
