@@ -11,9 +11,11 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import any_, func, literal, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.types import Text
 
 from services.reconciliation import domain, matching
 from services.reconciliation.domain import ExceptionKind, ItemStatus, LineStatus
@@ -40,13 +42,18 @@ from shared.contracts.events import (
     StatementImported,
 )
 from shared.errors import Conflict
-from shared.outbox import stage
+from shared.outbox import stage, stage_many
 
 SOURCE = "reconciliation"
 SYSTEM = "System"
 SETTLED = "Settled"
 OPEN_LINE = (LineStatus.UNMATCHED, LineStatus.EXPECTED, LineStatus.EXCEPTED)
 OPEN_ITEM = (ItemStatus.EXPECTED, ItemStatus.MISSING)
+
+
+def _texts(values: list[str]) -> Any:
+    """One array parameter (`= ANY($1)`) instead of one parameter per value: no limit at 100,000 ids."""
+    return literal(values, type_=ARRAY(Text))
 
 
 def new_id(prefix: str) -> str:
@@ -369,7 +376,9 @@ async def record_matches(session: AsyncSession, found: list[matching.Match], *, 
     currencies = dict(
         (
             await session.execute(
-                select(bank_lines.c.line_id, bank_lines.c.currency).where(bank_lines.c.line_id.in_(line_ids))
+                select(bank_lines.c.line_id, bank_lines.c.currency).where(
+                    bank_lines.c.line_id == any_(_texts(line_ids))
+                )
             )
         ).all()
     )
@@ -412,77 +421,87 @@ async def record_matches(session: AsyncSession, found: list[matching.Match], *, 
     items = {
         r.item_id: r
         for r in await session.execute(
-            select(expected_items).where(expected_items.c.item_id.in_([p[0] for p in item_pairs]))
+            select(expected_items).where(expected_items.c.item_id == any_(_texts([p[0] for p in item_pairs])))
         )
     }
     subjects = [f"line:{lid}" for lid in line_ids] + [f"item:{iid}" for iid, _ in item_pairs]
     subjects += list({f"group:{r.group_key}" for r in items.values() if r.group_key})
     await session.execute(
         exceptions.update()
-        .where(exceptions.c.subject.in_(subjects), exceptions.c.status == "open")
+        .where(exceptions.c.subject == any_(_texts(subjects)), exceptions.c.status == "open")
         .values(status="resolved", resolution="matched", resolved_by=actor, resolved_at=now)
     )
-    for match_id, m in zip(ids, found, strict=True):
-        rows = [items[iid] for iid in m.item_ids]
-        await _announce(session, match_id, m, rows, currencies[m.line_ids[0]], actor=actor, now=now)
+    await _announce(session, ids, found, items, currencies, actor=actor, now=now)
     return ids
 
 
 async def _announce(
     session: AsyncSession,
-    match_id: str,
-    m: matching.Match,
-    rows: list[Any],
-    currency: str,
+    ids: list[str],
+    found: list[matching.Match],
+    items: dict[str, Any],
+    currencies: dict[str, str],
     *,
     actor: str,
     now: datetime,
 ) -> None:
-    payout_id = next((r.group_key for r in rows if r.kind == "payout_txn"), None)
-    payment_ids = [r.payment_id for r in rows if r.payment_id]
-    intents = [r.payment_intent_id for r in rows if r.payment_intent_id and not r.payment_id]
+    """Settle the matched payments and stage the events, all in a few batched statements."""
+    intents = [r.payment_intent_id for r in items.values() if r.payment_intent_id and not r.payment_id]
+    payment_by_intent: dict[str, str] = {}
     if intents:
-        # Online payments: reconciliation knows them by payment intent (from payments' events, when linked).
+        # Online payments: reconciliation knows them by payment intent (linked from payments' events).
         linked = await session.execute(
-            select(payments.c.payment_intent_id, payments.c.payment_id).where(payments.c.payment_intent_id.in_(intents))
-        )
-        payment_by_intent = dict(linked.all())
-    else:
-        payment_by_intent = {}
-    matched = BankLineMatched(
-        match_id=match_id,
-        rule=m.rule,
-        score=m.score,
-        bank_line_ids=list(m.line_ids),
-        item_ids=list(m.item_ids),
-        amount=Money(amount=m.line_total, currency=currency),
-        differences=m.differences,
-        payment_ids=payment_ids + [p for p in payment_by_intent.values() if p],
-        payout_id=payout_id,
-        matched_by=actor,
-        matched_at=now,
-    )
-    await emit(session, "bank_line.matched", payout_id or m.line_ids[0], matched)
-    for row in rows:
-        payment_id = row.payment_id or payment_by_intent.get(row.payment_intent_id)
-        if not payment_id and not row.payment_intent_id:
-            continue  # a fee or adjustment balance transaction: no payment to settle
-        if payment_id:
-            await session.execute(
-                payments.update()
-                .where(payments.c.payment_id == payment_id)
-                .values(settlement_status=SETTLED, settled_at=now)
+            select(payments.c.payment_intent_id, payments.c.payment_id).where(
+                payments.c.payment_intent_id == any_(_texts(intents))
             )
-        settled = PaymentSettlementReconciled(
-            payment_id=payment_id or "",
-            payment_intent_id=row.payment_intent_id,
-            account_number=row.account_number or "",
-            match_id=match_id,
-            bank_line_ids=list(m.line_ids),
-            payout_id=payout_id,
-            settled_at=now,
         )
-        await emit(session, "payment.settlement_reconciled", row.account_number or payment_id or match_id, settled)
+        payment_by_intent = {k: v for k, v in linked.all() if v}
+    matched_events, settled_events, settled_ids = [], [], []
+    for match_id, m in zip(ids, found, strict=True):
+        rows = [items[iid] for iid in m.item_ids]
+        payout_id = next((r.group_key for r in rows if r.kind == "payout_txn"), None)
+        payment_ids = [r.payment_id or payment_by_intent.get(r.payment_intent_id or "") for r in rows]
+        matched = BankLineMatched(
+            match_id=match_id,
+            rule=m.rule,
+            score=m.score,
+            bank_line_ids=list(m.line_ids),
+            item_ids=list(m.item_ids),
+            amount=Money(amount=m.line_total, currency=currencies[m.line_ids[0]]),
+            differences=m.differences,
+            payment_ids=[p for p in payment_ids if p],
+            payout_id=payout_id,
+            matched_by=actor,
+            matched_at=now,
+        )
+        matched_events.append(
+            new_envelope("bank_line.matched", source=SOURCE, subject=payout_id or m.line_ids[0], data=matched)
+        )
+        for row, payment_id in zip(rows, payment_ids, strict=True):
+            if not payment_id and not row.payment_intent_id:
+                continue  # a fee or adjustment balance transaction: no payment to settle
+            if payment_id:
+                settled_ids.append(payment_id)
+            settled = PaymentSettlementReconciled(
+                payment_id=payment_id or "",
+                payment_intent_id=row.payment_intent_id,
+                account_number=row.account_number or "",
+                match_id=match_id,
+                bank_line_ids=list(m.line_ids),
+                payout_id=payout_id,
+                settled_at=now,
+            )
+            subject = row.account_number or payment_id or match_id
+            settled_events.append(
+                new_envelope("payment.settlement_reconciled", source=SOURCE, subject=subject, data=settled)
+            )
+    if settled_ids:
+        await session.execute(
+            payments.update()
+            .where(payments.c.payment_id == any_(_texts(settled_ids)))
+            .values(settlement_status=SETTLED, settled_at=now)
+        )
+    await stage_many(session, Topic.RECONCILIATION_EVENTS, matched_events + settled_events)
 
 
 async def raise_exception(
