@@ -373,6 +373,128 @@ class ApprovalDecided(Contract):
     decided_at: AwareDatetime
 
 
+# --- gateway.events.v1: a Stripe payout with its balance transactions (for reconciliation's three-way match) ---
+
+
+class PayoutBalanceTransaction(Contract):
+    """One balance transaction of a payout, as Stripe lists it (`GET /v1/balance_transactions?payout=`)."""
+
+    balance_transaction_id: str = Field(examples=["txn_1PaydeskA"])
+    type: str = Field(description="Stripe's type.", examples=["charge", "refund", "adjustment", "stripe_fee"])
+    amount: Money = Field(description="Gross, signed as Stripe signs it (a refund is negative).")
+    fee: Money = Field(description="Stripe's fee on it (positive: what Stripe kept).")
+    net: Money = Field(description="amount - fee: what it adds to the payout.")
+    payment_intent_id: str | None = Field(default=None, description="The source charge's payment intent, if any.")
+    source_id: str | None = Field(default=None, examples=["ch_1PaydeskA"])
+    account_number: str | None = Field(default=None, description="The payment intent's metadata.account_number.")
+
+
+class GatewayPayoutListed(Contract):
+    """A payout and every balance transaction it carries: sum of `net` = `amount`, which the bank receives."""
+
+    gateway: str = "stripe"
+    payout_id: str = Field(examples=["po_1PaydeskTest0001"])
+    amount: Money = Field(description="Net amount paid to the bank account.")
+    arrival_date: date = Field(description="When Stripe expects the money in the bank account.")
+    status: str = Field(examples=["paid", "in_transit"])
+    balance_transactions: list[PayoutBalanceTransaction]
+    listed_at: AwareDatetime
+
+
+# --- reconciliation.commands.v1 (a bank pushes statement lines) ---
+
+
+class BankStatementLineReceived(Contract):
+    """One booked line a bank pushes (instead of a statement file); the envelope id makes it idempotent."""
+
+    account: str = Field(examples=["US64SVBKUS6S3300958879"])
+    bank_line_id: str = Field(description="The bank's own reference of the line.", examples=["BK-0401-0001"])
+    booking_date: date
+    value_date: date | None = None
+    amount: Money = Field(description="Signed: a credit is positive, a debit negative.")
+    reference: str = ""
+    text: str = ""
+    type_code: str = Field(default="", examples=["PMNT/RCDT/ESCT", "301", "NTRF"])
+    counterparty: str = ""
+
+
+# --- reconciliation.events.v1 ---
+
+
+class StatementImported(Contract):
+    statement_id: str = Field(examples=["STM-20250401-3f2a9c"])
+    statement_ref: str = Field(description="The bank's identity of the statement: format, account and its id.")
+    account: str
+    opening_balance: Money
+    closing_balance: Money
+    from_date: date | None = None
+    to_date: date | None = None
+    line_count: int
+    imported_by: str
+    imported_at: AwareDatetime
+
+
+class BankLineMatched(Contract):
+    """Bank lines reconciled with what was expected; the payments in it are now settled at the bank."""
+
+    match_id: str
+    rule: str = Field(examples=["reference_exact", "group_by_reference", "manual"])
+    score: DecimalString = Field(description="0-100.")
+    bank_line_ids: list[str]
+    item_ids: list[str]
+    amount: Money = Field(description="The bank lines' total.")
+    differences: dict[str, str] = Field(default_factory=dict, examples=[{"amount": "0.00", "gateway_fees": "1.77"}])
+    payment_ids: list[str] = Field(default_factory=list)
+    payout_id: str | None = None
+    matched_by: str
+    matched_at: AwareDatetime
+
+
+class PaymentSettlementReconciled(Contract):
+    """A payment's money was found on the bank statement: its settlement status becomes Settled."""
+
+    payment_id: str
+    payment_intent_id: str | None = Field(default=None, description="For online payments.")
+    account_number: str
+    settlement_status: str = Field(default="Settled", examples=["Settled"])
+    match_id: str
+    bank_line_ids: list[str]
+    payout_id: str | None = None
+    settled_at: AwareDatetime
+
+
+class ReconciliationExceptionRaised(Contract):
+    exception_id: str
+    kind: str = Field(examples=["unmatched_bank_line", "missing_deposit", "amount_difference", "till_variance"])
+    subject: str
+    amount: Money
+    detail: str
+    raised_at: AwareDatetime
+
+
+class ReconciliationExceptionResolved(Contract):
+    exception_id: str
+    kind: str
+    subject: str
+    resolution: str = Field(examples=["manual_match", "split", "mark_as_fee", "ignore", "adjustment_requested"])
+    resolved_by: str
+    reason: str | None = None
+    resolved_at: AwareDatetime
+
+
+class TillClosed(Contract):
+    teller: str
+    business_date: date
+    expected_cash: Money
+    expected_cheques: Money
+    counted_cash: Money
+    counted_cheques: Money
+    variance: Money = Field(description="Counted minus expected: negative is a shortage.")
+    closed_by: str
+    closed_at: AwareDatetime
+    exception_id: str | None = None
+
+
 EVENT_TYPES: dict[str, type[Contract]] = {
     "account.upserted": AccountUpserted,
     "bill.issued": BillIssued,
@@ -395,6 +517,14 @@ EVENT_TYPES: dict[str, type[Contract]] = {
     "usage.tracked": UsageTracked,
     "approval.requested": ApprovalRequested,
     "approval.decided": ApprovalDecided,
+    "gateway.payout_listed": GatewayPayoutListed,
+    "bank.statement_line_received": BankStatementLineReceived,
+    "statement.imported": StatementImported,
+    "bank_line.matched": BankLineMatched,
+    "payment.settlement_reconciled": PaymentSettlementReconciled,
+    "reconciliation.exception_raised": ReconciliationExceptionRaised,
+    "reconciliation.exception_resolved": ReconciliationExceptionResolved,
+    "till.closed": TillClosed,
 }
 
 

@@ -12,6 +12,8 @@ class Topic(StrEnum):
     RECEIPTS_EVENTS = "receipts.events.v1"
     KPI_ALERTS = "kpi.alerts.v1"
     ANALYTICS_EVENTS = "analytics.events.v1"
+    RECONCILIATION_COMMANDS = "reconciliation.commands.v1"
+    RECONCILIATION_EVENTS = "reconciliation.events.v1"
 
 
 def dlq(topic: str) -> str:

@@ -1,0 +1,48 @@
+"""Reconciliation's pure rules: till variance, splits, exception ageing, the daily summary."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from services.reconciliation import domain
+from shared.errors import Rejected
+
+D = Decimal
+
+
+class TestTillClose:
+    def test_cash_in_the_till_is_received_minus_change(self) -> None:
+        assert domain.expected_cash_of(D("145.50"), D("200.00"), D("54.50")) == D("145.50")
+        assert domain.expected_cash_of(D("20.00"), None, None) == D("20.00")
+
+    def test_a_shortage_beyond_the_threshold_needs_an_exception(self) -> None:
+        till = domain.TillCount(D("300.00"), D("50.00"), D("290.00"), D("50.00"))
+        assert till.variance == D("-10.00")
+        assert till.needs_exception(D("5.00")) and not till.needs_exception(D("10.00"))
+
+
+class TestSplit:
+    def test_parts_must_add_up_to_the_line(self) -> None:
+        domain.check_split(D("75.00"), [domain.Split(D("70.00")), domain.Split(D("5.00"), fee=True)])
+        with pytest.raises(Rejected) as refused:
+            domain.check_split(D("75.00"), [domain.Split(D("70.00")), domain.Split(D("4.00"))])
+        assert refused.value.code == "split_does_not_add_up"
+
+    def test_a_part_of_the_other_sign_is_refused(self) -> None:
+        with pytest.raises(Rejected) as refused:
+            domain.check_split(D("75.00"), [domain.Split(D("80.00")), domain.Split(D("-5.00"))])
+        assert refused.value.code == "split_part_sign"
+
+
+def test_exceptions_age_into_buckets() -> None:
+    now = datetime(2025, 4, 30, tzinfo=UTC)
+    ages = [domain.age_bucket(now - timedelta(days=d), now) for d in (0, 1, 2, 7, 8, 30, 31)]
+    assert ages == ["0-1d", "0-1d", "2-7d", "2-7d", "8-30d", "8-30d", ">30d"]
+
+
+def test_the_matched_share_of_an_empty_day_is_complete() -> None:
+    assert domain.Summary(0, 0, D(0)).matched_percent == D(100)
+    assert domain.Summary(3, 2, D("5.00")).matched_percent == D("66.7")
