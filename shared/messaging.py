@@ -42,6 +42,7 @@ from shared.db import is_infrastructure_down
 from shared.errors import Rejected
 from shared.inbox import claim, claim_many
 from shared.settings import ServiceSettings
+from shared.telemetry import tag_business_ids
 
 if TYPE_CHECKING:
     from aiokafka import ConsumerRecord
@@ -231,7 +232,7 @@ class EventConsumer:
                 with trace.use_span(trace.NonRecordingSpan(span_context)):
                     self._count(envelope, outcomes[index])
             else:
-                with self._event_span(deliveries[index]):
+                with self._event_span(deliveries[index], envelope):
                     outcomes[index] = await self._deliver_one(deliveries[index], envelope, handler)
         return outcomes
 
@@ -246,7 +247,7 @@ class EventConsumer:
                     session, self.inbox, self.name, [(envelope.id, envelope.type) for _, envelope, _ in handled]
                 )
                 for index, envelope, handler in handled:
-                    with self._event_span(deliveries[index]) as span:
+                    with self._event_span(deliveries[index], envelope) as span:
                         if envelope.id in fresh:
                             fresh.discard(envelope.id)  # the same event twice in one batch is applied once
                             await handler(session, envelope)
@@ -300,15 +301,34 @@ class EventConsumer:
         )
 
     @contextmanager
-    def _event_span(self, delivery: Delivery) -> Iterator[trace.Span]:
-        """Continue the trace the record carries, so each event (not the batch) is one step of its payment's trace."""
+    def _event_span(self, delivery: Delivery, envelope: Envelope | None = None) -> Iterator[trace.Span]:
+        """Continue the trace the record carries, so each event (not the batch) is one step of its payment's trace.
+
+        Named and tagged by OpenTelemetry's messaging conventions, plus the event's business ids for `paydesk trace`.
+        """
         parent = propagate.extract(delivery.text_headers())
+        attributes: dict[str, str] = {
+            "messaging.system": "kafka",
+            "messaging.destination.name": self.topic,
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "process",
+            "messaging.consumer.group.name": self.group_id,
+        }
+        if delivery.key:
+            attributes["messaging.kafka.message.key"] = delivery.key.decode(errors="replace")
+        if envelope is not None:
+            attributes.update(
+                {
+                    "messaging.message.id": str(envelope.id),
+                    "paydesk.account": envelope.subject,
+                    "paydesk.event_type": envelope.type,
+                }
+            )
         with tracer.start_as_current_span(
-            f"{self.topic} process",
-            context=parent,
-            kind=trace.SpanKind.CONSUMER,
-            attributes={"messaging.consumer.group.name": self.group_id},
+            f"process {self.topic}", context=parent, kind=trace.SpanKind.CONSUMER, attributes=attributes
         ) as span:
+            if envelope is not None:
+                tag_business_ids(envelope.data, span)
             yield span
 
     async def _apply_with_retries(self, handler: EventHandler, envelope: Envelope) -> str:
