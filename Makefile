@@ -28,7 +28,7 @@ system-packages:
 
 ## Start the whole system on embedded Postgres and Kafka (Ctrl-C stops it).
 run: install
-	$(VENV)/bin/paydesk run
+	PAYDESK_DEVELOPMENT=true $(VENV)/bin/paydesk run
 
 ## Every check: lint, types, then all tests on real Postgres and a real Kafka-protocol broker.
 test: install system-packages

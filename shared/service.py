@@ -33,10 +33,11 @@ from shared.contracts.envelope import Envelope
 from shared.db import create_engine, is_infrastructure_down, session_factory
 from shared.errors import Rejected
 from shared.inbox import inbox_table
+from shared.limits import BodySizeLimit
 from shared.messaging import EventConsumer, Subscription, create_broker
 from shared.outbox import OUTBOX_TABLE, OutboxRelay, fetch_cluster_id, outbox_tables, wake_relay_after_commit
 from shared.settings import ServiceSettings
-from shared.telemetry import configure_logging, configure_tracing, current_trace_id
+from shared.telemetry import configure_logging, configure_tracing, current_trace_id, tag_path_params
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ class TraceIdHeader:
 
         async def send_with_trace_id(message: Message) -> None:
             if message["type"] == "http.response.start":
+                tag_path_params(scope.get("path_params") or {})
                 trace_id = current_trace_id()
                 if trace_id:
                     MutableHeaders(scope=message).append("X-Trace-Id", trace_id)
@@ -181,7 +183,8 @@ class Service:
     # --- lifecycle ---
 
     async def start(self) -> None:
-        configure_tracing(self.settings.service_name, self.settings.otel_exporter)
+        self.settings.check_secrets()
+        configure_tracing(self.settings.service_name, self.settings.otel_exporter, self.settings.database_url)
         # aiokafka binds a producer to the running loop, so it is made here and not in __init__.
         self.producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.kafka_bootstrap_servers,
@@ -287,12 +290,19 @@ class Service:
 
         @app.exception_handler(HTTPException)
         async def on_http(_: Request, exc: HTTPException) -> JSONResponse:
-            codes = {401: "unauthenticated", 403: "forbidden", 404: "not_found", 409: "conflict"}
+            codes = {
+                401: "unauthenticated",
+                403: "forbidden",
+                404: "not_found",
+                409: "conflict",
+                413: "payload_too_large",
+            }
             response = problem(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
             for key, value in (exc.headers or {}).items():
                 response.headers[key] = value
             return response
 
+        app.add_middleware(BodySizeLimit, limit=self.settings.max_request_body_bytes)
         app.add_middleware(TraceIdHeader)
         # Added last so it is outermost: the span exists before any other middleware or route runs.
         app.add_middleware(OpenTelemetryMiddleware, exclude_spans=["receive", "send"])
