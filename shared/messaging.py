@@ -352,11 +352,14 @@ class EventConsumer:
         return "applied"
 
     async def _reject(self, envelope: Envelope, reason: str) -> None:
-        """Let the sender know, once: the DLQ already has the message, so a redelivery after this is a duplicate."""
+        """Let the sender know, once per event, whatever is redelivered or replayed.
+
+        Claimed under its own inbox name, not the consumer's: the event itself was not applied, so replaying it
+        from the DLQ after a fix (`paydesk dlq replay`) must still apply it, exactly once."""
         if self.on_rejected is None:
             return
         async with self.session_factory() as session, session.begin():
-            if await claim(session, self.inbox, self.name, envelope.id, envelope.type):
+            if await claim(session, self.inbox, f"{self.name}:rejected", envelope.id, envelope.type):
                 await self.on_rejected(session, envelope, reason)
 
     async def _database_reachable(self) -> bool:
@@ -373,5 +376,6 @@ class EventConsumer:
         headers = delivery.text_headers()
         headers.update({DLQ_REASON_HEADER: reason[:2000], "x-dlq-consumer": self.group_id})
         await self.broker.publish(delivery.value or b"", topic=dlq(self.topic), key=delivery.key, headers=headers)
+        trace.get_current_span().set_status(trace.Status(trace.StatusCode.ERROR, f"dead-lettered: {reason[:300]}"))
         DEAD_LETTERED.labels(self.service, self.name).inc()
         log.warning("message sent to DLQ", extra={"topic": self.topic, "consumer": self.group_id, "reason": reason})
