@@ -35,6 +35,7 @@ from shared.errors import Rejected
 from shared.inbox import inbox_table
 from shared.limits import BodySizeLimit
 from shared.messaging import EventConsumer, Subscription, create_broker
+from shared.openapi import document_problems
 from shared.outbox import OUTBOX_TABLE, OutboxRelay, fetch_cluster_id, outbox_tables, wake_relay_after_commit
 from shared.settings import ServiceSettings
 from shared.telemetry import configure_logging, configure_tracing, current_trace_id, tag_path_params
@@ -242,6 +243,7 @@ class Service:
         app = FastAPI(title=title, lifespan=lifespan)
         app.state.jwt_secret = self.settings.jwt_secret.get_secret_value()
         app.state.service = self
+        document_problems(app)
 
         @app.get("/health/live", tags=["health"])
         async def live() -> dict[str, str]:
@@ -255,7 +257,12 @@ class Service:
                 {"status": "ok" if healthy else "unavailable", "checks": checks}, status_code=200 if healthy else 503
             )
 
-        @app.get("/metrics", tags=["health"])
+        @app.get(
+            "/metrics",
+            tags=["health"],
+            response_class=Response,
+            responses={200: {"description": "Prometheus text format", "content": {CONTENT_TYPE_LATEST: {}}}},
+        )
         async def metrics() -> Response:
             return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
