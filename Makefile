@@ -5,7 +5,7 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: run test lint typecheck unit install system-packages
+.PHONY: run test lint typecheck unit install system-packages audit
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -37,3 +37,11 @@ test: install system-packages
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest
+
+## Known vulnerabilities in the locked dependencies (pip-audit, on demand). --strict fails when a package could not be
+## checked, so an unreachable vulnerability database is never reported as "no known vulnerabilities".
+AUDIT_SERVICE ?= pypi
+audit: install
+	$(UV) export --frozen --format requirements-txt --no-emit-project -q -o $(VENV)/audit-requirements.txt
+	$(VENV)/bin/pip-audit --strict --vulnerability-service $(AUDIT_SERVICE) --disable-pip --require-hashes \
+		--progress-spinner off -r $(VENV)/audit-requirements.txt

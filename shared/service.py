@@ -185,7 +185,10 @@ class Service:
 
     async def start(self) -> None:
         self.settings.check_secrets()
-        configure_tracing(self.settings.service_name, self.settings.otel_exporter, self.settings.database_url)
+        settings = self.settings
+        configure_tracing(
+            settings.service_name, settings.otel_exporter, settings.database_url, settings.otel_exporter_otlp_endpoint
+        )
         # aiokafka binds a producer to the running loop, so it is made here and not in __init__.
         self.producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.kafka_bootstrap_servers,

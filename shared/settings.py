@@ -82,6 +82,11 @@ class ServiceSettings(BaseSettings):
         description="Where spans go: `postgres` (the `telemetry.spans` table, read by `paydesk trace`), `otlp` "
         "(OTEL_EXPORTER_OTLP_ENDPOINT, e.g. Jaeger), `console` or `none`.",
     )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        validation_alias=_env("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        description="Base URL of an OTLP/HTTP collector (e.g. Jaeger's :4318) for PAYDESK_OTEL_EXPORTER=otlp.",
+    )
     log_level: str = Field(default="INFO", validation_alias=_env("PAYDESK_LOG_LEVEL"))
     outbox_poll_seconds: float = Field(default=0.05, gt=0, validation_alias=_env("PAYDESK_OUTBOX_POLL_SECONDS"))
     outbox_retention_days: int = Field(default=7, ge=1, validation_alias=_env("PAYDESK_OUTBOX_RETENTION_DAYS"))

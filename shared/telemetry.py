@@ -49,7 +49,9 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def configure_tracing(service: str, exporter: str, database_url: str | None = None) -> None:
+def configure_tracing(
+    service: str, exporter: str, database_url: str | None = None, otlp_endpoint: str | None = None
+) -> None:
     """Install the tracer provider once per process; `exporter` is `none`, `console`, `otlp` or `postgres`."""
     global _configured
     if _configured:
@@ -61,7 +63,9 @@ def configure_tracing(service: str, exporter: str, database_url: str | None = No
     elif exporter == "otlp":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        span_exporter = OTLPSpanExporter()  # endpoint from OTEL_EXPORTER_OTLP_ENDPOINT
+        # Given explicitly, the exporter takes the full traces URL; from the environment it appends the path itself.
+        traces_url = f"{otlp_endpoint.rstrip('/')}/v1/traces" if otlp_endpoint else None
+        span_exporter = OTLPSpanExporter(endpoint=traces_url)
     elif exporter == "postgres" and database_url:
         from shared.span_store import PostgresSpanExporter
 
