@@ -1,4 +1,4 @@
-"""Schemathesis against every service's OpenAPI document, over real HTTP on the real database and broker:
+"""Schemathesis against every service's OpenAPI document, over real HTTP on a real database and broker of its own:
 whatever a client sends that the document allows (and some it does not), no answer is a 5xx and every
 documented answer matches its schema and media type.
 
@@ -12,7 +12,7 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,7 @@ from paydesk.embedded import free_port
 from paydesk.registry import REGISTRY, SERVICES
 from shared.auth import Role, mint_token
 from tests.conftest import Infra
+from tests.support.helpers import own_broker_and_database
 
 pytestmark = pytest.mark.kafka
 
@@ -47,15 +48,23 @@ class Running:
     document: dict[str, object]
 
 
+@pytest.fixture(scope="module")
+async def isolated(infra: Infra) -> AsyncIterator[tuple[str, str]]:
+    """A database and broker of their own: the fuzzer calls admin routes (settings!) with whatever it invents."""
+    async with own_broker_and_database(infra.database_url, infra.workdir, "fuzz", tuple(SERVICES)) as pair:
+        yield pair
+
+
 @pytest.fixture(scope="module", params=list(SERVICES))
-def served(request: pytest.FixtureRequest, infra: Infra) -> Iterator[Running]:
+def served(request: pytest.FixtureRequest, isolated: tuple[str, str]) -> Iterator[Running]:
     """The service started as `paydesk service` starts it (uvicorn, lifespan and all), in a thread of this process."""
+    database_url, bootstrap_servers = isolated
     module = REGISTRY[request.param].load()
     settings_class = type(module.create_service().settings)
     service = module.create_service(
         settings_class(
-            database_url=infra.database_url,
-            kafka_bootstrap_servers=infra.bootstrap_servers,
+            database_url=database_url,
+            kafka_bootstrap_servers=bootstrap_servers,
             jwt_secret=SECRET,
             http_port=free_port(),
         )
