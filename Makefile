@@ -5,7 +5,7 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: run test lint typecheck unit install system-packages
+.PHONY: run test lint typecheck unit install system-packages audit
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -28,7 +28,7 @@ system-packages:
 
 ## Start the whole system on embedded Postgres and Kafka (Ctrl-C stops it).
 run: install
-	$(VENV)/bin/paydesk run
+	PAYDESK_DEVELOPMENT=true $(VENV)/bin/paydesk run
 
 ## Every check: lint, types, then all tests on real Postgres and a real Kafka-protocol broker.
 test: install system-packages
@@ -37,3 +37,11 @@ test: install system-packages
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest
+
+## Known vulnerabilities in the locked dependencies (pip-audit, on demand). --strict fails when a package could not be
+## checked, so an unreachable vulnerability database is never reported as "no known vulnerabilities".
+AUDIT_SERVICE ?= pypi
+audit: install
+	$(UV) export --frozen --format requirements-txt --no-emit-project -q -o $(VENV)/audit-requirements.txt
+	$(VENV)/bin/pip-audit --strict --vulnerability-service $(AUDIT_SERVICE) --disable-pip --require-hashes \
+		--progress-spinner off -r $(VENV)/audit-requirements.txt

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -134,7 +135,106 @@ def run(
     """Start everything: Postgres and Kafka (embedded unless given by URL), topics, migrations, five services."""
     from paydesk.launcher import run_system
 
+    # A local run may use the development JWT secret; a deployment sets PAYDESK_JWT_SECRET and leaves this unset.
+    os.environ.setdefault("PAYDESK_DEVELOPMENT", "true")
     run_system(data_dir=data_dir, sample_data=sample_data)
+
+
+# --- on call: traces and dead letters (logic in paydesk/oncall.py) ---
+
+dlq_app = typer.Typer(help="Read and replay dead letters (`<topic>.dlq`).", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+
+
+@app.command("trace")
+def trace_command(
+    trace_id: Annotated[str | None, typer.Argument(help="A trace id (32 hex digits, e.g. from X-Trace-Id).")] = None,
+    payment: Annotated[str | None, typer.Option(help="Find the traces of a payment id or receipt number.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also print every span's attributes.")] = False,
+) -> None:
+    """Print a trace's span tree (services, timings, errors) from the spans stored in Postgres."""
+    from paydesk import oncall
+
+    if (trace_id is None) == (payment is None):
+        raise typer.BadParameter("give a trace id or --payment, not both")
+    url = ServiceSettings().database_url
+    trace_ids = [trace_id] if trace_id else oncall.find_traces(url, payment or "")
+    if not trace_ids:
+        typer.echo(f"no stored trace mentions {payment!r}")
+        raise typer.Exit(1)
+    for index, one in enumerate(trace_ids):
+        if index:
+            typer.echo("")
+        typer.echo("\n".join(oncall.render_trace(one, oncall.load_trace(url, one), verbose=verbose)))
+
+
+@dlq_app.command("list")
+def dlq_list(
+    topic: Annotated[str | None, typer.Argument(help="One topic (or its .dlq); default every DLQ.")] = None,
+) -> None:
+    """Every dead letter: id (topic:partition:offset), time, event, consumer and reason."""
+    from paydesk import oncall
+
+    bootstrap = ServiceSettings().kafka_bootstrap_servers
+
+    async def read() -> list[oncall.DeadLetter]:
+        topics = [oncall.dlq_topic(topic)] if topic else await oncall.dlq_topics(bootstrap)
+        return [record for name in topics for record in await oncall.read_dead_letters(bootstrap, name)]
+
+    records = asyncio.run(read())
+    for record in records:
+        typer.echo(oncall.list_line(record))
+    typer.echo(f"{len(records)} dead letters")
+
+
+@dlq_app.command("show")
+def dlq_show(
+    dead_letter: Annotated[str, typer.Argument(help="<topic>:<partition>:<offset>, as `dlq list` prints.")],
+) -> None:
+    """One dead letter: headers, reason and body, card-shaped numbers masked."""
+    from paydesk import oncall
+
+    topic, partition, offset = _dead_letter_id(dead_letter)
+    bootstrap = ServiceSettings().kafka_bootstrap_servers
+    records = asyncio.run(oncall.read_dead_letters(bootstrap, topic, partition=partition, offset=offset))
+    if not records:
+        typer.echo(f"no dead letter {dead_letter}")
+        raise typer.Exit(1)
+    typer.echo("\n".join(oncall.show_lines(records[0])))
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    dead_letter: Annotated[str | None, typer.Argument(help="<topic>:<partition>:<offset> of one dead letter.")] = None,
+    topic: Annotated[str | None, typer.Option(help="Replay every dead letter of this topic (or its .dlq).")] = None,
+) -> None:
+    """Re-publish dead letters to their original topic after a fix; the consumers' inboxes make repeats harmless."""
+    from paydesk import oncall
+
+    if (dead_letter is None) == (topic is None):
+        raise typer.BadParameter("give one dead letter id or --topic, not both")
+    bootstrap = ServiceSettings().kafka_bootstrap_servers
+
+    async def replay() -> int:
+        if topic is not None:
+            records = await oncall.read_dead_letters(bootstrap, oncall.dlq_topic(topic))
+        else:
+            name, partition, offset = _dead_letter_id(dead_letter or "")
+            records = await oncall.read_dead_letters(bootstrap, name, partition=partition, offset=offset)
+            if not records:
+                raise typer.BadParameter(f"no dead letter {dead_letter}")
+        return await oncall.replay(bootstrap, records)
+
+    typer.echo(f"replayed {asyncio.run(replay())} dead letters")
+
+
+def _dead_letter_id(value: str) -> tuple[str, int, int]:
+    from paydesk import oncall
+
+    try:
+        return oncall.parse_id(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
 
 
 def main() -> None:

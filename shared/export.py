@@ -33,6 +33,12 @@ CHUNK_BYTES = 64 * 1024
 _SHEET_NAME_MAX = 31  # Excel refuses longer sheet names
 
 
+# For a route's `responses=`: its 200 is a file in either format, not JSON.
+OPENAPI_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The file, CSV or XLSX as `format` asks.", "content": {t: {} for t in MEDIA_TYPES.values()}}
+}
+
+
 def media_type(export_format: ExportFormat) -> str:
     """The Content-Type of an export."""
     return MEDIA_TYPES[export_format]

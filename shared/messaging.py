@@ -42,6 +42,7 @@ from shared.db import is_infrastructure_down
 from shared.errors import Rejected
 from shared.inbox import claim, claim_many
 from shared.settings import ServiceSettings
+from shared.telemetry import tag_business_ids
 
 if TYPE_CHECKING:
     from aiokafka import ConsumerRecord
@@ -231,7 +232,7 @@ class EventConsumer:
                 with trace.use_span(trace.NonRecordingSpan(span_context)):
                     self._count(envelope, outcomes[index])
             else:
-                with self._event_span(deliveries[index]):
+                with self._event_span(deliveries[index], envelope):
                     outcomes[index] = await self._deliver_one(deliveries[index], envelope, handler)
         return outcomes
 
@@ -246,7 +247,7 @@ class EventConsumer:
                     session, self.inbox, self.name, [(envelope.id, envelope.type) for _, envelope, _ in handled]
                 )
                 for index, envelope, handler in handled:
-                    with self._event_span(deliveries[index]) as span:
+                    with self._event_span(deliveries[index], envelope) as span:
                         if envelope.id in fresh:
                             fresh.discard(envelope.id)  # the same event twice in one batch is applied once
                             await handler(session, envelope)
@@ -300,15 +301,34 @@ class EventConsumer:
         )
 
     @contextmanager
-    def _event_span(self, delivery: Delivery) -> Iterator[trace.Span]:
-        """Continue the trace the record carries, so each event (not the batch) is one step of its payment's trace."""
+    def _event_span(self, delivery: Delivery, envelope: Envelope | None = None) -> Iterator[trace.Span]:
+        """Continue the trace the record carries, so each event (not the batch) is one step of its payment's trace.
+
+        Named and tagged by OpenTelemetry's messaging conventions, plus the event's business ids for `paydesk trace`.
+        """
         parent = propagate.extract(delivery.text_headers())
+        attributes: dict[str, str] = {
+            "messaging.system": "kafka",
+            "messaging.destination.name": self.topic,
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "process",
+            "messaging.consumer.group.name": self.group_id,
+        }
+        if delivery.key:
+            attributes["messaging.kafka.message.key"] = delivery.key.decode(errors="replace")
+        if envelope is not None:
+            attributes.update(
+                {
+                    "messaging.message.id": str(envelope.id),
+                    "paydesk.account": envelope.subject,
+                    "paydesk.event_type": envelope.type,
+                }
+            )
         with tracer.start_as_current_span(
-            f"{self.topic} process",
-            context=parent,
-            kind=trace.SpanKind.CONSUMER,
-            attributes={"messaging.consumer.group.name": self.group_id},
+            f"process {self.topic}", context=parent, kind=trace.SpanKind.CONSUMER, attributes=attributes
         ) as span:
+            if envelope is not None:
+                tag_business_ids(envelope.data, span)
             yield span
 
     async def _apply_with_retries(self, handler: EventHandler, envelope: Envelope) -> str:
@@ -332,11 +352,14 @@ class EventConsumer:
         return "applied"
 
     async def _reject(self, envelope: Envelope, reason: str) -> None:
-        """Let the sender know, once: the DLQ already has the message, so a redelivery after this is a duplicate."""
+        """Let the sender know, once per event, whatever is redelivered or replayed.
+
+        Claimed under its own inbox name, not the consumer's: the event itself was not applied, so replaying it
+        from the DLQ after a fix (`paydesk dlq replay`) must still apply it, exactly once."""
         if self.on_rejected is None:
             return
         async with self.session_factory() as session, session.begin():
-            if await claim(session, self.inbox, self.name, envelope.id, envelope.type):
+            if await claim(session, self.inbox, f"{self.name}:rejected", envelope.id, envelope.type):
                 await self.on_rejected(session, envelope, reason)
 
     async def _database_reachable(self) -> bool:
@@ -353,5 +376,6 @@ class EventConsumer:
         headers = delivery.text_headers()
         headers.update({DLQ_REASON_HEADER: reason[:2000], "x-dlq-consumer": self.group_id})
         await self.broker.publish(delivery.value or b"", topic=dlq(self.topic), key=delivery.key, headers=headers)
+        trace.get_current_span().set_status(trace.Status(trace.StatusCode.ERROR, f"dead-lettered: {reason[:300]}"))
         DEAD_LETTERED.labels(self.service, self.name).inc()
         log.warning("message sent to DLQ", extra={"topic": self.topic, "consumer": self.group_id, "reason": reason})

@@ -50,6 +50,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from shared.contracts.envelope import CONTENT_TYPE, Envelope
+from shared.telemetry import tag_business_ids
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("paydesk.outbox")
@@ -159,6 +160,7 @@ async def add_event(
     """Stage an event in the caller's transaction, with the current trace context for the consumers."""
     carrier: dict[str, str] = {"content-type": CONTENT_TYPE, **(extra_headers or {})}
     propagate.inject(carrier)
+    tag_business_ids(envelope.data)  # the request or event span that caused it is found by its payment id
     session.info[STAGED] = True
     await session.execute(
         outbox.insert().values(
@@ -305,6 +307,7 @@ class OutboxRelay:
                 await conn.execute(
                     select(
                         self.outbox.c.id,
+                        self.outbox.c.event_id,
                         self.outbox.c.topic,
                         self.outbox.c.key,
                         self.outbox.c.headers,
@@ -320,7 +323,7 @@ class OutboxRelay:
                 return 0
             futures = []
             for row in rows:
-                futures.append(await self._send(row.topic, row.key, row.headers, row.value))
+                futures.append(await self._send(row.topic, row.key, row.headers, row.value, str(row.event_id)))
             results = await asyncio.gather(*futures)
             await conn.execute(
                 update(self.outbox)
@@ -335,10 +338,22 @@ class OutboxRelay:
             RELAYED.labels(self.service).inc(len(rows))
             return len(rows)
 
-    async def _send(self, topic: str, key: str, headers: Mapping[str, str], value: bytes) -> asyncio.Future[Any]:
+    async def _send(
+        self, topic: str, key: str, headers: Mapping[str, str], value: bytes, event_id: str
+    ) -> asyncio.Future[Any]:
         # Continue the trace of the request that staged the event, so one trace spans HTTP -> Kafka -> consumers.
         parent = propagate.extract(dict(headers))
-        with tracer.start_as_current_span(f"{topic} publish", context=parent, kind=trace.SpanKind.PRODUCER):
+        attributes = {
+            "messaging.system": "kafka",
+            "messaging.destination.name": topic,
+            "messaging.operation.type": "send",
+            "messaging.operation.name": "send",
+            "messaging.message.id": event_id,
+            "messaging.kafka.message.key": key,
+        }
+        with tracer.start_as_current_span(
+            f"send {topic}", context=parent, kind=trace.SpanKind.PRODUCER, attributes=attributes
+        ):
             carrier = dict(headers)
             propagate.inject(carrier)
             kafka_headers = [(k, v.encode()) for k, v in carrier.items()]

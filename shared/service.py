@@ -33,10 +33,12 @@ from shared.contracts.envelope import Envelope
 from shared.db import create_engine, is_infrastructure_down, session_factory
 from shared.errors import Rejected
 from shared.inbox import inbox_table
+from shared.limits import BodySizeLimit
 from shared.messaging import EventConsumer, Subscription, create_broker
+from shared.openapi import document_problems
 from shared.outbox import OUTBOX_TABLE, OutboxRelay, fetch_cluster_id, outbox_tables, wake_relay_after_commit
 from shared.settings import ServiceSettings
-from shared.telemetry import configure_logging, configure_tracing, current_trace_id
+from shared.telemetry import configure_logging, configure_tracing, current_trace_id, tag_path_params
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +100,7 @@ class TraceIdHeader:
 
         async def send_with_trace_id(message: Message) -> None:
             if message["type"] == "http.response.start":
+                tag_path_params(scope.get("path_params") or {})
                 trace_id = current_trace_id()
                 if trace_id:
                     MutableHeaders(scope=message).append("X-Trace-Id", trace_id)
@@ -181,7 +184,11 @@ class Service:
     # --- lifecycle ---
 
     async def start(self) -> None:
-        configure_tracing(self.settings.service_name, self.settings.otel_exporter)
+        self.settings.check_secrets()
+        settings = self.settings
+        configure_tracing(
+            settings.service_name, settings.otel_exporter, settings.database_url, settings.otel_exporter_otlp_endpoint
+        )
         # aiokafka binds a producer to the running loop, so it is made here and not in __init__.
         self.producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.kafka_bootstrap_servers,
@@ -239,6 +246,7 @@ class Service:
         app = FastAPI(title=title, lifespan=lifespan)
         app.state.jwt_secret = self.settings.jwt_secret.get_secret_value()
         app.state.service = self
+        document_problems(app)
 
         @app.get("/health/live", tags=["health"])
         async def live() -> dict[str, str]:
@@ -252,7 +260,12 @@ class Service:
                 {"status": "ok" if healthy else "unavailable", "checks": checks}, status_code=200 if healthy else 503
             )
 
-        @app.get("/metrics", tags=["health"])
+        @app.get(
+            "/metrics",
+            tags=["health"],
+            response_class=Response,
+            responses={200: {"description": "Prometheus text format", "content": {CONTENT_TYPE_LATEST: {}}}},
+        )
         async def metrics() -> Response:
             return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
@@ -287,12 +300,19 @@ class Service:
 
         @app.exception_handler(HTTPException)
         async def on_http(_: Request, exc: HTTPException) -> JSONResponse:
-            codes = {401: "unauthenticated", 403: "forbidden", 404: "not_found", 409: "conflict"}
+            codes = {
+                401: "unauthenticated",
+                403: "forbidden",
+                404: "not_found",
+                409: "conflict",
+                413: "payload_too_large",
+            }
             response = problem(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
             for key, value in (exc.headers or {}).items():
                 response.headers[key] = value
             return response
 
+        app.add_middleware(BodySizeLimit, limit=self.settings.max_request_body_bytes)
         app.add_middleware(TraceIdHeader)
         # Added last so it is outermost: the span exists before any other middleware or route runs.
         app.add_middleware(OpenTelemetryMiddleware, exclude_spans=["receive", "send"])

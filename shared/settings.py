@@ -12,6 +12,13 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Public (it is in the repository): anyone can mint tokens with it, so only a development run may use it.
+DEVELOPMENT_JWT_SECRET = "paydesk-development-only-secret-change-me"
+
+
+class InsecureSettings(RuntimeError):
+    """Settings a service must not start with outside development."""
+
 
 def _env(name: str) -> AliasChoices:
     return AliasChoices(name, name.lower())
@@ -55,11 +62,30 @@ class ServiceSettings(BaseSettings):
         "restarted consumer waits for its old self to time out, so it bounds start and restart pauses.",
     )
     jwt_secret: SecretStr = Field(
-        default=SecretStr("paydesk-development-only-secret-change-me"),
+        default=SecretStr(DEVELOPMENT_JWT_SECRET),
         validation_alias=_env("PAYDESK_JWT_SECRET"),
     )
-    otel_exporter: Literal["none", "console", "otlp"] = Field(
-        default="none", validation_alias=_env("PAYDESK_OTEL_EXPORTER")
+    development: bool = Field(
+        default=False,
+        validation_alias=_env("PAYDESK_DEVELOPMENT"),
+        description="Allows the well-known development JWT secret; a service refuses to start with it otherwise.",
+    )
+    max_request_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        validation_alias=_env("PAYDESK_MAX_REQUEST_BODY_BYTES"),
+        description="Larger request bodies are refused with 413 before the route reads them.",
+    )
+    otel_exporter: Literal["none", "console", "otlp", "postgres"] = Field(
+        default="postgres",
+        validation_alias=_env("PAYDESK_OTEL_EXPORTER"),
+        description="Where spans go: `postgres` (the `telemetry.spans` table, read by `paydesk trace`), `otlp` "
+        "(OTEL_EXPORTER_OTLP_ENDPOINT, e.g. Jaeger), `console` or `none`.",
+    )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        validation_alias=_env("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        description="Base URL of an OTLP/HTTP collector (e.g. Jaeger's :4318) for PAYDESK_OTEL_EXPORTER=otlp.",
     )
     log_level: str = Field(default="INFO", validation_alias=_env("PAYDESK_LOG_LEVEL"))
     outbox_poll_seconds: float = Field(default=0.05, gt=0, validation_alias=_env("PAYDESK_OUTBOX_POLL_SECONDS"))
@@ -77,6 +103,14 @@ class ServiceSettings(BaseSettings):
         validation_alias=_env("PAYDESK_CONSUMER_BATCH_WAIT_MS"),
         description="How long an idle consumer waits for records before polling again.",
     )
+
+    def check_secrets(self) -> None:
+        """Raise `InsecureSettings` if the development JWT secret is used without the development flag."""
+        if self.jwt_secret.get_secret_value() == DEVELOPMENT_JWT_SECRET and not self.development:
+            raise InsecureSettings(
+                f"{self.service_name}: refusing to start with the development JWT secret; set PAYDESK_JWT_SECRET "
+                "(e.g. `openssl rand -hex 32`), or PAYDESK_DEVELOPMENT=true on a development machine"
+            )
 
     @property
     def schema_name(self) -> str:

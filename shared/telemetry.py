@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Mapping
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
@@ -47,8 +49,10 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def configure_tracing(service: str, exporter: str) -> None:
-    """Install the tracer provider once per process; `exporter` is `none`, `console` or `otlp`."""
+def configure_tracing(
+    service: str, exporter: str, database_url: str | None = None, otlp_endpoint: str | None = None
+) -> None:
+    """Install the tracer provider once per process; `exporter` is `none`, `console`, `otlp` or `postgres`."""
     global _configured
     if _configured:
         return
@@ -59,11 +63,56 @@ def configure_tracing(service: str, exporter: str) -> None:
     elif exporter == "otlp":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        span_exporter = OTLPSpanExporter()  # endpoint from OTEL_EXPORTER_OTLP_ENDPOINT
+        # Given explicitly, the exporter takes the full traces URL; from the environment it appends the path itself.
+        traces_url = f"{otlp_endpoint.rstrip('/')}/v1/traces" if otlp_endpoint else None
+        span_exporter = OTLPSpanExporter(endpoint=traces_url)
+    elif exporter == "postgres" and database_url:
+        from shared.span_store import PostgresSpanExporter
+
+        span_exporter = PostgresSpanExporter(database_url, service)
     if span_exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(span_exporter))
     trace.set_tracer_provider(provider)
     _configured = True
+
+
+# Payload fields that name a business object, and the span attribute each becomes (`paydesk trace --payment`).
+BUSINESS_FIELDS = {
+    "payment_id": "paydesk.payment_id",
+    "receipt_number": "paydesk.receipt_number",
+    "transaction_id": "paydesk.transaction_id",
+    "credit_note_number": "paydesk.credit_note_number",
+}
+
+
+def tag_business_ids(data: Mapping[str, Any], span: trace.Span | None = None) -> None:
+    """Put the payload's business ids (payment id, receipt number, ...) on `span`, the current one by default."""
+    target = span or trace.get_current_span()
+    if not target.is_recording():
+        return
+    for field, attribute in BUSINESS_FIELDS.items():
+        value = data.get(field)
+        if isinstance(value, str) and value:
+            target.set_attribute(attribute, value)
+
+
+# Path parameters that name a business object, and their span attribute; `payment_id_or_receipt` is either.
+PATH_PARAMETERS = {
+    "payment_id_or_receipt": "paydesk.payment_ref",
+    "payment_id": "paydesk.payment_id",
+    "receipt_number": "paydesk.receipt_number",
+}
+
+
+def tag_path_params(path_params: Mapping[str, Any]) -> None:
+    """Put the route's business ids (e.g. `/payments/{payment_id_or_receipt}`) on the current (HTTP) span."""
+    span = trace.get_current_span()
+    if not span.is_recording():
+        return
+    for name, attribute in PATH_PARAMETERS.items():
+        value = path_params.get(name)
+        if isinstance(value, str) and value:
+            span.set_attribute(attribute, value)
 
 
 def current_trace_id() -> str | None:

@@ -18,6 +18,9 @@ from decimal import Decimal
 from typing import Any
 
 from shared.contracts.events import PaymentType
+
+# Card-number masking moved to shared (the DLQ tools use it too); re-exported for the handlers.
+from shared.masking import mask_card_numbers as mask_card_numbers
 from shared.money import minor_units, quantize
 
 NOT_APPLICABLE = "N/A"
@@ -213,37 +216,3 @@ def settlement_items(balance_transactions: list[dict[str, Any]]) -> list[Settlem
         intent = object_id(source.get("payment_intent"), "pi_") if isinstance(source, dict) else None
         items.append(SettlementItem(charge_id, intent))
     return items
-
-
-# --- card data ---
-
-_DIGIT_RUN = re.compile(r"(?<![0-9])[0-9](?:[ -]?[0-9]){12,18}(?![0-9])")
-
-
-def _luhn_valid(digits: str) -> bool:
-    total = 0
-    for index, char in enumerate(reversed(digits)):
-        value = int(char)
-        if index % 2 == 1:
-            value = value * 2 - 9 if value > 4 else value * 2
-        total += value
-    return total % 10 == 0
-
-
-def mask_card_numbers(text: str) -> tuple[str, int]:
-    """Mask anything that looks like a full card number (13-19 digits passing Luhn); returns (text, count).
-
-    Stripe never sends a full card number in a webhook; this is a guard so that one can never reach our
-    database or logs even if a misconfigured sender put one in metadata.
-    """
-    count = 0
-
-    def mask(match: re.Match[str]) -> str:
-        nonlocal count
-        digits = re.sub(r"[ -]", "", match.group(0))
-        if not _luhn_valid(digits):
-            return match.group(0)
-        count += 1
-        return "*" * (len(digits) - 4) + digits[-4:]
-
-    return _DIGIT_RUN.sub(mask, text), count

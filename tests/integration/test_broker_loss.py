@@ -39,7 +39,12 @@ async def test_payments_recorded_while_the_broker_is_down_reach_every_consumer_o
     broker = EmbeddedKafka(port=port, log_file=infra.workdir / f"kafka-{port}.log")
     bootstrap = broker.start()
     await provision_topics(bootstrap, partitions=PARTITIONS)
-    common = {"database_url": infra.database_url, "kafka_bootstrap_servers": bootstrap, "outbox_poll_seconds": 0.05}
+    common = {
+        "database_url": infra.database_url,
+        "kafka_bootstrap_servers": bootstrap,
+        "outbox_poll_seconds": 0.05,
+        "development": True,
+    }
     account, day = unique_account(), unique_day()
     bills = [f"INV-{account}-{n}" for n in range(4)]
     token = mint_token(SECRET, user="Jane Smith", roles=[Role.CUSTOMER_EXECUTIVE])

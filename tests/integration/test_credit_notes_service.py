@@ -46,7 +46,9 @@ D = Decimal
 @pytest.fixture(scope="module")
 async def service(infra: Infra) -> AsyncIterator[CreditNotesService]:
     created = create_service(
-        CreditNotesSettings(database_url=infra.database_url, kafka_bootstrap_servers=infra.bootstrap_servers)
+        CreditNotesSettings(
+            database_url=infra.database_url, kafka_bootstrap_servers=infra.bootstrap_servers, development=True
+        )
     )
     await created.start()
     try:

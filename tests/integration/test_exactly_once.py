@@ -54,7 +54,10 @@ async def day_totals(service: Service, day: date) -> tuple[int, Decimal]:
 
 
 def kpi(infra: Infra) -> Service:
-    return create_kpi(KpiSettings(database_url=infra.database_url, kafka_bootstrap_servers=infra.bootstrap_servers))
+    settings = KpiSettings(
+        database_url=infra.database_url, kafka_bootstrap_servers=infra.bootstrap_servers, development=True
+    )
+    return create_kpi(settings)
 
 
 async def test_duplicated_and_reordered_events_are_applied_exactly_once(infra: Infra) -> None:
@@ -77,7 +80,7 @@ async def test_consumer_killed_after_commit_before_offset_commit_applies_the_eve
     """INVARIANT: a crash between the database commit and the offset commit never double-counts."""
     day = unique_day()
     event = payment_posted("ACC-CRASH", "99.99", day, number=1)
-    env = {**os.environ, **infra.env()}
+    env = {**os.environ, **infra.env(), "PAYDESK_DEVELOPMENT": "true"}
     script = Path(__file__).with_name("crashing_consumer.py")
     crashing = subprocess.Popen([sys.executable, str(script)], env=env, cwd=Path(__file__).parents[2])  # noqa: ASYNC220
     try:

@@ -36,6 +36,7 @@ async def served(infra: Infra) -> AsyncIterator[tuple[GatewayBridge, httpx.Async
             database_url=infra.database_url,
             kafka_bootstrap_servers=infra.bootstrap_servers,
             stripe_webhook_secret=SecretStr(sf.SECRET),
+            development=True,
         )
     )
     async with running(service), sf.serving(service.http) as base, httpx.AsyncClient(base_url=base) as client:

@@ -60,6 +60,7 @@ def bridge_settings(infra: Infra, api_base: str) -> GatewayBridgeSettings:
         kafka_bootstrap_servers=infra.bootstrap_servers,
         stripe_webhook_secret=SecretStr(f"{sf.SECRET}, {sf.OLD_SECRET}"),
         stripe_api_key=SecretStr(sf.API_KEY),
+        development=True,
         stripe_api_base=api_base,
         settlement_poll_seconds=0.1,
         settlement_retry_seconds=0.2,

@@ -40,7 +40,9 @@ DAY = unique_day()
 
 @pytest.fixture(scope="module")
 async def receipts(infra: Infra) -> AsyncIterator[Service]:
-    settings = ReceiptsSettings(database_url=infra.database_url, kafka_bootstrap_servers=infra.bootstrap_servers)
+    settings = ReceiptsSettings(
+        database_url=infra.database_url, kafka_bootstrap_servers=infra.bootstrap_servers, development=True
+    )
     async with running(create_receipts(settings)) as service:
         yield service
 

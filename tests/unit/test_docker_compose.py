@@ -298,3 +298,18 @@ def test_the_dockerfile_installs_the_uv_the_makefile_pins() -> None:
     assert makefile_pin is not None
     assert dockerfile_pin is not None
     assert dockerfile_pin.group(1) == makefile_pin.group(1)
+
+
+def test_jaeger_receives_every_services_spans_over_otlp_and_shows_them_on_its_ui_port() -> None:
+    jaeger = _service("jaeger")
+    assert str(jaeger["image"]).startswith("jaegertracing/all-in-one:"), "the all-in-one image: collector, store, UI"
+    assert (16686, 16686) in _published_ports("jaeger"), "the Jaeger UI is reachable from the host"
+    shared = _compose()["x-paydesk-env"]
+    assert shared["PAYDESK_OTEL_EXPORTER"] == "otlp"
+    assert "otlp" in str(ServiceSettings.model_fields["otel_exporter"].annotation), "a value the settings accept"
+    endpoint = urlsplit(shared["OTEL_EXPORTER_OTLP_ENDPOINT"])
+    # Port 4318 is OTLP over HTTP, the protocol of the exporter the project installs (proto-http).
+    assert (endpoint.scheme, endpoint.hostname, endpoint.port) == ("http", "jaeger", 4318)
+    assert "opentelemetry-exporter-otlp-proto-http" in _pyproject()["project"]["dependencies"]
+    for name in SERVICES:
+        assert "jaeger" in _service(name)["depends_on"], f"{name} starts after jaeger"
