@@ -58,6 +58,12 @@ class ServiceSettings(BaseSettings):
         default=SecretStr("paydesk-development-only-secret-change-me"),
         validation_alias=_env("PAYDESK_JWT_SECRET"),
     )
+    cors_origins: str = Field(
+        default="http://127.0.0.1:8100,http://localhost:8100",
+        validation_alias=_env("PAYDESK_CORS_ORIGINS"),
+        description="Comma-separated origins whose pages may call this service's API from a browser with a bearer "
+        "token (the console's address); empty for none.",
+    )
     otel_exporter: Literal["none", "console", "otlp"] = Field(
         default="none", validation_alias=_env("PAYDESK_OTEL_EXPORTER")
     )
@@ -77,6 +83,10 @@ class ServiceSettings(BaseSettings):
         validation_alias=_env("PAYDESK_CONSUMER_BATCH_WAIT_MS"),
         description="How long an idle consumer waits for records before polling again.",
     )
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip().rstrip("/") for origin in self.cors_origins.split(",") if origin.strip()]
 
     @property
     def schema_name(self) -> str:
