@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from shared.auth import Role
@@ -100,7 +101,7 @@ def home(roles: tuple[Role, ...]) -> Page:
 
 
 def check_sign_in(
-    username: str, password: str, users: list[tuple[str, str, str, tuple[str, ...], str | None]]
+    username: str, password: str, users: Sequence[tuple[str, str, str, tuple[str, ...], str | None]]
 ) -> SignIn | None:
     """The user `username` if `password` matches their hash and their roles are known; otherwise None.
 

@@ -1,4 +1,4 @@
-"""Tables of the `console` schema: the sign-in sessions (who signed in, with which roles, until when). No business data."""
+"""Tables of the `console` schema: sign-in sessions (who signed in, with which roles, until when). No business data."""
 
 from sqlalchemy import Column, DateTime, String, Table, Text, Uuid, func
 

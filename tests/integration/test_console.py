@@ -73,7 +73,7 @@ class Console:
     def token(self, role: Role, user: str = "Test User") -> str:
         return mint_token(SECRET, user=user, roles=[role])
 
-    async def api(self, service: str, path: str, role: Role = Role.BILLING_MANAGER) -> Any:
+    async def api(self, service: str, path: str, role: Role = Role.BILLING_MANAGER) -> httpx.Response:
         async with httpx.AsyncClient(base_url=self.urls[service], timeout=30) as client:
             response = await client.get(path, headers={"Authorization": f"Bearer {self.token(role)}"})
         return response
@@ -184,6 +184,10 @@ async def _screen(page: Page, console: Console, name: str) -> None:
     await page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
+async def _read(path: Path) -> bytes:
+    return await asyncio.to_thread(path.read_bytes)
+
+
 async def _text(page: Page, selector: str) -> str:
     return (await page.locator(selector).inner_text(timeout=WAIT_MS)).strip()
 
@@ -290,7 +294,7 @@ async def test_a_customer_executive_records_a_cash_overpayment_and_sees_receipt_
         await page.click("#download-receipt")
     download = await download_info.value
     assert download.suggested_filename == f"{receipt}.pdf"
-    assert Path(await download.path()).read_bytes().startswith(b"%PDF")
+    assert (await _read(await download.path())).startswith(b"%PDF")
     await _screen(page, console, "receipt")
 
     # The automatic credit note (4.50) appears in the Credit Notes tab.
@@ -309,7 +313,8 @@ async def test_a_customer_executive_records_a_cash_overpayment_and_sees_receipt_
     assert await page.locator(f"#payments-table tr[data-receipt='{receipt}']").count() == 1
     await page.fill("#payments-q", receipt)  # AC 31/32: server-side search
     await page.wait_for_function(
-        "r => [...document.querySelectorAll('#payments-table tbody tr[data-receipt]')].every(t => t.dataset.receipt === r)",
+        "r => [...document.querySelectorAll('#payments-table tbody tr[data-receipt]')]"
+        ".every(t => t.dataset.receipt === r)",
         arg=receipt,
         timeout=WAIT_MS,
     )
@@ -444,7 +449,7 @@ async def test_a_billing_manager_sees_kpi_tiles_move_verifies_and_issues_a_credi
     await _screen(page, console, "credit-note-details")
     async with page.expect_download(timeout=WAIT_MS) as download_info:
         await page.click("#cn-download")
-    assert Path(await (await download_info.value).path()).read_bytes().startswith(b"%PDF")
+    assert (await _read(await (await download_info.value).path())).startswith(b"%PDF")
 
     # The credit notes tab's three-dot menu: view details, print, view, download.
     await page.goto(f"{console.url}/#/credit-notes")
@@ -503,7 +508,6 @@ def _self_service_stub(account: str, seen: list[tuple[str, str | None]]) -> Call
             await route.fulfill(status=404, json={"code": "not_found", "detail": "no such account"}, headers=_cors())
             return
         rest = "/".join(parts[2:])
-        usd = lambda v: {"amount": v, "currency": "USD"}  # noqa: E731
         if rest == "":
             body: Any = {
                 "name": "John Doe",
@@ -565,6 +569,10 @@ def _self_service_stub(account: str, seen: list[tuple[str, str | None]]) -> Call
         await route.fulfill(status=200, json=body, headers=_cors())
 
     return handle
+
+
+def usd(amount: str) -> dict[str, str]:
+    return {"amount": amount, "currency": "USD"}
 
 
 def _cors() -> dict[str, str]:

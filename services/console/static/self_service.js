@@ -1,6 +1,6 @@
 // The customer's own pages: balance, open bills, payments with receipts, credit notes, online payment.
 // Every call names the token's own account; the services answer 404 for any other (accounts cannot be probed).
-// These endpoints are specified in services/console/README.md ("Endpoints the services must add").
+// These endpoints are specified in README.md (console section, "Endpoints the services must add").
 import { ApiError, badge, call, day, facts, h, idempotencyKey, instant, money, state, toast, view } from "./core.js";
 
 const FOLLOW_MS = 2000;
