@@ -79,7 +79,8 @@ def system(infra: Infra) -> Iterator[System]:
     }
     running = System(ports, logs, processes)
     try:
-        deadline = time.monotonic() + 60
+        # Generous: six processes start at once on a shared 2-core machine.
+        deadline = time.monotonic() + 240
         for name in SERVICES:
             while True:
                 try:

@@ -200,6 +200,8 @@ export async function recordPaymentPage({ params }) {
         h("button", { type: "button", id: "record-another", class: "primary", onclick: () => recordPaymentPage({ params: [] }) }, "Record another payment"),
         h("button", { type: "button", id: "return-dashboard", onclick: () => { location.hash = state.session.home; } }, "Return to dashboard")));
     receiptPanel.hidden = false;
+    // The seed's customer_wait_time: from choosing the consumer to the receipt (no endpoint takes it yet: README).
+    if (form.startedAt) receiptPanel.dataset.customerWaitSeconds = String(Math.round((Date.now() - form.startedAt) / 1000));
     document.getElementById("receipt-title").focus();
     try {
       const blob = await waitForDocument(pdf);
