@@ -109,12 +109,17 @@ def token(
     role: Annotated[Role, typer.Option(help="Role carried by the token.")],
     user: Annotated[str, typer.Option(help="Display name of the staff member.")],
     hours: Annotated[int, typer.Option(help="Validity in hours.")] = 8,
+    account: Annotated[str | None, typer.Option(help="For --role customer: the one account it may read.")] = None,
 ) -> None:
     """Mint a development bearer token."""
     from datetime import timedelta
 
     secret = ServiceSettings().jwt_secret.get_secret_value()
-    typer.echo(mint_token(secret, user=user, roles=[role], ttl=timedelta(hours=hours)))
+    try:
+        token = mint_token(secret, user=user, roles=[role], ttl=timedelta(hours=hours), account_number=account)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--account") from exc
+    typer.echo(token)
 
 
 @app.command("kpi-rebuild")

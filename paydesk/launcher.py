@@ -121,6 +121,9 @@ def run_system(*, data_dir: str, sample_data: bool) -> None:
             kafka = EmbeddedKafka(port=int(env.get("PAYDESK_KAFKA_PORT", "9092")), log_file=log_dir / "kafka.log")
             env["KAFKA_BOOTSTRAP_SERVERS"] = kafka.start()
             print(f"kafka       embedded Tansu on {env['KAFKA_BOOTSTRAP_SERVERS']}", flush=True)
+        # The console's pages call every service from the browser: allow its origin, wherever it listens.
+        console = f"{_port('console')}"
+        env.setdefault("PAYDESK_CORS_ORIGINS", f"http://127.0.0.1:{console},http://localhost:{console}")
         os.environ.update(env)
         settings = ServiceSettings()
         asyncio.run(
@@ -139,6 +142,11 @@ def run_system(*, data_dir: str, sample_data: bool) -> None:
             print(f"sample data {count} billing events published (consumer WU-10001, John Doe)", flush=True)
         for name in reversed(START_ORDER):
             print(f"{name:<15} http://127.0.0.1:{_port(name)}  (logs: {log_dir / (name + '.log')})", flush=True)
+        print(
+            f"Console: http://127.0.0.1:{_port('console')}/  (development sign-ins jane, rick, bill, admin, john; "
+            "password paydesk)",
+            flush=True,
+        )
         print("Paydesk is running. Ctrl-C stops everything.", flush=True)
         while not stop_requested:
             for name, process in processes.items():

@@ -44,12 +44,14 @@ ENTRIES = [
     ServiceEntry("payments", 8102),
     ServiceEntry("gateway_bridge", 8101),
     ServiceEntry("reconciliation", 8107),
+    # The web pages: started last, so every API it calls is already up.
+    ServiceEntry("console", 8100),
 ]
 REGISTRY = {entry.name: entry for entry in ENTRIES}
 # Service name -> module with `create_service(settings=None)`, in the DESIGN's order.
 SERVICES = {
     name: REGISTRY[name].app_module
-    for name in ("gateway_bridge", "payments", "credit_notes", "receipts", "kpi", "reconciliation")
+    for name in ("gateway_bridge", "payments", "credit_notes", "receipts", "kpi", "reconciliation", "console")
 }
 START_ORDER = [entry.name for entry in ENTRIES]
 DEFAULT_PORTS = {entry.name: entry.port for entry in ENTRIES}

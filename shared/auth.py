@@ -1,4 +1,9 @@
-"""Bearer-token (JWT) authentication with the four staff roles. The acting user always comes from the token."""
+"""Bearer-token (JWT) authentication: the four staff roles, and customers scoped to one account.
+
+The acting user always comes from the token. A customer's token names one account (`account_number` claim);
+routes about an account use `require_account` so that any other account answers 404, never 403: a customer
+cannot learn which account numbers exist.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +25,8 @@ class Role(StrEnum):
     RECOVERY_EXECUTIVE = "recovery_executive"
     BILLING_MANAGER = "billing_manager"
     ADMIN = "admin"
+    # A utility's customer using the self-service pages: sees one account only (the token's `account_number`).
+    CUSTOMER = "customer"
 
 
 @dataclass(frozen=True)
@@ -29,15 +36,26 @@ class Actor:
     user_id: str
     name: str
     roles: frozenset[Role]
+    # Set for customers only: the one account their token may read.
+    account_number: str | None = None
 
     def has_any(self, roles: tuple[Role, ...]) -> bool:
         return Role.ADMIN in self.roles or bool(self.roles.intersection(roles))
 
 
-def mint_token(secret: str, *, user: str, roles: list[Role], ttl: timedelta = timedelta(hours=8)) -> str:
-    """A signed token for `user` (display name) with the given roles."""
+def mint_token(
+    secret: str,
+    *,
+    user: str,
+    roles: list[Role],
+    ttl: timedelta = timedelta(hours=8),
+    account_number: str | None = None,
+) -> str:
+    """A signed token for `user` (display name) with the given roles; a customer's names their one account."""
+    if Role.CUSTOMER in roles and not account_number:
+        raise ValueError("a customer token must name its account_number")
     now = datetime.now(UTC)
-    claims = {
+    claims: dict[str, object] = {
         "iss": ISSUER,
         "sub": user.lower().replace(" ", "."),
         "name": user,
@@ -45,6 +63,8 @@ def mint_token(secret: str, *, user: str, roles: list[Role], ttl: timedelta = ti
         "iat": now,
         "exp": now + ttl,
     }
+    if account_number:
+        claims["account_number"] = account_number
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
@@ -52,7 +72,15 @@ def decode_token(secret: str, token: str) -> Actor:
     """Verify signature, expiry and issuer; raises `jwt.InvalidTokenError` otherwise."""
     claims = jwt.decode(token, secret, algorithms=[ALGORITHM], issuer=ISSUER, options={"require": ["exp", "sub"]})
     roles = frozenset(Role(r) for r in claims.get("roles", []) if r in Role.__members__.values())
-    return Actor(user_id=str(claims["sub"]), name=str(claims.get("name", claims["sub"])), roles=roles)
+    account = claims.get("account_number")
+    if Role.CUSTOMER in roles and not account:
+        raise jwt.InvalidTokenError("a customer token must name its account_number")
+    return Actor(
+        user_id=str(claims["sub"]),
+        name=str(claims.get("name", claims["sub"])),
+        roles=roles,
+        account_number=str(account) if account else None,
+    )
 
 
 _bearer = HTTPBearer(auto_error=False)
@@ -61,6 +89,20 @@ _bearer = HTTPBearer(auto_error=False)
 def allowed_roles(roles: tuple[Role, ...]) -> list[str]:
     """Who passes `require_roles(*roles)`: those roles and admin; every role when none is named."""
     return sorted({r.value for r in (roles or tuple(Role))} | {Role.ADMIN.value})
+
+
+def _authenticated(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Actor:
+    if credentials is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "missing bearer token", headers={"WWW-Authenticate": "Bearer"}
+        )
+    secret: str = request.app.state.jwt_secret
+    try:
+        return decode_token(secret, credentials.credentials)
+    except jwt.InvalidTokenError as exc:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, f"invalid token: {exc}", headers={"WWW-Authenticate": "Bearer"}
+        ) from exc
 
 
 def require_roles(*roles: Role) -> object:
@@ -74,19 +116,33 @@ def require_roles(*roles: Role) -> object:
     async def dependency(
         request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
     ) -> Actor:
-        if credentials is None:
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED, "missing bearer token", headers={"WWW-Authenticate": "Bearer"}
-            )
-        secret: str = request.app.state.jwt_secret
-        try:
-            actor = decode_token(secret, credentials.credentials)
-        except jwt.InvalidTokenError as exc:
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED, f"invalid token: {exc}", headers={"WWW-Authenticate": "Bearer"}
-            ) from exc
+        actor = _authenticated(request, credentials)
         if roles and not actor.has_any(roles):
             raise HTTPException(status.HTTP_403_FORBIDDEN, f"requires role: {', '.join(r.value for r in roles)}")
         return actor
 
     return Security(dependency, scopes=allowed_roles(roles))
+
+
+def require_account(*staff_roles: Role, parameter: str = "account_number") -> object:
+    """FastAPI dependency for routes about one account (the path parameter `parameter`).
+
+    Staff with one of `staff_roles` (or admin) read any account. A customer reads only the account their token
+    names: any other answers 404 `not_found`, exactly as an account that does not exist, so accounts cannot be
+    probed. Anyone else gets 403.
+    """
+
+    async def dependency(
+        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    ) -> Actor:
+        actor = _authenticated(request, credentials)
+        if staff_roles and actor.has_any(staff_roles):
+            return actor
+        if Role.CUSTOMER in actor.roles:
+            if actor.account_number is None or request.path_params.get(parameter) != actor.account_number:
+                raise HTTPException(status.HTTP_404_NOT_FOUND, "no such account")
+            return actor
+        allowed = ", ".join([*(r.value for r in staff_roles), Role.CUSTOMER.value])
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"requires role: {allowed}")
+
+    return Depends(dependency)

@@ -18,6 +18,7 @@ import yaml
 from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from faststream.specification import AsyncAPI
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
@@ -314,6 +315,17 @@ class Service:
 
         app.add_middleware(BodySizeLimit, limit=self.settings.max_request_body_bytes)
         app.add_middleware(TraceIdHeader)
+        if self.settings.cors_origin_list:
+            # The console's pages call the APIs from the browser with the user's bearer token: no cookies, so no
+            # credentials mode; preflights are answered here, before any route or auth check.
+            app.add_middleware(
+                CORSMiddleware,
+                allow_origins=self.settings.cors_origin_list,
+                allow_methods=["GET", "POST", "PUT", "DELETE"],
+                allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+                expose_headers=["Content-Disposition", "X-Trace-Id", "Retry-After"],
+                max_age=600,
+            )
         # Added last so it is outermost: the span exists before any other middleware or route runs.
         app.add_middleware(OpenTelemetryMiddleware, exclude_spans=["receive", "send"])
         return app

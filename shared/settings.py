@@ -65,6 +65,12 @@ class ServiceSettings(BaseSettings):
         default=SecretStr(DEVELOPMENT_JWT_SECRET),
         validation_alias=_env("PAYDESK_JWT_SECRET"),
     )
+    cors_origins: str = Field(
+        default="http://127.0.0.1:8100,http://localhost:8100",
+        validation_alias=_env("PAYDESK_CORS_ORIGINS"),
+        description="Comma-separated origins whose pages may call this service's API from a browser with a bearer "
+        "token (the console's address); empty for none.",
+    )
     development: bool = Field(
         default=False,
         validation_alias=_env("PAYDESK_DEVELOPMENT"),
@@ -111,6 +117,10 @@ class ServiceSettings(BaseSettings):
                 f"{self.service_name}: refusing to start with the development JWT secret; set PAYDESK_JWT_SECRET "
                 "(e.g. `openssl rand -hex 32`), or PAYDESK_DEVELOPMENT=true on a development machine"
             )
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip().rstrip("/") for origin in self.cors_origins.split(",") if origin.strip()]
 
     @property
     def schema_name(self) -> str:

@@ -40,6 +40,7 @@ PREFIXES = {
     "receipts": "RECEIPTS_",
     "kpi": "KPI_",
     "reconciliation": "RECONCILIATION_",
+    "console": "CONSOLE_",
 }
 
 

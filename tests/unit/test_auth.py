@@ -5,11 +5,14 @@ from __future__ import annotations
 import base64
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
 
 import jwt
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
-from shared.auth import ALGORITHM, ISSUER, Actor, Role, decode_token, mint_token
+from shared.auth import ALGORITHM, ISSUER, Actor, Role, decode_token, mint_token, require_account, require_roles
 
 SECRET = "unit-test-secret-that-is-long-enough-for-hs256"
 OTHER_SECRET = "another-secret-that-is-also-long-enough-for-hs256"
@@ -134,3 +137,64 @@ class TestActorHasAny:
         decoded = decode_token(SECRET, mint_token(SECRET, user="Jane Doe", roles=[Role.CUSTOMER_EXECUTIVE]))
         assert not decoded.has_any((Role.BILLING_MANAGER,))
         assert decoded.has_any((Role.CUSTOMER_EXECUTIVE,))
+
+
+class TestCustomers:
+    """A customer's token names one account; `require_account` answers 404 for every other one."""
+
+    @staticmethod
+    def _client() -> TestClient:
+        app = FastAPI()
+        app.state.jwt_secret = SECRET
+
+        @app.get("/accounts/{account_number}/balance")
+        async def balance(
+            account_number: str, actor: Annotated[Actor, require_account(Role.CUSTOMER_EXECUTIVE)]
+        ) -> dict[str, str]:
+            return {"account": account_number, "by": actor.name}
+
+        @app.get("/payments")
+        async def staff_only(actor: Annotated[Actor, require_roles(Role.CUSTOMER_EXECUTIVE)]) -> dict[str, str]:
+            return {"by": actor.name}
+
+        return TestClient(app)
+
+    def test_a_customer_token_carries_its_account(self) -> None:
+        token = mint_token(SECRET, user="John Doe", roles=[Role.CUSTOMER], account_number="WU-10001")
+        actor = decode_token(SECRET, token)
+        assert actor.roles == frozenset({Role.CUSTOMER}) and actor.account_number == "WU-10001"
+
+    def test_a_customer_token_without_an_account_cannot_be_minted_or_accepted(self) -> None:
+        with pytest.raises(ValueError):
+            mint_token(SECRET, user="John Doe", roles=[Role.CUSTOMER])
+        forged = jwt.encode(
+            {"iss": ISSUER, "sub": "john", "roles": ["customer"], "exp": datetime.now(UTC) + timedelta(minutes=5)},
+            SECRET,
+            algorithm=ALGORITHM,
+        )
+        with pytest.raises(jwt.InvalidTokenError):
+            decode_token(SECRET, forged)
+
+    def test_staff_tokens_have_no_account(self) -> None:
+        assert decode_token(SECRET, mint_token(SECRET, user="Jane", roles=[Role.ADMIN])).account_number is None
+
+    @pytest.mark.parametrize("other", ["WU-10002", "wu-10001", "WU-1000", "WU-10001 ", "%2e%2e"])
+    def test_any_other_account_answers_404_exactly_like_a_missing_one(self, other: str) -> None:
+        client = self._client()
+        token = mint_token(SECRET, user="John Doe", roles=[Role.CUSTOMER], account_number="WU-10001")
+        headers = {"Authorization": f"Bearer {token}"}
+        own = client.get("/accounts/WU-10001/balance", headers=headers)
+        assert own.status_code == 200 and own.json() == {"account": "WU-10001", "by": "John Doe"}
+        answer = client.get(f"/accounts/{other}/balance", headers=headers)
+        assert answer.status_code == 404
+
+    def test_staff_read_any_account_and_customers_no_staff_route(self) -> None:
+        client = self._client()
+        clerk = mint_token(SECRET, user="Jane", roles=[Role.CUSTOMER_EXECUTIVE])
+        customer = mint_token(SECRET, user="John Doe", roles=[Role.CUSTOMER], account_number="WU-10001")
+        manager = mint_token(SECRET, user="Bill", roles=[Role.BILLING_MANAGER])
+        get = client.get
+        assert get("/accounts/WU-99999/balance", headers={"Authorization": f"Bearer {clerk}"}).status_code == 200
+        assert get("/payments", headers={"Authorization": f"Bearer {customer}"}).status_code == 403
+        assert get("/accounts/WU-10001/balance", headers={"Authorization": f"Bearer {manager}"}).status_code == 403
+        assert get("/accounts/WU-10001/balance").status_code == 401
