@@ -171,7 +171,7 @@ def router(sessions: async_sessionmaker[AsyncSession], settings: ReconciliationS
         payment_id: str | None = None,
         matched_from: datetime | None = None,
         matched_before: datetime | None = None,
-        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
         cursor: Annotated[str | None, Query(max_length=300)] = None,
     ) -> dict[str, Any]:
         filters = queries.MatchFilters(rule, statement_id, payment_id, matched_from, matched_before)
@@ -187,7 +187,7 @@ def router(sessions: async_sessionmaker[AsyncSession], settings: ReconciliationS
         owner: str | None = None,
         older_than_days: Annotated[int | None, Query(ge=0)] = None,
         q: Annotated[str | None, Query(max_length=100)] = None,
-        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
         cursor: Annotated[str | None, Query(max_length=300)] = None,
     ) -> dict[str, Any]:
         filters = queries.ExceptionFilters(None if status == "all" else status, kind, owner, older_than_days, q)
