@@ -18,7 +18,7 @@ from services.credit_notes.queries import CreditNoteFilters
 from shared.auth import Actor, Role, require_roles
 from shared.contracts.events import PaymentType
 from shared.errors import Rejected
-from shared.export import ExportFormat, export_response
+from shared.export import OPENAPI_RESPONSES, ExportFormat, export_response
 
 STAFF = (Role.CUSTOMER_EXECUTIVE, Role.RECOVERY_EXECUTIVE, Role.BILLING_MANAGER)
 Staff = Annotated[Actor, require_roles(*STAFF)]
@@ -136,7 +136,7 @@ def router(
             page, next_cursor = await queries.search_credit_notes(session, filters, limit=limit, cursor=cursor)
         return {"items": [views.row_view(r, zone) for r in page], "next_cursor": next_cursor}
 
-    @routes.get("/credit-notes/export")
+    @routes.get("/credit-notes/export", responses=OPENAPI_RESPONSES)
     async def export(
         actor: Staff,
         filters: Annotated[CreditNoteFilters, Depends(list_filters)],

@@ -13,7 +13,7 @@ from pydantic import BaseModel, BeforeValidator, Field
 from services.payments import commands, domain, queries, views
 from shared.auth import Actor, Role, require_roles
 from shared.contracts.events import PaymentType
-from shared.export import ExportFormat, export_response
+from shared.export import OPENAPI_RESPONSES, ExportFormat, export_response
 from shared.money import parse_amount
 from shared.service import Service
 
@@ -142,7 +142,7 @@ def router(service: Service) -> APIRouter:
             rows, next_cursor = await queries.list_payments(session, query)
         return {"payments": [views.payment_row(r) for r in rows], "next_cursor": next_cursor}
 
-    @routes.get("/payments/export", tags=["payments"])
+    @routes.get("/payments/export", tags=["payments"], responses=OPENAPI_RESPONSES)
     async def export_payments(
         actor: Annotated[Actor, require_roles(Role.BILLING_MANAGER)],
         export_format: Annotated[ExportFormat, Query(alias="format")] = "csv",

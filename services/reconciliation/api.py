@@ -22,7 +22,7 @@ from shared.auth import Actor, Role, require_roles
 from shared.contracts import Topic, new_envelope
 from shared.contracts.events import UsageTracked
 from shared.errors import Rejected
-from shared.export import ExportFormat, export_response
+from shared.export import OPENAPI_RESPONSES, ExportFormat, export_response
 from shared.outbox import stage
 
 Manager = Annotated[Actor, require_roles(Role.BILLING_MANAGER)]
@@ -308,7 +308,7 @@ def router(sessions: async_sessionmaker[AsyncSession], settings: ReconciliationS
             )  # fmt: skip
         return {"name": name, "mapping": body.model_dump()}
 
-    @routes.get("/reports/reconciliation")
+    @routes.get("/reports/reconciliation", responses=OPENAPI_RESPONSES)
     async def report(actor: Manager, date_from: date, date_to: date, format: ExportFormat = "csv") -> StreamingResponse:
         if date_to < date_from:
             raise Rejected("invalid_period", "date_to is before date_from", field="date_to")

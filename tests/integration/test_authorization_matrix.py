@@ -55,7 +55,10 @@ def callers() -> dict[str, dict[str, str]]:
         "foreign key": {"Authorization": f"Bearer {foreign}"},
     }
     for role in Role:
-        headers[role.value] = {"Authorization": f"Bearer {mint_token(SECRET, user='Matrix User', roles=[role])}"}
+        # A customer's token names one account: never the one in the path, so any account route must refuse it.
+        account = "ZZ-OTHER-1" if role is Role.CUSTOMER else None
+        token = mint_token(SECRET, user="Matrix User", roles=[role], account_number=account)
+        headers[role.value] = {"Authorization": f"Bearer {token}"}
     return headers
 
 
