@@ -12,6 +12,8 @@ class Topic(StrEnum):
     RECEIPTS_EVENTS = "receipts.events.v1"
     KPI_ALERTS = "kpi.alerts.v1"
     ANALYTICS_EVENTS = "analytics.events.v1"
+    COLLECTIONS_COMMANDS = "collections.commands.v1"
+    COLLECTIONS_EVENTS = "collections.events.v1"
 
 
 def dlq(topic: str) -> str:
