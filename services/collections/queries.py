@@ -296,9 +296,8 @@ def month_range(period: str) -> tuple[date, date]:
 async def report(session: AsyncSession, *, period: str, today: date) -> dict[str, Any]:
     """Plans by status, kept rate of installments due in the period, recovered by executive, aging totals."""
     start, end = month_range(period)
-    by_status: dict[str, int] = dict(
-        (await session.execute(select(arrangements.c.status, func.count()).group_by(arrangements.c.status))).tuples()
-    )
+    counted = await session.execute(select(arrangements.c.status, func.count()).group_by(arrangements.c.status))
+    by_status: dict[str, int] = {str(status): int(count) for status, count in counted.all()}
     due = (
         await session.execute(
             select(installments, arrangements.c.grace_days)
