@@ -126,6 +126,17 @@ async def _coverable(session: AsyncSession, command: CreateArrangement, today: d
 
 async def _create(session: AsyncSession, command: CreateArrangement, *, actor: str, desk: Desk) -> str:
     today, now = desk.clock.today(), desk.clock.now()
+    # Lock order everywhere: arrangements before the account row (payments and the scheduler lock an arrangement,
+    # then refresh its account), so re-aging a lapsed plan never deadlocks with a payment on it.
+    await session.execute(
+        select(arrangements.c.arrangement_id)
+        .where(
+            arrangements.c.account_number == command.account_number,
+            arrangements.c.status.not_in(worklist.SUPERSEDED_STATUSES),
+        )
+        .order_by(arrangements.c.seq)
+        .with_for_update()
+    )
     account = await worklist.refresh_account(session, command.account_number, desk)
     open_ = (
         await session.execute(

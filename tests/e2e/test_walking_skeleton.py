@@ -79,7 +79,8 @@ def system(infra: Infra) -> Iterator[System]:
     }
     running = System(ports, logs, processes)
     try:
-        deadline = time.monotonic() + 60
+        # Generous: six Python processes importing at once on a busy two-core machine take well over a minute.
+        deadline = time.monotonic() + 300
         for name in SERVICES:
             while True:
                 try:
