@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.collections import activities, commands, domain, queries, views
+from services.collections import activities, commands, domain, queries, rescheduling, views
 from services.collections.domain import ActivityKind, AgingBucket, ArrangementStatus, Frequency
 from services.collections.queries import WorklistFilters, WorklistSort
 from services.collections.runtime import Desk
@@ -275,7 +275,7 @@ def router(sessions: async_sessionmaker[AsyncSession], desk: Desk) -> APIRouter:
 
     @routes.post("/arrangements/{arrangement_id}/modify")
     async def modify(arrangement_id: str, body: ModifyRequest, actor: Arranger) -> dict[str, Any]:
-        command = commands.ModifyArrangement(
+        command = rescheduling.ModifyArrangement(
             reason=body.reason,
             installments=body.installments,
             frequency=body.frequency,
@@ -284,13 +284,15 @@ def router(sessions: async_sessionmaker[AsyncSession], desk: Desk) -> APIRouter:
             amounts=tuple(body.amounts),
         )
         async with sessions() as session, session.begin():
-            await commands.modify_arrangement(session, arrangement_id, command, actor=actor.name, desk=desk)
+            await rescheduling.modify_arrangement(session, arrangement_id, command, actor=actor.name, desk=desk)
         return await arrangement_body(arrangement_id)
 
     @routes.post("/arrangements/{arrangement_id}/cancel")
     async def cancel(arrangement_id: str, body: ReasonRequest, actor: Arranger) -> dict[str, Any]:
         async with sessions() as session, session.begin():
-            await commands.cancel_arrangement(session, arrangement_id, reason=body.reason, actor=actor.name, desk=desk)
+            await rescheduling.cancel_arrangement(
+                session, arrangement_id, reason=body.reason, actor=actor.name, desk=desk
+            )
         return await arrangement_body(arrangement_id)
 
     @routes.post("/arrangements/{arrangement_id}/reage", status_code=201)
@@ -299,7 +301,7 @@ def router(sessions: async_sessionmaker[AsyncSession], desk: Desk) -> APIRouter:
     ) -> dict[str, Any]:
         """A settlement plan for what is left of an Active or Broken arrangement; the old one keeps its history."""
         async with sessions() as session, session.begin():
-            new_id = await commands.reage_arrangement(
+            new_id = await rescheduling.reage_arrangement(
                 session,
                 arrangement_id,
                 _terms(body, ""),

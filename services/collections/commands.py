@@ -1,5 +1,6 @@
-"""Arrangements' state changes: create (at once, or after a billing manager's approval), activate, modify,
-cancel, re-age, and close (broken, completed). Each runs in the caller's transaction and stages its events there.
+"""Arrangements' state changes: create (at once, or after a billing manager's approval), activate, approve or
+reject, and close (broken, completed, cancelled, re-aged); `rescheduling.py` modifies, cancels and re-ages. Each
+runs in the caller's transaction and stages its events there.
 
 Once active, an arrangement's installments are published as a billing-shaped `installment_plan.created` on
 `billing.receivables.v1`, so payments (and credit notes, kpi) offer and take them like any other item.
@@ -7,8 +8,7 @@ Once active, an arrangement's installments are published as a billing-shaped `in
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -36,7 +36,6 @@ from shared.contracts.events import (
     ArrangementClosed,
     ArrangementCreated,
     ArrangementInstallment,
-    ArrangementModified,
     CoveredItem,
     Installment,
     InstallmentPlanCreated,
@@ -65,16 +64,6 @@ class CreateArrangement:
     reaged_from: str | None = None
 
 
-@dataclass(frozen=True)
-class ModifyArrangement:
-    reason: str
-    installments: int | None = None
-    frequency: Frequency | None = None
-    first_due_date: date | None = None
-    grace_days: int | None = None
-    amounts: tuple[Decimal, ...] = field(default_factory=tuple)
-
-
 async def locked_arrangement(session: AsyncSession, arrangement_id: str) -> Row[Any]:
     query = select(arrangements).where(arrangements.c.arrangement_id == arrangement_id).with_for_update()
     row = (await session.execute(query)).first()
@@ -83,7 +72,7 @@ async def locked_arrangement(session: AsyncSession, arrangement_id: str) -> Row[
     return row
 
 
-def _money(amount: Decimal, currency: str) -> Money:
+def money(amount: Decimal, currency: str) -> Money:
     return Money(amount=amount, currency=currency)
 
 
@@ -100,7 +89,7 @@ async def create_arrangement(
         operation="arrangement.create",
         key=idempotency_key,
         request=command,
-        run=lambda: _create(session, command, actor=actor, desk=desk),
+        run=lambda: create_now(session, command, actor=actor, desk=desk),
     )
 
 
@@ -124,7 +113,7 @@ async def _coverable(session: AsyncSession, command: CreateArrangement, today: d
     return [found[ref] for ref in dict.fromkeys(command.items)]
 
 
-async def _create(session: AsyncSession, command: CreateArrangement, *, actor: str, desk: Desk) -> str:
+async def create_now(session: AsyncSession, command: CreateArrangement, *, actor: str, desk: Desk) -> str:
     today, now = desk.clock.today(), desk.clock.now()
     # Lock order everywhere: arrangements before the account row (payments and the scheduler lock an arrangement,
     # then refresh its account), so re-aging a lapsed plan never deadlocks with a payment on it.
@@ -206,7 +195,7 @@ async def _create(session: AsyncSession, command: CreateArrangement, *, actor: s
         "negotiation_seconds": command.negotiation_seconds,
     }
     await session.execute(arrangements.insert().values(**row))
-    await _insert_schedule(session, arrangement_id, arrangement_id, terms.schedule())
+    await insert_schedule(session, arrangement_id, arrangement_id, terms.schedule())
     await audit.record(
         session, audit_log, actor=actor, action="arrangement.requested", subject=arrangement_id, after=row, at=now
     )
@@ -251,7 +240,7 @@ async def _create(session: AsyncSession, command: CreateArrangement, *, actor: s
     return arrangement_id
 
 
-async def _insert_schedule(
+async def insert_schedule(
     session: AsyncSession, arrangement_id: str, plan_id: str, schedule: list[domain.ScheduledInstallment]
 ) -> None:
     await session.execute(
@@ -270,17 +259,17 @@ async def _insert_schedule(
     )
 
 
-async def _schedule_of(session: AsyncSession, plan_id: str) -> list[Row[Any]]:
+async def schedule_of(session: AsyncSession, plan_id: str) -> list[Row[Any]]:
     query = select(installments).where(installments.c.plan_id == plan_id).order_by(installments.c.number)
     return list((await session.execute(query)).all())
 
 
-def _published(rows: list[Row[Any]], currency: str) -> list[ArrangementInstallment]:
+def published_installments(rows: list[Row[Any]], currency: str) -> list[ArrangementInstallment]:
     return [
         ArrangementInstallment(
             number=r.number,
             item_reference=installment_reference(r.plan_id, r.number),
-            amount=_money(r.amount, currency),
+            amount=money(r.amount, currency),
             due_date=r.due_date,
             down_payment=r.down_payment,
         )
@@ -288,15 +277,15 @@ def _published(rows: list[Row[Any]], currency: str) -> list[ArrangementInstallme
     ]
 
 
-async def _publish_payable(session: AsyncSession, arrangement: Row[Any], plan_id: str, today: date) -> list[Row[Any]]:
+async def publish_payable(session: AsyncSession, arrangement: Row[Any], plan_id: str, today: date) -> list[Row[Any]]:
     """The installments as billing-shaped items: what the counter, online and command paths pay against."""
-    schedule = await _schedule_of(session, plan_id)
+    schedule = await schedule_of(session, plan_id)
     plan = InstallmentPlanCreated(
         account_number=arrangement.account_number,
         plan_id=plan_id,
         created_on=today,
         installments=[
-            Installment(number=r.number, amount=_money(r.amount, arrangement.currency), due_date=r.due_date)
+            Installment(number=r.number, amount=money(r.amount, arrangement.currency), due_date=r.due_date)
             for r in schedule
         ],
     )
@@ -310,7 +299,7 @@ def _covered_items(arrangement: Row[Any]) -> list[CoveredItem]:
         CoveredItem(
             payment_type=PaymentType(c["payment_type"]),
             item_reference=c["item_reference"],
-            amount=_money(Decimal(c["amount"]), arrangement.currency),
+            amount=money(Decimal(c["amount"]), arrangement.currency),
         )
         for c in arrangement.covered
     ]
@@ -344,17 +333,17 @@ async def activate(
             actor=actor,
             desk=desk,
         )
-    schedule = await _publish_payable(session, arrangement, arrangement.plan_id, today)
+    schedule = await publish_payable(session, arrangement, arrangement.plan_id, today)
     created = ArrangementCreated(
         arrangement_id=arrangement_id,
         plan_id=arrangement.plan_id,
         account_number=arrangement.account_number,
-        total=_money(arrangement.total, arrangement.currency),
-        down_payment=_money(arrangement.down_payment, arrangement.currency),
+        total=money(arrangement.total, arrangement.currency),
+        down_payment=money(arrangement.down_payment, arrangement.currency),
         frequency=arrangement.frequency,
         first_due_date=arrangement.first_due_date,
         grace_days=arrangement.grace_days,
-        installments=_published(schedule, arrangement.currency),
+        installments=published_installments(schedule, arrangement.currency),
         covered_items=_covered_items(arrangement),
         reaged_from=arrangement.reaged_from,
         executive=arrangement.executive,
@@ -448,7 +437,7 @@ async def close(
 ) -> None:
     """End an arrangement (locked by the caller); its unpaid installments are withdrawn from payment."""
     now = desk.clock.now()
-    unpaid = [r for r in await _schedule_of(session, arrangement.plan_id) if r.paid < r.amount]
+    unpaid = [r for r in await schedule_of(session, arrangement.plan_id) if r.paid < r.amount]
     await session.execute(
         update(arrangements)
         .where(arrangements.c.arrangement_id == arrangement.arrangement_id)
@@ -469,8 +458,8 @@ async def close(
         arrangement_id=arrangement.arrangement_id,
         account_number=arrangement.account_number,
         status=status.value,
-        paid=_money(arrangement.paid, arrangement.currency),
-        remaining=_money(max(arrangement.total - arrangement.paid, domain.ZERO), arrangement.currency),
+        paid=money(arrangement.paid, arrangement.currency),
+        remaining=money(max(arrangement.total - arrangement.paid, domain.ZERO), arrangement.currency),
         withdrawn_references=[installment_reference(r.plan_id, r.number) for r in unpaid],
         covered_items=_covered_items(arrangement),
         reason=reason,
@@ -488,154 +477,3 @@ async def close(
             arrangement_id=arrangement.arrangement_id,
             at=now,
         )
-
-
-async def cancel_arrangement(
-    session: AsyncSession, arrangement_id: str, *, reason: str, actor: str, desk: Desk
-) -> None:
-    arrangement = await locked_arrangement(session, arrangement_id)
-    domain.check_can_cancel(ArrangementStatus(arrangement.status))
-    await close(session, arrangement, ArrangementStatus.CANCELLED, reason=reason, actor=actor, desk=desk)
-    await worklist.refresh_account(session, arrangement.account_number, desk)
-
-
-# --- modifying ---
-
-
-async def modify_arrangement(
-    session: AsyncSession, arrangement_id: str, command: ModifyArrangement, *, actor: str, desk: Desk
-) -> None:
-    """Reschedule what is left to pay under a new plan id; the old unpaid installments are withdrawn."""
-    today, now = desk.clock.today(), desk.clock.now()
-    arrangement = await locked_arrangement(session, arrangement_id)
-    domain.check_can_modify(ArrangementStatus(arrangement.status))
-    if not command.reason.strip():
-        raise Rejected("reason_required", "say why the arrangement changes", field="reason")
-    remaining = arrangement.total - arrangement.paid
-    frequency = command.frequency or Frequency(arrangement.frequency)
-    grace = arrangement.grace_days if command.grace_days is None else command.grace_days
-    current = await _schedule_of(session, arrangement.plan_id)
-    unpaid = [r for r in current if r.paid < r.amount]
-    first = command.first_due_date or min((r.due_date for r in unpaid), default=today)
-    count = len(command.amounts) or command.installments or len(unpaid) or 1
-    terms = domain.Terms(
-        total=remaining, installments=count, frequency=frequency, first_due_date=first, grace_days=grace
-    )
-    domain.validate_terms(terms, today=today, owed=remaining, limits=desk.limits)
-    if command.amounts:
-        domain.validate_amounts(command.amounts, remaining)
-        dates = domain.due_dates(first, count, frequency)
-        schedule = [
-            domain.ScheduledInstallment(n + 1, a, d)
-            for n, (a, d) in enumerate(zip(command.amounts, dates, strict=True))
-        ]
-    else:
-        schedule = terms.schedule()
-    version = arrangement.version + 1
-    plan_id = f"{arrangement_id}.{version}"
-    await session.execute(
-        update(installments)
-        .where(installments.c.plan_id == arrangement.plan_id, installments.c.paid < installments.c.amount)
-        .values(superseded=True)
-    )
-    await _insert_schedule(session, arrangement_id, plan_id, schedule)
-    before = {
-        "plan_id": arrangement.plan_id,
-        "installments": arrangement.installment_count,
-        "frequency": arrangement.frequency,
-        "first_due_date": arrangement.first_due_date,
-        "grace_days": arrangement.grace_days,
-    }
-    after = {
-        "plan_id": plan_id,
-        "installments": count,
-        "frequency": frequency.value,
-        "first_due_date": first,
-        "grace_days": grace,
-        "amounts": [str(i.amount) for i in schedule],
-    }
-    await session.execute(
-        update(arrangements)
-        .where(arrangements.c.arrangement_id == arrangement_id)
-        .values(
-            version=version,
-            plan_id=plan_id,
-            installment_count=count,
-            frequency=frequency.value,
-            first_due_date=first,
-            grace_days=grace,
-        )
-    )
-    await audit.record(
-        session,
-        audit_log,
-        actor=actor,
-        action="arrangement.modified",
-        subject=arrangement_id,
-        before=before,
-        after=after,
-        reason=command.reason,
-        at=now,
-    )
-    published = await _publish_payable(session, arrangement, plan_id, today)
-    modified = ArrangementModified(
-        arrangement_id=arrangement_id,
-        account_number=arrangement.account_number,
-        plan_id=plan_id,
-        withdrawn_references=[installment_reference(r.plan_id, r.number) for r in unpaid],
-        installments=_published(published, arrangement.currency),
-        remaining=_money(remaining, arrangement.currency),
-        reason=command.reason,
-        modified_by=actor,
-        modified_at=now,
-    )
-    await publish(session, "arrangement.modified", arrangement.account_number, modified)
-    await track(
-        session,
-        "customer_plan_setup",
-        actor,
-        {
-            "plan_id": arrangement_id,
-            "plan_type": "settlement" if arrangement.reaged_from else "standard",
-            "customer_initiated": arrangement.customer_initiated,
-            "terms_modified": True,
-            "approval_time": 0,
-        },
-        at=now,
-    )
-    await worklist.refresh_account(session, arrangement.account_number, desk)
-
-
-async def reage_arrangement(
-    session: AsyncSession,
-    arrangement_id: str,
-    command: CreateArrangement,
-    *,
-    reason: str,
-    actor: str,
-    idempotency_key: str,
-    desk: Desk,
-) -> str:
-    """A settlement plan for what is left of an Active or Broken arrangement; the old one keeps its history."""
-    return await idempotency.once(
-        session,
-        idempotency_keys,
-        operation="arrangement.reage",
-        key=idempotency_key,
-        request={"arrangement_id": arrangement_id, "reason": reason, "terms": command},
-        run=lambda: _reage(session, arrangement_id, command, reason=reason, actor=actor, desk=desk),
-    )
-
-
-async def _reage(
-    session: AsyncSession, arrangement_id: str, command: CreateArrangement, *, reason: str, actor: str, desk: Desk
-) -> str:
-    arrangement = await locked_arrangement(session, arrangement_id)
-    domain.check_can_reage(ArrangementStatus(arrangement.status))
-    if not reason.strip():
-        raise Rejected("reason_required", "say why the arrangement is re-aged", field="reason")
-    if arrangement.status == ArrangementStatus.ACTIVE.value:
-        # An active plan lapses first (cancelled for re-aging), so its remaining balance moves into the new one.
-        await close(session, arrangement, ArrangementStatus.CANCELLED, reason=reason, actor=actor, desk=desk)
-    settlement = dataclasses.replace(command, account_number=arrangement.account_number, reaged_from=arrangement_id)
-    return await _create(session, settlement, actor=actor, desk=desk)
