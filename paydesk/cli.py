@@ -137,7 +137,7 @@ def run(
     data_dir: Annotated[str, typer.Option(help="Where the embedded Postgres keeps its data.")] = ".paydesk",
     sample_data: Annotated[bool, typer.Option(help="Publish the seed's sample data at start.")] = True,
 ) -> None:
-    """Start everything: Postgres and Kafka (embedded unless given by URL), topics, migrations, five services."""
+    """Start everything: Postgres and Kafka (embedded unless given by URL), topics, migrations, every service."""
     from paydesk.launcher import run_system
 
     # A local run may use the development JWT secret; a deployment sets PAYDESK_JWT_SECRET and leaves this unset.
@@ -240,6 +240,24 @@ def _dead_letter_id(value: str) -> tuple[str, int, int]:
         return oncall.parse_id(value)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
+
+
+@app.command("check-collections")
+def check_collections(
+    at: Annotated[str | None, typer.Option(help="Run as of this ISO date-time (default: now).")] = None,
+) -> None:
+    """Run one collections compliance pass now (the collections service also runs one on a schedule)."""
+    from datetime import datetime
+
+    module = importlib.import_module(SERVICES["collections"])
+    moment = datetime.fromisoformat(at) if at else None
+    if moment is not None and moment.tzinfo is None:
+        raise typer.BadParameter("give a time zone, e.g. 2025-05-01T09:00:00+00:00")
+    result = asyncio.run(module.check_once(moment))
+    typer.echo(
+        f"missed {result.missed} installments, broke {result.broken} arrangements, "
+        f"{result.promises_broken} promises; refreshed {result.accounts_refreshed} accounts"
+    )
 
 
 def main() -> None:

@@ -43,6 +43,7 @@ ENTRIES = [
     ServiceEntry("credit_notes", 8103),
     ServiceEntry("payments", 8102),
     ServiceEntry("gateway_bridge", 8101),
+    ServiceEntry("collections", 8106),
     ServiceEntry("reconciliation", 8107),
     # The web pages: started last, so every API it calls is already up.
     ServiceEntry("console", 8100),
@@ -51,7 +52,16 @@ REGISTRY = {entry.name: entry for entry in ENTRIES}
 # Service name -> module with `create_service(settings=None)`, in the DESIGN's order.
 SERVICES = {
     name: REGISTRY[name].app_module
-    for name in ("gateway_bridge", "payments", "credit_notes", "receipts", "kpi", "reconciliation", "console")
+    for name in (
+        "gateway_bridge",
+        "payments",
+        "credit_notes",
+        "receipts",
+        "kpi",
+        "collections",
+        "reconciliation",
+        "console",
+    )
 }
 START_ORDER = [entry.name for entry in ENTRIES]
 DEFAULT_PORTS = {entry.name: entry.port for entry in ENTRIES}

@@ -495,6 +495,159 @@ class TillClosed(Contract):
     exception_id: str | None = None
 
 
+# --- collections.events.v1 and collections.commands.v1 ---
+
+
+class CoveredItem(Contract):
+    """A bill, service charge or installment an arrangement took over: no longer separately payable."""
+
+    payment_type: PaymentType
+    item_reference: str = Field(examples=["INV-2025-001234"])
+    amount: Money = Field(description="What was still owed on it when the arrangement took it over.")
+
+
+class ArrangementInstallment(Contract):
+    number: int = Field(ge=1)
+    item_reference: str = Field(description="`PLAN-ID/n`, what payments takes.", examples=["PA-2025-000001/1"])
+    amount: Money
+    due_date: date
+    down_payment: bool = False
+
+
+class ArrangementCreated(Contract):
+    """A payment arrangement is in force (at once, or once a billing manager approved it)."""
+
+    arrangement_id: str = Field(examples=["PA-2025-000001"])
+    plan_id: str = Field(description="The installment plan id its installments are payable under.")
+    account_number: str
+    total: Money
+    down_payment: Money
+    frequency: str = Field(examples=["weekly", "fortnightly", "monthly"])
+    first_due_date: date
+    grace_days: int
+    installments: list[ArrangementInstallment]
+    covered_items: list[CoveredItem] = Field(
+        description="Items the arrangement took over; payments should stop offering them as separately payable."
+    )
+    reaged_from: str | None = Field(default=None, description="The arrangement this settlement plan re-aged.")
+    executive: str
+    created_by: str
+    approved_by: str | None = None
+    created_at: AwareDatetime
+
+
+class ArrangementModified(Contract):
+    """The unpaid part of an arrangement was rescheduled: new installments under a new plan id."""
+
+    arrangement_id: str
+    account_number: str
+    plan_id: str = Field(description="The new plan id; the withdrawn references are no longer payable.")
+    withdrawn_references: list[str]
+    installments: list[ArrangementInstallment]
+    remaining: Money
+    reason: str
+    modified_by: str
+    modified_at: AwareDatetime
+
+
+class ArrangementClosed(Contract):
+    """`arrangement.broken`, `.completed`, `.cancelled` or `.reaged`: the arrangement is no longer in force."""
+
+    arrangement_id: str
+    account_number: str
+    status: str = Field(examples=["Broken", "Completed", "Cancelled", "Re-aged"])
+    paid: Money
+    remaining: Money = Field(description="What returns to arrears (or moves into the settlement plan on re-age).")
+    withdrawn_references: list[str] = Field(description="Unpaid installments no longer payable.")
+    covered_items: list[CoveredItem] = Field(description="The items the arrangement had taken over.")
+    reason: str
+    closed_by: str
+    closed_at: AwareDatetime
+
+
+class InstallmentMissed(Contract):
+    arrangement_id: str
+    account_number: str
+    item_reference: str = Field(examples=["PA-2025-000001/2"])
+    number: int
+    amount: Money
+    unpaid: Money
+    due_date: date
+    grace_days: int
+    missed_count: int = Field(description="Installments of this arrangement missed so far, this one included.")
+    executive: str
+    missed_on: date
+
+
+class InstallmentAllocation(Contract):
+    item_reference: str
+    amount: Money
+
+
+class ArrangementPaymentApplied(Contract):
+    """A payment (or, with `reversed`, its cancellation or refund) matched to an arrangement's installments."""
+
+    arrangement_id: str
+    account_number: str
+    receipt_number: str
+    payment_id: str
+    paid_reference: str = Field(description="The item the payment was made against.")
+    allocations: list[InstallmentAllocation]
+    amount: Money = Field(description="What the arrangement received (or lost back, when reversed).")
+    paid_on: date
+    executive: str
+    reversed: bool = False
+    compliance: str = Field(examples=["on_time", "late_within_grace", "paid_after_missed", "partial"])
+
+
+class DisconnectionChanged(Contract):
+    """`disconnection.hold_placed`, `.hold_released`, `.eligible` or `.cleared`, for field operations."""
+
+    account_number: str
+    state: str = Field(examples=["hold", "eligible", "clear"])
+    reason: str
+    arrangement_id: str | None = None
+    amount_overdue: Money
+    days_overdue: int
+    changed_at: AwareDatetime
+
+
+class PromiseBroken(Contract):
+    activity_id: str
+    account_number: str
+    promised: Money
+    paid: Money
+    promised_on: date
+    executive: str
+    broken_on: date
+
+
+class CollectionsAlertRaised(Contract):
+    """An alert to the account's assigned executive (a missed installment, a broken plan or promise)."""
+
+    alert_id: str
+    executive: str
+    account_number: str
+    kind: str = Field(examples=["installment_missed", "arrangement_broken", "promise_broken"])
+    message: str
+    arrangement_id: str | None = None
+    raised_at: AwareDatetime
+
+
+class CollectionActivityRecordRequested(Contract):
+    """A field system (a technician's handheld) logs a call, visit, promise to pay or note."""
+
+    account_number: str
+    activity_type: str = Field(examples=["call", "visit", "promise_to_pay", "note"])
+    executive: str
+    outcome: str | None = None
+    customer_response: str | None = None
+    notes: str | None = None
+    promise_amount: DecimalString | None = None
+    promise_date: date | None = None
+    follow_up_on: date | None = None
+
+
 EVENT_TYPES: dict[str, type[Contract]] = {
     "account.upserted": AccountUpserted,
     "bill.issued": BillIssued,
@@ -525,6 +678,21 @@ EVENT_TYPES: dict[str, type[Contract]] = {
     "reconciliation.exception_raised": ReconciliationExceptionRaised,
     "reconciliation.exception_resolved": ReconciliationExceptionResolved,
     "till.closed": TillClosed,
+    "arrangement.created": ArrangementCreated,
+    "arrangement.modified": ArrangementModified,
+    "arrangement.broken": ArrangementClosed,
+    "arrangement.completed": ArrangementClosed,
+    "arrangement.cancelled": ArrangementClosed,
+    "arrangement.reaged": ArrangementClosed,
+    "arrangement.payment_applied": ArrangementPaymentApplied,
+    "installment.missed": InstallmentMissed,
+    "disconnection.hold_placed": DisconnectionChanged,
+    "disconnection.hold_released": DisconnectionChanged,
+    "disconnection.eligible": DisconnectionChanged,
+    "disconnection.cleared": DisconnectionChanged,
+    "promise.broken": PromiseBroken,
+    "collections.alert_raised": CollectionsAlertRaised,
+    "collection_activity.record_requested": CollectionActivityRecordRequested,
 }
 
 

@@ -14,6 +14,8 @@ class Topic(StrEnum):
     ANALYTICS_EVENTS = "analytics.events.v1"
     RECONCILIATION_COMMANDS = "reconciliation.commands.v1"
     RECONCILIATION_EVENTS = "reconciliation.events.v1"
+    COLLECTIONS_COMMANDS = "collections.commands.v1"
+    COLLECTIONS_EVENTS = "collections.events.v1"
 
 
 def dlq(topic: str) -> str:

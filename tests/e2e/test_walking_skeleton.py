@@ -41,6 +41,7 @@ PREFIXES = {
     "kpi": "KPI_",
     "reconciliation": "RECONCILIATION_",
     "console": "CONSOLE_",
+    "collections": "COLLECTIONS_",
 }
 
 

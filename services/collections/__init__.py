@@ -1,0 +1,1 @@
+"""Collections: arrangements, delinquency worklist, compliance, alerts and disconnection holds."""
