@@ -363,7 +363,7 @@ def router(sessions: async_sessionmaker[AsyncSession], desk: Desk) -> APIRouter:
         actor: Collector,
         executive: str | None = None,
         due_by: date | None = None,
-        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+        limit: Annotated[int, Query(ge=1, le=200)] = 100,
     ) -> dict[str, Any]:
         """An executive's follow-up queue (their own; a billing manager sees anyone's or everyone's)."""
         manager = Role.BILLING_MANAGER in actor.roles or Role.ADMIN in actor.roles
@@ -382,7 +382,7 @@ def router(sessions: async_sessionmaker[AsyncSession], desk: Desk) -> APIRouter:
 
     @routes.get("/alerts")
     async def alerts(
-        actor: Collector, executive: str | None = None, limit: Annotated[int, Query(ge=1, le=500)] = 100
+        actor: Collector, executive: str | None = None, limit: Annotated[int, Query(ge=1, le=200)] = 100
     ) -> dict[str, Any]:
         manager = Role.BILLING_MANAGER in actor.roles or Role.ADMIN in actor.roles
         whose = executive or (None if manager else actor.name)
