@@ -20,6 +20,8 @@ class Role(StrEnum):
     RECOVERY_EXECUTIVE = "recovery_executive"
     BILLING_MANAGER = "billing_manager"
     ADMIN = "admin"
+    # A payee of the payouts service: reads only its own payee (the token's `payee_id` claim).
+    PAYEE = "payee"
 
 
 @dataclass(frozen=True)
@@ -29,15 +31,19 @@ class Actor:
     user_id: str
     name: str
     roles: frozenset[Role]
+    # Set on a payee's token: the one payee it may see.
+    payee_id: str | None = None
 
     def has_any(self, roles: tuple[Role, ...]) -> bool:
         return Role.ADMIN in self.roles or bool(self.roles.intersection(roles))
 
 
-def mint_token(secret: str, *, user: str, roles: list[Role], ttl: timedelta = timedelta(hours=8)) -> str:
-    """A signed token for `user` (display name) with the given roles."""
+def mint_token(
+    secret: str, *, user: str, roles: list[Role], ttl: timedelta = timedelta(hours=8), payee_id: str | None = None
+) -> str:
+    """A signed token for `user` (display name) with the given roles (and, for a payee, its payee id)."""
     now = datetime.now(UTC)
-    claims = {
+    claims: dict[str, object] = {
         "iss": ISSUER,
         "sub": user.lower().replace(" ", "."),
         "name": user,
@@ -45,6 +51,8 @@ def mint_token(secret: str, *, user: str, roles: list[Role], ttl: timedelta = ti
         "iat": now,
         "exp": now + ttl,
     }
+    if payee_id is not None:
+        claims["payee_id"] = payee_id
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
@@ -52,7 +60,13 @@ def decode_token(secret: str, token: str) -> Actor:
     """Verify signature, expiry and issuer; raises `jwt.InvalidTokenError` otherwise."""
     claims = jwt.decode(token, secret, algorithms=[ALGORITHM], issuer=ISSUER, options={"require": ["exp", "sub"]})
     roles = frozenset(Role(r) for r in claims.get("roles", []) if r in Role.__members__.values())
-    return Actor(user_id=str(claims["sub"]), name=str(claims.get("name", claims["sub"])), roles=roles)
+    payee_id = claims.get("payee_id")
+    return Actor(
+        user_id=str(claims["sub"]),
+        name=str(claims.get("name", claims["sub"])),
+        roles=roles,
+        payee_id=str(payee_id) if payee_id is not None else None,
+    )
 
 
 _bearer = HTTPBearer(auto_error=False)

@@ -12,6 +12,8 @@ class Topic(StrEnum):
     RECEIPTS_EVENTS = "receipts.events.v1"
     KPI_ALERTS = "kpi.alerts.v1"
     ANALYTICS_EVENTS = "analytics.events.v1"
+    PAYOUTS_COMMANDS = "payouts.commands.v1"
+    PAYOUTS_EVENTS = "payouts.events.v1"
 
 
 def dlq(topic: str) -> str:
