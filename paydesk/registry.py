@@ -43,11 +43,13 @@ ENTRIES = [
     ServiceEntry("credit_notes", 8103),
     ServiceEntry("payments", 8102),
     ServiceEntry("gateway_bridge", 8101),
+    ServiceEntry("payouts", 8108),
 ]
 REGISTRY = {entry.name: entry for entry in ENTRIES}
 # Service name -> module with `create_service(settings=None)`, in the DESIGN's order.
 SERVICES = {
-    name: REGISTRY[name].app_module for name in ("gateway_bridge", "payments", "credit_notes", "receipts", "kpi")
+    name: REGISTRY[name].app_module
+    for name in ("gateway_bridge", "payments", "credit_notes", "receipts", "kpi", "payouts")
 }
 START_ORDER = [entry.name for entry in ENTRIES]
 DEFAULT_PORTS = {entry.name: entry.port for entry in ENTRIES}

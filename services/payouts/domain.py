@@ -175,19 +175,29 @@ class CommissionRule:
     def describe(self) -> str:
         """The rule in one line, as statements print it."""
         if self.kind is RuleKind.PERCENTAGE:
-            text = f"{self.percent}% of each payment"
+            text = f"{plain(self.percent)}% of each payment"
         elif self.kind is RuleKind.FIXED:
-            text = f"{self.fixed} {self.currency} per payment"
+            text = f"{plain(self.fixed)} {self.currency} per payment"
         else:
-            bands = ", ".join(f"{t.percent}% from {t.from_volume}" for t in self.tiers)
+            bands = ", ".join(f"{plain(t.percent)}% from {plain(t.from_volume)}" for t in self.tiers)
             text = f"tiered by monthly volume ({bands})"
         limits = [
-            f"minimum {self.minimum_per_payment} per payment" if self.minimum_per_payment is not None else "",
-            f"cap {self.cap_per_payment} per payment" if self.cap_per_payment is not None else "",
-            f"cap {self.cap_per_month} per month" if self.cap_per_month is not None else "",
+            f"{label} {plain(value)}"
+            for label, value in (
+                ("minimum per payment", self.minimum_per_payment),
+                ("cap per payment", self.cap_per_payment),
+                ("cap per month", self.cap_per_month),
+            )
+            if value is not None
         ]
-        extra = "; ".join(x for x in limits if x)
-        return f"{text} ({self.currency}{'; ' + extra if extra else ''})"
+        return f"{text} ({'; '.join([self.currency, *limits])})"
+
+
+def plain(value: Decimal | None) -> str:
+    """A decimal without trailing zeros or exponent: 2.5000 -> 2.5, 100 -> 100."""
+    if value is None:
+        return ""
+    return format(value.normalize(), "f")
 
 
 def _non_negative(value: Decimal | None, name: str) -> None:
