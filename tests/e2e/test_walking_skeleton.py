@@ -39,6 +39,7 @@ PREFIXES = {
     "credit_notes": "CREDIT_NOTES_",
     "receipts": "RECEIPTS_",
     "kpi": "KPI_",
+    "payouts": "PAYOUTS_",
 }
 
 
