@@ -108,12 +108,13 @@ def token(
     role: Annotated[Role, typer.Option(help="Role carried by the token.")],
     user: Annotated[str, typer.Option(help="Display name of the staff member.")],
     hours: Annotated[int, typer.Option(help="Validity in hours.")] = 8,
+    payee_id: Annotated[str | None, typer.Option(help="For --role payee: the one payee the token may read.")] = None,
 ) -> None:
     """Mint a development bearer token."""
     from datetime import timedelta
 
     secret = ServiceSettings().jwt_secret.get_secret_value()
-    typer.echo(mint_token(secret, user=user, roles=[role], ttl=timedelta(hours=hours)))
+    typer.echo(mint_token(secret, user=user, roles=[role], ttl=timedelta(hours=hours), payee_id=payee_id))
 
 
 @app.command("kpi-rebuild")

@@ -22,6 +22,7 @@ from shared.contracts.events import (
     PaymentCancelled,
     PaymentPosted,
     PaymentStatusChanged,
+    PayoutBankStatusReported,
 )
 from shared.messaging import Subscription
 
@@ -242,6 +243,14 @@ async def on_gateway_payout_status_changed(session: AsyncSession, envelope: Enve
     await runs.apply_gateway_status(session, parse_data(envelope, GatewayPayoutStatusChanged))
 
 
+async def on_payout_bank_status_reported(session: AsyncSession, envelope: Envelope) -> None:
+    """A bank payout's outcome from its statement line (a command on payouts.commands.v1)."""
+    reported = parse_data(envelope, PayoutBankStatusReported)
+    await runs.report_bank_status(
+        session, reported.payout_id, reported.status, reason=reported.reason, actor=reported.reported_by
+    )
+
+
 def subscriptions() -> list[Subscription]:
     return [
         Subscription(
@@ -258,5 +267,8 @@ def subscriptions() -> list[Subscription]:
         ),
         Subscription(
             "gateway", Topic.GATEWAY_EVENTS, {"gateway.payout_status_changed": on_gateway_payout_status_changed}
+        ),
+        Subscription(
+            "commands", Topic.PAYOUTS_COMMANDS, {"payout.bank_status_reported": on_payout_bank_status_reported}
         ),
     ]

@@ -417,6 +417,20 @@ class GatewayPayoutStatusChanged(Contract):
     occurred_at: AwareDatetime
 
 
+# --- payouts.commands.v1 ---
+
+
+class PayoutBankStatusReported(Contract):
+    """A bank statement line settled (or returned) a bank payout: the reconciliation service tells payouts.
+    The pain.001 end-to-end id of every transfer is its payout id."""
+
+    payout_id: str = Field(examples=["PO-000123"])
+    status: str = Field(examples=["Paid", "Failed", "Returned"])
+    reason: str | None = Field(default=None, examples=["AC04 account closed"])
+    reported_by: str = Field(examples=["reconciliation"])
+    occurred_at: AwareDatetime
+
+
 # --- payouts.events.v1 ---
 
 
@@ -500,6 +514,7 @@ EVENT_TYPES: dict[str, type[Contract]] = {
     "payout.paid": PayoutStatusChanged,
     "payout.failed": PayoutStatusChanged,
     "payout.returned": PayoutStatusChanged,
+    "payout.bank_status_reported": PayoutBankStatusReported,
 }
 
 

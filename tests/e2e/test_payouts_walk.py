@@ -17,6 +17,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +105,7 @@ async def test_a_months_commission_run_is_paid_through_stripe_and_a_bank_file_an
     maker, checker = bearer("Maker Mary", Role.BILLING_MANAGER), bearer("Checker Chris", Role.BILLING_MANAGER)
     async with httpx.AsyncClient(timeout=30) as http:
         for url in processes.values():
-            await eventually(lambda url=url: _ready(http, url), within=90)
+            await eventually(partial(_ready, http, url), within=90)
         payouts, payments = processes["payouts"], processes["payments"]
 
         agent = await http.post(

@@ -79,7 +79,8 @@ def system(infra: Infra) -> Iterator[System]:
     }
     running = System(ports, logs, processes)
     try:
-        deadline = time.monotonic() + 60
+        # Generous: six processes importing at once on a shared 2-core machine can take minutes to be ready.
+        deadline = time.monotonic() + 240
         for name in SERVICES:
             while True:
                 try:

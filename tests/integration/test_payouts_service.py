@@ -645,3 +645,60 @@ async def _equals(value: Any, expected: Any) -> bool:
 
 def _type(record: Any) -> str:
     return str(json.loads(record.value)["type"])
+
+
+class TestFilesAndCommands:
+    async def test_payees_import_from_xlsx_reports_the_row_and_field(self, api, service):
+        import xlsxwriter
+
+        external = f"EXT-{tag()}"
+        handle = io.BytesIO()
+        book = xlsxwriter.Workbook(handle, {"in_memory": True})
+        sheet = book.add_worksheet()
+        header = ["external_id", "name", "payee_type", "country", "payout_currency", "method", "iban"]
+        rows = [
+            [external, f"Xlsx Partner {external}", "partner", "AT", "EUR", "bank", "AT611904300234573201"],
+            [f"{external}-2", "No Currency", "partner", "AT", "ATS", "bank", "AT611904300234573201"],
+        ]
+        for number, row in enumerate([header, *rows]):
+            sheet.write_row(number, 0, row)
+        book.close()
+        response = await api.post(
+            "/payees/import", files={"file": ("payees.xlsx", handle.getvalue())}, headers=auth(service)
+        )
+        assert response.status_code == 422
+        assert [(e["row"], e["field"], e["code"]) for e in response.json()["errors"]] == [
+            (3, "payout_currency", "unknown_currency")
+        ]
+
+    async def test_a_bank_status_command_from_reconciliation_marks_a_bank_payout_returned_and_frees_its_lines(
+        self, infra, api, service
+    ):
+        payee = await new_payee(api, service, method="bank", iban="NL91ABNA0417164300")
+        body = {
+            "payee_id": payee["payee_id"],
+            "amount": "15.00",
+            "currency": "EUR",
+            "earned_on": TODAY.isoformat(),
+            "reason": "Referral",
+        }
+        await api.post("/earnings", json=body, headers=writer(service))
+        run = (await api.post("/runs", json={"payee_ids": [payee["payee_id"]]}, headers=writer(service))).json()
+        await api.post(f"/runs/{run['run_id']}/approve", headers=auth(service, "Checker Chris"))
+        executed = (await api.post(f"/runs/{run['run_id']}/execute", headers=auth(service, "Checker Chris"))).json()
+        payout_id = executed["payouts"][0]["payout_id"]
+        from shared.contracts.events import PayoutBankStatusReported
+
+        command = PayoutBankStatusReported(
+            payout_id=payout_id,
+            status="Returned",
+            reason="AC04 account closed",
+            reported_by="reconciliation",
+            occurred_at=datetime.now(UTC),
+        )
+        envelope = new_envelope("payout.bank_status_reported", source="reconciliation", subject=payout_id, data=command)
+        await publish(infra.bootstrap_servers, Topic.PAYOUTS_COMMANDS, [envelope, envelope])
+        await eventually(lambda: _equals(payout_status(api, service, payout_id, run["run_id"]), "Returned"))
+        assert {r.status for r in await line_rows(service, payee["payee_id"])} == {"Open"}
+        history = (await api.get("/payouts", params={"payee_id": payee["payee_id"]}, headers=auth(service))).json()
+        assert history["items"][0]["failure_reason"] == "AC04 account closed"
