@@ -12,7 +12,7 @@ from fastapi import APIRouter, File, Header, Query, UploadFile
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 
-from services.payouts import commands, domain, queries, runs, views
+from services.payouts import commands, domain, execution, payees, queries, runs, views
 from services.payouts.rendering import statement_document
 from shared.auth import Actor, Role, require_roles
 from shared.errors import NotFound, Rejected
@@ -154,8 +154,8 @@ def router(service: PayoutsService) -> APIRouter:
     @routes.post("/payees", status_code=201)
     async def create_payee(body: PayeeBody, actor: Manager, idempotency_key: IdempotencyKey) -> dict[str, Any]:
         async with sessions() as session, session.begin():
-            payee_id = await commands.create_payee(
-                session, commands.PayeeDraft(**body.model_dump()), actor=actor.name, idempotency_key=idempotency_key
+            payee_id = await payees.create_payee(
+                session, payees.PayeeDraft(**body.model_dump()), actor=actor.name, idempotency_key=idempotency_key
             )
         async with sessions() as session:
             return views.payee_view(await queries.payee(session, payee_id))
@@ -190,7 +190,7 @@ def router(service: PayoutsService) -> APIRouter:
     async def import_payees(actor: Manager, file: Annotated[UploadFile, File()], dry_run: bool = False) -> JSONResponse:
         data = await _read(file, settings.import_max_bytes)
         async with sessions() as session, session.begin():
-            report = await commands.import_payees(
+            report = await payees.import_payees(
                 session, data, actor=actor.name, max_bytes=settings.import_max_bytes, dry_run=dry_run
             )
         return _report(report)
@@ -206,9 +206,7 @@ def router(service: PayoutsService) -> APIRouter:
         values = body.model_dump()
         status = values.pop("status")
         async with sessions() as session, session.begin():
-            await commands.update_payee(
-                session, payee_id, commands.PayeeDraft(**values), status=status, actor=actor.name
-            )
+            await payees.update_payee(session, payee_id, payees.PayeeDraft(**values), status=status, actor=actor.name)
         async with sessions() as session:
             return views.payee_view(await queries.payee(session, payee_id))
 
@@ -432,12 +430,12 @@ def router(service: PayoutsService) -> APIRouter:
 
     @routes.post("/runs/{run_id}/execute")
     async def execute_run(run_id: str, actor: Manager) -> dict[str, Any]:
-        execution = await runs.execute_run(
+        result = await execution.execute_run(
             sessions, run_id, actor=actor.name, client=service.stripe, settings=settings, after_send=service.after_send
         )
         async with sessions() as session:
             run = views.run_view(await queries.run_details(session, run_id))
-        return {**run, "execution": execution.as_json()}
+        return {**run, "execution": result.as_json()}
 
     @routes.get("/runs/{run_id}/files/{file_id}.xml")
     async def bank_file(run_id: str, file_id: str, actor: Manager) -> Response:

@@ -4,8 +4,8 @@ rates, payout runs executed through Stripe or pain.001 files, payout statuses fr
 from __future__ import annotations
 
 from services.payouts import api, disbursement, projections
+from services.payouts.execution import AfterSend
 from services.payouts.rendering import StatementRenderer
-from services.payouts.runs import AfterSend
 from services.payouts.settings import PayoutsSettings
 from services.payouts.storage import plumbing
 from shared.contracts import Topic

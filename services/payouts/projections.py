@@ -12,8 +12,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.payouts import domain, runs
-from services.payouts.commands import add_line, customer_payee
+from services.payouts.commands import add_line
 from services.payouts.domain import LineKind, LineStatus
+from services.payouts.payees import customer_payee
 from services.payouts.storage import lines, payees, payments, rules
 from shared.contracts import Envelope, PaymentStatus, Topic, parse_data
 from shared.contracts.events import (

@@ -1,27 +1,18 @@
-"""Payout runs: preview, create (lines locked into payouts), approve (maker-checker), execute exactly once, and
-payout statuses from the gateway or the bank.
-
-Execution sends each payout in its own transaction holding that payout's row lock: the Stripe call (with the
-payout's one idempotency key) and the status change commit together. Two executions at once serialise on the
-row and the second sees Sent; a crash after Stripe answered but before the commit leaves the payout Approved,
-and the next execution sends the same key, so Stripe answers with the first transfer instead of a new one.
-"""
+"""Payout runs: preview, create (lines locked into payouts), approve (maker-checker), and payout statuses from
+the gateway or the bank. Executing an approved run is `execution.py`."""
 
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
-from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import stripe
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.payouts import disbursement, domain
+from services.payouts import disbursement, domain, planning
 from services.payouts.commands import RUN_APPROVAL, SOURCE
 from services.payouts.conversion import Rate
 from services.payouts.domain import LineStatus, PayoutMethod, PayoutStatus, RunStatus
@@ -29,7 +20,6 @@ from services.payouts.settings import PayoutsSettings
 from services.payouts.storage import (
     approvals,
     audit_log,
-    bank_files,
     idempotency_keys,
     lines,
     payees,
@@ -47,7 +37,6 @@ from shared.contracts.events import (
     GatewayPayoutStatusChanged,
     Money,
     PayoutRunApproved,
-    PayoutRunExecuted,
     PayoutStatusChanged,
 )
 from shared.errors import Conflict, NotFound, Rejected
@@ -79,7 +68,7 @@ class RunFilters:
 
 async def _open_lines(
     session: AsyncSession, filters: RunFilters, *, lock: bool
-) -> tuple[list[domain.OpenLine], dict[str, domain.RunPayee]]:
+) -> tuple[list[planning.OpenLine], dict[str, planning.RunPayee]]:
     p, ln = payees.c, lines.c
     clauses = [ln.status == LineStatus.OPEN.value, ln.earned_on <= (filters.period_to or filters.as_of)]
     if filters.period_from:
@@ -112,12 +101,12 @@ async def _open_lines(
     )
     if lock:
         statement = statement.with_for_update(of=lines)
-    found: list[domain.OpenLine] = []
-    run_payees: dict[str, domain.RunPayee] = {}
+    found: list[planning.OpenLine] = []
+    run_payees: dict[str, planning.RunPayee] = {}
     for r in (await session.execute(statement)).all():
-        found.append(domain.OpenLine(r.line_id, r.payee_id, r.amount, r.currency, r.earned_on, r.kind))
+        found.append(planning.OpenLine(r.line_id, r.payee_id, r.amount, r.currency, r.earned_on, r.kind))
         method = domain.PayoutMethod(r.method) if r.method else None
-        run_payees[r.payee_id] = domain.RunPayee(
+        run_payees[r.payee_id] = planning.RunPayee(
             r.payee_id, r.name, r.payout_currency, method, domain.PayeeStatus(r.status)
         )
     return found, run_payees
@@ -128,7 +117,7 @@ async def rates_for(session: AsyncSession, on: date, max_age: timedelta) -> list
     return [Rate(r.base, r.quote, r.rate, r.as_of, r.source) for r in rows]
 
 
-def _hold_unbankable(plan: domain.RunPlan, settings: PayoutsSettings) -> domain.RunPlan:
+def _hold_unbankable(plan: planning.RunPlan, settings: PayoutsSettings) -> planning.RunPlan:
     """Bank payouts need a debtor account of the utility in their currency."""
     kept, held = [], list(plan.held)
     for payout in plan.payouts:
@@ -138,20 +127,20 @@ def _hold_unbankable(plan: domain.RunPlan, settings: PayoutsSettings) -> domain.
         ):
             ids = tuple(i.line.line_id for i in payout.items)
             held.append(
-                domain.Held(payout.payee_id, "no_debtor_account", f"no debtor account pays {payout.currency}", ids)
+                planning.Held(payout.payee_id, "no_debtor_account", f"no debtor account pays {payout.currency}", ids)
             )
         else:
             kept.append(payout)
-    return domain.RunPlan(tuple(kept), tuple(held))
+    return planning.RunPlan(tuple(kept), tuple(held))
 
 
 async def plan(
     session: AsyncSession, filters: RunFilters, settings: PayoutsSettings, *, lock: bool = False
-) -> tuple[domain.RunPlan, dict[str, domain.RunPayee]]:
+) -> tuple[planning.RunPlan, dict[str, planning.RunPayee]]:
     """What a run with `filters` would pay now (nothing written)."""
     found, run_payees = await _open_lines(session, filters, lock=lock)
     max_age = timedelta(days=settings.max_rate_age_days)
-    result = domain.plan_run(
+    result = planning.plan_run(
         found,
         run_payees,
         await rates_for(session, filters.as_of, max_age),
@@ -166,7 +155,7 @@ def totals_json(totals: dict[str, Decimal]) -> list[dict[str, str]]:
     return [{"currency": c, "amount": format(a, "f")} for c, a in totals.items()]
 
 
-def held_json(held: tuple[domain.Held, ...]) -> list[dict[str, Any]]:
+def held_json(held: tuple[planning.Held, ...]) -> list[dict[str, Any]]:
     return [
         {"payee_id": h.payee_id, "code": h.code, "detail": h.detail, "field": h.field, "line_ids": list(h.line_ids)}
         for h in held
@@ -287,7 +276,7 @@ async def create_run(
     )
 
 
-async def _locked_run(session: AsyncSession, run_id: str) -> Any:
+async def locked_run(session: AsyncSession, run_id: str) -> Any:
     row = (await session.execute(select(runs).where(runs.c.run_id == run_id).with_for_update())).first()
     if row is None:
         raise NotFound("run_not_found", f"no run {run_id}", field="run_id")
@@ -298,7 +287,7 @@ async def decide_run(
     session: AsyncSession, run_id: str, *, approver: str, approve: bool, reason: str | None = None
 ) -> maker_checker.Approval:
     """Approve (or reject) a run: only someone other than its maker, applied once under the approval's row lock."""
-    run = await _locked_run(session, run_id)
+    run = await locked_run(session, run_id)
     if run.status != RunStatus.PENDING_APPROVAL:
         raise Conflict("already_decided", f"run {run_id} is {run.status}", field="run_id")
     decision = await maker_checker.decide(
@@ -319,7 +308,7 @@ async def apply_run_decision(session: AsyncSession, decision: maker_checker.Appr
     run_id = decision.payload["run_id"]
     now = decision.decided_at or datetime.now(UTC)
     approved = decision.status is maker_checker.ApprovalStatus.APPROVED
-    run = await _locked_run(session, run_id)
+    run = await locked_run(session, run_id)
     if approved:
         await session.execute(
             update(runs)
@@ -458,176 +447,3 @@ async def report_bank_status(
             "payout_status", f"payout {payout_id} is {payout.status}; it cannot become {target.value}", field="status"
         )
     return moved
-
-
-# --- execution ---
-
-
-@dataclass
-class Execution:
-    run_id: str
-    sent: list[str] = field(default_factory=list)
-    already: list[str] = field(default_factory=list)
-    failed: list[dict[str, str]] = field(default_factory=list)
-    retry_later: list[dict[str, str]] = field(default_factory=list)
-    bank_files: list[str] = field(default_factory=list)
-
-    def as_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-# Called after Stripe answered and before the commit; tests use it to crash exactly there.
-AfterSend = Callable[[str], Awaitable[None]]
-
-
-async def execute_run(
-    sessions: async_sessionmaker[AsyncSession],
-    run_id: str,
-    *,
-    actor: str,
-    client: stripe.StripeClient,
-    settings: PayoutsSettings,
-    after_send: AfterSend | None = None,
-) -> Execution:
-    """Send every approved payout of an approved run once; safe to call again (and concurrently)."""
-    result = Execution(run_id)
-    async with sessions() as session, session.begin():
-        run = await _locked_run(session, run_id)
-        if run.status not in (RunStatus.APPROVED, RunStatus.EXECUTED):
-            raise Conflict(
-                "run_not_approved", f"run {run_id} is {run.status}; only an approved run is executed", field="run_id"
-            )
-        rows = (
-            await session.execute(
-                select(payouts.c.payout_id, payouts.c.method, payouts.c.status)
-                .where(payouts.c.run_id == run_id)
-                .order_by(payouts.c.seq)
-            )
-        ).all()
-    for row in rows:
-        if row.method != PayoutMethod.STRIPE:
-            continue
-        await _send_stripe(sessions, row.payout_id, client, result, after_send)
-    await _send_bank(sessions, run_id, settings, result)
-    async with sessions() as session, session.begin():
-        run = await _locked_run(session, run_id)
-        now = datetime.now(UTC)
-        if run.status == RunStatus.APPROVED:
-            await session.execute(
-                update(runs)
-                .where(runs.c.run_id == run_id)
-                .values(status=RunStatus.EXECUTED.value, executed_by=actor, executed_at=now)
-            )
-        if result.sent or run.status == RunStatus.APPROVED:
-            data = PayoutRunExecuted(
-                run_id=run_id, executed_by=actor, sent=len(result.sent), bank_files=result.bank_files, executed_at=now
-            )
-            await stage(
-                session,
-                Topic.PAYOUTS_EVENTS,
-                new_envelope("payout_run.executed", source=SOURCE, subject=run_id, data=data),
-            )
-        await audit.record(
-            session, audit_log, actor=actor, action="run.executed", subject=run_id, after=result.as_json()
-        )
-    return result
-
-
-async def _send_stripe(
-    sessions: async_sessionmaker[AsyncSession],
-    payout_id: str,
-    client: stripe.StripeClient,
-    result: Execution,
-    after_send: AfterSend | None,
-) -> None:
-    async with sessions() as session, session.begin():
-        payout = (
-            await session.execute(select(payouts).where(payouts.c.payout_id == payout_id).with_for_update())
-        ).one()
-        if payout.status != PayoutStatus.APPROVED:
-            result.already.append(payout_id)
-            return
-        request = disbursement.TransferRequest(
-            payout_id, payout.run_id, payout.payee_id, payout.destination, payout.amount, payout.currency
-        )
-        try:
-            transfer_id = await disbursement.send_transfer(client, request)
-        except disbursement.TRANSIENT as exc:
-            # Nothing recorded: the payout stays Approved and the next execution sends the same key.
-            result.retry_later.append({"payout_id": payout_id, "error": f"{type(exc).__name__}: {exc}"[:300]})
-            return
-        except stripe.StripeError as exc:
-            reason = f"stripe refused the transfer: {exc.user_message or exc}"[:500]
-            await move_payout(session, payout, PayoutStatus.FAILED, reason=reason)
-            result.failed.append({"payout_id": payout_id, "error": reason})
-            return
-        if after_send is not None:
-            await after_send(payout_id)
-        await move_payout(session, payout, PayoutStatus.SENT, reference=transfer_id)
-        result.sent.append(payout_id)
-
-
-async def _send_bank(
-    sessions: async_sessionmaker[AsyncSession], run_id: str, settings: PayoutsSettings, result: Execution
-) -> None:
-    """One pain.001 file per debtor account, made and recorded with its payouts' Sent in one transaction."""
-    async with sessions() as session, session.begin():
-        pending = (
-            await session.execute(
-                select(payouts, payees.c.name)
-                .select_from(payouts.join(payees, payees.c.payee_id == payouts.c.payee_id))
-                .where(
-                    payouts.c.run_id == run_id,
-                    payouts.c.method == PayoutMethod.BANK.value,
-                    payouts.c.status == PayoutStatus.APPROVED.value,
-                )
-                .order_by(payouts.c.seq)
-                .with_for_update(of=payouts)
-            )
-        ).all()
-        by_account: dict[str, list[Any]] = defaultdict(list)
-        for payout in pending:
-            debtor = disbursement.debtor_for(settings.debtor_accounts, payout.currency)
-            if debtor is None:
-                result.retry_later.append(
-                    {"payout_id": payout.payout_id, "error": f"no debtor account pays {payout.currency}"}
-                )
-                continue
-            by_account[debtor.account_id].append(payout)
-        accounts = {a.account_id: a for a in settings.debtor_accounts}
-        for account_id, group in by_account.items():
-            debtor = accounts[account_id]
-            transfers = [
-                disbursement.CreditTransfer(
-                    p.payout_id,
-                    p.name,
-                    p.destination,
-                    p.bic,
-                    p.amount,
-                    p.currency,
-                    f"Paydesk payout {p.payout_id} ({run_id})",
-                )
-                for p in group
-            ]
-            made = disbursement.credit_transfer_file(debtor, transfers, execution_date=datetime.now(UTC).date())
-            file_id = disbursement.file_id(run_id, account_id)
-            await session.execute(
-                bank_files.insert().values(
-                    file_id=file_id,
-                    run_id=run_id,
-                    debtor_account=account_id,
-                    currency=debtor.currency,
-                    message_id=made.message_id,
-                    payouts=made.count,
-                    control_sum=made.control_sum,
-                    content=made.content,
-                    created_at=datetime.now(UTC),
-                )
-            )
-            for payout in group:
-                await session.execute(
-                    update(payouts).where(payouts.c.payout_id == payout.payout_id).values(bank_file_id=file_id)
-                )
-                await move_payout(session, payout, PayoutStatus.SENT, reference=payout.payout_id)
-                result.sent.append(payout.payout_id)
-            result.bank_files.append(file_id)

@@ -6,7 +6,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from services.payouts import domain
+from services.payouts import planning
 from shared.export import Cell
 from shared.money import money_json
 
@@ -77,7 +77,7 @@ def totals_view(totals: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def plan_view(plan: domain.RunPlan, payees: dict[str, domain.RunPayee]) -> dict[str, Any]:
+def plan_view(plan: planning.RunPlan, payees: dict[str, planning.RunPayee]) -> dict[str, Any]:
     """A run's preview: per payee and currency what would be paid, each line's conversion, and who is held."""
     return {
         "totals": [money_json(amount, currency) for currency, amount in plan.totals().items()],

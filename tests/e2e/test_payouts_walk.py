@@ -146,7 +146,7 @@ async def test_a_months_commission_run_is_paid_through_stripe_and_a_bank_file_an
         }
         assert (await http.post(f"{payouts}/rules", headers=maker, json=rule)).status_code == 201
         rates = await http.post(f"{payouts}/rates/import", headers=maker, files={"file": ("eurofxref-daily.xml", ECB)})
-        assert rates.json()["new"] >= 1
+        assert rates.json()["rates"] == 1  # new, or already there from an earlier import of the same file
 
         # The agent collects a payment at its channel: payments posts it, payouts earns the commission from the event.
         await publish_reference_data(infra.bootstrap_servers)

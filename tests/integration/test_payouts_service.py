@@ -19,7 +19,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from services.payouts import runs
+from services.payouts import execution
 from services.payouts.app import PayoutsService, create_service
 from services.payouts.disbursement import idempotency_key
 from services.payouts.settings import PayoutsSettings
@@ -415,7 +415,7 @@ class TestRuns:
             raise RuntimeError("process killed after Stripe answered")
 
         with pytest.raises(RuntimeError):
-            await runs.execute_run(
+            await execution.execute_run(
                 service.sessions,
                 run["run_id"],
                 actor="Checker Chris",

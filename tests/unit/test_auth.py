@@ -134,3 +134,11 @@ class TestActorHasAny:
         decoded = decode_token(SECRET, mint_token(SECRET, user="Jane Doe", roles=[Role.CUSTOMER_EXECUTIVE]))
         assert not decoded.has_any((Role.BILLING_MANAGER,))
         assert decoded.has_any((Role.CUSTOMER_EXECUTIVE,))
+
+
+class TestPayeeTokens:
+    def test_a_payee_token_carries_its_payee_id_and_staff_tokens_none(self) -> None:
+        payee = decode_token(SECRET, mint_token(SECRET, user="Ann Agent", roles=[Role.PAYEE], payee_id="PE-10001"))
+        assert (payee.roles, payee.payee_id) == (frozenset({Role.PAYEE}), "PE-10001")
+        assert not payee.has_any((Role.BILLING_MANAGER,))
+        assert decode_token(SECRET, mint_token(SECRET, user="Jane Doe", roles=[Role.ADMIN])).payee_id is None

@@ -10,19 +10,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.payouts import domain
+from services.payouts import domain, planning
 from services.payouts.conversion import Rate
 from services.payouts.domain import (
     CommissionRule,
     MonthToDate,
-    OpenLine,
     PayeeStatus,
     PayoutMethod,
     PayoutStatus,
     RuleKind,
-    RunPayee,
     Tier,
 )
+from services.payouts.planning import OpenLine, RunPayee
 from shared.errors import Rejected
 
 D = Decimal
@@ -240,7 +239,7 @@ class TestRunPlanProperties:
     def test_run_totals_equal_the_sum_of_their_lines_per_currency_and_no_payout_is_negative(self, ledger, minimum):
         """INVARIANT: a run's totals are exactly its lines' converted amounts; no payout of zero or less is sent."""
         lines, payees = ledger
-        plan = domain.plan_run(lines, payees, JPY_RATES, as_of=DAY, minimum_amount=minimum)
+        plan = planning.plan_run(lines, payees, JPY_RATES, as_of=DAY, minimum_amount=minimum)
         sums: dict[str, Decimal] = defaultdict(lambda: D(0))
         for payout in plan.payouts:
             assert payout.amount > 0
@@ -266,29 +265,29 @@ class TestRunPlanProperties:
                 original = by_id["L-" + line.line_id.split("-", 1)[1]]
                 assert original.amount + line.amount == 0
                 for payee_ in payees.values():
-                    plan = domain.plan_run([original, line], {original.payee_id: payee_}, JPY_RATES, as_of=DAY)
+                    plan = planning.plan_run([original, line], {original.payee_id: payee_}, JPY_RATES, as_of=DAY)
                     assert plan.payouts == ()
 
     def test_a_missing_rate_holds_the_payee_naming_the_pair(self):
         lines = [OpenLine("L-1", "PE-1", D("10.00"), "CHF", DAY)]
-        plan = domain.plan_run(lines, {"PE-1": payee("PE-1")}, USD_EUR, as_of=DAY)
+        plan = planning.plan_run(lines, {"PE-1": payee("PE-1")}, USD_EUR, as_of=DAY)
         assert plan.payouts == ()
         assert plan.held[0].code == "missing_rate"
         assert "CHF->USD" in plan.held[0].detail
 
     def test_a_payee_without_method_is_held(self):
         lines = [OpenLine("L-1", "PE-1", D("10.00"), "USD", DAY)]
-        plan = domain.plan_run(lines, {"PE-1": payee("PE-1", method=None)}, [], as_of=DAY)
+        plan = planning.plan_run(lines, {"PE-1": payee("PE-1", method=None)}, [], as_of=DAY)
         assert (plan.held[0].code, plan.held[0].field) == ("payee_without_method", "method")
 
     def test_a_suspended_payee_is_held(self):
         lines = [OpenLine("L-1", "PE-1", D("10.00"), "USD", DAY)]
         suspended = RunPayee("PE-1", "x", "USD", PayoutMethod.BANK, PayeeStatus.SUSPENDED)
-        assert domain.plan_run(lines, {"PE-1": suspended}, [], as_of=DAY).held[0].code == "payee_not_active"
+        assert planning.plan_run(lines, {"PE-1": suspended}, [], as_of=DAY).held[0].code == "payee_not_active"
 
     def test_lines_are_converted_to_the_payees_currency_with_provenance(self):
         lines = [OpenLine("L-1", "PE-1", D("100.00"), "USD", DAY), OpenLine("L-2", "PE-1", D("5.00"), "EUR", DAY)]
-        plan = domain.plan_run(lines, {"PE-1": payee("PE-1", "EUR")}, USD_EUR, as_of=DAY)
+        plan = planning.plan_run(lines, {"PE-1": payee("PE-1", "EUR")}, USD_EUR, as_of=DAY)
         first = plan.payouts[0].items[0].conversion
         assert (first.converted, first.rate, first.as_of) == (D("87.93"), D("0.8792754770"), DAY)
         assert first.source == "inverse of ECB"
