@@ -16,7 +16,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,12 +25,12 @@ import httpx
 import pytest
 
 from paydesk.embedded import free_port
-from paydesk.launcher import publish_reference_data
 from shared.auth import Role, mint_token
 from shared.contracts import Topic, new_envelope
 from shared.contracts.events import GatewayPayoutStatusChanged
 from tests.conftest import Infra
-from tests.support.helpers import eventually, pdf_text, publish
+from tests.support.helpers import eventually, pdf_text, publish, unique_account
+from tests.support.payments import billing_events, year_of
 from tests.support.stripe_fake import API_KEY, serving
 from tests.support.stripe_transfers_fake import FakeStripeTransfers
 
@@ -149,15 +149,18 @@ async def test_a_months_commission_run_is_paid_through_stripe_and_a_bank_file_an
         assert rates.json()["rates"] == 1  # new, or already there from an earlier import of the same file
 
         # The agent collects a payment at its channel: payments posts it, payouts earns the commission from the event.
-        await publish_reference_data(infra.bootstrap_servers)
+        # A consumer of its own (not the seed's John Doe, whose bills other e2e tests pay), in a year of its own.
+        account = unique_account()
+        await publish(infra.bootstrap_servers, Topic.BILLING_RECEIVABLES, billing_events(account, "Field Customer"))
+        paid_on = date(year_of(account), 5, 2)
         payment = {
-            "account_number": "WU-10001",
+            "account_number": account,
             "payment_type": "bill",
-            "item_reference": "INV-2025-001567",
+            "item_reference": f"INV-{account}-2",
             "channel": CHANNEL,
             "method": "Cash",
             "amount": "152.25",
-            "payment_date": TODAY.isoformat(),
+            "payment_date": paid_on.isoformat(),
             "cash_received": "152.25",
         }
         clerk = {**bearer(AGENT, Role.CUSTOMER_EXECUTIVE), **key()}
@@ -181,7 +184,7 @@ async def test_a_months_commission_run_is_paid_through_stripe_and_a_bank_file_an
         assert (await http.post(f"{payouts}/earnings", headers={**maker, **key()}, json=bonus)).status_code == 201
 
         # Preview, run, approve by another billing manager, execute.
-        filters = {"payee_ids": [agent_id, partner_id]}
+        filters = {"payee_ids": [agent_id, partner_id], "period_to": max(paid_on, TODAY).isoformat()}
         preview = (await http.post(f"{payouts}/runs/preview", headers=maker, json=filters)).json()
         assert preview["totals"] == [{"amount": "82.67", "currency": "EUR", "display": "€82.67"}]
         run = (await http.post(f"{payouts}/runs", headers={**maker, **key()}, json=filters)).json()
