@@ -110,13 +110,16 @@ def token(
     user: Annotated[str, typer.Option(help="Display name of the staff member.")],
     hours: Annotated[int, typer.Option(help="Validity in hours.")] = 8,
     account: Annotated[str | None, typer.Option(help="For --role customer: the one account it may read.")] = None,
+    payee_id: Annotated[str | None, typer.Option(help="For --role payee: the one payee the token may read.")] = None,
 ) -> None:
     """Mint a development bearer token."""
     from datetime import timedelta
 
     secret = ServiceSettings().jwt_secret.get_secret_value()
     try:
-        token = mint_token(secret, user=user, roles=[role], ttl=timedelta(hours=hours), account_number=account)
+        token = mint_token(
+            secret, user=user, roles=[role], ttl=timedelta(hours=hours), account_number=account, payee_id=payee_id
+        )
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--account") from exc
     typer.echo(token)

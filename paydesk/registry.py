@@ -45,6 +45,7 @@ ENTRIES = [
     ServiceEntry("gateway_bridge", 8101),
     ServiceEntry("collections", 8106),
     ServiceEntry("reconciliation", 8107),
+    ServiceEntry("payouts", 8108),
     # The web pages: started last, so every API it calls is already up.
     ServiceEntry("console", 8100),
 ]
@@ -60,6 +61,7 @@ SERVICES = {
         "kpi",
         "collections",
         "reconciliation",
+        "payouts",
         "console",
     )
 }

@@ -27,6 +27,8 @@ class Role(StrEnum):
     ADMIN = "admin"
     # A utility's customer using the self-service pages: sees one account only (the token's `account_number`).
     CUSTOMER = "customer"
+    # A payee of the payouts service: reads only its own payee (the token's `payee_id` claim).
+    PAYEE = "payee"
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class Actor:
     roles: frozenset[Role]
     # Set for customers only: the one account their token may read.
     account_number: str | None = None
+    # Set on a payee's token: the one payee it may see.
+    payee_id: str | None = None
 
     def has_any(self, roles: tuple[Role, ...]) -> bool:
         return Role.ADMIN in self.roles or bool(self.roles.intersection(roles))
@@ -50,8 +54,10 @@ def mint_token(
     roles: list[Role],
     ttl: timedelta = timedelta(hours=8),
     account_number: str | None = None,
+    payee_id: str | None = None,
 ) -> str:
-    """A signed token for `user` (display name) with the given roles; a customer's names their one account."""
+    """A signed token for `user` (display name) with the given roles; a customer's names their one account and a
+    payee's its payee id."""
     if Role.CUSTOMER in roles and not account_number:
         raise ValueError("a customer token must name its account_number")
     now = datetime.now(UTC)
@@ -65,6 +71,8 @@ def mint_token(
     }
     if account_number:
         claims["account_number"] = account_number
+    if payee_id is not None:
+        claims["payee_id"] = payee_id
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
@@ -75,11 +83,13 @@ def decode_token(secret: str, token: str) -> Actor:
     account = claims.get("account_number")
     if Role.CUSTOMER in roles and not account:
         raise jwt.InvalidTokenError("a customer token must name its account_number")
+    payee_id = claims.get("payee_id")
     return Actor(
         user_id=str(claims["sub"]),
         name=str(claims.get("name", claims["sub"])),
         roles=roles,
         account_number=str(account) if account else None,
+        payee_id=str(payee_id) if payee_id is not None else None,
     )
 
 

@@ -648,6 +648,115 @@ class CollectionActivityRecordRequested(Contract):
     follow_up_on: date | None = None
 
 
+# --- payouts: what it consumes from others (defined here until their owners publish them) ---
+
+
+class CreditNoteRefundRequested(Contract):
+    """A billing manager asked for a customer's remaining credit to be paid back (creditnotes.events.v1; the
+    money-safety issue publishes it, payouts pays it out as a refund line)."""
+
+    credit_note_number: str = Field(examples=["CN-46129"])
+    account_number: str = Field(examples=["WU-10001"])
+    consumer_name: str = Field(examples=["John Doe"])
+    amount: Money = Field(description="What is to be refunded (the credit's remaining balance or part of it).")
+    reason: str = Field(examples=["Customer moved out"])
+    requested_by: str
+    requested_at: AwareDatetime
+    refund_id: str | None = Field(
+        default=None,
+        description="Identifies one refund request; defaults to the credit-note number (one refund per note).",
+    )
+
+
+class GatewayPayoutStatusChanged(Contract):
+    """A Stripe `transfer.*` or `payout.*` webhook about money going out (gateway.events.v1), normalised by
+    gateway_bridge. Payouts finds its payout by `paydesk_payout_id` (our metadata) or by `object_id`."""
+
+    gateway: str = "stripe"
+    gateway_event_id: str = Field(examples=["evt_1PZ..."])
+    event_type: str = Field(
+        description="Stripe's event type.",
+        examples=["transfer.created", "transfer.reversed", "payout.paid", "payout.failed", "payout.canceled"],
+    )
+    object_type: str = Field(examples=["transfer", "payout"])
+    object_id: str = Field(description="The Stripe transfer (tr_...) or payout (po_...) id.", examples=["tr_1PZ..."])
+    connected_account: str | None = Field(
+        default=None, description="The connected account (`acct_...`) the object belongs to or pays."
+    )
+    paydesk_payout_id: str | None = Field(
+        default=None, description="`metadata.paydesk_payout_id` of the Stripe object, when we created it."
+    )
+    amount: Money | None = None
+    failure_code: str | None = Field(default=None, examples=["account_closed"])
+    failure_message: str | None = None
+    occurred_at: AwareDatetime
+
+
+# --- payouts.commands.v1 ---
+
+
+class PayoutBankStatusReported(Contract):
+    """A bank statement line settled (or returned) a bank payout: the reconciliation service tells payouts.
+    The pain.001 end-to-end id of every transfer is its payout id."""
+
+    payout_id: str = Field(examples=["PO-000123"])
+    status: str = Field(examples=["Paid", "Failed", "Returned"])
+    reason: str | None = Field(default=None, examples=["AC04 account closed"])
+    reported_by: str = Field(examples=["reconciliation"])
+    occurred_at: AwareDatetime
+
+
+# --- payouts.events.v1 ---
+
+
+class EarningLine(Contract):
+    """An amount owed to a payee: a commission, a refund, a manual earning or adjustment, an imported line, or
+    the reversal of one of those (negative)."""
+
+    line_id: str = Field(examples=["COM-R-5001"])
+    payee_id: str = Field(examples=["PE-10001"])
+    kind: str = Field(examples=["commission", "reversal", "refund", "manual", "adjustment", "import"])
+    amount: Money
+    earned_on: date
+    source_ref: str | None = Field(default=None, description="The payment's receipt, credit note or import row.")
+    reverses_line_id: str | None = None
+    reason: str | None = None
+    created_by: str
+    created_at: AwareDatetime
+
+
+class PayoutRunApproved(Contract):
+    run_id: str = Field(examples=["RUN-000012"])
+    approved_by: str
+    requested_by: str
+    payouts: int = Field(ge=0)
+    totals: list[Money] = Field(description="One total per payout currency.")
+    approved_at: AwareDatetime
+
+
+class PayoutRunExecuted(Contract):
+    run_id: str
+    executed_by: str
+    sent: int = Field(ge=0, description="Payouts sent in this execution (not counting ones sent before).")
+    bank_files: list[str] = Field(default_factory=list, description="pain.001 file ids, one per debtor account.")
+    executed_at: AwareDatetime
+
+
+class PayoutStatusChanged(Contract):
+    """One payout moved: `payout.sent|paid|failed|returned` (Scheduled -> Approved -> Sent -> Paid/Failed/Returned)."""
+
+    payout_id: str = Field(examples=["PO-000123"])
+    run_id: str
+    payee_id: str
+    amount: Money
+    method: str = Field(examples=["stripe", "bank"])
+    previous_status: str
+    status: str = Field(examples=["Sent", "Paid", "Failed", "Returned"])
+    reference: str | None = Field(default=None, description="Stripe transfer id or the bank end-to-end id.")
+    reason: str | None = None
+    changed_at: AwareDatetime
+
+
 EVENT_TYPES: dict[str, type[Contract]] = {
     "account.upserted": AccountUpserted,
     "bill.issued": BillIssued,
@@ -693,6 +802,17 @@ EVENT_TYPES: dict[str, type[Contract]] = {
     "promise.broken": PromiseBroken,
     "collections.alert_raised": CollectionsAlertRaised,
     "collection_activity.record_requested": CollectionActivityRecordRequested,
+    "credit_note.refund_requested": CreditNoteRefundRequested,
+    "gateway.payout_status_changed": GatewayPayoutStatusChanged,
+    "earning.accrued": EarningLine,
+    "earning.reversed": EarningLine,
+    "payout_run.approved": PayoutRunApproved,
+    "payout_run.executed": PayoutRunExecuted,
+    "payout.sent": PayoutStatusChanged,
+    "payout.paid": PayoutStatusChanged,
+    "payout.failed": PayoutStatusChanged,
+    "payout.returned": PayoutStatusChanged,
+    "payout.bank_status_reported": PayoutBankStatusReported,
 }
 
 

@@ -16,6 +16,8 @@ class Topic(StrEnum):
     RECONCILIATION_EVENTS = "reconciliation.events.v1"
     COLLECTIONS_COMMANDS = "collections.commands.v1"
     COLLECTIONS_EVENTS = "collections.events.v1"
+    PAYOUTS_COMMANDS = "payouts.commands.v1"
+    PAYOUTS_EVENTS = "payouts.events.v1"
 
 
 def dlq(topic: str) -> str:

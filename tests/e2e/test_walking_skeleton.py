@@ -42,6 +42,7 @@ PREFIXES = {
     "reconciliation": "RECONCILIATION_",
     "console": "CONSOLE_",
     "collections": "COLLECTIONS_",
+    "payouts": "PAYOUTS_",
 }
 
 

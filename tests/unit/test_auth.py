@@ -198,3 +198,11 @@ class TestCustomers:
         assert get("/payments", headers={"Authorization": f"Bearer {customer}"}).status_code == 403
         assert get("/accounts/WU-10001/balance", headers={"Authorization": f"Bearer {manager}"}).status_code == 403
         assert get("/accounts/WU-10001/balance").status_code == 401
+
+
+class TestPayeeTokens:
+    def test_a_payee_token_carries_its_payee_id_and_staff_tokens_none(self) -> None:
+        payee = decode_token(SECRET, mint_token(SECRET, user="Ann Agent", roles=[Role.PAYEE], payee_id="PE-10001"))
+        assert (payee.roles, payee.payee_id) == (frozenset({Role.PAYEE}), "PE-10001")
+        assert not payee.has_any((Role.BILLING_MANAGER,))
+        assert decode_token(SECRET, mint_token(SECRET, user="Jane Doe", roles=[Role.ADMIN])).payee_id is None

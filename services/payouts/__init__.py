@@ -1,0 +1,1 @@
+"""The payouts service: payees, earnings, commission rules, rates, payout runs and statements."""
