@@ -65,9 +65,15 @@ def test_each_role_sees_the_pages_of_the_seed_flow_and_lands_on_the_first() -> N
 
 
 def test_return_to_dashboard_is_a_page_the_role_may_see() -> None:
-    for role in Role:
+    for role in domain.NAVIGATION:
         assert domain.home((role,)) in domain.navigation((role,))
     assert domain.home((Role.CUSTOMER_EXECUTIVE,)).route == "#/customer-service"  # not kpi's 403
+
+
+def test_a_payee_has_no_console_page_and_uses_the_payouts_self_view() -> None:
+    assert domain.navigation((Role.PAYEE,)) == []
+    with pytest.raises(ValueError):
+        domain.home((Role.PAYEE,))
 
 
 def test_several_roles_merge_their_pages_without_repeats() -> None:
