@@ -78,3 +78,33 @@ class BodySizeLimit:
         headers = [(b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+class RefuseNulCharacters:
+    """Refuses a URL carrying a NUL character (`%00`) with a 422 problem naming the query.
+
+    Postgres text can never hold NUL, so such a value reaching a query would fail there as a 500; no business
+    value contains one, so it is refused at the door for every route."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            raw = bytes(scope.get("query_string") or b"") + bytes(scope.get("raw_path") or b"")
+            if b"%00" in raw or b"\x00" in raw or "\x00" in scope.get("path", ""):
+                body = json.dumps(
+                    {
+                        "type": "https://paydesk.dev/problems/invalid_characters",
+                        "title": "invalid characters",
+                        "status": 422,
+                        "code": "invalid_characters",
+                        "detail": "the URL carries a NUL character, which no value may contain",
+                        "field": "query",
+                    }
+                ).encode()
+                headers = [(b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode())]
+                await send({"type": "http.response.start", "status": 422, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)

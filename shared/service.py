@@ -34,7 +34,7 @@ from shared.contracts.envelope import Envelope
 from shared.db import create_engine, is_infrastructure_down, session_factory
 from shared.errors import Rejected
 from shared.inbox import inbox_table
-from shared.limits import BodySizeLimit
+from shared.limits import BodySizeLimit, RefuseNulCharacters
 from shared.messaging import EventConsumer, Subscription, create_broker
 from shared.openapi import document_problems
 from shared.outbox import OUTBOX_TABLE, OutboxRelay, fetch_cluster_id, outbox_tables, wake_relay_after_commit
@@ -314,6 +314,7 @@ class Service:
             return response
 
         app.add_middleware(BodySizeLimit, limit=self.settings.max_request_body_bytes)
+        app.add_middleware(RefuseNulCharacters)
         app.add_middleware(TraceIdHeader)
         if self.settings.cors_origin_list:
             # The console's pages call the APIs from the browser with the user's bearer token: no cookies, so no

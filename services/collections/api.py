@@ -17,7 +17,7 @@ from services.collections.queries import WorklistFilters, WorklistSort
 from services.collections.runtime import Desk
 from shared.auth import Actor, Role, require_roles
 from shared.errors import Rejected
-from shared.export import ExportFormat, export_response
+from shared.export import OPENAPI_RESPONSES, ExportFormat, export_response
 
 STAFF = (Role.CUSTOMER_EXECUTIVE, Role.RECOVERY_EXECUTIVE, Role.BILLING_MANAGER)
 Staff = Annotated[Actor, require_roles(*STAFF)]
@@ -185,7 +185,7 @@ def router(sessions: async_sessionmaker[AsyncSession], desk: Desk) -> APIRouter:
             rows, next_cursor = await queries.search_worklist(session, filters, today=today, limit=limit, cursor=cursor)
         return {"items": [views.worklist_row(r, today) for r in rows], "next_cursor": next_cursor, "as_of": str(today)}
 
-    @routes.get("/collections/accounts/export")
+    @routes.get("/collections/accounts/export", responses=OPENAPI_RESPONSES)
     async def worklist_export(
         actor: Collector,
         q: Annotated[str | None, Query(max_length=100)] = None,
@@ -410,7 +410,7 @@ def router(sessions: async_sessionmaker[AsyncSession], desk: Desk) -> APIRouter:
             found = await queries.report(session, period=period or today.strftime("%Y-%m"), today=today)
         return views.report_view(found)
 
-    @routes.get("/collections/reports/recovered/export")
+    @routes.get("/collections/reports/recovered/export", responses=OPENAPI_RESPONSES)
     async def recovered_export(
         actor: Collector,
         period: Annotated[str | None, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")] = None,

@@ -16,7 +16,7 @@ from services.payouts import commands, domain, execution, payees, queries, runs,
 from services.payouts.rendering import statement_document
 from shared.auth import Actor, Role, require_roles
 from shared.errors import NotFound, Rejected
-from shared.export import ExportFormat, export_response
+from shared.export import OPENAPI_RESPONSES, ExportFormat, export_response
 
 if TYPE_CHECKING:
     from services.payouts.app import PayoutsService
@@ -484,7 +484,7 @@ def router(service: PayoutsService) -> APIRouter:
             rows, next_cursor = await queries.payout_history(session, filters, limit=limit, cursor=cursor)
         return {"items": [views.payout_view(r) for r in rows], "next_cursor": next_cursor}
 
-    @routes.get("/payouts/export")
+    @routes.get("/payouts/export", responses=OPENAPI_RESPONSES)
     async def export_payouts(
         actor: Manager,
         payee_id: str | None = None,

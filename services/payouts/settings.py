@@ -18,6 +18,12 @@ class DebtorAccount(BaseModel):
 
 class PayoutsSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="PAYOUTS_", extra="ignore", populate_by_name=True)
+    # Uploads: an invoice file of up to `invoice_max_bytes` (5 MiB) plus its form.
+    max_request_body_bytes: int = Field(
+        default=6 * 1024 * 1024,
+        ge=1024,
+        validation_alias=AliasChoices("PAYDESK_MAX_REQUEST_BODY_BYTES", "max_request_body_bytes"),
+    )
 
     service_name: str = "payouts"
     http_port: int = Field(default=8108, ge=1, le=65535)

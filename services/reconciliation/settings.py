@@ -1,6 +1,6 @@
 from decimal import Decimal
 
-from pydantic import BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
@@ -27,6 +27,12 @@ DEFAULT_RULES = [
 
 class ReconciliationSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="RECONCILIATION_", extra="ignore", populate_by_name=True)
+    # Uploads: a bank statement file: a day of a busy account runs to tens of MiB in camt.053.
+    max_request_body_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024,
+        validation_alias=AliasChoices("PAYDESK_MAX_REQUEST_BODY_BYTES", "max_request_body_bytes"),
+    )
 
     service_name: str = "reconciliation"
     http_port: int = Field(default=8107, ge=1, le=65535)

@@ -69,6 +69,7 @@ async def service(infra: Infra, stripe_api: tuple[FakeStripeTransfers, str]) -> 
             kafka_bootstrap_servers=infra.bootstrap_servers,
             stripe_api_base=base,
             stripe_api_key=API_KEY,
+            development=True,
         )
     )
     await created.start()

@@ -115,3 +115,24 @@ def test_documented_errors_are_problems_and_secured_routes_document_401_and_403(
                 assert content == {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}, (
                     f"{name} {method} {path} {status}"
                 )
+
+
+def test_a_url_with_a_nul_character_is_refused_before_any_route() -> None:
+    """Postgres text cannot hold NUL: such a value would otherwise reach a query and fail as a 500."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from shared.limits import RefuseNulCharacters
+
+    app = FastAPI()
+
+    @app.get("/payees")
+    async def payees(q: str = "") -> dict[str, str]:
+        return {"q": q}
+
+    app.add_middleware(RefuseNulCharacters)
+    client = TestClient(app)
+    assert client.get("/payees", params={"q": "Jane"}).json() == {"q": "Jane"}
+    refused = client.get("/payees?q=J%00ane")
+    assert refused.status_code == 422
+    assert refused.json()["code"] == "invalid_characters" and refused.json()["field"] == "query"
