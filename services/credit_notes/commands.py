@@ -231,16 +231,14 @@ async def decide_credit_note(
         update(credit_notes).where(credit_notes.c.credit_note_number == number).values(status=status.value)
     )
     # The reservation made at the request is released; approving turns it into credit by the ledger rule.
-    released = payment._replace(credited=payment.credited - note["amount"])
+    await session.execute(
+        update(payments)
+        .where(payments.c.receipt_number == payment.receipt_number)
+        .values(credited=payments.c.credited - note["amount"])
+    )
     if approve:
-        await credit_from_payment(session, released, note["amount"])
+        await credit_from_payment(session, await _lock_payment(session, note["receipt_number"]), note["amount"])
         await stage(session, Topic.CREDITNOTES_EVENTS, _issued_event({**note, "status": status.value}))
-    else:
-        await session.execute(
-            update(payments)
-            .where(payments.c.receipt_number == payment.receipt_number)
-            .values(credited=released.credited)
-        )
     await audit.record(
         session,
         audit_log,
