@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import TypedDict, overload
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -46,6 +46,14 @@ def parse_amount(text: str | Decimal | int, currency: str) -> Decimal:
     if isinstance(exponent, int) and -exponent > minor_units(currency):
         raise ValueError(f"at most {minor_units(currency)} decimal places for {currency}")
     return quantize(value, currency)
+
+
+def percentage(part: Decimal, whole: Decimal) -> Decimal:
+    """`part` of `whole` in percent with one decimal, rounded half up as people read a percentage (1.00 of 16.00 is
+    6.3%). The one rule for every share shown to people (credit-note usage on screens and documents)."""
+    if whole <= 0:
+        return Decimal("0.0")
+    return (part * 100 / whole).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
 
 
 def format_money(amount: Decimal, currency: str) -> str:

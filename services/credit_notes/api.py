@@ -13,7 +13,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.credit_notes import commands, domain, queries, views
+from services.credit_notes import commands, domain, queries, reversals, views
 from services.credit_notes.queries import CreditNoteFilters
 from shared.auth import Actor, Role, require_roles
 from shared.contracts.events import PaymentType
@@ -23,6 +23,8 @@ from shared.export import OPENAPI_RESPONSES, ExportFormat, export_response
 STAFF = (Role.CUSTOMER_EXECUTIVE, Role.RECOVERY_EXECUTIVE, Role.BILLING_MANAGER)
 Staff = Annotated[Actor, require_roles(*STAFF)]
 Admin = Annotated[Actor, require_roles(Role.ADMIN)]
+# Approving credit notes and paying credit back are the billing manager's (admin passes every check).
+Manager = Annotated[Actor, require_roles(Role.BILLING_MANAGER)]
 IdempotencyKey = Annotated[str, Header(min_length=8, max_length=200)]
 
 
@@ -50,6 +52,14 @@ class ApplyRequest(BaseModel):
         max_digits=12,
         description="Defaults to as much as the remaining credit and the item's outstanding amount allow.",
     )
+
+
+class DecisionRequest(BaseModel):
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class RefundRequest(BaseModel):
+    reason: str = Field(min_length=1, max_length=500, examples=["Customer moved away"])
 
 
 def _stripped(value: str | None) -> str | None:
@@ -176,6 +186,38 @@ def router(
             note = await queries.credit_note_details(session, number)
         return views.applied_view(note, application_id)
 
+    @routes.post("/credit-notes/{number}/refund")
+    async def refund(number: str, body: RefundRequest, actor: Manager) -> dict[str, Any]:
+        """Pay a credit's unused balance back to the customer (`credit_note.refund_requested`)."""
+        async with sessions() as session, session.begin():
+            await reversals.refund_credit_note(session, number, reason=body.reason, requested_by=actor.name)
+        async with sessions() as session:
+            return views.detail_view(await queries.credit_note_details(session, number))
+
+    @routes.get("/approvals", tags=["approvals"])
+    async def pending(actor: Manager) -> dict[str, Any]:
+        """Manual credit notes above the approval limit, waiting for a decision, oldest first."""
+        async with sessions() as session:
+            waiting = await queries.pending_approvals(session)
+        return {"approvals": [a.as_json() for a in waiting]}
+
+    @routes.post("/approvals/{approval_id}/approve", tags=["approvals"])
+    async def approve(approval_id: str, actor: Manager, body: DecisionRequest | None = None) -> dict[str, Any]:
+        return await _decide(approval_id, actor, approve=True, reason=body.reason if body else None)
+
+    @routes.post("/approvals/{approval_id}/reject", tags=["approvals"])
+    async def reject(approval_id: str, actor: Manager, body: DecisionRequest | None = None) -> dict[str, Any]:
+        return await _decide(approval_id, actor, approve=False, reason=body.reason if body else None)
+
+    async def _decide(approval_id: str, actor: Actor, *, approve: bool, reason: str | None) -> dict[str, Any]:
+        async with sessions() as session, session.begin():
+            decided = await commands.decide_credit_note(
+                session, approval_id, approver=actor.name, approve=approve, reason=reason
+            )
+        async with sessions() as session:
+            note = await queries.credit_note_details(session, decided.subject)
+        return {"approval": decided.as_json(), "credit_note": views.detail_view(note)}
+
     @routes.get("/settings/credit-notes", tags=["settings"])
     async def get_settings(actor: Staff) -> views.PolicyBody:
         async with sessions() as session:
@@ -189,8 +231,13 @@ def router(
 
     @routes.put("/settings/credit-notes", tags=["settings"])
     async def put_settings(body: views.PolicyBody, actor: Admin) -> views.PolicyBody:
+        async with sessions() as session:
+            current = await queries.load_policy(session)
         policy = domain.Policy(
-            expiry=domain.ExpiryPeriod(count=body.expiry.count, unit=body.expiry.unit), reasons=tuple(body.reasons)
+            expiry=domain.ExpiryPeriod(count=body.expiry.count, unit=body.expiry.unit),
+            reasons=tuple(body.reasons),
+            approval_limit=body.approval_limit if body.approval_limit is not None else current.approval_limit,
+            auto_apply_credit=body.auto_apply_credit or current.auto_apply_credit,
         )
         async with sessions() as session, session.begin():
             await commands.update_policy(session, policy, actor=actor.name)

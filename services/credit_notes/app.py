@@ -43,7 +43,18 @@ def create_service(settings: CreditNotesSettings | None = None) -> CreditNotesSe
     settings = settings or CreditNotesSettings()
     service = CreditNotesService(settings)
     service.subscribe(*projections.subscriptions(service.number_format))
-    service.publishes(Topic.CREDITNOTES_EVENTS, ["credit_note.issued", "credit_note.applied", "credit_note.expired"])
+    service.publishes(
+        Topic.CREDITNOTES_EVENTS,
+        [
+            "credit_note.issued",
+            "credit_note.applied",
+            "credit_note.expired",
+            "credit_note.voided",
+            "credit_note.refund_requested",
+            "approval.requested",
+            "approval.decided",
+        ],
+    )
     service.include(api.router(service.sessions, number_format=service.number_format, zone=service.zone))
     return service
 

@@ -1,4 +1,5 @@
-"""Credit notes' state changes: issue (by staff, or automatically on overpayment), apply, and change the settings.
+"""Credit notes' state changes: issue (by staff, or automatically on overpayment; above the approval limit a manual
+note waits for a billing manager), apply (by staff, or by the auto-apply policy), and change the settings.
 
 Each runs inside the caller's transaction and stages its event there (`shared.outbox.stage`), so the change and
 its announcement commit together or not at all.
@@ -20,6 +21,7 @@ from services.credit_notes import domain
 from services.credit_notes.queries import POLICY, load_policy, locked_payment
 from services.credit_notes.storage import (
     applications,
+    approvals,
     audit_log,
     credit_note_number_seq,
     credit_notes,
@@ -28,13 +30,15 @@ from services.credit_notes.storage import (
     payments,
     settings,
 )
-from shared import audit, idempotency
+from shared import audit, idempotency, ledger
+from shared.approvals import Approval, decide, needs_approval, request_approval
 from shared.contracts import Envelope, PaymentStatus, Topic, new_envelope, parse_data
 from shared.contracts.events import CreditNoteApplied, CreditNoteIssued, Money, PaymentOverpaid, PaymentType
 from shared.errors import NotFound, Rejected
 from shared.outbox import stage
 
 SOURCE = "credit_notes"
+APPROVAL_KIND = "credit_note"
 
 
 # --- settings an admin can change ---
@@ -74,6 +78,56 @@ async def _lock_payment(session: AsyncSession, receipt_number: str) -> Row[Any]:
     return payment
 
 
+async def add_to_item(
+    session: AsyncSession, payment_type: str, item_reference: str, account: str, paid: Decimal
+) -> None:
+    """Add (or with a negative amount, take back) what a payment settled on an item, seen or not yet seen."""
+    statement = pg_insert(open_items).values(
+        payment_type=payment_type, item_reference=item_reference, account_number=account, paid=max(paid, Decimal(0))
+    )
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["payment_type", "item_reference"],
+            set_={"paid": func.greatest(open_items.c.paid + paid, 0)},
+        )
+    )
+
+
+async def credit_from_payment(session: AsyncSession, payment: Row[Any], amount: Decimal) -> None:
+    """`amount` of the payment becomes credit: the part that settled nothing first, then its settlement (the item
+    it paid is owed that again), by the ledger rule payments applies too."""
+    credited = payment.credited + amount
+    allocated = ledger.settled_after_credit(
+        payment.allocated, payment.amount, refunded=payment.refunded, credited=credited
+    )
+    await session.execute(
+        update(payments)
+        .where(payments.c.receipt_number == payment.receipt_number)
+        .values(credited=credited, allocated=allocated)
+    )
+    if allocated < payment.allocated and payment.payment_type is not None:
+        await add_to_item(
+            session, payment.payment_type, payment.item_reference, payment.account_number, allocated - payment.allocated
+        )
+
+
+def _issued_event(note: dict[str, Any]) -> Envelope:
+    issued = CreditNoteIssued(
+        credit_note_number=note["credit_note_number"],
+        account_number=note["account_number"],
+        consumer_name=note["consumer_name"],
+        receipt_number=note["receipt_number"],
+        payment_id=note["payment_id"],
+        amount=Money(amount=note["amount"], currency=note["currency"]),
+        reason=note["reason"],
+        created_by=note["created_by"],
+        created_at=note["created_at"],
+        expires_at=note["expires_at"],
+        remarks=note["remarks"],
+    )
+    return new_envelope("credit_note.issued", source=SOURCE, subject=note["account_number"], data=issued)
+
+
 async def _issue(
     session: AsyncSession,
     payment: Row[Any],
@@ -85,14 +139,18 @@ async def _issue(
     automatic: bool,
     number_format: domain.NumberFormat,
 ) -> str:
-    credit = domain.PaymentCredit(
-        amount=payment.amount, credited=payment.credited, payment_status=payment.status
+    domain.PaymentCredit(
+        amount=payment.amount, credited=payment.credited, payment_status=payment.status, refunded=payment.refunded
     ).issue(amount)
     policy = await load_policy(session)
     now = datetime.now(UTC)
     seq = int((await session.execute(select(credit_note_number_seq.next_value()))).scalar_one())
     number = number_format.render(seq)
     expires_at = policy.expiry.expires_at(now)
+    # A manual note above the limit holds no credit until a billing manager approves it; its amount is reserved
+    # against the payment meanwhile, so two pending notes can never exceed it together.
+    pending = not automatic and needs_approval(amount, policy.approval_limit)
+    status = domain.Status.PENDING_APPROVAL if pending else domain.Status.ACTIVE
     row = {
         "credit_note_number": number,
         "seq": seq,
@@ -108,36 +166,90 @@ async def _issue(
         "remarks": remarks,
         "created_by": created_by,
         "automatic": automatic,
-        "status": domain.Status.ACTIVE.value,
+        "status": status.value,
         "created_at": now,
         "expires_at": expires_at,
     }
     await session.execute(credit_notes.insert().values(**row))
-    await session.execute(
-        update(payments).where(payments.c.receipt_number == payment.receipt_number).values(credited=credit.credited)
-    )
-    await audit.record(
-        session, audit_log, actor=created_by, action="credit_note.issued", subject=number, after=row, at=now
-    )
-    issued = CreditNoteIssued(
-        credit_note_number=number,
-        account_number=payment.account_number,
-        consumer_name=payment.consumer_name,
-        receipt_number=payment.receipt_number,
-        payment_id=payment.payment_id,
-        amount=Money(amount=amount, currency=payment.currency),
-        reason=reason,
-        created_by=created_by,
-        created_at=now,
-        expires_at=expires_at,
-        remarks=remarks,
-    )
-    await stage(
-        session,
-        Topic.CREDITNOTES_EVENTS,
-        new_envelope("credit_note.issued", source=SOURCE, subject=payment.account_number, data=issued),
-    )
+    action = "credit_note.approval_requested" if pending else "credit_note.issued"
+    await audit.record(session, audit_log, actor=created_by, action=action, subject=number, after=row, at=now)
+    if pending:
+        await session.execute(
+            update(payments)
+            .where(payments.c.receipt_number == payment.receipt_number)
+            .values(credited=payments.c.credited + amount)
+        )
+        await request_approval(
+            session,
+            approvals,
+            topic=Topic.CREDITNOTES_EVENTS,
+            source=SOURCE,
+            kind=APPROVAL_KIND,
+            subject=number,
+            payload={"credit_note_number": number, "receipt_number": payment.receipt_number},
+            requested_by=created_by,
+            reason=reason,
+            amount=amount,
+            currency=payment.currency,
+            account_number=payment.account_number,
+            now=now,
+        )
+        return number
+    await credit_from_payment(session, payment, amount)
+    await stage(session, Topic.CREDITNOTES_EVENTS, _issued_event(row))
     return number
+
+
+async def decide_credit_note(
+    session: AsyncSession, approval_id: str, *, approver: str, approve: bool, reason: str | None = None
+) -> Approval:
+    """A billing manager approves (the note becomes Active and is announced) or rejects (Rejected, its amount
+    released) a pending manual credit note; under the approval's row lock, so it happens exactly once."""
+    decided = await decide(
+        session,
+        approvals,
+        approval_id,
+        topic=Topic.CREDITNOTES_EVENTS,
+        source=SOURCE,
+        approver=approver,
+        approve=approve,
+        reason=reason,
+    )
+    number = decided.subject
+    note = (
+        (
+            await session.execute(
+                select(credit_notes).where(credit_notes.c.credit_note_number == number).with_for_update()
+            )
+        )
+        .mappings()
+        .one()
+    )
+    payment = await _lock_payment(session, note["receipt_number"])
+    status = domain.Status.ACTIVE if approve else domain.Status.REJECTED
+    await session.execute(
+        update(credit_notes).where(credit_notes.c.credit_note_number == number).values(status=status.value)
+    )
+    # The reservation made at the request is released; approving turns it into credit by the ledger rule.
+    await session.execute(
+        update(payments)
+        .where(payments.c.receipt_number == payment.receipt_number)
+        .values(credited=payments.c.credited - note["amount"])
+    )
+    if approve:
+        await credit_from_payment(session, await _lock_payment(session, note["receipt_number"]), note["amount"])
+        await stage(session, Topic.CREDITNOTES_EVENTS, _issued_event({**note, "status": status.value}))
+    await audit.record(
+        session,
+        audit_log,
+        actor=approver,
+        action="credit_note.approved" if approve else "credit_note.rejected",
+        subject=number,
+        before={"status": note["status"]},
+        after={"status": status.value, "approval_id": approval_id},
+        reason=reason,
+    )
+    return decided
 
 
 @dataclass(frozen=True)
@@ -264,11 +376,25 @@ async def apply_credit_note(
         operation="apply",
         key=idempotency_key,
         request=command,
-        run=lambda: _apply(session, command, applied_by=applied_by, now=now or datetime.now(UTC)),
+        run=lambda: apply_credit(session, command, applied_by=applied_by, now=now or datetime.now(UTC)),
     )
 
 
-async def _apply(session: AsyncSession, command: ApplyCreditNote, *, applied_by: str, now: datetime) -> str:
+def credit_note(row: Any) -> domain.CreditNote:
+    """A stored credit note's balances, for the domain's rules."""
+    return domain.CreditNote(
+        amount=row.amount,
+        expires_at=row.expires_at,
+        applied=row.applied,
+        status=domain.Status(row.status),
+        voided=row.voided,
+        refunded=row.refunded,
+    )
+
+
+async def apply_credit(
+    session: AsyncSession, command: ApplyCreditNote, *, applied_by: str, now: datetime, automatic: bool = False
+) -> str:
     # Lock order, always the credit note first and then the item, so concurrent applications cannot deadlock;
     # the lock makes racing applications for the same credit see each other's result.
     note = (
@@ -303,9 +429,7 @@ async def _apply(session: AsyncSession, command: ApplyCreditNote, *, applied_by:
     if item.currency != note.currency:
         raise Rejected("currency_mismatch", "the item is billed in another currency", field="item_reference")
     outstanding = max(item.amount - item.paid - item.credited, domain.ZERO)
-    before = domain.CreditNote(
-        amount=note.amount, expires_at=note.expires_at, applied=note.applied, status=domain.Status(note.status)
-    )
+    before = credit_note(note)
     if command.amount is not None and not domain.has_two_decimals(command.amount):
         raise Rejected("amount_precision", "the amount has at most 2 decimal places", field="amount")
     after, amount = before.apply(command.amount, item_outstanding=outstanding, now=now)
@@ -330,6 +454,7 @@ async def _apply(session: AsyncSession, command: ApplyCreditNote, *, applied_by:
             amount=amount,
             applied_by=applied_by,
             applied_at=now,
+            automatic=automatic,
         )
     )
     await audit.record(

@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.credit_notes import domain
-from services.credit_notes.commands import SOURCE
+from services.credit_notes.commands import SOURCE, credit_note
 from services.credit_notes.storage import audit_log, credit_notes
 from shared import audit
 from shared.contracts import Topic, new_envelope
@@ -36,9 +36,7 @@ async def expire_due(session: AsyncSession, *, now: datetime, limit: int = 500) 
         )
     ).all()
     for note in due:
-        expired = domain.CreditNote(
-            amount=note.amount, expires_at=note.expires_at, applied=note.applied, status=domain.Status(note.status)
-        ).expire(now)
+        expired = credit_note(note).expire(now)
         await session.execute(
             update(credit_notes)
             .where(credit_notes.c.credit_note_number == note.credit_note_number)

@@ -3,19 +3,25 @@ bills, service charges and installments a credit note can be applied to."""
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, func, update
+from sqlalchemy import Row, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.credit_notes import domain
-from services.credit_notes.commands import AutomaticCreditNotes
+from services.credit_notes.commands import AutomaticCreditNotes, add_to_item
 from services.credit_notes.queries import locked_payment
+from services.credit_notes.reversals import auto_apply, void_payment_credit
 from services.credit_notes.storage import open_items, payments
 from shared.contracts import Envelope, PaymentStatus, Topic, parse_data
-from shared.contracts.events import PaymentCancelled, PaymentPosted, PaymentStatusChanged
+from shared.contracts.events import (
+    PaymentAdjusted,
+    PaymentCancelled,
+    PaymentPartiallyRefunded,
+    PaymentPosted,
+    PaymentStatusChanged,
+)
 from shared.errors import Rejected
 from shared.messaging import Subscription
 from shared.receivables import ITEM_EVENT_TYPES, receivable_items
@@ -39,27 +45,15 @@ async def _upsert_item(session: AsyncSession, values: dict[str, Any]) -> None:
 
 
 async def on_receivable_issued(session: AsyncSession, envelope: Envelope) -> None:
-    """A bill, a service charge, or each installment of a plan: an item a credit note can be applied to."""
+    """A bill, a service charge, or each installment of a plan: an item a credit note can be applied to. A new
+    bill is paid from the account's credit at once when the auto-apply policy says so."""
     for item in receivable_items(envelope):
         await _upsert_item(session, item.as_row(*ITEM_COLUMNS))
+        if envelope.type == "bill.issued":
+            await auto_apply(session, item.account_number, item.kind.value, item.reference)
 
 
 # --- payments.events.v1: the payments credit notes are made from ---
-
-
-async def _add_to_item(
-    session: AsyncSession, payment_type: str, item_reference: str, account: str, paid: Decimal
-) -> None:
-    """Add (or with a negative amount, take back) what a payment settled on an item, seen or not yet seen."""
-    statement = pg_insert(open_items).values(
-        payment_type=payment_type, item_reference=item_reference, account_number=account, paid=max(paid, Decimal(0))
-    )
-    await session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["payment_type", "item_reference"],
-            set_={"paid": func.greatest(open_items.c.paid + paid, 0)},
-        )
-    )
 
 
 async def on_payment_posted(session: AsyncSession, envelope: Envelope) -> None:
@@ -93,7 +87,7 @@ async def on_payment_posted(session: AsyncSession, envelope: Envelope) -> None:
         )
     ).first()
     if first_sight is not None:
-        await _add_to_item(
+        await add_to_item(
             session, posted.item.payment_type, posted.item.item_reference, posted.consumer.account_number, allocated
         )
 
@@ -105,30 +99,89 @@ async def on_payment_cancelled(session: AsyncSession, envelope: Envelope) -> Non
         raise Rejected("unknown_payment", f"payment {cancelled.receipt_number} was never posted")
     if payment.status == PaymentStatus.CANCELLED:
         return
-    await _close_payment(session, payment, PaymentStatus.CANCELLED, cancelled_at=cancelled.cancelled_at)
+    await _close_payment(
+        session,
+        payment,
+        PaymentStatus.CANCELLED,
+        f"payment cancelled: {cancelled.reason}",
+        cancelled_at=cancelled.cancelled_at,
+    )
+
+
+# The statuses in which a payment's money has gone back: its credit goes back with it.
+_MONEY_WENT_BACK = {PaymentStatus.REFUNDED.value: "payment refunded", PaymentStatus.CHARGED_BACK.value: "dispute lost"}
 
 
 async def on_payment_status_changed(session: AsyncSession, envelope: Envelope) -> None:
-    """A refunded payment (its money went back through the gateway) gets no new credit notes."""
+    """A refunded or charged-back payment (its money went back) gets no new credit notes, and its credit is void."""
     changed = parse_data(envelope, PaymentStatusChanged)
-    if changed.status != PaymentStatus.REFUNDED:
+    reason = _MONEY_WENT_BACK.get(changed.status)
+    if reason is None:
         return
     payment = await locked_payment(session, changed.receipt_number)
     # Never posted (a refund of a payment that never counted) or already closed: nothing to take back.
     if payment is None or payment.status != PaymentStatus.POSTED:
         return
-    await _close_payment(session, payment, PaymentStatus.REFUNDED)
+    await _close_payment(session, payment, changed.status, reason)
 
 
-async def _close_payment(session: AsyncSession, payment: Row[Any], status: str, **values: Any) -> None:
+async def _close_payment(session: AsyncSession, payment: Row[Any], status: str, reason: str, **values: Any) -> None:
     await session.execute(
-        update(payments).where(payments.c.receipt_number == payment.receipt_number).values(status=status, **values)
+        update(payments)
+        .where(payments.c.receipt_number == payment.receipt_number)
+        .values(status=status, allocated=0, **values)
     )
     if payment.payment_type is not None:
         # Payments reversed the allocation, so the item is owed again.
-        await _add_to_item(
+        await add_to_item(
             session, payment.payment_type, payment.item_reference, payment.account_number, -payment.allocated
         )
+    # The money went back: so does all the credit made from it, used or not (reversal propagates).
+    await void_payment_credit(session, payment.receipt_number, most=None, reason=reason)
+
+
+async def on_payment_partially_refunded(session: AsyncSession, envelope: Envelope) -> None:
+    """Part of a payment went back: payments took `settled_reduction` off its item; its credit gives back the rest."""
+    refund = parse_data(envelope, PaymentPartiallyRefunded)
+    payment = await locked_payment(session, refund.receipt_number)
+    if payment is None:
+        raise Rejected("unknown_payment", f"payment {refund.receipt_number} was never posted")
+    reduction = min(refund.settled_reduction.amount, payment.allocated)
+    await session.execute(
+        update(payments)
+        .where(payments.c.receipt_number == payment.receipt_number)
+        .values(refunded=payments.c.refunded + refund.refunded.amount, allocated=payment.allocated - reduction)
+    )
+    if reduction > 0 and payment.payment_type is not None:
+        await add_to_item(session, payment.payment_type, payment.item_reference, payment.account_number, -reduction)
+    if refund.credit_to_void.amount > 0:
+        await void_payment_credit(
+            session, payment.receipt_number, most=refund.credit_to_void.amount, reason="payment partially refunded"
+        )
+
+
+async def on_payment_adjusted(session: AsyncSession, envelope: Envelope) -> None:
+    """A payment moved to another item or its amount corrected: the old item is owed again, the new one settled."""
+    adjusted = parse_data(envelope, PaymentAdjusted)
+    payment = await locked_payment(session, adjusted.receipt_number)
+    if payment is None:
+        raise Rejected("unknown_payment", f"payment {adjusted.receipt_number} was never posted")
+    account = adjusted.account_number
+    previous = adjusted.previous_item
+    await add_to_item(session, previous.payment_type, previous.item_reference, account, -payment.allocated)
+    await add_to_item(
+        session, adjusted.item.payment_type, adjusted.item.item_reference, account, adjusted.applied.amount
+    )
+    await session.execute(
+        update(payments)
+        .where(payments.c.receipt_number == payment.receipt_number)
+        .values(
+            amount=adjusted.amount.amount,
+            payment_type=adjusted.item.payment_type.value,
+            item_reference=adjusted.item.item_reference,
+            allocated=adjusted.applied.amount,
+        )
+    )
 
 
 def subscriptions(number_format: domain.NumberFormat) -> list[Subscription]:
@@ -145,6 +198,8 @@ def subscriptions(number_format: domain.NumberFormat) -> list[Subscription]:
                 "payment.overpaid": automatic.on_payment_overpaid,
                 "payment.cancelled": on_payment_cancelled,
                 "payment.status_changed": on_payment_status_changed,
+                "payment.partially_refunded": on_payment_partially_refunded,
+                "payment.adjusted": on_payment_adjusted,
             },
         ),
         Subscription(

@@ -12,8 +12,10 @@ from sqlalchemy import ColumnElement, Row, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.credit_notes import domain
-from services.credit_notes.storage import applications, audit_log, credit_notes, payments, settings
+from services.credit_notes.storage import applications, approvals, audit_log, credit_notes, payments, settings
 from shared import audit
+from shared.approvals import Approval
+from shared.approvals import pending_approvals as waiting
 from shared.errors import NotFound
 from shared.paging import after_key, contains_pattern, decode_cursor, page
 
@@ -94,8 +96,15 @@ async def find_payment(session: AsyncSession, receipt_number: str) -> dict[str, 
     )
     if row is None:
         raise NotFound("unknown_receipt", f"no payment with receipt number {receipt_number}", field="receipt_number")
-    credit = domain.PaymentCredit(amount=row["amount"], credited=row["credited"], payment_status=row["status"])
+    credit = domain.PaymentCredit(
+        amount=row["amount"], credited=row["credited"], payment_status=row["status"], refunded=row["refunded"]
+    )
     return {**dict(row), "creditable": credit.creditable}
+
+
+async def pending_approvals(session: AsyncSession) -> list[Approval]:
+    """Manual credit notes waiting for a billing manager, oldest first."""
+    return await waiting(session, approvals)
 
 
 async def history(session: AsyncSession, subject: str) -> list[audit.AuditEntry]:

@@ -20,6 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+from shared.approvals import approvals_table
 from shared.audit import audit_table
 from shared.db import service_metadata
 from shared.idempotency import idempotency_table
@@ -48,6 +49,8 @@ payments = Table(
     Column("item_reference", String(100)),
     Column("allocated", MONEY, nullable=False, server_default="0"),
     Column("credited", MONEY, nullable=False, server_default="0"),
+    # Money of the payment that went back to the customer (partial refunds); none of it can become credit.
+    Column("refunded", MONEY, nullable=False, server_default="0"),
     Column("status", String(30), nullable=False),
     Column("posted_at", DateTime(timezone=True), nullable=False),
     Column("cancelled_at", DateTime(timezone=True)),
@@ -88,6 +91,10 @@ credit_notes = Table(
     Column("amount", MONEY, nullable=False),
     Column("applied", MONEY, nullable=False, server_default="0"),
     Column("remaining", MONEY, nullable=False),
+    # Given back because the money behind it went back (voided unused credit and reversed applications), and
+    # paid out to the customer (a credit refund).
+    Column("voided", MONEY, nullable=False, server_default="0"),
+    Column("refunded", MONEY, nullable=False, server_default="0"),
     Column("currency", String(3), nullable=False),
     Column("reason", String(50), nullable=False),
     Column("remarks", Text),
@@ -98,8 +105,15 @@ credit_notes = Table(
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Column("expired_at", DateTime(timezone=True)),
     CheckConstraint("amount > 0", name="amount_positive"),
-    CheckConstraint("applied >= 0 AND remaining >= 0 AND applied + remaining = amount", name="balances"),
-    CheckConstraint("status = 'Expired' OR (status = 'Applied') = (remaining = 0)", name="status_follows_remaining"),
+    CheckConstraint(
+        "applied >= 0 AND remaining >= 0 AND voided >= 0 AND refunded >= 0 "
+        "AND applied + remaining + voided + refunded = amount",
+        name="balances",
+    ),
+    CheckConstraint(
+        "status NOT IN ('Active', 'Applied') OR (status = 'Applied') = (remaining = 0)",
+        name="status_follows_remaining",
+    ),
     # Exactly one automatic credit note per overpaid payment, whatever is redelivered or replayed.
     Index(
         "uq_credit_notes_automatic_receipt",
@@ -134,8 +148,17 @@ applications = Table(
     Column("amount", MONEY, nullable=False),
     Column("applied_by", Text, nullable=False),
     Column("applied_at", DateTime(timezone=True), nullable=False),
+    # Taken back since (the money behind the credit went back): the item is owed this again.
+    Column("reversed", MONEY, nullable=False, server_default="0"),
+    # Applied by the auto-apply policy to a newly issued bill.
+    Column("automatic", Boolean, nullable=False, server_default="false"),
     CheckConstraint("amount > 0", name="amount_positive"),
+    CheckConstraint("reversed >= 0 AND reversed <= amount", name="reversed_within_amount"),
+    Index("ix_applications_item", "payment_type", "item_reference"),
 )
+
+# Manual credit notes above the approval limit wait here for a billing manager (shared/approvals.py).
+approvals = approvals_table(metadata)
 
 # A retried request with the same key gets the first answer back; a different body is a conflict.
 idempotency_keys = idempotency_table(metadata)

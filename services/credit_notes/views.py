@@ -24,6 +24,18 @@ class ExpiryPeriodBody(BaseModel):
 class PolicyBody(BaseModel):
     expiry: ExpiryPeriodBody
     reasons: list[str] = Field(min_length=1, examples=[list(domain.DEFAULT_REASONS)])
+    approval_limit: Decimal | None = Field(
+        default=None,
+        ge=0,
+        decimal_places=2,
+        max_digits=12,
+        description="Manual credit notes above this wait for a billing manager's approval (kept if omitted).",
+        examples=["500.00"],
+    )
+    auto_apply_credit: domain.AutoApply | None = Field(
+        default=None,
+        description="Apply available credit to a new bill: off or oldest_first (kept if omitted).",
+    )
 
 
 def _money(amount: Decimal) -> str:
@@ -36,7 +48,10 @@ def _usage(note: dict[str, Any]) -> str:
 
 def policy_view(policy: domain.Policy) -> PolicyBody:
     return PolicyBody(
-        expiry=ExpiryPeriodBody(count=policy.expiry.count, unit=policy.expiry.unit), reasons=list(policy.reasons)
+        expiry=ExpiryPeriodBody(count=policy.expiry.count, unit=policy.expiry.unit),
+        reasons=list(policy.reasons),
+        approval_limit=policy.approval_limit,
+        auto_apply_credit=policy.auto_apply_credit,
     )
 
 
@@ -77,6 +92,8 @@ def detail_view(note: dict[str, Any]) -> dict[str, Any]:
             "original_amount": _money(note["amount"]),
             "applied_amount": _money(note["applied"]),
             "remaining_balance": _money(note["remaining"]),
+            "voided_amount": _money(note["voided"]),
+            "refunded_amount": _money(note["refunded"]),
             "usage_percentage": _usage(note),
             "original_amount_display": format_money(note["amount"], currency),
             "applied_amount_display": format_money(note["applied"], currency),
@@ -100,6 +117,8 @@ def detail_view(note: dict[str, Any]) -> dict[str, Any]:
                 "amount": _money(a["amount"]),
                 "applied_by": a["applied_by"],
                 "applied_at": a["applied_at"].isoformat(),
+                "reversed": _money(a["reversed"]),
+                "automatic": a["automatic"],
             }
             for a in note["applications"]
         ],

@@ -112,6 +112,8 @@ class PaymentChange:
     occurred_at: datetime
     initiated_at: datetime | None
     amount_refunded: domain.Amount | None = None
+    dispute_id: str | None = None
+    dispute_reason: str | None = None
 
 
 async def receive_webhook(session: AsyncSession, body: bytes, event: dict[str, Any]) -> str:
@@ -225,6 +227,8 @@ async def _charge_change(session: AsyncSession, event: dict[str, Any]) -> Paymen
     refunded = None
     if event_type == "charge.refunded" and obj.get("amount_refunded") is not None:
         refunded = domain.from_minor_units(obj.get("amount_refunded"), obj.get("currency"))
+    dispute_id = domain.object_id(obj.get("id"), "dp_") if event_type.startswith("charge.dispute.") else None
+    reason = obj.get("reason") if dispute_id and isinstance(obj.get("reason"), str) else None
     metadata = obj.get("metadata")
     if domain.has_route(metadata):
         return PaymentChange(
@@ -235,6 +239,8 @@ async def _charge_change(session: AsyncSession, event: dict[str, Any]) -> Paymen
             occurred_at,
             None,
             refunded,
+            dispute_id,
+            reason,
         )
     known = (
         await session.execute(select(payment_intents).where(payment_intents.c.payment_intent_id == intent_id))
@@ -246,7 +252,9 @@ async def _charge_change(session: AsyncSession, event: dict[str, Any]) -> Paymen
         )
     route = domain.PaymentRoute(known.account_number, PaymentType(known.payment_type), known.item_reference)
     amount = domain.Amount(quantize(known.amount, known.currency), known.currency)
-    return PaymentChange(intent_id, route, amount, gateway_status, occurred_at, known.initiated_at, refunded)
+    return PaymentChange(
+        intent_id, route, amount, gateway_status, occurred_at, known.initiated_at, refunded, dispute_id, reason
+    )
 
 
 async def _lock_intent(session: AsyncSession, change: PaymentChange) -> Any:
@@ -305,6 +313,8 @@ async def apply_payment_change(session: AsyncSession, event_id: str, change: Pay
         amount_refunded=Money(amount=change.amount_refunded.value, currency=change.amount_refunded.currency)
         if change.amount_refunded
         else None,
+        dispute_id=change.dispute_id,
+        dispute_reason=change.dispute_reason,
     )
     await stage(
         session,

@@ -42,6 +42,9 @@ PAYMENT_STATUSES: dict[str, StatusView] = {
     "succeeded": StatusView("In Settlement", "In Progress"),
     "partially_refunded": StatusView("Partially Refunded", NOT_APPLICABLE),
     "disputed": StatusView("Disputed", NOT_APPLICABLE),
+    "dispute_under_review": StatusView("Dispute Under Review", NOT_APPLICABLE),
+    "dispute_won": StatusView("Dispute Won", NOT_APPLICABLE),
+    "dispute_lost": StatusView("Dispute Lost", NOT_APPLICABLE),
     "refunded": StatusView("Refunded", NOT_APPLICABLE),
 }
 
@@ -53,7 +56,11 @@ PAYMENT_RANK: dict[str, int] = {
     "succeeded": 3,
     "partially_refunded": 4,
     "disputed": 5,
-    "refunded": 6,
+    "dispute_under_review": 6,
+    # A dispute ends once; were both ever reported, the loss stands (the money is gone), in any arrival order.
+    "dispute_won": 7,
+    "dispute_lost": 8,
+    "refunded": 9,
 }
 
 # The seed's settlement table: payout created / paid / failed. `None` keeps the previous webhook status.
@@ -67,7 +74,20 @@ PAYMENT_INTENT_EVENTS: dict[str, str] = {
     "payment_intent.payment_failed": "failed",
     "payment_intent.succeeded": "succeeded",
 }
-CHARGE_EVENTS = frozenset({"charge.refunded", "charge.dispute.created"})
+CHARGE_EVENTS = frozenset(
+    {"charge.refunded", "charge.dispute.created", "charge.dispute.updated", "charge.dispute.closed"}
+)
+# Stripe's dispute statuses -> ours. `warning_closed`: an inquiry closed without a chargeback, so the utility keeps
+# the money, as when it wins. `needs_response` (and its warning twin) is where a dispute starts: still just disputed.
+DISPUTE_STATUSES: dict[str, str] = {
+    "warning_needs_response": "disputed",
+    "needs_response": "disputed",
+    "warning_under_review": "dispute_under_review",
+    "under_review": "dispute_under_review",
+    "won": "dispute_won",
+    "warning_closed": "dispute_won",
+    "lost": "dispute_lost",
+}
 PAYOUT_EVENTS: dict[str, str] = {"payout.created": "created", "payout.paid": "paid", "payout.failed": "failed"}
 
 METADATA_FIELDS = ("account_number", "payment_type", "item_reference")
@@ -186,9 +206,17 @@ def object_id(value: Any, prefix: str) -> str | None:
 
 
 def charge_status(event_type: str, charge: dict[str, Any]) -> str:
-    """The gateway status a charge event means: a dispute, a full refund, or a partial refund."""
+    """The gateway status a charge event means: a dispute (opened, under review, won or lost), a full refund, or a
+    partial refund."""
     if event_type == "charge.dispute.created":
         return "disputed"
+    if event_type in ("charge.dispute.updated", "charge.dispute.closed"):
+        status = charge.get("status")
+        if status not in DISPUTE_STATUSES:
+            raise Unroutable(f"data.object.status {status!r} is not a dispute status we know")
+        if event_type == "charge.dispute.closed" and DISPUTE_STATUSES[status] not in ("dispute_won", "dispute_lost"):
+            raise Unroutable(f"a closed dispute must be won, lost or warning_closed, got {status!r}")
+        return DISPUTE_STATUSES[status]
     return "refunded" if charge.get("refunded") is True else "partially_refunded"
 
 

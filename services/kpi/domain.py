@@ -31,6 +31,14 @@ class CountedEvent(StrEnum):
     CREDIT_NOTES_ISSUED = "credit_notes_issued"
     CREDIT_NOTES_APPLIED = "credit_notes_applied"
     CREDIT_NOTES_EXPIRED = "credit_notes_expired"
+    CREDIT_NOTES_VOIDED = "credit_notes_voided"
+    CREDIT_NOTES_REFUNDED = "credit_notes_refunded"
+    PAYMENTS_PARTIALLY_REFUNDED = "payments_partially_refunded"
+    PAYMENTS_CHARGED_BACK = "payments_charged_back"
+    PAYMENTS_ADJUSTED = "payments_adjusted"
+    DISPUTES_OPENED = "disputes_opened"
+    DISPUTES_WON = "disputes_won"
+    DISPUTES_LOST = "disputes_lost"
 
 
 def month_bounds(period: str) -> tuple[date, date]:

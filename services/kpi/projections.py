@@ -40,7 +40,13 @@ from shared.contracts.events import (
     CreditNoteApplied,
     CreditNoteExpired,
     CreditNoteIssued,
+    CreditNoteRefundRequested,
+    CreditNoteVoided,
+    PaymentAdjusted,
     PaymentCancelled,
+    PaymentDisputeClosed,
+    PaymentDisputeOpened,
+    PaymentPartiallyRefunded,
     PaymentPosted,
     PaymentStatusChanged,
     PaymentVerified,
@@ -181,6 +187,10 @@ class Projections:
                     "payment.cancelled": self.on_payment_cancelled,
                     "payment.status_changed": self.on_payment_status_changed,
                     "payment.verified": self.on_payment_verified,
+                    "payment.partially_refunded": self.on_payment_partially_refunded,
+                    "payment.adjusted": self.on_payment_adjusted,
+                    "payment.dispute_opened": self.on_payment_dispute_opened,
+                    "payment.dispute_closed": self.on_payment_dispute_closed,
                 },
             ),
             Subscription(
@@ -190,6 +200,8 @@ class Projections:
                     "credit_note.issued": self.on_credit_note_issued,
                     "credit_note.applied": self.on_credit_note_applied,
                     "credit_note.expired": self.on_credit_note_expired,
+                    "credit_note.voided": self.on_credit_note_voided,
+                    "credit_note.refund_requested": self.on_credit_note_refund_requested,
                 },
             ),
             Subscription(
@@ -283,14 +295,15 @@ class Projections:
             return  # cancelled by an admin: no later gateway status brings the money back into the figures
         counted_now = counts_as_collected(changed.status)
         if payment["counted"] and not counted_now:
+            # Out of the figures in the period it was counted in (its payment date), not the day it went back.
             await _collect(session, payment, -1)
-            if changed.status == PaymentStatus.REFUNDED:
+            went_back = {
+                PaymentStatus.REFUNDED.value: CountedEvent.PAYMENTS_REFUNDED,
+                PaymentStatus.CHARGED_BACK.value: CountedEvent.PAYMENTS_CHARGED_BACK,
+            }.get(changed.status)
+            if went_back is not None:
                 await _count_event(
-                    session,
-                    self._day(changed.changed_at),
-                    CountedEvent.PAYMENTS_REFUNDED,
-                    payment["currency"],
-                    payment["amount"],
+                    session, self._day(changed.changed_at), went_back, payment["currency"], payment["amount"]
                 )
         elif counted_now and not payment["counted"]:
             await _collect(session, payment, +1)
@@ -342,7 +355,110 @@ class Projections:
         )
         await self._backlog_moved(session)
 
+    # --- money safety: partial refunds, adjustments, disputes ---
+
+    async def _move_collected(self, session: AsyncSession, payment: dict[str, Any], amount: Any) -> None:
+        """Add `amount` (negative: take it back) to the rows the payment was counted in, not as a new payment."""
+        await _bump(
+            session,
+            daily_collections,
+            {
+                "day": payment["payment_date"],
+                "currency": payment["currency"],
+                "channel": payment["channel"],
+                "method": payment["method"],
+                "payment_type": payment["payment_type"],
+            },
+            {"payments": 0, "collected": amount},
+        )
+        await _bump(
+            session,
+            daily_receipts,
+            {"day": payment["posted_day"], "currency": payment["currency"]},
+            {"payments": 0, "received": amount},
+        )
+
+    async def on_payment_partially_refunded(self, session: AsyncSession, envelope: Envelope) -> None:
+        refund = parse_data(envelope, PaymentPartiallyRefunded)
+        payment = await _payment_for_update(session, refund.payment_id)
+        if payment is None:
+            raise Rejected("unknown_payment", f"payment {refund.payment_id} was never posted", field="payment_id")
+        amount = refund.refunded.amount
+        if payment["counted"]:
+            await self._move_collected(session, payment, -amount)
+        await session.execute(
+            update(payments).where(payments.c.payment_id == refund.payment_id).values(amount=payments.c.amount - amount)
+        )
+        await _count_event(
+            session,
+            self._day(refund.refunded_at),
+            CountedEvent.PAYMENTS_PARTIALLY_REFUNDED,
+            payment["currency"],
+            amount,
+        )
+        await self._collection_rate_moved(session, domain.period_of(payment["payment_date"]))
+
+    async def on_payment_adjusted(self, session: AsyncSession, envelope: Envelope) -> None:
+        """A corrected amount or another item: the payment comes out of the rows it was in and goes back in as now."""
+        adjusted = parse_data(envelope, PaymentAdjusted)
+        payment = await _payment_for_update(session, adjusted.payment_id)
+        if payment is None:
+            raise Rejected("unknown_payment", f"payment {adjusted.payment_id} was never posted", field="payment_id")
+        now = {**payment, "amount": adjusted.amount.amount, "payment_type": adjusted.item.payment_type.value}
+        if payment["counted"]:
+            await _collect(session, payment, -1)
+            await _collect(session, now, +1)
+        await session.execute(
+            update(payments)
+            .where(payments.c.payment_id == adjusted.payment_id)
+            .values(amount=now["amount"], payment_type=now["payment_type"])
+        )
+        await _count_event(
+            session,
+            self._day(adjusted.adjusted_at),
+            CountedEvent.PAYMENTS_ADJUSTED,
+            adjusted.amount.currency,
+            adjusted.amount.amount,
+        )
+        await self._collection_rate_moved(session, domain.period_of(payment["payment_date"]))
+
+    async def on_payment_dispute_opened(self, session: AsyncSession, envelope: Envelope) -> None:
+        opened = parse_data(envelope, PaymentDisputeOpened)
+        day = self._day(opened.opened_at)
+        await _count_event(session, day, CountedEvent.DISPUTES_OPENED, opened.amount.currency, opened.amount.amount)
+
+    async def on_payment_dispute_closed(self, session: AsyncSession, envelope: Envelope) -> None:
+        closed = parse_data(envelope, PaymentDisputeClosed)
+        event = CountedEvent.DISPUTES_WON if closed.outcome == "won" else CountedEvent.DISPUTES_LOST
+        await _count_event(session, self._day(closed.closed_at), event, closed.amount.currency, closed.amount.amount)
+
     # --- creditnotes.events.v1 ---
+
+    async def on_credit_note_voided(self, session: AsyncSession, envelope: Envelope) -> None:
+        """Credit given back: counted as voided, and applications reversed leave the days they were counted in."""
+        voided = parse_data(envelope, CreditNoteVoided)
+        currency = voided.voided.currency
+        given_back = voided.voided.amount
+        for reversal in voided.reversed:
+            given_back += reversal.amount.amount
+            await _bump(
+                session,
+                daily_events,
+                {
+                    "day": self._day(reversal.applied_at),
+                    "event": CountedEvent.CREDIT_NOTES_APPLIED.value,
+                    "currency": currency,
+                },
+                {"count": 0, "amount": -reversal.amount.amount},
+            )
+        await _count_event(session, self._day(voided.voided_at), CountedEvent.CREDIT_NOTES_VOIDED, currency, given_back)
+
+    async def on_credit_note_refund_requested(self, session: AsyncSession, envelope: Envelope) -> None:
+        refund = parse_data(envelope, CreditNoteRefundRequested)
+        amount = refund.amount
+        await _count_event(
+            session, self._day(refund.requested_at), CountedEvent.CREDIT_NOTES_REFUNDED, amount.currency, amount.amount
+        )
 
     async def on_credit_note_issued(self, session: AsyncSession, envelope: Envelope) -> None:
         issued = parse_data(envelope, CreditNoteIssued)

@@ -6,11 +6,11 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, Query
+from fastapi import APIRouter, Body, Header, Query, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, BeforeValidator, Field
 
-from services.payments import commands, domain, queries, views
+from services.payments import adjustments, commands, disputes, domain, queries, views
 from shared.auth import Actor, Role, require_roles
 from shared.contracts.events import PaymentType
 from shared.export import OPENAPI_RESPONSES, ExportFormat, export_response
@@ -45,6 +45,42 @@ class RecordPaymentRequest(BaseModel):
     notes: str | None = Field(default=None, max_length=500)
 
 
+class AdjustmentRequest(BaseModel):
+    kind: domain.AdjustmentKind = Field(description="`move` to another item of the account, or correct the `amount`.")
+    reason: str = Field(min_length=1, max_length=500, examples=["Recorded against the wrong bill"])
+    payment_type: PaymentType | None = Field(default=None, description="For a move: the item's type.")
+    item_reference: str | None = Field(default=None, max_length=100, description="For a move: the item.")
+    amount: Amount | None = Field(default=None, description="For a correction: the amount really paid.")
+
+
+class AttachmentBody(BaseModel):
+    filename: str = Field(min_length=1, max_length=200, examples=["bank-letter.pdf"])
+    content_type: str = Field(default="application/octet-stream", max_length=100, examples=["application/pdf"])
+    content_base64: str = Field(min_length=1, description="The file's bytes, base64 (kept in Postgres).")
+
+    def attachment(self) -> disputes.Attachment:
+        return disputes.Attachment.from_base64(self.filename, self.content_type, self.content_base64)
+
+
+class DisputeRequest(BaseModel):
+    reason: str = Field(min_length=1, max_length=500, examples=["Customer says the cheque was never cashed"])
+    evidence_notes: str | None = Field(default=None, max_length=5000)
+    attachments: list[AttachmentBody] = Field(default_factory=list, max_length=disputes.MAX_ATTACHMENTS)
+
+
+class EvidenceRequest(BaseModel):
+    evidence_notes: str | None = Field(default=None, max_length=5000)
+    attachments: list[AttachmentBody] = Field(default_factory=list, max_length=disputes.MAX_ATTACHMENTS)
+
+
+class CloseDisputeRequest(BaseModel):
+    outcome: domain.DisputeOutcome
+
+
+class DecisionRequest(BaseModel):
+    reason: str | None = Field(default=None, max_length=500)
+
+
 class CancelRequest(BaseModel):
     reason: str = Field(min_length=1, max_length=500)
 
@@ -74,7 +110,8 @@ def router(service: Service) -> APIRouter:
     async def detail(payment_id_or_receipt: str) -> dict[str, Any]:
         async with service.sessions() as session:
             row = await queries.payment_with_context(session, payment_id_or_receipt)
-        return views.payment_detail(row, datetime.now(UTC))
+            extra = await queries.payment_money_safety(session, row.payment_id, row.receipt_number)
+        return views.payment_detail(row, datetime.now(UTC), extra)
 
     # --- consumers: the utility's customers ---
 
@@ -94,8 +131,9 @@ def router(service: Service) -> APIRouter:
         async with service.sessions() as session, session.begin():
             account, items = await queries.account_with_items(session, account_number)
             history = await queries.recent_payments(session, account_number)
+            credit = await queries.available_credit(session, account_number)
             await commands.track(session, "payment_history_viewed", actor.name, account_number)
-        return views.consumer_view(account, items, history)
+        return views.consumer_view(account, items, history, credit)
 
     # --- payments ---
 
@@ -112,7 +150,8 @@ def router(service: Service) -> APIRouter:
             )
             # Read back in the same transaction: one connection per request, and the view is what was committed.
             row = await queries.payment_with_context(session, payment_id)
-        return views.payment_detail(row, datetime.now(UTC))
+            extra = await queries.payment_money_safety(session, row.payment_id, row.receipt_number)
+        return views.payment_detail(row, datetime.now(UTC), extra)
 
     @routes.get("/payments", tags=["payments"])
     async def list_payments(
@@ -192,6 +231,124 @@ def router(service: Service) -> APIRouter:
             )
         return await detail(payment_id)
 
+    # --- money safety: adjustments (maker-checker), disputes ---
+
+    @routes.post("/payments/{payment_id_or_receipt}/adjustments", status_code=201, tags=["adjustments"])
+    async def adjust_payment(
+        payment_id_or_receipt: str,
+        body: AdjustmentRequest,
+        response: Response,
+        actor: Annotated[Actor, require_roles(*ANY_STAFF)],
+        idempotency_key: Annotated[str, Header(min_length=8, max_length=200)],
+    ) -> dict[str, Any]:
+        """Move a payment to another item or correct its amount; above the limit it waits for approval (202)."""
+        command = adjustments.AdjustPayment(**body.model_dump())
+        async with service.sessions() as session, session.begin():
+            adjustment_id = await adjustments.request_adjustment(
+                session, payment_id_or_receipt, command, requested_by=actor.name, key=idempotency_key
+            )
+            state = await queries.find_adjustment(session, adjustment_id)
+            row = await queries.payment_with_context(session, state.payment_id)
+            extra = await queries.payment_money_safety(session, row.payment_id, row.receipt_number)
+        if state.status != adjustments.APPLIED:
+            response.status_code = 202
+        return {
+            "adjustment": views.adjustment_view(state),
+            "payment": views.payment_detail(row, datetime.now(UTC), extra),
+        }
+
+    @routes.post("/payments/{payment_id_or_receipt}/disputes", status_code=201, tags=["disputes"])
+    async def open_dispute(
+        payment_id_or_receipt: str, body: DisputeRequest, actor: Annotated[Actor, require_roles(*ANY_STAFF)]
+    ) -> dict[str, Any]:
+        """Staff open a dispute on a posted payment, with evidence notes and files: Open until it is decided."""
+        files = [a.attachment() for a in body.attachments]
+        async with service.sessions() as session, session.begin():
+            payment = await commands.find_for_update(session, payment_id_or_receipt)
+            dispute_id = await disputes.open_dispute(
+                session,
+                payment,
+                reason=body.reason,
+                opened_by=actor.name,
+                source="staff",
+                evidence_notes=body.evidence_notes,
+                attachments=files,
+            )
+        return await dispute_detail(dispute_id)
+
+    async def dispute_detail(dispute_id: str) -> dict[str, Any]:
+        async with service.sessions() as session:
+            dispute = await queries.find_dispute(session, dispute_id)
+            extra = await queries.payment_money_safety(session, dispute.payment_id, "")
+        files = [a for a in extra["attachments"] if a.dispute_id == dispute_id]
+        return views.dispute_view(dispute, files)
+
+    @routes.get("/disputes/{dispute_id}", tags=["disputes"])
+    async def get_dispute(dispute_id: str, actor: Annotated[Actor, require_roles(*ANY_STAFF)]) -> dict[str, Any]:
+        return await dispute_detail(dispute_id)
+
+    @routes.post("/disputes/{dispute_id}/review", tags=["disputes"])
+    async def review_dispute(
+        dispute_id: str, body: EvidenceRequest, actor: Annotated[Actor, require_roles(*ANY_STAFF)]
+    ) -> dict[str, Any]:
+        """Evidence submitted: Open -> Under review."""
+        files = [a.attachment() for a in body.attachments]
+        async with service.sessions() as session, session.begin():
+            dispute = await disputes.locked_dispute(session, dispute_id)
+            await disputes.review_dispute(
+                session, dispute, actor=actor.name, evidence_notes=body.evidence_notes, attachments=files
+            )
+        return await dispute_detail(dispute_id)
+
+    @routes.post("/disputes/{dispute_id}/close", tags=["disputes"])
+    async def close_dispute(
+        dispute_id: str, body: CloseDisputeRequest, actor: Annotated[Actor, require_roles(*ANY_STAFF)]
+    ) -> dict[str, Any]:
+        """Won: the payment counts as collected again. Lost: it is reversed like a refund (Charged back)."""
+        async with service.sessions() as session, session.begin():
+            dispute = await disputes.locked_dispute(session, dispute_id)
+            await disputes.close_dispute(session, dispute, outcome=body.outcome, actor=actor.name)
+        return await dispute_detail(dispute_id)
+
+    @routes.get("/disputes/{dispute_id}/attachments/{attachment_id}", tags=["disputes"], response_class=Response)
+    async def dispute_attachment(
+        dispute_id: str, attachment_id: str, actor: Annotated[Actor, require_roles(*ANY_STAFF)]
+    ) -> Response:
+        async with service.sessions() as session:
+            file = await queries.find_attachment(session, dispute_id, attachment_id)
+        return Response(
+            content=file.content,
+            media_type=file.content_type,
+            headers={"Content-Disposition": f'attachment; filename="{file.filename}"'},
+        )
+
+    # --- approvals: adjustments above the limit wait for a billing manager (never the requester) ---
+
+    @routes.get("/approvals", tags=["approvals"])
+    async def pending_approvals(actor: Annotated[Actor, require_roles(*APPROVERS)]) -> dict[str, Any]:
+        async with service.sessions() as session:
+            waiting = await queries.pending_approvals(session)
+        return {"approvals": [a.as_json() for a in waiting]}
+
+    async def decide(approval_id: str, actor: Actor, approve: bool, body: DecisionRequest | None) -> dict[str, Any]:
+        async with service.sessions() as session, session.begin():
+            decided = await adjustments.decide_adjustment(
+                session, approval_id, approver=actor.name, approve=approve, reason=body.reason if body else None
+            )
+        return {"approval": decided.as_json(), "payment": await detail(decided.subject)}
+
+    @routes.post("/approvals/{approval_id}/approve", tags=["approvals"])
+    async def approve(
+        approval_id: str, actor: Annotated[Actor, require_roles(*APPROVERS)], body: DecisionRequest | None = None
+    ) -> dict[str, Any]:
+        return await decide(approval_id, actor, True, body)
+
+    @routes.post("/approvals/{approval_id}/reject", tags=["approvals"])
+    async def reject(
+        approval_id: str, actor: Annotated[Actor, require_roles(*APPROVERS)], body: DecisionRequest | None = None
+    ) -> dict[str, Any]:
+        return await decide(approval_id, actor, False, body)
+
     # --- settings: everyone at the counter reads them, only an admin changes them ---
 
     async def current_settings() -> dict[str, Any]:
@@ -233,6 +390,17 @@ def router(service: Service) -> APIRouter:
     ) -> dict[str, Any]:
         async with service.sessions() as session, session.begin():
             changed = await commands.change_overpayment_threshold(session, body.amount, actor.name)
+        return views.settings_view(changed)
+
+    @routes.put("/settings/adjustment-approval-limit", tags=["settings"])
+    async def put_adjustment_limit(
+        body: ThresholdRequest, actor: Annotated[Actor, require_roles(Role.ADMIN)]
+    ) -> dict[str, Any]:
+        """Adjustments moving more than this wait for a billing manager's approval."""
+        async with service.sessions() as session, session.begin():
+            changed = await commands.save_setting(
+                session, "adjustment_approval_limit", f"{body.amount:.2f}", actor.name
+            )
         return views.settings_view(changed)
 
     @routes.get("/settings/number-formats", tags=["settings"])

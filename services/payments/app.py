@@ -23,6 +23,12 @@ def create_service(settings: PaymentsSettings | None = None) -> Service:
             "payment.verified",
             "payment.cancelled",
             "payment.record_rejected",
+            "payment.partially_refunded",
+            "payment.adjusted",
+            "payment.dispute_opened",
+            "payment.dispute_closed",
+            "approval.requested",
+            "approval.decided",
         ],
     )
     service.publishes(Topic.ANALYTICS_EVENTS, ["usage.tracked"])

@@ -42,6 +42,7 @@ from shared.contracts.events import (
     PaymentPosted,
     PaymentRecordRejected,
     PaymentRecordRequested,
+    PaymentStatusChanged,
     PaymentType,
     PaymentVerified,
     UsageTracked,
@@ -201,6 +202,8 @@ async def announce_posting(session: AsyncSession, payment: Row[Any], account: Ro
             period_or_date=item.period_or_date,
             issued_on=item.issued_on,
             due=money(payment.due),
+            amount=money(item.amount),
+            paid_before=money(item.amount - payment.due),
         ),
         channel=payment.channel,
         method=payment.method,
@@ -227,6 +230,36 @@ async def announce_posting(session: AsyncSession, payment: Row[Any], account: Ro
             posted_at=payment.posted_at,
         )
         await emit(session, "payment.overpaid", payment.account_number, overpaid)
+
+
+async def announce_status(
+    session: AsyncSession, payment: Row[Any], previous: str, *, at: datetime, actor: str = SYSTEM
+) -> None:
+    """`payment.status_changed` and its audit entry, for the payment as it is now."""
+    changed = PaymentStatusChanged(
+        payment_id=payment.payment_id,
+        receipt_number=payment.receipt_number,
+        account_number=payment.account_number,
+        previous_status=previous,
+        status=payment.status,
+        webhook_status=payment.webhook_status,
+        settlement_status=payment.settlement_status,
+        changed_at=at,
+    )
+    await emit(session, "payment.status_changed", payment.account_number, changed)
+    await audit.record(
+        session,
+        audit_log,
+        actor=actor,
+        action="payment.status_changed",
+        subject=payment.payment_id,
+        before={"status": previous},
+        after={
+            "status": payment.status,
+            "webhook_status": payment.webhook_status,
+            "settlement_status": payment.settlement_status,
+        },
+    )
 
 
 # --- recording a payment: at the counter (HTTP) or from another enterprise system (payments.commands.v1) ---
@@ -353,7 +386,7 @@ def subscriptions() -> list[Subscription]:
 # --- staff actions on a payment ---
 
 
-async def _find_for_update(session: AsyncSession, payment_id_or_receipt: str) -> Row[Any]:
+async def find_for_update(session: AsyncSession, payment_id_or_receipt: str) -> Row[Any]:
     row = (
         await session.execute(
             select(payments)
@@ -370,7 +403,7 @@ async def _find_for_update(session: AsyncSession, payment_id_or_receipt: str) ->
 
 async def verify_payment(session: AsyncSession, payment_id_or_receipt: str, *, verified_by: str) -> str:
     """The billing manager approves an online payment; returns its payment id."""
-    payment = await _find_for_update(session, payment_id_or_receipt)
+    payment = await find_for_update(session, payment_id_or_receipt)
     domain.check_verifiable(payment.online, payment.verification, payment.status)
     now = datetime.now(UTC)
     await session.execute(
@@ -400,7 +433,7 @@ async def verify_payment(session: AsyncSession, payment_id_or_receipt: str, *, v
 
 async def cancel_payment(session: AsyncSession, payment_id_or_receipt: str, *, reason: str, cancelled_by: str) -> str:
     """Admin only: reverse the allocation and take the payment out of what was collected."""
-    payment = await _find_for_update(session, payment_id_or_receipt)
+    payment = await find_for_update(session, payment_id_or_receipt)
     domain.check_cancellable(payment.status, reason)
     item = await lock_item(session, payment.account_number, payment.payment_type, payment.item_reference)
     if counts_as_collected(payment.status):

@@ -1,5 +1,5 @@
-"""Pure payment rules: numbering, amounts (analysis, allocation, cash change), settings, statuses, balance and the
-payments list query. No I/O."""
+"""Pure payment rules: numbering, amounts (analysis, allocation, cash change), settings, statuses, disputes,
+adjustments, balance and the payments list query. No I/O."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
 
+from shared import ledger
 from shared.contracts import PaymentStatus
 from shared.errors import Rejected
 
@@ -108,6 +109,8 @@ class PaymentSettings:
     payment_methods: tuple[str, ...] = ("Cash", "Credit Card", "Debit Card", "Cheque", "Bank Transfer")
     overpayment_threshold: Decimal = Decimal("1000.00")
     number_formats: dict[str, NumberFormat] | None = None
+    # Adjustments moving more than this wait for a billing manager's approval.
+    adjustment_approval_limit: Decimal = Decimal("100.00")
 
     @property
     def default_channel(self) -> str:
@@ -189,13 +192,19 @@ GATEWAY_STATUS = {
     "disputed": PaymentStatus.DISPUTED,
     "refunded": PaymentStatus.REFUNDED,
 }
+# The gateway's words for a dispute's life after it opened (`disputes.py` applies them, not the rank below).
+DISPUTE_GATEWAY_STATUSES = {"disputed", "dispute_under_review", "dispute_won", "dispute_lost"}
 _STATUS_RANK = {
     PaymentStatus.PENDING: 0,
     PaymentStatus.FAILED: 1,
     PaymentStatus.POSTED: 2,
     PaymentStatus.DISPUTED: 3,
     PaymentStatus.REFUNDED: 4,
+    PaymentStatus.CHARGED_BACK: 4,
 }
+# Money that went back is not going to be settled: the settlement status says N/A from then on.
+NOT_SETTLED = "N/A"
+MONEY_WENT_BACK = frozenset({PaymentStatus.REFUNDED, PaymentStatus.CHARGED_BACK, PaymentStatus.CANCELLED})
 # A payout reported paid can still fail later (the bank returns it), so Failed is the last word.
 _SETTLEMENT_RANK = {"N/A": 0, "In Progress": 1, "Success": 2, "Failed": 3}
 
@@ -214,7 +223,7 @@ def moves_forward(current: PaymentStatus, incoming: PaymentStatus) -> bool:
 
     A cancelled payment stays cancelled whatever the gateway says later.
     """
-    if current is PaymentStatus.CANCELLED:
+    if current in MONEY_WENT_BACK:
         return False
     return _STATUS_RANK[incoming] > _STATUS_RANK[current]
 
@@ -247,6 +256,125 @@ def check_verifiable(online: bool, verification: str, status: str) -> None:
         raise Rejected("already_verified", "this payment is already verified", field="verification")
     if status not in (PaymentStatus.POSTED, PaymentStatus.DISPUTED):
         raise Rejected("not_posted", f"a {status} payment cannot be verified", field="status")
+
+
+# --- disputes: Open -> Under review -> Won / Lost ---
+
+
+class DisputeStatus(StrEnum):
+    OPEN = "Open"
+    UNDER_REVIEW = "Under review"
+    WON = "Won"
+    LOST = "Lost"
+
+
+class DisputeOutcome(StrEnum):
+    WON = "won"
+    LOST = "lost"
+
+
+_DISPUTE_MOVES = {
+    DisputeStatus.OPEN: {DisputeStatus.UNDER_REVIEW, DisputeStatus.WON, DisputeStatus.LOST},
+    DisputeStatus.UNDER_REVIEW: {DisputeStatus.WON, DisputeStatus.LOST},
+}
+
+
+def check_disputable(status: str) -> None:
+    """Only money the utility holds can be disputed: a posted payment, not one already disputed or gone back."""
+    if status != PaymentStatus.POSTED:
+        raise Rejected("not_disputable", f"a {status} payment cannot be disputed", field="status")
+
+
+def dispute_moves(current: str, target: DisputeStatus) -> bool:
+    """Whether a dispute may move to `target`; a closed dispute never moves again."""
+    return target in _DISPUTE_MOVES.get(DisputeStatus(current), set())
+
+
+def check_dispute_move(current: str, target: DisputeStatus) -> None:
+    if not dispute_moves(current, target):
+        raise Rejected(
+            "dispute_closed" if current in (DisputeStatus.WON, DisputeStatus.LOST) else "invalid_move",
+            f"a dispute {current} cannot become {target}",
+            field="status",
+        )
+
+
+def status_after_dispute(outcome: DisputeOutcome) -> PaymentStatus:
+    """Won: the payment is Posted again and counts as collected. Lost: Charged back, reversed like a refund."""
+    return PaymentStatus.POSTED if outcome is DisputeOutcome.WON else PaymentStatus.CHARGED_BACK
+
+
+# --- adjustments: a posted payment moved to another item, or its amount corrected ---
+
+
+class AdjustmentKind(StrEnum):
+    MOVE = "move"
+    AMOUNT = "amount"
+
+
+@dataclass(frozen=True)
+class PaymentLedger:
+    """A payment's money: amount = applied (its item) + credited (became credit) + refunded (went back)."""
+
+    amount: Decimal
+    applied: Decimal
+    credited: Decimal = Decimal("0.00")
+    refunded: Decimal = Decimal("0.00")
+
+    @property
+    def cap(self) -> Decimal:
+        return ledger.settlement_cap(self.amount, refunded=self.refunded, credited=self.credited)
+
+
+@dataclass(frozen=True)
+class AdjustmentPlan:
+    """A reversal of `reversed` on the old item plus a new allocation of `applied` (on the new item, or the same)."""
+
+    amount: Decimal
+    reversed: Decimal
+    applied: Decimal
+    size: Decimal  # what the approval limit is compared with
+
+
+def plan_adjustment(
+    kind: AdjustmentKind,
+    status: str,
+    payment: PaymentLedger,
+    *,
+    target_outstanding: Decimal,
+    new_amount: Decimal | None = None,
+    same_item: bool = False,
+) -> AdjustmentPlan:
+    """Check an adjustment and work out its reversal and new allocation. `target_outstanding` is what the target
+    item owes now (for a correction on the same item, before the payment's own allocation is reversed)."""
+    if status != PaymentStatus.POSTED:
+        raise Rejected("not_adjustable", f"a {status} payment cannot be adjusted", field="status")
+    owed = target_outstanding + (payment.applied if same_item else Decimal(0))
+    if kind is AdjustmentKind.MOVE:
+        if same_item:
+            raise Rejected("same_item", "the payment already settles this item", field="item_reference")
+        amount, size = payment.amount, payment.applied
+    else:
+        if new_amount is None or new_amount <= 0:
+            raise Rejected("amount_not_positive", "the corrected amount must be greater than 0", field="amount")
+        if new_amount == payment.amount:
+            raise Rejected("amount_unchanged", "the corrected amount is the amount already recorded", field="amount")
+        if new_amount < payment.credited + payment.refunded:
+            raise Rejected(
+                "amount_below_credit_and_refunds",
+                f"{new_amount} is less than the credit ({payment.credited}) and refunds ({payment.refunded}) made "
+                "from this payment",
+                field="amount",
+            )
+        amount, size = new_amount, abs(new_amount - payment.amount)
+    cap = ledger.settlement_cap(amount, refunded=payment.refunded, credited=payment.credited)
+    if cap > owed:
+        raise Rejected(
+            "adjustment_overpays",
+            f"the payment would settle {cap} on an item owing {owed}: record the excess as credit instead",
+            field="amount" if kind is AdjustmentKind.AMOUNT else "item_reference",
+        )
+    return AdjustmentPlan(amount=amount, reversed=payment.applied, applied=cap, size=size)
 
 
 # --- balance: billing reports it; what we collected since then comes off it ---

@@ -7,18 +7,18 @@ is applied in one transaction with the events it stages.
 
 from __future__ import annotations
 
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, select, update
+from sqlalchemy import Row, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.payments import domain
+from services.payments import disputes, domain
 from services.payments.commands import (
     SYSTEM,
     allocate,
     announce_posting,
+    announce_status,
     emit,
     find_account,
     lock_item,
@@ -26,13 +26,14 @@ from services.payments.commands import (
 )
 from services.payments.domain import Verification
 from services.payments.queries import load_settings
-from services.payments.storage import audit_log, payments
-from shared import audit
+from services.payments.storage import audit_log, credit_balances, payments
+from shared import audit, ledger
 from shared.contracts import Envelope, PaymentStatus, Topic, counts_as_collected, parse_data
 from shared.contracts.events import (
     GatewayPaymentStatusChanged,
     GatewaySettlementStatusChanged,
-    PaymentStatusChanged,
+    Money,
+    PaymentPartiallyRefunded,
 )
 from shared.errors import NotFound
 from shared.messaging import Subscription
@@ -52,38 +53,11 @@ async def _payment_row(session: AsyncSession, payment_id: str, *, lock: bool = F
     return (await session.execute(query.with_for_update() if lock else query)).one()
 
 
-async def _status_changed(
-    session: AsyncSession, payment: Row[Any], previous: str, *, at: datetime, actor: str = SYSTEM
-) -> None:
-    changed = PaymentStatusChanged(
-        payment_id=payment.payment_id,
-        receipt_number=payment.receipt_number,
-        account_number=payment.account_number,
-        previous_status=previous,
-        status=payment.status,
-        webhook_status=payment.webhook_status,
-        settlement_status=payment.settlement_status,
-        changed_at=at,
-    )
-    await emit(session, "payment.status_changed", payment.account_number, changed)
-    await audit.record(
-        session,
-        audit_log,
-        actor=actor,
-        action="payment.status_changed",
-        subject=payment.payment_id,
-        before={"status": previous},
-        after={
-            "status": payment.status,
-            "webhook_status": payment.webhook_status,
-            "settlement_status": payment.settlement_status,
-        },
-    )
-
-
 async def on_gateway_payment_status_changed(session: AsyncSession, envelope: Envelope) -> None:
     event = parse_data(envelope, GatewayPaymentStatusChanged)
-    incoming = domain.online_status(event.gateway_status)
+    # A dispute's later words (under review, won, lost) are applied by `disputes.py`, not by the status rank.
+    disputing = event.gateway_status in domain.DISPUTE_GATEWAY_STATUSES
+    incoming = PaymentStatus.DISPUTED if disputing else domain.online_status(event.gateway_status)
     account = await find_account(session, event.account_number)
     item = await lock_item(session, event.account_number, event.payment_type, event.item_reference)
     payment = await _online_payment(session, event.payment_intent_id)
@@ -131,21 +105,35 @@ async def on_gateway_payment_status_changed(session: AsyncSession, envelope: Env
             after={"payment_intent_id": event.payment_intent_id},
         )
         if incoming is PaymentStatus.PENDING:
-            await _status_changed(session, payment, "", at=event.occurred_at)
+            await announce_status(session, payment, "", at=event.occurred_at)
             return
 
     current = PaymentStatus(payment.status)
     previous = "" if created else current
     if event.gateway_status == "partially_refunded" and not created:
-        refunded = event.amount_refunded.amount if event.amount_refunded else None
-        await audit.record(
+        settled = await lock_item(session, payment.account_number, payment.payment_type, payment.item_reference)
+        await _partial_refund(session, payment, settled, event)
+        return
+    if disputing:
+        outcome = await disputes.on_gateway_dispute(
             session,
-            audit_log,
-            actor=SYSTEM,
-            action="payment.partially_refunded",
-            subject=payment.payment_id,
-            after={"refunded": refunded},
+            payment,
+            event.gateway_status,
+            gateway_dispute_id=event.dispute_id or event.payment_intent_id,
+            reason=event.dispute_reason,
+            at=event.occurred_at,
         )
+        if outcome == "ignored":
+            await audit.record(
+                session,
+                audit_log,
+                actor=SYSTEM,
+                action="gateway.event_ignored",
+                subject=payment.payment_id,
+                before={"status": current},
+                after={"gateway_status": event.gateway_status, "gateway_event_id": event.gateway_event_id},
+                reason=OUT_OF_ORDER,
+            )
         return
     if not domain.moves_forward(current, incoming):
         # Out of order or after the fact (e.g. failed after succeeded): kept in the audit, changes nothing.
@@ -178,8 +166,13 @@ async def on_gateway_payment_status_changed(session: AsyncSession, envelope: Env
         if domain.settlement_moves_forward(payment.settlement_status, event.settlement_status):
             values["settlement_status"] = event.settlement_status
         await allocate(session, payment.account_number, item, min(payment.amount, item.outstanding))
-    elif incoming is PaymentStatus.REFUNDED and counts_as_collected(current):
-        await allocate(session, payment.account_number, item, -payment.applied)
+    elif incoming is PaymentStatus.REFUNDED:
+        # Refunded money is not going to be settled; what was refunded is all of it.
+        values |= {"settlement_status": domain.NOT_SETTLED, "refunded": payment.amount}
+        if counts_as_collected(current):
+            # The item the payment settles now (an adjustment may have moved it since the gateway first saw it).
+            settled = await lock_item(session, payment.account_number, payment.payment_type, payment.item_reference)
+            await allocate(session, payment.account_number, settled, -payment.applied)
     await session.execute(update(payments).where(payments.c.payment_id == payment.payment_id).values(**values))
     updated = await _payment_row(session, payment.payment_id)
     if incoming is PaymentStatus.POSTED:
@@ -193,7 +186,85 @@ async def on_gateway_payment_status_changed(session: AsyncSession, envelope: Env
         )
         await announce_posting(session, updated, account, item)
     else:
-        await _status_changed(session, updated, previous, at=event.occurred_at)
+        await announce_status(session, updated, previous, at=event.occurred_at)
+
+
+async def _partial_refund(
+    session: AsyncSession, payment: Row[Any], item: Row[Any], event: GatewayPaymentStatusChanged
+) -> None:
+    """Part of the payment went back: unused credit first, then what it settled (`shared.ledger.refund_split`).
+
+    Stripe reports the total refunded so far, so a late or repeated report refunds nothing twice."""
+    total = event.amount_refunded.amount if event.amount_refunded else None
+    if total is None:
+        # No amount, nothing to move: kept in the audit trail for staff to follow up.
+        await audit.record(
+            session,
+            audit_log,
+            actor=SYSTEM,
+            action="payment.partially_refunded",
+            subject=payment.payment_id,
+            after={"refunded": None},
+            reason="the gateway did not say how much was refunded",
+        )
+        return
+    refund = total - payment.refunded
+    if not counts_as_collected(payment.status) or refund <= 0 or total >= payment.amount:
+        await audit.record(
+            session,
+            audit_log,
+            actor=SYSTEM,
+            action="gateway.event_ignored",
+            subject=payment.payment_id,
+            before={"status": payment.status, "refunded": payment.refunded},
+            after={"gateway_status": event.gateway_status, "refunded": total},
+            reason=OUT_OF_ORDER,
+        )
+        return
+    unused = (
+        await session.execute(
+            select(func.coalesce(func.sum(credit_balances.c.remaining), 0)).where(
+                credit_balances.c.receipt_number == payment.receipt_number, credit_balances.c.status == "Active"
+            )
+        )
+    ).scalar_one()
+    split = ledger.refund_split(refund, applied=payment.applied, unused_credit=Decimal(unused))
+    await allocate(session, payment.account_number, item, -split.settled_reduction)
+    await session.execute(
+        update(payments)
+        .where(payments.c.payment_id == payment.payment_id)
+        .values(applied=payment.applied - split.settled_reduction, refunded=total)
+    )
+    await audit.record(
+        session,
+        audit_log,
+        actor=SYSTEM,
+        action="payment.partially_refunded",
+        subject=payment.payment_id,
+        before={"applied": payment.applied, "refunded": payment.refunded},
+        after={
+            "applied": payment.applied - split.settled_reduction,
+            "refunded": total,
+            "credit_to_void": split.credit_to_void,
+        },
+    )
+
+    def money(amount: Decimal) -> Money:
+        return Money(amount=amount, currency=payment.currency)
+
+    refunded = PaymentPartiallyRefunded(
+        payment_id=payment.payment_id,
+        receipt_number=payment.receipt_number,
+        account_number=payment.account_number,
+        payment_type=payment.payment_type,
+        item_reference=payment.item_reference,
+        refunded=money(refund),
+        refunded_total=money(total),
+        settled_reduction=money(split.settled_reduction),
+        credit_to_void=money(split.credit_to_void),
+        refunded_at=event.occurred_at,
+    )
+    await emit(session, "payment.partially_refunded", payment.account_number, refunded)
 
 
 async def on_gateway_settlement_status_changed(session: AsyncSession, envelope: Envelope) -> None:
@@ -221,7 +292,7 @@ async def on_gateway_settlement_status_changed(session: AsyncSession, envelope: 
     if event.settlement_status == "Success":
         values["settled_at"] = event.occurred_at
     await session.execute(update(payments).where(payments.c.payment_id == payment.payment_id).values(**values))
-    await _status_changed(
+    await announce_status(
         session, await _payment_row(session, payment.payment_id), payment.status, at=event.occurred_at
     )
 

@@ -1,18 +1,26 @@
-"""Read models kept from other systems' events: what each account owes (billing), and credit notes against it."""
+"""Read models kept from other systems' events: what each account owes (billing), and the credit made from its
+payments (credit_notes): issued, applied, expired, voided, refunded."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.payments.commands import allocate, lock_item
-from services.payments.storage import accounts, audit_log, payments, receivables
-from shared import audit
-from shared.contracts import Envelope, Topic, parse_data
-from shared.contracts.events import AccountUpserted, CreditNoteApplied, CreditNoteIssued
+from services.payments.commands import SYSTEM, allocate, lock_item
+from services.payments.storage import accounts, audit_log, credit_balances, payments, receivables
+from shared import audit, ledger
+from shared.contracts import Envelope, Topic, counts_as_collected, parse_data
+from shared.contracts.events import (
+    AccountUpserted,
+    CreditNoteApplied,
+    CreditNoteExpired,
+    CreditNoteIssued,
+    CreditNoteRefundRequested,
+    CreditNoteVoided,
+)
 from shared.messaging import Subscription
 from shared.receivables import ITEM_EVENT_TYPES, billing_account, receivable_items
 
@@ -49,12 +57,62 @@ async def on_receivable_issued(session: AsyncSession, envelope: Envelope) -> Non
 
 
 async def on_credit_note_issued(session: AsyncSession, envelope: Envelope) -> None:
+    """New credit on the account, made from a payment: the part of the payment that settled nothing first, then its
+    settlement (by the ledger rule credit_notes applies too), so the same money is never both."""
     note = parse_data(envelope, CreditNoteIssued)
-    # The detail view shows the first credit note a payment generated.
+    first_sight = (
+        await session.execute(
+            pg_insert(credit_balances)
+            .values(
+                credit_note_number=note.credit_note_number,
+                account_number=note.account_number,
+                receipt_number=note.receipt_number,
+                amount=note.amount.amount,
+                remaining=note.amount.amount,
+                currency=note.amount.currency,
+                status="Active",
+                reason=note.reason,
+                created_at=note.created_at,
+                expires_at=note.expires_at,
+            )
+            .on_conflict_do_nothing()
+            .returning(credit_balances.c.credit_note_number)
+        )
+    ).first()
+    if first_sight is None:
+        return
+    payment = (
+        await session.execute(
+            select(payments).where(payments.c.receipt_number == note.receipt_number).with_for_update()
+        )
+    ).first()
+    if payment is None:
+        return
+    credited = payment.credited + note.amount.amount
+    values: dict[str, object] = {"credited": credited}
+    if payment.credit_note_number is None:
+        values |= {"credit_note_number": note.credit_note_number, "credit_note_amount": note.amount.amount}
+    applied = ledger.settled_after_credit(payment.applied, payment.amount, refunded=payment.refunded, credited=credited)
+    if counts_as_collected(payment.status) and applied < payment.applied:
+        item = await lock_item(session, payment.account_number, payment.payment_type, payment.item_reference)
+        await allocate(session, payment.account_number, item, applied - payment.applied)
+        values["applied"] = applied
+        await audit.record(
+            session,
+            audit_log,
+            actor=note.created_by,
+            action="payment.credited",
+            subject=payment.payment_id,
+            before={"applied": payment.applied},
+            after={"applied": applied, "credit_note_number": note.credit_note_number, "item": payment.item_reference},
+            reason=f"credit note {note.credit_note_number} turned part of the payment into credit",
+        )
+    await session.execute(update(payments).where(payments.c.payment_id == payment.payment_id).values(**values))
+
+
+async def _credit_balance(session: AsyncSession, number: str, **values: object) -> None:
     await session.execute(
-        update(payments)
-        .where(payments.c.receipt_number == note.receipt_number, payments.c.credit_note_number.is_(None))
-        .values(credit_note_number=note.credit_note_number, credit_note_amount=note.amount.amount)
+        update(credit_balances).where(credit_balances.c.credit_note_number == number).values(**values)
     )
 
 
@@ -64,6 +122,9 @@ async def on_credit_note_applied(session: AsyncSession, envelope: Envelope) -> N
     # Credit notes checked the item was open; never let the read model go below zero if it raced a payment.
     amount = min(applied.applied.amount, item.outstanding)
     await allocate(session, applied.account_number, item, amount)
+    await _credit_balance(
+        session, applied.credit_note_number, remaining=applied.remaining.amount, status=applied.status
+    )
     await audit.record(
         session,
         audit_log,
@@ -71,6 +132,49 @@ async def on_credit_note_applied(session: AsyncSession, envelope: Envelope) -> N
         action="credit_note.applied",
         subject=applied.item_reference,
         after={"credit_note_number": applied.credit_note_number, "applied": amount},
+    )
+
+
+async def on_credit_note_expired(session: AsyncSession, envelope: Envelope) -> None:
+    expired = parse_data(envelope, CreditNoteExpired)
+    await _credit_balance(session, expired.credit_note_number, status="Expired")
+
+
+async def on_credit_note_refund_requested(session: AsyncSession, envelope: Envelope) -> None:
+    refund = parse_data(envelope, CreditNoteRefundRequested)
+    await _credit_balance(session, refund.credit_note_number, remaining=0, status="Refunded")
+
+
+async def on_credit_note_voided(session: AsyncSession, envelope: Envelope) -> None:
+    """Credit given back because its money went back: applications reversed make their items owed again."""
+    voided = parse_data(envelope, CreditNoteVoided)
+    await _credit_balance(session, voided.credit_note_number, remaining=voided.remaining.amount, status=voided.status)
+    given_back = voided.voided.amount
+    for reversal in voided.reversed:
+        item = await lock_item(session, voided.account_number, reversal.payment_type, reversal.item_reference)
+        # Never owed more than billed, whatever order the read model saw things in.
+        amount = min(reversal.amount.amount, item.amount - item.outstanding)
+        await allocate(session, voided.account_number, item, -amount)
+        given_back += reversal.amount.amount
+        await audit.record(
+            session,
+            audit_log,
+            actor=voided.voided_by or SYSTEM,
+            action="credit_note.reversed",
+            subject=reversal.item_reference,
+            before={"outstanding": item.outstanding},
+            after={
+                "outstanding": item.outstanding + amount,
+                "credit_note_number": voided.credit_note_number,
+                "application_id": reversal.application_id,
+                "reversed": amount,
+            },
+            reason=voided.reason,
+        )
+    await session.execute(
+        update(payments)
+        .where(payments.c.receipt_number == voided.receipt_number)
+        .values(credited=func.greatest(payments.c.credited - given_back, 0))
     )
 
 
@@ -88,6 +192,12 @@ def subscriptions() -> list[Subscription]:
         Subscription(
             "credit_notes",
             Topic.CREDITNOTES_EVENTS,
-            {"credit_note.issued": on_credit_note_issued, "credit_note.applied": on_credit_note_applied},
+            {
+                "credit_note.issued": on_credit_note_issued,
+                "credit_note.applied": on_credit_note_applied,
+                "credit_note.expired": on_credit_note_expired,
+                "credit_note.voided": on_credit_note_voided,
+                "credit_note.refund_requested": on_credit_note_refund_requested,
+            },
         ),
     ]

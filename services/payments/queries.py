@@ -12,8 +12,19 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.payments import domain
 from services.payments.domain import SORTS, PaymentQuery
-from services.payments.storage import accounts, payments, receivables
+from services.payments.storage import (
+    accounts,
+    adjustments,
+    approvals,
+    credit_balances,
+    dispute_attachments,
+    disputes,
+    payments,
+    receivables,
+)
 from services.payments.storage import settings as settings_table
+from shared.approvals import Approval
+from shared.approvals import pending_approvals as waiting
 from shared.errors import NotFound
 from shared.paging import after_key, contains_pattern, decode_cursor, page
 
@@ -29,6 +40,7 @@ async def load_settings(session: AsyncSession) -> domain.PaymentSettings:
         channels=tuple(stored.get("channels", defaults.channels)),
         payment_methods=tuple(stored.get("payment_methods", defaults.payment_methods)),
         overpayment_threshold=Decimal(stored.get("overpayment_threshold", defaults.overpayment_threshold)),
+        adjustment_approval_limit=Decimal(stored.get("adjustment_approval_limit", defaults.adjustment_approval_limit)),
         number_formats={k: domain.NumberFormat(**v) for k, v in formats.items()} if formats else None,
     )
 
@@ -152,3 +164,92 @@ async def stream_payments(
         result = await session.stream(payments_query(query).execution_options(yield_per=batch))
         async for row in result:
             yield row
+
+
+# --- money safety: credit on the account, the payment's credit notes, disputes, adjustments, approvals ---
+
+
+async def available_credit(session: AsyncSession, account_number: str) -> list[Row[Any]]:
+    """The account's usable credit: active credit notes with something left, expiring first first."""
+    query = (
+        select(credit_balances)
+        .where(
+            credit_balances.c.account_number == account_number,
+            credit_balances.c.status == "Active",
+            credit_balances.c.remaining > 0,
+        )
+        .order_by(credit_balances.c.expires_at, credit_balances.c.credit_note_number)
+    )
+    return list((await session.execute(query)).all())
+
+
+async def payment_money_safety(session: AsyncSession, payment_id: str, receipt_number: str) -> dict[str, Any]:
+    """Every credit note made from a payment, its disputes (with attachment names) and its adjustments."""
+    notes = (
+        await session.execute(
+            select(credit_balances)
+            .where(credit_balances.c.receipt_number == receipt_number)
+            .order_by(credit_balances.c.created_at, credit_balances.c.credit_note_number)
+        )
+    ).all()
+    found = (
+        await session.execute(
+            select(disputes).where(disputes.c.payment_id == payment_id).order_by(disputes.c.opened_at)
+        )
+    ).all()
+    files = (
+        await session.execute(
+            select(
+                dispute_attachments.c.attachment_id,
+                dispute_attachments.c.dispute_id,
+                dispute_attachments.c.filename,
+                dispute_attachments.c.content_type,
+                dispute_attachments.c.size,
+            )
+            .where(dispute_attachments.c.dispute_id.in_([d.dispute_id for d in found]))
+            .order_by(dispute_attachments.c.uploaded_at)
+        )
+    ).all()
+    changes = (
+        await session.execute(
+            select(adjustments).where(adjustments.c.payment_id == payment_id).order_by(adjustments.c.requested_at)
+        )
+    ).all()
+    return {
+        "credit_notes": list(notes),
+        "disputes": list(found),
+        "attachments": list(files),
+        "adjustments": list(changes),
+    }
+
+
+async def find_adjustment(session: AsyncSession, adjustment_id: str) -> Row[Any]:
+    row = (await session.execute(select(adjustments).where(adjustments.c.adjustment_id == adjustment_id))).first()
+    if row is None:
+        raise NotFound("adjustment_not_found", f"no adjustment {adjustment_id}")
+    return row
+
+
+async def find_dispute(session: AsyncSession, dispute_id: str) -> Row[Any]:
+    row = (await session.execute(select(disputes).where(disputes.c.dispute_id == dispute_id))).first()
+    if row is None:
+        raise NotFound("dispute_not_found", f"no dispute {dispute_id}")
+    return row
+
+
+async def find_attachment(session: AsyncSession, dispute_id: str, attachment_id: str) -> Row[Any]:
+    row = (
+        await session.execute(
+            select(dispute_attachments).where(
+                dispute_attachments.c.dispute_id == dispute_id, dispute_attachments.c.attachment_id == attachment_id
+            )
+        )
+    ).first()
+    if row is None:
+        raise NotFound("attachment_not_found", f"no attachment {attachment_id} on dispute {dispute_id}")
+    return row
+
+
+async def pending_approvals(session: AsyncSession) -> list[Approval]:
+    """Adjustments above the limit waiting for a billing manager, oldest first."""
+    return await waiting(session, approvals)

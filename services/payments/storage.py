@@ -9,6 +9,8 @@ from sqlalchemy import (
     Date,
     DateTime,
     Index,
+    Integer,
+    LargeBinary,
     Numeric,
     Sequence,
     String,
@@ -20,6 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+from shared.approvals import approvals_table
 from shared.audit import audit_table
 from shared.db import service_metadata
 from shared.idempotency import idempotency_table
@@ -111,6 +114,11 @@ payments = Table(
     Column("cancel_reason", Text),
     Column("credit_note_number", String(40)),
     Column("credit_note_amount", MONEY),
+    # The ledger of the payment's money (shared/ledger.py): applied + credited + refunded = amount while collected.
+    Column("credited", MONEY, nullable=False, server_default=text("0")),
+    Column("refunded", MONEY, nullable=False, server_default=text("0")),
+    # Re-issued receipts after an adjustment: 1 until the first one.
+    Column("receipt_version", Integer, nullable=False, server_default=text("1")),
     Column(
         "search_text",
         Text,
@@ -140,3 +148,79 @@ settings = Table(
 )
 
 audit_log = audit_table(metadata)
+
+# The account's credit as credit_notes announced it: what `GET /consumers/{account}` shows as available credit, and
+# what a partial refund gives back first.
+credit_balances = Table(
+    "credit_balances",
+    metadata,
+    Column("credit_note_number", String(40), primary_key=True),
+    Column("account_number", String(50), nullable=False, index=True),
+    Column("receipt_number", String(40), nullable=False, index=True),
+    Column("amount", MONEY, nullable=False),
+    Column("remaining", MONEY, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("reason", String(50), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+
+# Disputes of a payment: from Stripe (`gateway_dispute_id`) or opened by staff at the counter.
+disputes = Table(
+    "disputes",
+    metadata,
+    Column("dispute_id", String(40), primary_key=True),
+    Column("payment_id", String(40), nullable=False, index=True),
+    Column("account_number", String(50), nullable=False),
+    Column("gateway_dispute_id", String(100), unique=True),
+    Column("source", String(10), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("amount", MONEY, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("evidence_notes", Text),
+    Column("opened_by", Text, nullable=False),
+    Column("opened_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("closed_by", Text),
+    Column("closed_at", DateTime(timezone=True)),
+    Column("outcome", String(10)),
+)
+
+# Evidence files of a dispute, kept in Postgres with the dispute they prove.
+dispute_attachments = Table(
+    "dispute_attachments",
+    metadata,
+    Column("attachment_id", String(40), primary_key=True),
+    Column("dispute_id", String(40), nullable=False, index=True),
+    Column("filename", String(200), nullable=False),
+    Column("content_type", String(100), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("content", LargeBinary, nullable=False),
+    Column("uploaded_by", Text, nullable=False),
+    Column("uploaded_at", DateTime(timezone=True), nullable=False),
+)
+
+# Corrections of a posted payment: moved to another item, or its amount corrected; applied at once at or under the
+# limit, else after a billing manager's approval.
+adjustments = Table(
+    "adjustments",
+    metadata,
+    Column("adjustment_id", String(40), primary_key=True),
+    Column("payment_id", String(40), nullable=False, index=True),
+    Column("kind", String(10), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("request", JSONB, nullable=False),
+    Column("before", JSONB),
+    Column("after", JSONB),
+    Column("reason", Text, nullable=False),
+    Column("requested_by", Text, nullable=False),
+    Column("requested_at", DateTime(timezone=True), nullable=False),
+    Column("approval_id", String(40)),
+    Column("approved_by", Text),
+    Column("applied_at", DateTime(timezone=True)),
+)
+
+approvals = approvals_table(metadata)

@@ -28,10 +28,78 @@ def _item_details(row: Row[Any]) -> dict[str, Any]:
     return {"plan_id": installment.plan_id, "installment_number": installment.number, "due_date": row.period_or_date}
 
 
-def payment_detail(row: Row[Any], now: datetime) -> dict[str, Any]:
+def _credit_note(note: Row[Any]) -> dict[str, Any]:
+    return {
+        "credit_note_number": note.credit_note_number,
+        "amount": money_json(note.amount, note.currency),
+        "remaining": money_json(note.remaining, note.currency),
+        "status": note.status,
+        "reason": note.reason,
+        "expires_at": note.expires_at.isoformat(),
+        "links": {
+            "self": f"/credit-notes/{note.credit_note_number}",
+            "pdf": f"/credit-notes/{note.credit_note_number}.pdf",
+        },
+    }
+
+
+def dispute_view(dispute: Row[Any], attachments: list[Row[Any]]) -> dict[str, Any]:
+    """A dispute, its evidence and where it stands: Open, Under review, Won or Lost."""
+    return {
+        "dispute_id": dispute.dispute_id,
+        "payment_id": dispute.payment_id,
+        "account_number": dispute.account_number,
+        "source": dispute.source,
+        "status": dispute.status,
+        "amount": money_json(dispute.amount, dispute.currency),
+        "reason": dispute.reason,
+        "evidence_notes": dispute.evidence_notes,
+        "opened_by": dispute.opened_by,
+        "opened_at": dispute.opened_at.isoformat(),
+        "closed_by": dispute.closed_by,
+        "closed_at": dispute.closed_at.isoformat() if dispute.closed_at else None,
+        "outcome": dispute.outcome,
+        "attachments": [
+            {
+                "attachment_id": a.attachment_id,
+                "filename": a.filename,
+                "content_type": a.content_type,
+                "size": a.size,
+                "link": f"/disputes/{dispute.dispute_id}/attachments/{a.attachment_id}",
+            }
+            for a in attachments
+            if a.dispute_id == dispute.dispute_id
+        ],
+    }
+
+
+def adjustment_view(adjustment: Row[Any]) -> dict[str, Any]:
+    """An adjustment: what was asked, by whom, and whether it was applied or waits for approval."""
+    return {
+        "adjustment_id": adjustment.adjustment_id,
+        "payment_id": adjustment.payment_id,
+        "kind": adjustment.kind,
+        "status": adjustment.status,
+        "request": adjustment.request,
+        "before": adjustment.before,
+        "after": adjustment.after,
+        "reason": adjustment.reason,
+        "requested_by": adjustment.requested_by,
+        "requested_at": adjustment.requested_at.isoformat(),
+        "approval_id": adjustment.approval_id,
+        "approved_by": adjustment.approved_by,
+        "applied_at": adjustment.applied_at.isoformat() if adjustment.applied_at else None,
+    }
+
+
+def payment_detail(row: Row[Any], now: datetime, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The seed's payment details view; the `POST /payments` response is the same document."""
     analysis = domain.Analysis(due=row.due, paid=row.amount)
     currency = row.currency
+    extra = extra or {"credit_notes": [], "disputes": [], "attachments": [], "adjustments": []}
+    # Billed: the item's own amount as billing issued it; what earlier payments settled of it is "paid before".
+    billed = row.item_amount if row.item_amount is not None else row.due
+    settlement = domain.NOT_SETTLED if row.status in domain.MONEY_WENT_BACK else row.settlement_status
     is_cash = row.method == "Cash" and row.cash_received is not None
     processing_time = domain.processing_time(
         online=row.online, started_at=row.recorded_at, settled_at=row.settled_at, now=now
@@ -63,11 +131,13 @@ def payment_detail(row: Row[Any], now: datetime) -> dict[str, Any]:
             "payment_type": row.payment_type,
             "channel": row.channel,
             "webhook_status": row.webhook_status,
-            "settlement_status": row.settlement_status,
+            "settlement_status": settlement,
         },
         "payment_details": {"payment_type": row.payment_type, **_item_details(row)},
         "amount_analysis": {
             "due_label": _DUE_LABELS[row.payment_type],
+            "billed": money_json(billed, currency),
+            "paid_before": money_json(max(billed - row.due, Decimal(0)), currency),
             "due": money_json(analysis.due, currency),
             "paid": money_json(analysis.paid, currency),
             "difference": money_json(analysis.difference, currency),
@@ -78,6 +148,16 @@ def payment_detail(row: Row[Any], now: datetime) -> dict[str, Any]:
             if row.credit_note_number
             else None
         ),
+        # Every credit note made from the payment (the receipt lists them all too).
+        "credit_notes": [_credit_note(n) for n in extra["credit_notes"]],
+        "ledger": {
+            "applied": money_json(row.applied, currency),
+            "credited": money_json(row.credited, currency),
+            "refunded": money_json(row.refunded, currency),
+        },
+        "receipt_version": row.receipt_version,
+        "disputes": [dispute_view(d, extra["attachments"]) for d in extra["disputes"]],
+        "adjustments": [adjustment_view(a) for a in extra["adjustments"]],
         "cash": (
             {
                 "amount_received": money_json(row.cash_received, currency),
@@ -138,8 +218,11 @@ def payment_row(row: Row[Any]) -> dict[str, Any]:
     }
 
 
-def consumer_view(account: Row[Any], items: list[Row[Any]], history: list[Row[Any]]) -> dict[str, Any]:
-    """A consumer, their open items by type, their balance and latest payments."""
+def consumer_view(
+    account: Row[Any], items: list[Row[Any]], history: list[Row[Any]], credit: list[Row[Any]] | None = None
+) -> dict[str, Any]:
+    """A consumer, their open items by type, their balance, available credit and latest payments."""
+    credit = credit or []
     open_items = [i for i in items if i.outstanding > 0]
     open_total = sum((i.outstanding for i in open_items), Decimal(0))
     balance = domain.current_balance(account.reported_balance, account.collected_since_report, open_total)
@@ -166,6 +249,10 @@ def consumer_view(account: Row[Any], items: list[Row[Any]], history: list[Row[An
         "unpaid_services": by_type[PaymentType.SERVICE],
         "unpaid_installments": by_type[PaymentType.INSTALLMENT],
         "payment_history": [payment_row(p) for p in history],
+        "available_credit": {
+            "total": money_json(sum((n.remaining for n in credit), Decimal(0)), account.currency),
+            "credit_notes": [_credit_note(n) for n in credit],
+        },
     }
 
 
@@ -176,6 +263,7 @@ def settings_view(current: domain.PaymentSettings) -> dict[str, Any]:
         "default_channel": current.default_channel,
         "payment_methods": list(current.payment_methods),
         "overpayment_threshold": str(current.overpayment_threshold),
+        "adjustment_approval_limit": str(current.adjustment_approval_limit),
         "number_formats": {kind: asdict(current.format_for(kind)) for kind in domain.NUMBER_KINDS},
     }
 

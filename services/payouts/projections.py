@@ -220,7 +220,9 @@ async def on_credit_note_refund_requested(session: AsyncSession, envelope: Envel
     """A refund line for the customer whose credit is to be paid back (a payee is made for them if needed)."""
     refund = parse_data(envelope, CreditNoteRefundRequested)
     currency = domain.currency_code(refund.amount.currency)
-    payee_id = await customer_payee(session, refund.account_number, refund.consumer_name, currency)
+    payee_id = await customer_payee(
+        session, refund.account_number, refund.consumer_name or refund.account_number, currency
+    )
     await add_line(
         session,
         {

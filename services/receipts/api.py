@@ -33,6 +33,17 @@ def router(service: Service) -> APIRouter:
             row = await queries.find_document(session, domain.RECEIPT, receipt_number)
         return views.receipt_print_view(row, receipt_number)
 
+    @routes.get("/receipts/{receipt_number}/versions")
+    async def receipt_versions(receipt_number: str, actor: Staff) -> dict[str, object]:
+        """Every version of a receipt re-issued after adjustments: the current one and those it superseded."""
+        async with service.sessions() as session:
+            return await queries.receipt_versions_of(session, receipt_number)
+
+    @routes.get("/receipts/{receipt_number}/versions/{version}.pdf", response_class=Response)
+    async def superseded_pdf(receipt_number: str, version: int, actor: Staff, download: Download = False) -> Response:
+        async with service.sessions() as session:
+            return views.pdf(await queries.superseded_version(session, receipt_number, version), download)
+
     @routes.get("/credit-notes/{number}.pdf", response_class=Response)
     async def credit_note_pdf(number: str, actor: Staff, download: Download = False) -> Response:
         async with service.sessions() as session:

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 from shared.contracts import PaymentStatus
 from shared.contracts.events import CreditNoteIssued, PaymentPosted, PaymentType
 from shared.errors import Rejected
-from shared.money import format_money
+from shared.money import format_money, percentage
 from shared.receivables import parse_installment_reference
 
 RECEIPT = "receipt"
@@ -141,14 +141,21 @@ class CreditNoteActivity:
     remaining: Decimal
     status: str
     applied: Decimal | None = None
+    # Credit given back (voided, applications reversed) or paid out to the customer by this activity.
+    given_back: Decimal = Decimal("0")
+
+
+# Statuses after which a credit note holds nothing any more, whatever is reported later.
+FINAL_NOTE_STATUSES = ("Voided", "Refunded")
 
 
 def credit_note_standing(amount: Decimal, activity: Sequence[CreditNoteActivity]) -> tuple[Decimal, Decimal, str]:
     """Applied amount, remaining balance and status as of the latest activity (in event time, not arrival)."""
     if not activity:
         return Decimal("0"), amount, "Active"
-    latest = max(activity, key=lambda a: (a.at, a.status == "Expired"))
-    return amount - latest.remaining, latest.remaining, latest.status
+    latest = max(activity, key=lambda a: (a.at, a.status == "Expired", a.status in FINAL_NOTE_STATUSES))
+    given_back = sum((a.given_back for a in activity), Decimal("0"))
+    return max(amount - latest.remaining - given_back, Decimal("0")), latest.remaining, latest.status
 
 
 # --- documents ---
@@ -272,19 +279,39 @@ def item_lines(posted: PaymentPosted, style: DocumentStyle) -> tuple[Line, ...]:
 
 
 def receipt_document(
-    posted: PaymentPosted, state: PaymentState, credit_notes: Sequence[CreditNoteIssued], style: DocumentStyle
+    posted: PaymentPosted,
+    state: PaymentState,
+    credit_notes: Sequence[CreditNoteIssued],
+    style: DocumentStyle,
+    *,
+    void_notes: frozenset[str] = frozenset(),
+    version: int = 1,
+    superseded_by: int | None = None,
 ) -> Document:
-    """The receipt of a posted payment as it stands now (VOID once cancelled)."""
+    """The receipt of a posted payment as it stands now (VOID once cancelled); a credit note made from it that was
+    voided says VOID beside it. An adjusted payment's receipt is re-issued under a new version; the old one says
+    SUPERSEDED."""
     currency = posted.amount.currency
     notes = sorted(credit_notes, key=lambda n: n.credit_note_number)
     generated = (
-        ", ".join(f"{n.credit_note_number} ({_money(n.amount.amount, n.amount.currency)})" for n in notes) or "None"
+        ", ".join(
+            f"{n.credit_note_number} ({_money(n.amount.amount, n.amount.currency)})"
+            + (" VOID" if n.credit_note_number in void_notes else "")
+            for n in notes
+        )
+        or "None"
     )
+    billed = posted.item.amount or posted.item.due
     amounts = [
         Line("Channel", posted.channel),
         Line("Method", posted.method),
         Line("Amount paid", _money(posted.amount.amount, currency)),
-        Line("Billed amount", _money(posted.item.due.amount, posted.item.due.currency)),
+        # The item's own amount as billed; what earlier payments had settled of it is "Paid before".
+        Line("Billed amount", _money(billed.amount, billed.currency)),
+        Line(
+            "Paid before", _money(posted.item.paid_before.amount if posted.item.paid_before else Decimal(0), currency)
+        ),
+        Line("Owed at payment", _money(posted.item.due.amount, posted.item.due.currency)),
         Line(
             "Difference",
             f"{_money(posted.difference.amount, posted.difference.currency)} "
@@ -304,16 +331,18 @@ def receipt_document(
     ]
     if posted.notes:
         processing.append(Line("Notes", posted.notes))
+    payment_lines = [
+        Line("Receipt number", posted.receipt_number),
+        Line("Payment ID", posted.payment_id),
+        Line("Transaction ID", posted.transaction_id),
+        Line("Payment date", style.day(posted.payment_date)),
+    ]
+    if version > 1 or superseded_by is not None:
+        payment_lines.append(Line("Version", str(version)))
+    if superseded_by is not None:
+        payment_lines.append(Line("Superseded by", f"version {superseded_by}"))
     sections = [
-        Section(
-            "Payment",
-            (
-                Line("Receipt number", posted.receipt_number),
-                Line("Payment ID", posted.payment_id),
-                Line("Transaction ID", posted.transaction_id),
-                Line("Payment date", style.day(posted.payment_date)),
-            ),
-        ),
+        Section("Payment", tuple(payment_lines)),
         Section(
             "Consumer",
             (
@@ -344,7 +373,7 @@ def receipt_document(
         account_number=posted.consumer.account_number,
         title="Payment Receipt",
         letterhead=style.letterhead,
-        status=state.status,
+        status="Superseded" if superseded_by is not None else state.status,
         void=state.void,
         sections=tuple(sections),
         stamp=f"Issued electronically by {style.letterhead.name} (Paydesk); no signature required.",
@@ -358,7 +387,8 @@ def credit_note_document(
     """The credit note as it stands now: amount, what was applied, what remains and its status."""
     amount, currency = issued.amount.amount, issued.amount.currency
     applied, remaining, status = credit_note_standing(amount, activity)
-    usage = (applied / amount * 100).quantize(Decimal("0.1")) if amount else Decimal("0.0")
+    given_back = sum((a.given_back for a in activity), Decimal("0"))
+    usage = percentage(applied, amount)
     as_of = max([issued.created_at, *(a.at for a in activity)])
     return Document(
         kind=CREDIT_NOTE,
@@ -367,7 +397,7 @@ def credit_note_document(
         title="Credit Note",
         letterhead=style.letterhead,
         status=status,
-        void=False,
+        void=status == "Voided",
         sections=(
             Section(
                 "Credit note",
@@ -389,6 +419,7 @@ def credit_note_document(
                     Line("Credit amount", _money(amount, currency)),
                     Line("Applied amount", _money(applied, currency)),
                     Line("Remaining balance", _money(remaining, currency)),
+                    Line("Voided or refunded", _money(given_back, currency)),
                     Line("Usage", f"{usage}%"),
                 ),
             ),

@@ -17,25 +17,36 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.receipts import domain
 from services.receipts.domain import Document, DocumentStyle, PaymentState
 from services.receipts.rendering import PdfRenderer
-from services.receipts.storage import credit_note_activity, credit_notes, documents, payment_states, receipts
+from services.receipts.storage import (
+    credit_note_activity,
+    credit_notes,
+    documents,
+    payment_states,
+    receipt_versions,
+    receipts,
+)
 from shared.contracts import Envelope, Topic, new_envelope, parse_data
 from shared.contracts.events import (
     CreditNoteApplied,
     CreditNoteExpired,
     CreditNoteIssued,
+    CreditNoteRefundRequested,
+    CreditNoteVoided,
+    PaymentAdjusted,
     PaymentCancelled,
     PaymentPosted,
     PaymentStatusChanged,
     PaymentVerified,
     ReceiptRendered,
 )
+from shared.errors import Rejected
 from shared.messaging import Subscription
 from shared.outbox import stage
 
@@ -64,6 +75,7 @@ class Documents:
                     "payment.status_changed": self.on_payment_status_changed,
                     "payment.verified": self.on_payment_verified,
                     "payment.cancelled": self.on_payment_cancelled,
+                    "payment.adjusted": self.on_payment_adjusted,
                 },
             ),
             Subscription(
@@ -73,6 +85,8 @@ class Documents:
                     "credit_note.issued": self.on_credit_note_issued,
                     "credit_note.applied": self.on_credit_note_applied,
                     "credit_note.expired": self.on_credit_note_expired,
+                    "credit_note.voided": self.on_credit_note_voided,
+                    "credit_note.refund_requested": self.on_credit_note_refund_requested,
                 },
             ),
         ]
@@ -196,6 +210,36 @@ class Documents:
             status="Expired",
         )
 
+    async def on_credit_note_voided(self, session: AsyncSession, envelope: Envelope) -> None:
+        """The credit note says VOID, and so does its line on the receipt of the payment it came from."""
+        voided = parse_data(envelope, CreditNoteVoided)
+        await _lock(session, domain.RECEIPT, voided.receipt_number)
+        given_back = voided.voided.amount + sum((r.amount.amount for r in voided.reversed), Decimal(0))
+        await self._record_activity(
+            session,
+            voided.credit_note_number,
+            kind="voided",
+            item_reference="",
+            at=voided.voided_at,
+            applied=given_back,
+            remaining=voided.remaining.amount,
+            status=voided.status,
+        )
+        await self.refresh_receipt(session, voided.receipt_number)
+
+    async def on_credit_note_refund_requested(self, session: AsyncSession, envelope: Envelope) -> None:
+        refund = parse_data(envelope, CreditNoteRefundRequested)
+        await self._record_activity(
+            session,
+            refund.credit_note_number,
+            kind="refunded",
+            item_reference="",
+            at=refund.requested_at,
+            applied=refund.amount.amount,
+            remaining=Decimal(0),
+            status="Refunded",
+        )
+
     async def _record_activity(self, session: AsyncSession, number: str, **values: Any) -> None:
         await _lock(session, domain.CREDIT_NOTE, number)
         await session.execute(
@@ -203,15 +247,82 @@ class Documents:
         )
         await self.refresh_credit_note(session, number)
 
+    # --- adjustments: the receipt is re-issued under the next version; the old one is kept, superseded ---
+
+    async def on_payment_adjusted(self, session: AsyncSession, envelope: Envelope) -> None:
+        adjusted = parse_data(envelope, PaymentAdjusted)
+        await _lock(session, domain.RECEIPT, adjusted.receipt_number)
+        row = (
+            await session.execute(select(receipts).where(receipts.c.receipt_number == adjusted.receipt_number))
+        ).first()
+        if row is None:
+            raise Rejected("unknown_receipt", f"receipt {adjusted.receipt_number} was never posted")
+        if row.version >= adjusted.receipt_version:
+            return  # this version (or a later one) is already issued
+        current = (
+            await session.execute(
+                select(documents).where(
+                    documents.c.kind == domain.RECEIPT, documents.c.number == adjusted.receipt_number
+                )
+            )
+        ).first()
+        superseded = await self._receipt(session, row.receipt_number, superseded_by=adjusted.receipt_version)
+        if current is not None and superseded is not None:
+            pdf = await asyncio.to_thread(self.renderer.pdf, superseded)
+            await session.execute(
+                pg_insert(receipt_versions)
+                .values(
+                    receipt_number=adjusted.receipt_number,
+                    version=row.version,
+                    document_hash=superseded.document_hash,
+                    sha256=hashlib.sha256(pdf).hexdigest(),
+                    content=superseded.to_json(),
+                    pdf=pdf,
+                    superseded_at=adjusted.adjusted_at,
+                    superseded_by=adjusted.receipt_version,
+                )
+                .on_conflict_do_nothing()
+            )
+        posted = PaymentPosted.model_validate(row.payment)
+        difference = adjusted.amount.amount - adjusted.item.due.amount
+        payment = posted.model_copy(
+            update={
+                "item": adjusted.item,
+                "amount": adjusted.amount,
+                "difference": adjusted.amount.model_copy(update={"amount": difference}),
+                "outcome": "exact" if difference == 0 else ("over" if difference > 0 else "under"),
+            }
+        )
+        await session.execute(
+            update(receipts)
+            .where(receipts.c.receipt_number == adjusted.receipt_number)
+            .values(
+                payment=payment.model_dump(mode="json"),
+                amount=adjusted.amount.amount,
+                amount_text=domain.amount_line(payment),
+                version=adjusted.receipt_version,
+            )
+        )
+        await self.refresh_receipt(session, adjusted.receipt_number)
+
     # --- documents ---
 
     async def refresh_receipt(self, session: AsyncSession, receipt_number: str) -> None:
         """Re-render the receipt if what it says changed; nothing until the payment is posted."""
+        document = await self._receipt(session, receipt_number)
+        if document is not None:
+            await self._store(session, document)
+
+    async def _receipt(
+        self, session: AsyncSession, receipt_number: str, *, superseded_by: int | None = None
+    ) -> Document | None:
         row = (
-            await session.execute(select(receipts.c.payment).where(receipts.c.receipt_number == receipt_number))
+            await session.execute(
+                select(receipts.c.payment, receipts.c.version).where(receipts.c.receipt_number == receipt_number)
+            )
         ).first()
         if row is None:
-            return
+            return None
         posted = PaymentPosted.model_validate(row.payment)
         state = await _load_state(session, receipt_number) or domain.state_when_posted(posted, None)
         notes = [
@@ -222,7 +333,26 @@ class Documents:
                 )
             ).scalars()
         ]
-        await self._store(session, domain.receipt_document(posted, state, notes, self.style))
+        numbers = [n.credit_note_number for n in notes]
+        void_notes = frozenset(
+            (
+                await session.execute(
+                    select(credit_note_activity.c.credit_note_number).where(
+                        credit_note_activity.c.credit_note_number.in_(numbers),
+                        credit_note_activity.c.status == "Voided",
+                    )
+                )
+            ).scalars()
+        )
+        return domain.receipt_document(
+            posted,
+            state,
+            notes,
+            self.style,
+            void_notes=void_notes,
+            version=row.version,
+            superseded_by=superseded_by,
+        )
 
     async def refresh_credit_note(self, session: AsyncSession, number: str) -> None:
         """Re-render the credit note if what it says changed; nothing until it is issued."""
@@ -232,7 +362,13 @@ class Documents:
         if row is None:
             return
         activity = [
-            domain.CreditNoteActivity(at=a.at, remaining=Decimal(a.remaining), status=a.status, applied=a.applied)
+            domain.CreditNoteActivity(
+                at=a.at,
+                remaining=Decimal(a.remaining),
+                status=a.status,
+                applied=a.applied if a.kind == "applied" else None,
+                given_back=Decimal(a.applied) if a.kind in ("voided", "refunded") else Decimal(0),
+            )
             for a in await session.execute(
                 select(credit_note_activity).where(credit_note_activity.c.credit_note_number == number)
             )

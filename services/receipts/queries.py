@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.receipts import domain
-from services.receipts.storage import documents
+from services.receipts.storage import documents, receipt_versions, receipts
 from shared.errors import NotFound
 
 
@@ -23,3 +23,57 @@ async def find_document(session: AsyncSession, kind: str, number: str) -> dict[s
         what = "receipt" if kind == domain.RECEIPT else "credit note"
         raise NotFound(f"{kind}_not_found", f"no {what} {number}")
     return dict(row)
+
+
+async def receipt_versions_of(session: AsyncSession, receipt_number: str) -> dict[str, Any]:
+    """The receipt's current version and every earlier one, each marked superseded by the next."""
+    current = (
+        await session.execute(select(receipts.c.version).where(receipts.c.receipt_number == receipt_number))
+    ).scalar_one_or_none()
+    if current is None:
+        raise NotFound("receipt_not_found", f"no receipt {receipt_number}")
+    earlier = (
+        await session.execute(
+            select(
+                receipt_versions.c.version,
+                receipt_versions.c.document_hash,
+                receipt_versions.c.superseded_at,
+                receipt_versions.c.superseded_by,
+            )
+            .where(receipt_versions.c.receipt_number == receipt_number)
+            .order_by(receipt_versions.c.version)
+        )
+    ).all()
+    return {
+        "receipt_number": receipt_number,
+        "current_version": current,
+        "versions": [
+            {
+                "version": v.version,
+                "status": "Superseded",
+                "document_hash": v.document_hash,
+                "superseded_at": v.superseded_at.isoformat(),
+                "superseded_by": v.superseded_by,
+                "pdf": f"/receipts/{receipt_number}/versions/{v.version}.pdf",
+            }
+            for v in earlier
+        ]
+        + [{"version": current, "status": "Current", "pdf": f"/receipts/{receipt_number}.pdf"}],
+    }
+
+
+async def superseded_version(session: AsyncSession, receipt_number: str, version: int) -> dict[str, Any]:
+    row = (
+        (
+            await session.execute(
+                select(receipt_versions).where(
+                    receipt_versions.c.receipt_number == receipt_number, receipt_versions.c.version == version
+                )
+            )
+        )
+        .mappings()
+        .first()
+    )
+    if row is None:
+        raise NotFound("receipt_version_not_found", f"no superseded version {version} of receipt {receipt_number}")
+    return {**dict(row), "number": receipt_number, "revision": version}

@@ -36,6 +36,8 @@ receipts = Table(
     Column("amount_text", String(40), nullable=False),
     Column("posted_at", DateTime(timezone=True), nullable=False),
     Column("payment", JSONB, nullable=False),
+    # Re-issued after an adjustment: the payment above is the adjusted one, issued under this version.
+    Column("version", Integer, nullable=False, server_default="1"),
 )
 
 # What happened to the payment since (status changes, verification, cancellation). A separate table because
@@ -95,4 +97,19 @@ documents = Table(
     Column("pdf", LargeBinary, nullable=False),
     Column("rendered_at", DateTime(timezone=True), nullable=False),
     PrimaryKeyConstraint("kind", "number"),
+)
+
+# Earlier versions of a re-issued receipt, each kept as it was and marked superseded by the next.
+receipt_versions = Table(
+    "receipt_versions",
+    metadata,
+    Column("receipt_number", String(40), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("document_hash", String(64), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("content", JSONB, nullable=False),
+    Column("pdf", LargeBinary, nullable=False),
+    Column("superseded_at", DateTime(timezone=True), nullable=False),
+    Column("superseded_by", Integer, nullable=False),
+    PrimaryKeyConstraint("receipt_number", "version"),
 )

@@ -53,12 +53,13 @@ class PaymentStatus(StrEnum):
     DISPUTED = "Disputed"  # the cardholder disputed it at their bank; the outcome is open
     REFUNDED = "Refunded"  # the money went back to the customer
     CANCELLED = "Cancelled"  # an admin reversed it; it never happened
+    CHARGED_BACK = "Charged back"  # the utility lost the dispute: the bank took the money back
 
 
-# Disputed counts: the only way out of Disputed that payments knows is Refunded, which takes the money out then.
-# Were Disputed not counted, a dispute the utility wins (no status reports that) would stay uncounted for good,
-# and the consumer's settled bill would be reopened for collection while the outcome is still open. Payments
-# keeps the item allocated while disputed, so collections and every service's figures agree with that ledger.
+# Disputed counts: while the outcome is open the utility holds the money, and payments keeps the item allocated.
+# A dispute ends Won (the payment is Posted again: still counted, nothing moves) or Lost (Charged back: reversed
+# like a refund, so it leaves the figures in the period it was counted). Counting Disputed means neither outcome
+# ever double-counts: Won changes nothing, Lost takes the money out once.
 COLLECTED_STATUSES = frozenset({PaymentStatus.POSTED, PaymentStatus.DISPUTED})
 
 
@@ -155,6 +156,8 @@ class GatewayPaymentStatusChanged(Contract):
         default=None, description="When the payment intent was created at Stripe (for the processing time)."
     )
     amount_refunded: Money | None = Field(default=None, description="For refunds: how much was refunded so far.")
+    dispute_id: str | None = Field(default=None, description="For disputes: the gateway's dispute id.")
+    dispute_reason: str | None = Field(default=None, description="For disputes: the cardholder's stated reason.")
 
 
 class GatewaySettlementStatusChanged(Contract):
@@ -198,7 +201,9 @@ class ItemSnapshot(Contract):
     description: str = Field(examples=["Mar 2025 bill", "Reconnection Fee"])
     period_or_date: str | None = Field(default=None, examples=["2025-03", "2025-04-18"])
     issued_on: date | None = None
-    due: Money
+    due: Money = Field(description="What the item still owed when the payment came in.")
+    amount: Money | None = Field(default=None, description="The item's billed amount (as billing issued it).")
+    paid_before: Money | None = Field(default=None, description="What earlier payments had settled of the item.")
 
 
 class PaymentPosted(Contract):
@@ -651,23 +656,6 @@ class CollectionActivityRecordRequested(Contract):
 # --- payouts: what it consumes from others (defined here until their owners publish them) ---
 
 
-class CreditNoteRefundRequested(Contract):
-    """A billing manager asked for a customer's remaining credit to be paid back (creditnotes.events.v1; the
-    money-safety issue publishes it, payouts pays it out as a refund line)."""
-
-    credit_note_number: str = Field(examples=["CN-46129"])
-    account_number: str = Field(examples=["WU-10001"])
-    consumer_name: str = Field(examples=["John Doe"])
-    amount: Money = Field(description="What is to be refunded (the credit's remaining balance or part of it).")
-    reason: str = Field(examples=["Customer moved out"])
-    requested_by: str
-    requested_at: AwareDatetime
-    refund_id: str | None = Field(
-        default=None,
-        description="Identifies one refund request; defaults to the credit-note number (one refund per note).",
-    )
-
-
 class GatewayPayoutStatusChanged(Contract):
     """A Stripe `transfer.*` or `payout.*` webhook about money going out (gateway.events.v1), normalised by
     gateway_bridge. Payouts finds its payout by `paydesk_payout_id` (our metadata) or by `object_id`."""
@@ -757,6 +745,132 @@ class PayoutStatusChanged(Contract):
     changed_at: AwareDatetime
 
 
+# --- money safety: reversals, adjustments, disputes, credit balances (payments.events.v1, creditnotes.events.v1) ---
+# Kept in one section so that other branches adding their own events above EVENT_TYPES merge cleanly.
+
+
+class ItemRef(Contract):
+    payment_type: PaymentType
+    item_reference: str
+
+
+class ReversedApplication(Contract):
+    """Credit once applied to an item and now taken back: the item is owed that amount again."""
+
+    application_id: str
+    payment_type: PaymentType
+    item_reference: str
+    amount: Money
+    applied_at: AwareDatetime = Field(description="When it was applied: KPIs take it back out of that period.")
+
+
+class CreditNoteVoided(Contract):
+    """Credit taken back because the money behind it went back (cancellation, refund, lost dispute)."""
+
+    credit_note_number: str
+    account_number: str
+    receipt_number: str
+    payment_id: str
+    voided: Money = Field(description="Unused credit voided now.")
+    reversed: list[ReversedApplication] = Field(default_factory=list, description="Applications taken back.")
+    remaining: Money = Field(description="Unused credit left after this (0 once Voided).")
+    status: str = Field(examples=["Voided", "Active"])
+    reason: str = Field(examples=["payment cancelled: Entered twice", "payment refunded", "dispute lost"])
+    voided_by: str
+    voided_at: AwareDatetime
+
+
+class CreditNoteRefundRequested(Contract):
+    """A billing manager asked for a credit's unused balance to be paid back to the customer: credit_notes
+    publishes it, payouts pays it out as a refund line."""
+
+    credit_note_number: str = Field(examples=["CN-46129"])
+    account_number: str = Field(examples=["WU-10001"])
+    receipt_number: str = Field(examples=["R-5001"])
+    consumer_name: str | None = Field(default=None, examples=["John Doe"], description="The payee's name, if known.")
+    amount: Money = Field(description="What is to be refunded (the credit's remaining balance or part of it).")
+    reason: str = Field(examples=["Customer moved out"])
+    requested_by: str
+    requested_at: AwareDatetime
+    refund_id: str | None = Field(
+        default=None,
+        description="Identifies one refund request; defaults to the credit-note number (one refund per note).",
+    )
+
+
+class PaymentPartiallyRefunded(Contract):
+    """Part of a payment went back: unused credit first (`credit_to_void`), then what it settled."""
+
+    payment_id: str
+    receipt_number: str
+    account_number: str
+    payment_type: PaymentType
+    item_reference: str
+    refunded: Money = Field(description="This refund.")
+    refunded_total: Money = Field(description="Every refund of the payment so far.")
+    settled_reduction: Money = Field(description="Taken off the item the payment settled (owed again).")
+    credit_to_void: Money = Field(description="What the payment's credit notes give back (credit_notes voids it).")
+    refunded_at: AwareDatetime
+
+
+class PaymentAdjusted(Contract):
+    """A posted payment moved to another item of the account, or its amount corrected: a reversal plus a new
+    allocation, applied in one transaction."""
+
+    adjustment_id: str
+    payment_id: str
+    receipt_number: str
+    account_number: str
+    kind: str = Field(examples=["move", "amount"])
+    previous_item: ItemRef
+    previous_amount: Money
+    previous_applied: Money
+    item: ItemSnapshot
+    amount: Money
+    applied: Money
+    reason: str
+    requested_by: str
+    approved_by: str | None = None
+    approval_id: str | None = None
+    receipt_version: int = Field(ge=2, description="The receipt is re-issued under this version.")
+    adjusted_at: AwareDatetime
+
+
+class PaymentDisputeOpened(Contract):
+    dispute_id: str
+    payment_id: str
+    receipt_number: str
+    account_number: str
+    amount: Money
+    reason: str
+    source: str = Field(examples=["stripe", "staff"])
+    opened_by: str
+    opened_at: AwareDatetime
+
+
+class PaymentDisputeClosed(Contract):
+    """Won: the payment counts as collected again. Lost: reversed like a refund (status Charged back)."""
+
+    dispute_id: str
+    payment_id: str
+    receipt_number: str
+    account_number: str
+    amount: Money
+    outcome: str = Field(examples=["won", "lost"])
+    closed_by: str
+    closed_at: AwareDatetime
+
+
+MONEY_SAFETY_EVENT_TYPES: dict[str, type[Contract]] = {
+    "credit_note.voided": CreditNoteVoided,
+    "credit_note.refund_requested": CreditNoteRefundRequested,
+    "payment.partially_refunded": PaymentPartiallyRefunded,
+    "payment.adjusted": PaymentAdjusted,
+    "payment.dispute_opened": PaymentDisputeOpened,
+    "payment.dispute_closed": PaymentDisputeClosed,
+}
+
+
 EVENT_TYPES: dict[str, type[Contract]] = {
     "account.upserted": AccountUpserted,
     "bill.issued": BillIssued,
@@ -802,7 +916,6 @@ EVENT_TYPES: dict[str, type[Contract]] = {
     "promise.broken": PromiseBroken,
     "collections.alert_raised": CollectionsAlertRaised,
     "collection_activity.record_requested": CollectionActivityRecordRequested,
-    "credit_note.refund_requested": CreditNoteRefundRequested,
     "gateway.payout_status_changed": GatewayPayoutStatusChanged,
     "earning.accrued": EarningLine,
     "earning.reversed": EarningLine,
@@ -813,6 +926,7 @@ EVENT_TYPES: dict[str, type[Contract]] = {
     "payout.failed": PayoutStatusChanged,
     "payout.returned": PayoutStatusChanged,
     "payout.bank_status_reported": PayoutBankStatusReported,
+    **MONEY_SAFETY_EVENT_TYPES,
 }
 
 

@@ -788,6 +788,8 @@ class TestDetailAuditAndSettings:
             "original_amount": "4.50",
             "applied_amount": "1.50",
             "remaining_balance": "3.00",
+            "voided_amount": "0.00",
+            "refunded_amount": "0.00",
             "usage_percentage": "33.3",
             "original_amount_display": "$4.50",
             "applied_amount_display": "$1.50",
@@ -850,8 +852,15 @@ class TestDetailAuditAndSettings:
                 "Customer Request",
                 "Other",
             ],
+            "approval_limit": "500.00",
+            "auto_apply_credit": "off",
         }
-        changed = {"expiry": {"count": 90, "unit": "days"}, "reasons": [*original["reasons"], "Goodwill"]}
+        changed = {
+            "expiry": {"count": 90, "unit": "days"},
+            "reasons": [*original["reasons"], "Goodwill"],
+            "approval_limit": "250.00",
+            "auto_apply_credit": "off",
+        }
         forbidden = await api.put("/settings/credit-notes", json=changed, headers=auth(service, Role.BILLING_MANAGER))
         assert forbidden.status_code == 403
         try:

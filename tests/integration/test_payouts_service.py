@@ -276,6 +276,7 @@ class TestEarningsFromEvents:
         refund = CreditNoteRefundRequested(
             credit_note_number=note,
             account_number=account,
+            receipt_number=f"R-{tag()}",
             consumer_name="John Doe",
             amount=Money(amount=D("5.00")),
             reason="Moved out",

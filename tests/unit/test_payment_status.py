@@ -9,7 +9,15 @@ from shared.contracts import PaymentStatus, counts_as_collected
 
 class TestPaymentStatus:
     def test_the_wire_strings_are_the_ones_every_service_already_uses(self) -> None:
-        assert [s.value for s in PaymentStatus] == ["Pending", "Failed", "Posted", "Disputed", "Refunded", "Cancelled"]
+        assert [s.value for s in PaymentStatus] == [
+            "Pending",
+            "Failed",
+            "Posted",
+            "Disputed",
+            "Refunded",
+            "Cancelled",
+            "Charged back",
+        ]
 
     def test_a_status_compares_equal_to_its_wire_string(self) -> None:
         assert PaymentStatus("Posted") is PaymentStatus.POSTED
@@ -28,6 +36,7 @@ class TestCountsAsCollected:
             (PaymentStatus.DISPUTED, True),
             (PaymentStatus.REFUNDED, False),
             (PaymentStatus.CANCELLED, False),
+            (PaymentStatus.CHARGED_BACK, False),
         ],
     )
     def test_each_status(self, status: PaymentStatus, collected: bool) -> None:
