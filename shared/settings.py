@@ -36,9 +36,11 @@ class ServiceSettings(BaseSettings):
     kafka_partitions: int = Field(default=6, ge=1, validation_alias=_env("KAFKA_PARTITIONS"))
     kafka_replication_factor: int = Field(default=1, ge=1, validation_alias=_env("KAFKA_REPLICATION_FACTOR"))
     kafka_idempotent_producer: bool = Field(
-        default=False,
+        default=True,
         validation_alias=_env("KAFKA_IDEMPOTENT_PRODUCER"),
-        description="Enable on Apache Kafka; Tansu rejects InitProducerId. Correctness never depends on it.",
+        description="Producers (the outbox relays', acks=all) get a producer id, so a retried send is never written "
+        "twice. Apache Kafka supports it; Tansu refuses InitProducerId, so `paydesk run` and the tests turn it off "
+        "there. Correctness never depends on it: the consumers' inboxes drop duplicates anyway.",
     )
     kafka_fetch_max_wait_ms: int = Field(
         default=50,

@@ -252,7 +252,7 @@ def bill_issued(account: str, invoice_number: str, amount: str) -> Envelope:
 async def own_broker_and_database(
     database_url: str, workdir: Path, name: str, services: tuple[str, ...]
 ) -> AsyncIterator[tuple[str, str]]:
-    """A fresh Tansu broker and a fresh database (on the run's Postgres server) with `services` migrated.
+    """A fresh broker (of the run's kind) and a fresh database (on the run's Postgres server) with `services` migrated.
 
     For tests that assert whole-period figures exactly: nothing other tests publish or write can reach them.
     Yields `(database_url, bootstrap_servers)`.
@@ -260,10 +260,10 @@ async def own_broker_and_database(
     from sqlalchemy import text
     from sqlalchemy.engine import make_url
 
-    from paydesk.embedded import EmbeddedKafka, free_port
     from paydesk.migrations import upgrade
     from shared.db import create_engine
     from shared.messaging import provision_topics
+    from tests.support.brokers import new_broker
 
     database = f"{name}_{uuid.uuid4().hex[:8]}"
     admin = create_engine(make_url(database_url).set(database="postgres").render_as_string(hide_password=False))
@@ -275,8 +275,7 @@ async def own_broker_and_database(
     url = make_url(database_url).set(database=database).render_as_string(hide_password=False)
     for service in services:
         await asyncio.to_thread(upgrade, service, url)  # alembic runs its own event loop
-    port = free_port()
-    broker = EmbeddedKafka(port=port, log_file=workdir / f"kafka-{name}-{port}.log")
+    broker = new_broker(workdir, name)
     bootstrap = await asyncio.to_thread(broker.start)
     try:
         await provision_topics(bootstrap, partitions=3)
