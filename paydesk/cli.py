@@ -1,4 +1,4 @@
-"""The `paydesk` command: run the whole system, one service, migrations, topics, sample data, tokens."""
+"""The `paydesk` command: run the whole system, one service, migrations, topics, consumer lag, sample data, tokens."""
 
 from __future__ import annotations
 
@@ -63,6 +63,20 @@ def topics() -> None:
         )
     )
     typer.echo(f"created {len(created)} topics" + (f": {', '.join(created)}" if created else ""))
+
+
+@app.command()
+def lag(
+    group: Annotated[
+        list[str] | None, typer.Option("--group", "-g", help="Only this consumer group (repeatable).")
+    ] = None,
+    prefix: Annotated[str, typer.Option(help="Only groups whose id starts with this.")] = "",
+) -> None:
+    """Consumer lag per group and partition: the committed offset, the end offset and the difference."""
+    from shared.consumer_lag import consumer_lag, format_table
+
+    rows = asyncio.run(consumer_lag(ServiceSettings().kafka_bootstrap_servers, groups=group, group_prefix=prefix))
+    typer.echo(format_table(rows) if rows else "no consumer group has committed an offset")
 
 
 @app.command()

@@ -22,7 +22,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, HTMLResponse
 from pydantic import BaseModel, Field
 
-from services.kpi import domain, handlers
+from services.kpi import domain, handlers, lag_gauges
 from services.kpi.domain import Comparison, Metric
 from services.kpi.settings import KpiSettings
 from services.kpi.storage import plumbing
@@ -59,6 +59,7 @@ def create_service(settings: KpiSettings | None = None) -> Service:
             service.consume(name, topic, make_handlers(ctx))
     service.publishes(Topic.KPI_ALERTS, ["alert.raised"])
     service.publishes(Topic.ANALYTICS_EVENTS, ["usage.tracked"])
+    lag_gauges.expose(service)  # consumer lag per group and partition on /metrics
     router = APIRouter(tags=["kpi"])
 
     def this_month() -> str:
