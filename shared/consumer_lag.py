@@ -10,7 +10,7 @@ end and start offsets from a consumer outside any group (ListOffsets). `describe
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer
@@ -37,12 +37,17 @@ class PartitionLag:
 
 
 async def consumer_lag(
-    bootstrap_servers: str, *, groups: Iterable[str] | None = None, group_prefix: str = ""
+    bootstrap_servers: str,
+    *,
+    groups: Iterable[str] | None = None,
+    group_prefix: str = "",
+    subscriptions: Mapping[str, Iterable[str]] | None = None,
 ) -> list[PartitionLag]:
     """Lag of `groups` (all groups known to the cluster whose id starts with `group_prefix` if None), sorted.
 
-    A group is reported on every partition of every topic it committed an offset on, so a partition it has not
-    reached yet shows up with `committed` None rather than missing.
+    A group is reported on every partition of every topic it committed an offset on, and of the topics
+    `subscriptions` names for it, so a partition it has not reached yet (or a group that has not committed
+    anything yet) shows up with `committed` None rather than missing.
     """
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="paydesk-lag")
     await admin.start()
@@ -53,10 +58,12 @@ async def consumer_lag(
         else:
             names = sorted(set(groups))
         committed: dict[str, dict[TopicPartition, int]] = {}
+        topics_of: dict[str, set[str]] = {}
         for name in names:
             offsets = await admin.list_consumer_group_offsets(name)
             committed[name] = {tp: meta.offset for tp, meta in offsets.items()}
-        topics = {tp.topic for offsets in committed.values() for tp in offsets}
+            topics_of[name] = {tp.topic for tp in offsets} | set((subscriptions or {}).get(name, ()))
+        topics = set().union(*topics_of.values()) if topics_of else set()
         partitions_of: dict[str, list[int]] = defaultdict(list)
         for described in await admin.describe_topics(sorted(topics)) if topics else []:
             if not described.get("error_code"):
@@ -75,9 +82,8 @@ async def consumer_lag(
         await consumer.stop()
     result = []
     for name in names:
-        group_topics = {tp.topic for tp in committed[name]}
         for tp in every:
-            if tp.topic not in group_topics:
+            if tp.topic not in topics_of[name]:
                 continue
             offset = committed[name].get(tp)
             result.append(

@@ -165,6 +165,32 @@ async def at_least(read: Callable[[], float], minimum: float) -> bool:
     return read() >= minimum
 
 
+async def caught_up(service: Service, *, stall: float = 120.0) -> None:
+    """Wait until each of the service's consumer groups has consumed its topic to the end.
+
+    The run's topics carry what earlier tests published (thousands of events by then), and a service started
+    now reads them all first. Waiting here keeps that out of the next test's time; it fails only when the lag
+    stops shrinking for `stall` seconds, never because the machine is slow.
+    """
+    from shared.consumer_lag import consumer_lag
+
+    subscriptions = {consumer.group_id: [consumer.topic] for consumer in service.consumers}
+    loop = asyncio.get_running_loop()
+    best, progressed_at = -1, loop.time()
+    while True:
+        rows = await consumer_lag(
+            service.settings.kafka_bootstrap_servers, groups=list(subscriptions), subscriptions=subscriptions
+        )
+        lag = sum(row.lag for row in rows)
+        if lag == 0:
+            return
+        if best < 0 or lag < best:
+            best, progressed_at = lag, loop.time()
+        elif loop.time() - progressed_at > stall:
+            raise AssertionError(f"{service.settings.service_name}'s consumers stopped catching up: lag {lag}")
+        await asyncio.sleep(0.5)
+
+
 @asynccontextmanager
 async def running(service: Service) -> AsyncIterator[Service]:
     """A service started in this process on the real broker and database, stopped afterwards."""
