@@ -24,7 +24,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, cast
 from urllib.parse import quote
 
 import asyncpg
@@ -154,6 +154,10 @@ class EmbeddedBroker(Protocol):
     #: Accepts InitProducerId, so idempotent producers (librdkafka's and Java's defaults) can publish.
     idempotent_producers: bool
     cluster_id: str
+
+    def client_environment(self) -> dict[str, str]:
+        """Settings the services need on this broker (`KAFKA_*`), for their environment."""
+        ...
 
     def start(self, timeout: float | None = None) -> str:
         """Start and return the bootstrap address once the broker answers; again after `stop`/`kill` too."""
@@ -349,6 +353,9 @@ class EmbeddedKafka:
                 process.wait(60)
         return self.start()
 
+    def client_environment(self) -> dict[str, str]:
+        return {}  # the defaults in shared/settings.py are Apache Kafka's
+
     def wipe(self) -> None:
         """Delete every message and the cluster id (the broker must not be running)."""
         if self._process is not None and self._process.poll() is None:
@@ -488,6 +495,15 @@ class EmbeddedTansu:
             process.wait()
         _LIVE.discard(self)
 
+    def client_environment(self) -> dict[str, str]:
+        # Tansu refuses InitProducerId; it answers an empty fetch only when the wait runs out (so the wait is each
+        # hop's latency), and a group join takes half the session timeout.
+        return {
+            "KAFKA_IDEMPOTENT_PRODUCER": "false",
+            "KAFKA_FETCH_MAX_WAIT_MS": "50",
+            "KAFKA_SESSION_TIMEOUT_MS": "6000",
+        }
+
     def wipe(self) -> None:
         """Nothing to do: Tansu forgets everything whenever it stops."""
 
@@ -502,3 +518,17 @@ def embedded_broker(
     if kind == "tansu":
         return EmbeddedTansu(port=port, log_file=log_file)
     return EmbeddedKafka(port=port, log_file=log_file, data_dir=data_dir)
+
+
+def broker_from_environment(workdir: Path) -> EmbeddedBroker:
+    """For the benchmarks: Apache Kafka with its data in `workdir`, or Tansu with `PAYDESK_BROKER=tansu` (then its
+    client settings go into this process's environment, unless set there, for the services it starts)."""
+    kind = os.environ.get("PAYDESK_BROKER", "kafka").strip().lower()
+    if kind not in ("kafka", "tansu"):
+        raise BrokerError(f"PAYDESK_BROKER must be kafka or tansu, not {kind!r}")
+    broker = embedded_broker(
+        cast("BrokerKind", kind), port=free_port(), log_file=workdir / "kafka.log", data_dir=workdir / "kafka"
+    )
+    for key, value in broker.client_environment().items():
+        os.environ.setdefault(key, value)
+    return broker

@@ -145,8 +145,10 @@ def run_system(*, data_dir: str, sample_data: bool) -> None:
                 )
             else:
                 print(f"kafka       embedded Tansu on {env['KAFKA_BOOTSTRAP_SERVERS']} (memory only)", flush=True)
+            for key, value in kafka.client_environment().items():  # Tansu's: no idempotence, short fetch wait
+                env.setdefault(key, value)
             if not kafka.idempotent_producers:
-                env["KAFKA_IDEMPOTENT_PRODUCER"] = "false"  # Tansu refuses InitProducerId
+                env["KAFKA_IDEMPOTENT_PRODUCER"] = "false"  # even if asked for: Tansu refuses InitProducerId
         os.environ.update(env)
         settings = ServiceSettings()
         asyncio.run(

@@ -23,7 +23,7 @@ from paydesk.embedded import EmbeddedBroker, EmbeddedPostgres
 from paydesk.migrations import upgrade
 from paydesk.registry import SERVICES
 from shared.messaging import provision_topics
-from tests.support.brokers import IDEMPOTENT_PRODUCER, new_broker
+from tests.support.brokers import CLIENT_ENVIRONMENT, new_broker
 
 PARTITIONS = 3
 
@@ -39,7 +39,7 @@ class Infra:
             "DATABASE_URL": self.database_url,
             "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
             "KAFKA_PARTITIONS": str(PARTITIONS),
-            "KAFKA_IDEMPOTENT_PRODUCER": str(IDEMPOTENT_PRODUCER).lower(),
+            **CLIENT_ENVIRONMENT,
         }
 
 

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import cast
 
-from paydesk.embedded import BrokerKind, EmbeddedBroker, embedded_broker, free_port
+from paydesk.embedded import BrokerKind, EmbeddedBroker, EmbeddedTansu, embedded_broker, free_port
 
 
 def _kind() -> BrokerKind:
@@ -19,6 +19,11 @@ def _kind() -> BrokerKind:
 TEST_BROKER: BrokerKind = _kind()
 # Tansu answers InitProducerId with an error, so producers there are never idempotent.
 IDEMPOTENT_PRODUCER = TEST_BROKER == "kafka"
+# What the services need on the run's broker (on Tansu: no idempotence, the short fetch wait it needs); set
+# explicitly on Kafka too, so a developer's environment cannot turn idempotence off unnoticed.
+CLIENT_ENVIRONMENT = (
+    {"KAFKA_IDEMPOTENT_PRODUCER": "true"} if TEST_BROKER == "kafka" else EmbeddedTansu(port=0).client_environment()
+)
 
 
 def new_broker(workdir: Path, name: str) -> EmbeddedBroker:
