@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from paydesk.embedded import EmbeddedBroker, EmbeddedPostgres
 from paydesk.migrations import upgrade
@@ -26,6 +27,11 @@ from shared.messaging import provision_topics
 from tests.support.brokers import CLIENT_ENVIRONMENT, new_broker
 
 PARTITIONS = 3
+
+# Hypothesis fails an example slower than 200 ms by default; on a loaded machine a pure function can take that
+# long, and a test's verdict must not depend on the machine's speed.
+hypothesis_settings.register_profile("paydesk", deadline=None)
+hypothesis_settings.load_profile("paydesk")
 
 
 @dataclass

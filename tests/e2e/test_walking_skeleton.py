@@ -78,7 +78,9 @@ def system(infra: Infra) -> Iterator[System]:
     }
     running = System(ports, logs, processes)
     try:
-        deadline = time.monotonic() + 60
+        # Generous: five processes import and join their groups at once, and a loaded 2-core machine is slow at
+        # that; a process that dies fails at once below, so this bound only catches a hang.
+        deadline = time.monotonic() + 300
         for name in SERVICES:
             while True:
                 try:
