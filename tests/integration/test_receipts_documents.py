@@ -41,7 +41,7 @@ DAY = unique_day()
 @pytest.fixture(scope="module")
 async def receipts(infra: Infra) -> AsyncIterator[Service]:
     settings = ReceiptsSettings(database_url=infra.database_url, kafka_bootstrap_servers=infra.bootstrap_servers)
-    async with running(create_receipts(settings)) as service:
+    async with running(create_receipts(settings), catch_up=True) as service:
         yield service
 
 

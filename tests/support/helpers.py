@@ -192,10 +192,13 @@ async def caught_up(service: Service, *, stall: float = 120.0) -> None:
 
 
 @asynccontextmanager
-async def running(service: Service) -> AsyncIterator[Service]:
-    """A service started in this process on the real broker and database, stopped afterwards."""
+async def running(service: Service, *, catch_up: bool = False) -> AsyncIterator[Service]:
+    """A service started in this process on the real broker and database, stopped afterwards; with `catch_up`,
+    yielded only once its consumers have read what earlier tests left on the run's topics."""
     await service.start()
     try:
+        if catch_up:
+            await caught_up(service)
         yield service
     finally:
         await service.stop()
