@@ -75,7 +75,12 @@ def lag(
     """Consumer lag per group and partition: the committed offset, the end offset and the difference."""
     from shared.consumer_lag import consumer_lag, format_table
 
-    rows = asyncio.run(consumer_lag(ServiceSettings().kafka_bootstrap_servers, groups=group, group_prefix=prefix))
+    bootstrap = ServiceSettings().kafka_bootstrap_servers
+    try:
+        rows = asyncio.run(consumer_lag(bootstrap, groups=group, group_prefix=prefix))
+    except Exception as exc:  # one line for the operator, not a traceback (Tansu, for one, cannot answer)
+        typer.echo(f"could not read consumer lag from {bootstrap}: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(1) from exc
     typer.echo(format_table(rows) if rows else "no consumer group has committed an offset")
 
 
