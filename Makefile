@@ -5,7 +5,7 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: run test lint typecheck unit install system-packages audit
+.PHONY: run test lint typecheck unit install system-packages audit kafka kafka-if-possible test-broker
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -26,12 +26,35 @@ system-packages:
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES); \
 	fi
 
+# Apache Kafka's jars from Maven Central (the version is pinned in the pom), copied once into .tools/kafka/lib
+# and fetched again only when the pom changes. Needs Java 17+ and Maven; batch mode, so CI without a tty works.
+KAFKA_POM := paydesk/kafka/pom.xml
+KAFKA_LIB := .tools/kafka/lib
+MVN := mvn -B -q -Dstyle.color=never
+
+$(KAFKA_LIB)/.fetched: $(KAFKA_POM)
+	rm -rf $(KAFKA_LIB)
+	$(MVN) -f $(KAFKA_POM) dependency:copy-dependencies -DoutputDirectory=$(CURDIR)/$(KAFKA_LIB)
+	touch $@
+
+kafka: $(KAFKA_LIB)/.fetched
+
+# `make run` fetches Kafka where it can; without Java or Maven, `paydesk run` says so and runs on Tansu.
+kafka-if-possible:
+	@if command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1; then \
+		$(MAKE) --no-print-directory kafka; fi
+
+# The tests run on Apache Kafka unless PAYDESK_TEST_BROKER=tansu or PAYDESK_TEST_KAFKA_BOOTSTRAP names a broker.
+test-broker:
+	@if [ "$${PAYDESK_TEST_BROKER:-kafka}" = kafka ] && [ -z "$$PAYDESK_TEST_KAFKA_BOOTSTRAP" ]; then \
+		$(MAKE) --no-print-directory kafka; fi
+
 ## Start the whole system on embedded Postgres and Kafka (Ctrl-C stops it).
-run: install
+run: install kafka-if-possible
 	PAYDESK_DEVELOPMENT=true $(VENV)/bin/paydesk run
 
-## Every check: lint, types, then all tests on real Postgres and a real Kafka-protocol broker.
-test: install system-packages
+## Every check: lint, types, then all tests on real Postgres and a real Apache Kafka.
+test: install system-packages test-broker
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy

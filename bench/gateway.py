@@ -1,9 +1,9 @@
 """Benchmark the gateway bridge's Stripe webhook endpoint: acceptance throughput and latency.
 
-Runs the bridge as its own process (as in production) on embedded Postgres and Tansu, unless
-DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS point at running servers, and payments beside it (consuming the
-gateway's events, as in production). It drives them from this process with aiohttp on uvloop, a sender
-cheap enough that the two cores go to the system under test, not to the load generator:
+Runs the bridge as its own process (as in production) on embedded Postgres and Apache Kafka (Tansu with
+PAYDESK_BROKER=tansu), unless DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS point at running servers, and payments
+beside it (consuming the gateway's events, as in production). It drives them from this process with aiohttp
+on uvloop, a sender cheap enough that the two cores go to the system under test, not to the load generator:
 
 1. a steady phase at `--rate` webhooks/s (open loop: latency counts from each request's scheduled time, so
    queueing is not hidden), printing p50/p95/p99/max acceptance latency (target: p99 < 50 ms at 200/s);
@@ -39,7 +39,7 @@ from aiokafka import AIOKafkaConsumer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from paydesk.embedded import EmbeddedKafka, EmbeddedPostgres, free_port  # noqa: E402
+from paydesk.embedded import EmbeddedPostgres, broker_from_environment, free_port  # noqa: E402
 from paydesk.migrations import upgrade  # noqa: E402
 from shared.contracts import Topic  # noqa: E402
 from shared.messaging import provision_topics  # noqa: E402
@@ -294,7 +294,7 @@ def main() -> None:
             database_url = postgres.start()
             stack.callback(postgres.stop)
         if not bootstrap:
-            kafka = EmbeddedKafka(port=free_port(), log_file=Path(tmp) / "kafka.log")
+            kafka = broker_from_environment(Path(tmp))
             bootstrap = kafka.start()
             stack.callback(kafka.stop)
         asyncio.run(provision_topics(bootstrap, partitions=6))

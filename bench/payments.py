@@ -5,7 +5,8 @@ Runs on demand, not in the test suite:
     .venv/bin/python scripts/bench_payments.py                       # both parts, defaults below
     .venv/bin/python scripts/bench_payments.py --payments 6000 --rate 200 --skip-search
 
-It starts its own embedded PostgreSQL and Tansu broker, migrates, and runs payments as a real process
+It starts its own embedded PostgreSQL and Apache Kafka (Tansu with PAYDESK_BROKER=tansu), migrates, and runs
+payments as a real process
 (`paydesk service payments`) on loopback, so the figures include HTTP, auth, the database and the outbox.
 Accounts come in through `billing.receivables.v1` like in production. For the search part the million
 payments are bulk-loaded straight into the payments table with COPY (posting a million through HTTP would take
@@ -34,7 +35,7 @@ import aiohttp
 import asyncpg
 import httpx
 
-from paydesk.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
+from paydesk.embedded import EmbeddedPostgres, broker_from_environment, free_port
 from paydesk.migrations import upgrade
 from paydesk.sample_data import generate_accounts
 from shared.auth import Role, mint_token
@@ -314,7 +315,7 @@ def main() -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="paydesk-bench-"))
     postgres = EmbeddedPostgres(workdir / "pgdata", delete_on_stop=True)
-    kafka = EmbeddedKafka(port=free_port(), log_file=workdir / "kafka.log")
+    kafka = broker_from_environment(workdir)
     url = postgres.start()
     dsn = url.replace("postgresql+asyncpg://", "postgresql://")
     bootstrap = kafka.start()

@@ -1,4 +1,4 @@
-"""The `paydesk` command: run the whole system, one service, migrations, topics, sample data, tokens."""
+"""The `paydesk` command: run the whole system, one service, migrations, topics, consumer lag, sample data, tokens."""
 
 from __future__ import annotations
 
@@ -64,6 +64,25 @@ def topics() -> None:
         )
     )
     typer.echo(f"created {len(created)} topics" + (f": {', '.join(created)}" if created else ""))
+
+
+@app.command()
+def lag(
+    group: Annotated[
+        list[str] | None, typer.Option("--group", "-g", help="Only this consumer group (repeatable).")
+    ] = None,
+    prefix: Annotated[str, typer.Option(help="Only groups whose id starts with this.")] = "",
+) -> None:
+    """Consumer lag per group and partition: the committed offset, the end offset and the difference."""
+    from shared.consumer_lag import consumer_lag, format_table
+
+    bootstrap = ServiceSettings().kafka_bootstrap_servers
+    try:
+        rows = asyncio.run(consumer_lag(bootstrap, groups=group, group_prefix=prefix))
+    except Exception as exc:  # one line for the operator, not a traceback (Tansu, for one, cannot answer)
+        typer.echo(f"could not read consumer lag from {bootstrap}: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(format_table(rows) if rows else "no consumer group has committed an offset")
 
 
 @app.command()

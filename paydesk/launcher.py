@@ -1,9 +1,10 @@
 """`paydesk run`: the whole system on one machine, embedded Postgres and Kafka unless given by URL.
 
-Stop order matters because the embedded broker keeps messages in memory only: intake first (gateway
-bridge, payments), each service draining its outbox as it stops, the pure consumers last, then the
-broker, then Postgres. Whatever a consumer had not read yet is still in the producers' outboxes (kept
-for the retention period) and is replayed to the next broker incarnation; inboxes make that harmless.
+The broker is Apache Kafka (data in `.paydesk/kafka`, kept across restarts) where Java 17+ and its jars are
+here, else Tansu, which keeps messages in memory only. Stop order matters for the latter: intake first
+(gateway bridge, payments), each service draining its outbox as it stops, the pure consumers last, then the
+broker, then Postgres. Whatever a consumer had not read yet is still in the producers' outboxes (kept for
+the retention period) and is replayed to the next broker incarnation; inboxes make that harmless.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import httpx
 from aiokafka import AIOKafkaProducer
 
-from paydesk.embedded import EmbeddedKafka, EmbeddedPostgres
+from paydesk.embedded import EmbeddedBroker, EmbeddedKafka, EmbeddedPostgres, EmbeddedTansu, kafka_unavailable
 from paydesk.migrations import upgrade
 from paydesk.registry import DEFAULT_PORTS, START_ORDER
 from paydesk.sample_data import generate_accounts, seed_sample
@@ -96,13 +97,28 @@ def stop_services(processes: dict[str, subprocess.Popen[bytes]]) -> None:
             process.wait()
 
 
+def choose_broker(root: Path, port: int, log_dir: Path, wanted: str = "auto") -> EmbeddedBroker:
+    """Apache Kafka with its data under `root`, or Tansu where Kafka cannot run here (saying why, in one line)."""
+    if wanted not in ("auto", "kafka", "tansu"):
+        raise SystemExit(f"PAYDESK_BROKER must be auto, kafka or tansu, not {wanted!r}")
+    if wanted == "tansu":
+        return EmbeddedTansu(port=port, log_file=log_dir / "kafka.log")
+    reason = kafka_unavailable()
+    if reason is None:
+        return EmbeddedKafka(port=port, log_file=log_dir / "kafka.log", data_dir=root / "kafka")
+    if wanted == "kafka":
+        raise SystemExit(f"PAYDESK_BROKER=kafka but {reason}")
+    print(f"kafka       {reason}: falling back to Tansu (memory only, no idempotent producer)", flush=True)
+    return EmbeddedTansu(port=port, log_file=log_dir / "kafka.log")
+
+
 def run_system(*, data_dir: str, sample_data: bool) -> None:
     root = Path(data_dir).resolve()
     log_dir = root / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     postgres: EmbeddedPostgres | None = None
-    kafka: EmbeddedKafka | None = None
+    kafka: EmbeddedBroker | None = None
     processes: dict[str, subprocess.Popen[bytes]] = {}
     stop_requested = False
 
@@ -118,9 +134,21 @@ def run_system(*, data_dir: str, sample_data: bool) -> None:
             env["DATABASE_URL"] = postgres.start()
             print(f"postgres    embedded, data in {root / 'pgdata'}", flush=True)
         if "KAFKA_BOOTSTRAP_SERVERS" not in env:
-            kafka = EmbeddedKafka(port=int(env.get("PAYDESK_KAFKA_PORT", "9092")), log_file=log_dir / "kafka.log")
+            port = int(env.get("PAYDESK_KAFKA_PORT", "9092"))
+            kafka = choose_broker(root, port, log_dir, env.get("PAYDESK_BROKER", "auto").strip().lower())
             env["KAFKA_BOOTSTRAP_SERVERS"] = kafka.start()
-            print(f"kafka       embedded Tansu on {env['KAFKA_BOOTSTRAP_SERVERS']}", flush=True)
+            if isinstance(kafka, EmbeddedKafka):
+                print(
+                    f"kafka       embedded Apache Kafka on {env['KAFKA_BOOTSTRAP_SERVERS']}, "
+                    f"data in {root / 'kafka'} (cluster {kafka.cluster_id})",
+                    flush=True,
+                )
+            else:
+                print(f"kafka       embedded Tansu on {env['KAFKA_BOOTSTRAP_SERVERS']} (memory only)", flush=True)
+            for key, value in kafka.client_environment().items():  # Tansu's: no idempotence, short fetch wait
+                env.setdefault(key, value)
+            if not kafka.idempotent_producers:
+                env["KAFKA_IDEMPOTENT_PRODUCER"] = "false"  # even if asked for: Tansu refuses InitProducerId
         # The console's pages call every service from the browser: allow its origin, wherever it listens.
         console = f"{_port('console')}"
         env.setdefault("PAYDESK_CORS_ORIGINS", f"http://127.0.0.1:{console},http://localhost:{console}")

@@ -161,8 +161,8 @@ class EventConsumer:
         max_attempts: int = 5,
         max_batch: int = 200,
         batch_wait_ms: int = 20,
-        fetch_max_wait_ms: int = 50,
-        session_timeout_ms: int = 6000,
+        fetch_max_wait_ms: int = 500,
+        session_timeout_ms: int = 10000,
         on_rejected: RejectionHandler | None = None,
     ) -> None:
         self.service = service

@@ -6,11 +6,12 @@ so everything about one account keeps its order.
 
 Why not `faststream-outbox` (evaluated first): it deletes a row once relayed and claims rows with leases
 across workers. We must keep published rows for a retention period and replay them when the broker comes
-back empty (the embedded broker keeps messages in memory only), and keep strict per-account order; both
-would have to be built around it, which is more code than this relay.
+back empty (a wiped Kafka, or the Tansu fallback, which keeps messages in memory only), and keep strict
+per-account order; both would have to be built around it, which is more code than this relay.
 
-A new broker incarnation is detected by its cluster id (Kafka metadata): the embedded broker gets a fresh
-one at every start, Apache Kafka keeps its own for life, so on Kafka the replay simply never happens.
+A new broker incarnation is detected by its cluster id (Kafka metadata): Tansu gets a fresh one at every
+start; Apache Kafka keeps its own for as long as its data lives, so there the replay happens only after the
+data was wiped (docs/architecture.md, Broker).
 """
 
 from __future__ import annotations

@@ -43,23 +43,35 @@ class ServiceSettings(BaseSettings):
     kafka_partitions: int = Field(default=6, ge=1, validation_alias=_env("KAFKA_PARTITIONS"))
     kafka_replication_factor: int = Field(default=1, ge=1, validation_alias=_env("KAFKA_REPLICATION_FACTOR"))
     kafka_idempotent_producer: bool = Field(
-        default=False,
+        default=True,
         validation_alias=_env("KAFKA_IDEMPOTENT_PRODUCER"),
-        description="Enable on Apache Kafka; Tansu rejects InitProducerId. Correctness never depends on it.",
+        description="Producers (the outbox relays', acks=all) get a producer id, so a retried send is never written "
+        "twice. Apache Kafka supports it; Tansu refuses InitProducerId, so `paydesk run` and the tests turn it off "
+        "there. Correctness never depends on it: the consumers' inboxes drop duplicates anyway.",
     )
+    # Both were 50 ms and 6 s for Tansu, which answered an empty fetch only when the wait ran out and took half
+    # the session timeout to join a group. Measured on Apache Kafka 4.4 (2-core machine, 2026-11-30):
+    # - fetch wait: Kafka answers as soon as a record arrives, so the wait adds no latency (bench/kpi.py at 500/s:
+    #   p50 48 ms, p99 271 ms at 500 ms; Tansu at 50 ms: p50 53 ms, p99 666 ms); it only decides how often an idle
+    #   consumer asks again. 12 idle consumers: 7.3% of a core and 7-18% of the broker's at 50 ms, 3.5% and 3-4%
+    #   at 500 ms (Kafka's own default).
+    # - session timeout: a group join takes 0.03-0.2 s whatever it is; it only decides how soon a crashed consumer's
+    #   partitions move on (a consumer restarted after SIGKILL got them after 6.0 s at 6 s, 10.0 s at 10 s; a clean
+    #   stop leaves the group at once). 10 s (aiokafka's default) rides out a loaded machine's event-loop stalls.
     kafka_fetch_max_wait_ms: int = Field(
-        default=50,
+        default=500,
         ge=1,
         validation_alias=_env("KAFKA_FETCH_MAX_WAIT_MS"),
-        description="Longest a consumer's fetch waits at the broker. Tansu answers an empty fetch only when this "
-        "runs out, even if records arrive meanwhile, so it bounds each hop's latency there (Kafka answers early).",
+        description="Longest an idle consumer's fetch waits at the broker. Apache Kafka answers as soon as records "
+        "arrive, so this is no latency, only how often idle consumers poll. On Tansu, which answers an empty "
+        "fetch only when the wait runs out, it bounds each hop's latency: set 50 there.",
     )
     kafka_session_timeout_ms: int = Field(
-        default=6000,
+        default=10000,
         ge=1000,
         validation_alias=_env("KAFKA_SESSION_TIMEOUT_MS"),
-        description="A consumer silent this long leaves its group. On Tansu a group join takes half of it, and a "
-        "restarted consumer waits for its old self to time out, so it bounds start and restart pauses.",
+        description="A consumer silent this long leaves its group: after a crash, its partitions wait this long "
+        "before another member (or its restarted self) takes them. A clean stop leaves at once.",
     )
     jwt_secret: SecretStr = Field(
         default=SecretStr(DEVELOPMENT_JWT_SECRET),

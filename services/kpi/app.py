@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.kpi import api, projections
+from services.kpi import api, lag_gauges, projections
 from services.kpi.alerts import Alerts
 from services.kpi.settings import KpiSettings
 from services.kpi.storage import plumbing
@@ -20,5 +20,6 @@ def create_service(settings: KpiSettings | None = None) -> Service:
         service.subscribe(*[subscription] * members)
     service.publishes(Topic.KPI_ALERTS, ["alert.raised"])
     service.publishes(Topic.ANALYTICS_EVENTS, ["usage.tracked"])
+    lag_gauges.expose(service)  # consumer lag per group and partition on /metrics
     service.include(api.router(service, settings, alerts))
     return service

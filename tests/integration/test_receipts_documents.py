@@ -43,7 +43,7 @@ async def receipts(infra: Infra) -> AsyncIterator[Service]:
     settings = ReceiptsSettings(
         database_url=infra.database_url, kafka_bootstrap_servers=infra.bootstrap_servers, development=True
     )
-    async with running(create_receipts(settings)) as service:
+    async with running(create_receipts(settings), catch_up=True) as service:
         yield service
 
 

@@ -168,11 +168,40 @@ async def at_least(read: Callable[[], float], minimum: float) -> bool:
     return read() >= minimum
 
 
+async def caught_up(service: Service, *, stall: float = 120.0) -> None:
+    """Wait until each of the service's consumer groups has consumed its topic to the end.
+
+    The run's topics carry what earlier tests published (thousands of events by then), and a service started
+    now reads them all first. Waiting here keeps that out of the next test's time; it fails only when the lag
+    stops shrinking for `stall` seconds, never because the machine is slow.
+    """
+    from shared.consumer_lag import consumer_lag
+
+    subscriptions = {consumer.group_id: [consumer.topic] for consumer in service.event_consumers}
+    loop = asyncio.get_running_loop()
+    best, progressed_at = -1, loop.time()
+    while True:
+        rows = await consumer_lag(
+            service.settings.kafka_bootstrap_servers, groups=list(subscriptions), subscriptions=subscriptions
+        )
+        lag = sum(row.lag for row in rows)
+        if lag == 0:
+            return
+        if best < 0 or lag < best:
+            best, progressed_at = lag, loop.time()
+        elif loop.time() - progressed_at > stall:
+            raise AssertionError(f"{service.settings.service_name}'s consumers stopped catching up: lag {lag}")
+        await asyncio.sleep(0.5)
+
+
 @asynccontextmanager
-async def running(service: Service) -> AsyncIterator[Service]:
-    """A service started in this process on the real broker and database, stopped afterwards."""
+async def running(service: Service, *, catch_up: bool = False) -> AsyncIterator[Service]:
+    """A service started in this process on the real broker and database, stopped afterwards; with `catch_up`,
+    yielded only once its consumers have read what earlier tests left on the run's topics."""
     await service.start()
     try:
+        if catch_up:
+            await caught_up(service)
         yield service
     finally:
         await service.stop()
@@ -255,7 +284,7 @@ def bill_issued(account: str, invoice_number: str, amount: str) -> Envelope:
 async def own_broker_and_database(
     database_url: str, workdir: Path, name: str, services: tuple[str, ...]
 ) -> AsyncIterator[tuple[str, str]]:
-    """A fresh Tansu broker and a fresh database (on the run's Postgres server) with `services` migrated.
+    """A fresh broker (of the run's kind) and a fresh database (on the run's Postgres server) with `services` migrated.
 
     For tests that assert whole-period figures exactly: nothing other tests publish or write can reach them.
     Yields `(database_url, bootstrap_servers)`.
@@ -263,10 +292,10 @@ async def own_broker_and_database(
     from sqlalchemy import text
     from sqlalchemy.engine import make_url
 
-    from paydesk.embedded import EmbeddedKafka, free_port
     from paydesk.migrations import upgrade
     from shared.db import create_engine
     from shared.messaging import provision_topics
+    from tests.support.brokers import new_broker
 
     database = f"{name}_{uuid.uuid4().hex[:8]}"
     admin = create_engine(make_url(database_url).set(database="postgres").render_as_string(hide_password=False))
@@ -278,8 +307,7 @@ async def own_broker_and_database(
     url = make_url(database_url).set(database=database).render_as_string(hide_password=False)
     for service in services:
         await asyncio.to_thread(upgrade, service, url)  # alembic runs its own event loop
-    port = free_port()
-    broker = EmbeddedKafka(port=port, log_file=workdir / f"kafka-{name}-{port}.log")
+    broker = new_broker(workdir, name)
     bootstrap = await asyncio.to_thread(broker.start)
     try:
         await provision_topics(bootstrap, partitions=3)

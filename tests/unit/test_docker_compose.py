@@ -253,8 +253,19 @@ def test_services_start_after_init_which_waits_for_healthy_infrastructure() -> N
         assert _service(name)["depends_on"][INIT] == {"condition": "service_completed_successfully"}
 
 
+def _pinned_kafka_version() -> str:
+    """The Apache Kafka version `make kafka` fetches from Maven Central for `make run` and the tests."""
+    import xml.etree.ElementTree as ET
+
+    namespace = {"m": "http://maven.apache.org/POM/4.0.0"}
+    version = ET.parse(ROOT / "paydesk" / "kafka" / "pom.xml").find("m:properties/m:kafka.version", namespace)
+    assert version is not None and version.text
+    return version.text
+
+
 def test_infrastructure_uses_the_agreed_images() -> None:
-    assert _service("kafka")["image"] == "apache/kafka:3.9.0"
+    assert _service("kafka")["image"] == f"apache/kafka:{_pinned_kafka_version()}", "the Kafka of make run and tests"
+    assert _pinned_kafka_version().startswith("4."), "Apache Kafka 4.x"
     assert _service("postgres")["image"] == "postgres:17"
     assert "broker" in str(_environment("kafka")["KAFKA_PROCESS_ROLES"])  # KRaft, no ZooKeeper
 

@@ -1,0 +1,63 @@
+"""Choosing and configuring the embedded broker, without starting one."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+
+from paydesk import embedded, launcher
+from paydesk.embedded import EmbeddedKafka, EmbeddedKafkaSettings, EmbeddedTansu, kafka_unavailable, new_cluster_id
+
+
+def test_a_cluster_id_is_16_random_bytes_in_base64url_as_kafka_writes_it() -> None:
+    ids = {new_cluster_id() for _ in range(50)}
+    assert len(ids) == 50
+    for cluster_id in ids:
+        assert len(cluster_id) == 22 and "=" not in cluster_id
+        assert len(base64.urlsafe_b64decode(cluster_id + "==")) == 16
+
+
+def test_without_java_kafka_is_unavailable_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert kafka_unavailable() == "no `java` found (Apache Kafka needs Java 17+)"
+
+
+def test_an_old_java_or_missing_jars_make_kafka_unavailable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(embedded, "_java", lambda: "/opt/java/bin/java")
+    monkeypatch.setattr(embedded, "java_version", lambda _: 11)
+    assert "needs Java 17+" in str(kafka_unavailable(EmbeddedKafkaSettings(lib_dir=tmp_path)))
+    monkeypatch.setattr(embedded, "java_version", lambda _: 17)
+    assert "make kafka" in str(kafka_unavailable(EmbeddedKafkaSettings(lib_dir=tmp_path)))
+    (tmp_path / "kafka_2.13-4.4.0.jar").touch()
+    assert kafka_unavailable(EmbeddedKafkaSettings(lib_dir=tmp_path)) is None
+
+
+def test_run_falls_back_to_tansu_in_one_line_when_kafka_cannot_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(launcher, "kafka_unavailable", lambda: "no `java` found (Apache Kafka needs Java 17+)")
+    broker = launcher.choose_broker(tmp_path, 9092, tmp_path)
+    assert isinstance(broker, EmbeddedTansu)
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "no `java` found" in out and "falling back to Tansu" in out
+
+
+def test_run_uses_kafka_with_its_data_under_the_data_dir_when_it_can(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(launcher, "kafka_unavailable", lambda: None)
+    broker = launcher.choose_broker(tmp_path, 9092, tmp_path)
+    assert isinstance(broker, EmbeddedKafka)
+    assert broker.data_dir == tmp_path / "kafka" and broker.durable and broker.idempotent_producers
+
+
+def test_on_tansu_the_services_get_no_idempotence_and_the_short_fetch_wait() -> None:
+    assert EmbeddedTansu(port=0).client_environment() == {
+        "KAFKA_IDEMPOTENT_PRODUCER": "false",
+        "KAFKA_FETCH_MAX_WAIT_MS": "50",
+        "KAFKA_SESSION_TIMEOUT_MS": "6000",
+    }
+    assert EmbeddedKafka(port=0, data_dir=Path("/nonexistent")).client_environment() == {}
