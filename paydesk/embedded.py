@@ -105,8 +105,14 @@ class EmbeddedKafkaSettings(BaseSettings):
 
 
 def new_cluster_id() -> str:
-    """A KRaft cluster id: 16 random bytes, base64url without padding (what `kafka-storage.sh random-uuid` gives)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A KRaft cluster id: 16 random bytes, base64url without padding (what `kafka-storage.sh random-uuid` gives).
+
+    Never one starting with `-`: the storage tool would read it as an option (`--cluster-id: expected one
+    argument`), which failed one start in 64."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _java() -> str | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import HTMLResponse, Response
 
 from services.receipts import domain, queries, views
@@ -40,7 +40,12 @@ def router(service: Service) -> APIRouter:
             return await queries.receipt_versions_of(session, receipt_number)
 
     @routes.get("/receipts/{receipt_number}/versions/{version}.pdf", response_class=Response)
-    async def superseded_pdf(receipt_number: str, version: int, actor: Staff, download: Download = False) -> Response:
+    async def superseded_pdf(
+        receipt_number: str,
+        version: Annotated[int, Path(ge=1, le=2_147_483_647, description="A superseded version, from 1.")],
+        actor: Staff,
+        download: Download = False,
+    ) -> Response:
         async with service.sessions() as session:
             return views.pdf(await queries.superseded_version(session, receipt_number, version), download)
 

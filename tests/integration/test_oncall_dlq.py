@@ -93,8 +93,11 @@ async def test_a_dead_letter_is_listed_shown_masked_and_after_a_fix_replayed_int
     unknown_line, _ = await eventually(both_listed, within=60)
     assert "payment.record_requested" in unknown_line and "unknown_item" in unknown_line
     assert "consumer=paydesk.payments.commands" in unknown_line
-    everything = await paydesk("dlq", "list")
-    assert str(command.id) in everything, "without a topic every DLQ is listed"
+
+    async def listed_among_every_dlq() -> bool:
+        return str(command.id) in await paydesk("dlq", "list")
+
+    assert await eventually(listed_among_every_dlq), "without a topic every DLQ is listed"
 
     malformed_id = await _id_of_malformed(account, marker)
     shown = await paydesk("dlq", "show", malformed_id)

@@ -61,3 +61,7 @@ def test_on_tansu_the_services_get_no_idempotence_and_the_short_fetch_wait() -> 
         "KAFKA_SESSION_TIMEOUT_MS": "6000",
     }
     assert EmbeddedKafka(port=0, data_dir=Path("/nonexistent")).client_environment() == {}
+
+
+def test_a_cluster_id_never_starts_with_a_dash_the_storage_tool_would_take_for_an_option() -> None:
+    assert not any(new_cluster_id().startswith("-") for _ in range(2000))
