@@ -15,6 +15,8 @@ from typing import TypeVar
 
 import pytest
 
+from paydesk.supervisor import Backoff, Supervisor
+
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
 RUNNER = Path(__file__).with_name("supervised_sleepers.py")
@@ -121,3 +123,26 @@ def test_a_child_that_dies_is_restarted_with_backoff_and_the_runner_keeps_going(
     every_pid = [pid for pids in runner.started().values() for pid in pids]
     wait_for(lambda: not any(alive(pid) for pid in every_pid))
     assert len(re.findall(r"^stopped \w+ \(exit code 0\)$", runner.text(), re.M)) == len(NAMES)
+
+
+def test_the_backoff_resets_once_a_child_has_stayed_up_long_enough() -> None:
+    now = [0.0]
+    lines: list[str] = []
+    supervisor = Supervisor(say=lines.append, backoff=Backoff(), stable_after=30.0, clock=lambda: now[0])
+    supervisor.add("quick", [sys.executable, "-c", "pass"])  # exits at once, every time
+    supervisor.start()
+    delays = []
+    for advance in (0.0, 0.0, 40.0):  # twice straight after its start, then after 40 s up
+        child = supervisor.children["quick"]
+        assert child.process is not None
+        child.process.wait(60)
+        now[0] += advance
+        supervisor.check()  # notices the exit
+        assert child.restart_at is not None
+        delays.append(child.restart_at - now[0])
+        now[0] = child.restart_at
+        supervisor.check()  # its time has come: started again
+        assert child.restart_at is None
+    assert delays == [1.0, 2.0, 1.0]
+    assert sum(line.startswith("started quick") for line in lines) == 4
+    supervisor.stop(["quick"])
