@@ -1,5 +1,9 @@
 """`paydesk run`: the whole system on one machine, embedded Postgres and Kafka unless given by URL.
 
+It supervises (`paydesk.supervisor`): every child runs in its own session (Postgres too: `pg_ctl` detaches the
+postmaster), so a Ctrl-C reaches the runner alone; a service that dies is restarted with backoff; and the
+runner stops only on SIGINT/SIGTERM, in order: intake (`INTAKE`), the pure consumers, the broker, Postgres.
+
 The broker is Apache Kafka (data in `.paydesk/kafka`, kept across restarts) where Java 17+ and its jars are
 here, else Tansu, which keeps messages in memory only. Stop order matters for the latter: intake first
 (gateway bridge, payments), each service draining its outbox as it stops, the pure consumers last, then the
@@ -11,10 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -22,8 +25,9 @@ from aiokafka import AIOKafkaProducer
 
 from paydesk.embedded import EmbeddedBroker, EmbeddedKafka, EmbeddedPostgres, EmbeddedTansu, kafka_unavailable
 from paydesk.migrations import upgrade
-from paydesk.registry import DEFAULT_PORTS, START_ORDER
+from paydesk.registry import DEFAULT_PORTS, INTAKE, START_ORDER
 from paydesk.sample_data import generate_accounts, seed_sample
+from paydesk.supervisor import Supervisor, stop_order
 from shared.contracts import CONTENT_TYPE, Topic
 from shared.messaging import provision_topics
 from shared.settings import ServiceSettings
@@ -59,7 +63,11 @@ def _port(name: str) -> int:
     return int(os.environ.get(f"{name.upper()}_HTTP_PORT", DEFAULT_PORTS[name]))
 
 
-def wait_ready(names: list[str], timeout: float = 90.0) -> None:
+class StopRequested(Exception):
+    """SIGINT/SIGTERM arrived while the system was still starting."""
+
+
+def wait_ready(names: list[str], timeout: float = 90.0, on_wait: Callable[[], None] | None = None) -> None:
     deadline = time.monotonic() + timeout
     for name in names:
         url = f"http://127.0.0.1:{_port(name)}/health/ready"
@@ -71,30 +79,17 @@ def wait_ready(names: list[str], timeout: float = 90.0) -> None:
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{name} was not ready at {url} within {timeout}s")
+            if on_wait is not None:
+                on_wait()
             time.sleep(0.2)
 
 
-def start_services(env: dict[str, str], log_dir: Path) -> dict[str, subprocess.Popen[bytes]]:
-    processes = {}
+def supervise_services(supervisor: Supervisor, env: dict[str, str], log_dir: Path) -> None:
     for name in START_ORDER:
-        log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - kept open for the child's lifetime
-        processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "paydesk.cli", "service", name], env=env, stdout=log, stderr=subprocess.STDOUT
+        supervisor.add(
+            name, [sys.executable, "-m", "paydesk.cli", "service", name], env=env, log_file=log_dir / f"{name}.log"
         )
-    return processes
-
-
-def stop_services(processes: dict[str, subprocess.Popen[bytes]]) -> None:
-    for name in reversed(START_ORDER):
-        process = processes.get(name)
-        if process is None or process.poll() is not None:
-            continue
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    supervisor.start(START_ORDER)
 
 
 def choose_broker(root: Path, port: int, log_dir: Path, wanted: str = "auto") -> EmbeddedBroker:
@@ -119,15 +114,14 @@ def run_system(*, data_dir: str, sample_data: bool) -> None:
     env = dict(os.environ)
     postgres: EmbeddedPostgres | None = None
     kafka: EmbeddedBroker | None = None
-    processes: dict[str, subprocess.Popen[bytes]] = {}
-    stop_requested = False
+    supervisor = Supervisor()
+    supervisor.install_signal_handlers()
 
-    def request_stop(*_: object) -> None:
-        nonlocal stop_requested
-        stop_requested = True
+    def during_start_up() -> None:
+        if supervisor.stop_requested:
+            raise StopRequested
+        supervisor.check()
 
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
     try:
         if "DATABASE_URL" not in env:
             postgres = EmbeddedPostgres(root / "pgdata")
@@ -163,8 +157,8 @@ def run_system(*, data_dir: str, sample_data: bool) -> None:
         )
         for name in START_ORDER:
             upgrade(name, settings.database_url)
-        processes = start_services(env, log_dir)
-        wait_ready(START_ORDER)
+        supervise_services(supervisor, env, log_dir)
+        wait_ready(START_ORDER, on_wait=during_start_up)
         if sample_data:
             count = asyncio.run(publish_reference_data(settings.kafka_bootstrap_servers))
             print(f"sample data {count} billing events published (consumer WU-10001, John Doe)", flush=True)
@@ -175,18 +169,19 @@ def run_system(*, data_dir: str, sample_data: bool) -> None:
             "password paydesk)",
             flush=True,
         )
-        print("Paydesk is running. Ctrl-C stops everything.", flush=True)
-        while not stop_requested:
-            for name, process in processes.items():
-                if process.poll() is not None:
-                    print(f"{name} exited with code {process.returncode}; stopping", flush=True)
-                    stop_requested = True
-            time.sleep(0.5)
+        print("Paydesk is running. Ctrl-C stops everything in order; a service that dies is restarted.", flush=True)
+        supervisor.serve()
+    except StopRequested:
+        print("stop requested while starting", flush=True)
     finally:
         print("stopping services...", flush=True)
-        stop_services(processes)
+        supervisor.stop(stop_order(START_ORDER, INTAKE))
         if kafka is not None:
+            print("stopping kafka", flush=True)
             kafka.stop()
+            print("stopped kafka", flush=True)
         if postgres is not None:
+            print("stopping postgres", flush=True)
             postgres.stop()
+            print("stopped postgres", flush=True)
         print("stopped.", flush=True)

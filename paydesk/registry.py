@@ -67,3 +67,6 @@ SERVICES = {
 }
 START_ORDER = [entry.name for entry in ENTRIES]
 DEFAULT_PORTS = {entry.name: entry.port for entry in ENTRIES}
+# Intake: what accepts work from outside (webhooks, the tellers' API, the web pages). `paydesk run` stops these
+# first, in this order, so nothing new is accepted while the pure consumers drain and stop.
+INTAKE = ("gateway_bridge", "payments", "console")
