@@ -155,4 +155,5 @@ def require_account(*staff_roles: Role, parameter: str = "account_number") -> ob
         allowed = ", ".join([*(r.value for r in staff_roles), Role.CUSTOMER.value])
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"requires role: {allowed}")
 
-    return Depends(dependency)
+    # Declared like `require_roles`: the operation's OpenAPI `security` names the staff roles, admin and customer.
+    return Security(dependency, scopes=allowed_roles((*staff_roles, Role.CUSTOMER)))

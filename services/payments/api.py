@@ -6,12 +6,13 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
+import stripe
 from fastapi import APIRouter, Body, Header, Query, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, BeforeValidator, Field
 
-from services.payments import adjustments, commands, disputes, domain, queries, views
-from shared.auth import Actor, Role, require_roles
+from services.payments import adjustments, commands, disputes, domain, intents, queries, views
+from shared.auth import Actor, Role, require_account, require_roles
 from shared.contracts.events import PaymentType
 from shared.export import OPENAPI_RESPONSES, ExportFormat, export_response
 from shared.money import parse_amount
@@ -43,6 +44,11 @@ class RecordPaymentRequest(BaseModel):
     payment_date: date
     cash_received: Amount | None = None
     notes: str | None = Field(default=None, max_length=500)
+
+
+class PaymentIntentRequest(BaseModel):
+    payment_type: PaymentType
+    item_reference: str = Field(min_length=1, max_length=100, examples=["INV-2025-001234"])
 
 
 class AdjustmentRequest(BaseModel):
@@ -103,8 +109,8 @@ class NumberFormatRequest(BaseModel):
     start: int
 
 
-def router(service: Service) -> APIRouter:
-    """The routes, each opening its own unit of work on the service's sessions."""
+def router(service: Service, gateway: stripe.StripeClient) -> APIRouter:
+    """The routes, each opening its own unit of work on the service's sessions; `gateway` is the Stripe API."""
     routes = APIRouter()
 
     async def detail(payment_id_or_receipt: str) -> dict[str, Any]:
@@ -135,6 +141,59 @@ def router(service: Service) -> APIRouter:
             await commands.track(session, "payment_history_viewed", actor.name, account_number)
         return views.consumer_view(account, items, history, credit)
 
+    # --- one account: staff as for consumer details, a customer for their own account only (else 404) ---
+
+    @routes.get("/accounts/{account_number}", tags=["self-service"])
+    async def account_summary(
+        account_number: str, actor: Annotated[Actor, require_account(*ANY_STAFF)]
+    ) -> dict[str, Any]:
+        async with service.sessions() as session:
+            account, items = await queries.account_with_items(session, account_number)
+        return views.account_view(account, items)
+
+    @routes.get("/accounts/{account_number}/payments", tags=["self-service"])
+    async def account_payments(
+        account_number: str,
+        actor: Annotated[Actor, require_account(*ANY_STAFF)],
+        limit: Annotated[int, Query(ge=1, le=domain.MAX_PAGE)] = 20,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        async with service.sessions() as session, session.begin():
+            rows, next_cursor = await queries.account_payments(session, account_number, limit=limit, cursor=cursor)
+            await commands.track(session, "payment_history_viewed", actor.name, account_number)
+        return {"payments": [views.account_payment_row(r) for r in rows], "next_cursor": next_cursor}
+
+    @routes.post("/accounts/{account_number}/payment-intents", status_code=201, tags=["self-service"])
+    async def start_online_payment(
+        account_number: str,
+        body: PaymentIntentRequest,
+        actor: Annotated[Actor, require_account(*ANY_STAFF)],
+        idempotency_key: Annotated[str, Header(min_length=8, max_length=200)],
+    ) -> dict[str, Any]:
+        """A Stripe PaymentIntent for the item's outstanding amount; the payment arrives through the webhook."""
+        async with service.sessions() as session, session.begin():
+            await queries.known_account(session, account_number)
+            intent = await intents.start_payment(
+                session,
+                gateway,
+                account_number=account_number,
+                payment_type=body.payment_type,
+                item_reference=body.item_reference,
+                key=idempotency_key,
+            )
+        return views.intent_created(intent)
+
+    @routes.get("/accounts/{account_number}/payment-intents/{payment_intent_id}", tags=["self-service"])
+    async def online_payment_status(
+        account_number: str, payment_intent_id: str, actor: Annotated[Actor, require_account(*ANY_STAFF)]
+    ) -> dict[str, Any]:
+        async with service.sessions() as session:
+            await queries.known_account(session, account_number)
+            payment = await intents.follow_payment(
+                session, gateway, account_number=account_number, payment_intent_id=payment_intent_id
+            )
+        return views.intent_status(payment_intent_id, payment)
+
     # --- payments ---
 
     @routes.post("/payments", status_code=201, tags=["payments"])
@@ -152,6 +211,18 @@ def router(service: Service) -> APIRouter:
             row = await queries.payment_with_context(session, payment_id)
             extra = await queries.payment_money_safety(session, row.payment_id, row.receipt_number)
         return views.payment_detail(row, datetime.now(UTC), extra)
+
+    @routes.post("/payments/preview", tags=["payments"])
+    async def preview_payment(
+        body: RecordPaymentRequest, actor: Annotated[Actor, require_roles(*COUNTER_STAFF)]
+    ) -> dict[str, Any]:
+        """What `POST /payments` would record for this body (analysis, change) and what it would refuse; writes
+        nothing."""
+        async with service.sessions() as session:
+            currency, assessment = await queries.preview_payment(
+                session, **body.model_dump(exclude={"payment_date", "notes"})
+            )
+        return views.preview_view(assessment, currency)
 
     @routes.get("/payments", tags=["payments"])
     async def list_payments(

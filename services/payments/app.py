@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.payments import api, commands, online, projections
+from services.payments import api, commands, intents, online, projections
 from services.payments.settings import PaymentsSettings
 from services.payments.storage import plumbing
 from shared.contracts import Topic
@@ -32,5 +32,5 @@ def create_service(settings: PaymentsSettings | None = None) -> Service:
         ],
     )
     service.publishes(Topic.ANALYTICS_EVENTS, ["usage.tracked"])
-    service.include(api.router(service))
+    service.include(api.router(service, intents.stripe_client(settings)))
     return service

@@ -95,6 +95,45 @@ def change_given(amount: Decimal, cash_received: Decimal | None) -> Decimal | No
     return cash_received - amount
 
 
+@dataclass(frozen=True)
+class Assessment:
+    """What a payment would come to, and every rule it breaks (`POST /payments/preview`)."""
+
+    analysis: Analysis | None
+    change: Decimal | None
+    problems: tuple[Rejected, ...]
+
+
+def assess_payment(
+    config: PaymentSettings,
+    *,
+    channel: str,
+    method: str,
+    outstanding: Decimal | None,
+    amount: Decimal,
+    cash_received: Decimal | None,
+) -> Assessment:
+    """The checks `POST /payments` makes (`PaymentSettings.check`, `allocate`, `change_given`), each one run and
+    its refusal collected rather than raised; `outstanding` is None when the item is unknown."""
+    problems: list[Rejected] = []
+    try:
+        config.check(channel=channel, method=method)
+    except Rejected as problem:
+        problems.append(problem)
+    if outstanding is not None:
+        try:
+            allocate(outstanding, amount, config.overpayment_threshold)
+        except Rejected as problem:
+            problems.append(problem)
+    change: Decimal | None = None
+    try:
+        change = change_given(amount, cash_received)
+    except Rejected as problem:
+        problems.append(problem)
+    analysis = Analysis(due=outstanding, paid=amount) if outstanding is not None else None
+    return Assessment(analysis=analysis, change=change, problems=tuple(problems))
+
+
 # --- settings: what staff may choose, and how documents are numbered ---
 
 NUMBER_KINDS = ("payment_id", "transaction_id", "receipt_number")

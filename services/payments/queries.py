@@ -26,6 +26,7 @@ from services.payments.storage import settings as settings_table
 from shared.approvals import Approval
 from shared.approvals import pending_approvals as waiting
 from shared.errors import NotFound
+from shared.money import quantize
 from shared.paging import after_key, contains_pattern, decode_cursor, page
 
 # --- settings: stored values over the defaults of `domain.PaymentSettings` ---
@@ -83,6 +84,85 @@ async def recent_payments(session: AsyncSession, account_number: str, limit: int
         .limit(limit)
     )
     return list((await session.execute(query)).all())
+
+
+async def known_account(session: AsyncSession, account_number: str) -> None:
+    """NotFound unless billing told us about the account."""
+    known = select(accounts.c.account_number).where(accounts.c.account_number == account_number)
+    if (await session.execute(known)).first() is None:
+        raise NotFound("unknown_account", f"no consumer with account {account_number}", field="account_number")
+
+
+async def open_item(session: AsyncSession, account_number: str, payment_type: str, reference: str) -> Row[Any] | None:
+    """One of the account's items (None when the account has no such item); nothing is locked."""
+    query = select(receivables).where(
+        receivables.c.account_number == account_number,
+        receivables.c.payment_type == payment_type,
+        receivables.c.item_reference == reference,
+    )
+    return (await session.execute(query)).first()
+
+
+async def preview_payment(
+    session: AsyncSession,
+    *,
+    account_number: str,
+    payment_type: str,
+    item_reference: str,
+    channel: str | None,
+    method: str,
+    amount: Decimal,
+    cash_received: Decimal | None,
+) -> tuple[str | None, domain.Assessment]:
+    """What recording this payment would come to, by the rules `commands.record_payment` applies; reads only.
+
+    An unknown account or item is one more problem (as `POST /payments` would refuse it)."""
+    config = await load_settings(session)
+    item = await open_item(session, account_number, payment_type, item_reference)
+    assessment = domain.assess_payment(
+        config,
+        channel=channel or config.default_channel,
+        method=method,
+        outstanding=item.outstanding if item is not None else None,
+        amount=quantize(amount, item.currency) if item is not None else amount,
+        cash_received=cash_received,
+    )
+    if item is None:
+        known = select(accounts.c.account_number).where(accounts.c.account_number == account_number)
+        missing = (
+            NotFound("unknown_account", f"no consumer with account {account_number}", field="account_number")
+            if (await session.execute(known)).first() is None
+            else NotFound("unknown_item", f"no {payment_type} {item_reference} on this account", field="item_reference")
+        )
+        assessment = domain.Assessment(
+            analysis=None, change=assessment.change, problems=(missing, *assessment.problems)
+        )
+    return (item.currency if item is not None else None), assessment
+
+
+# The customer's payment history: newest payment date first, the payment id breaking ties.
+ACCOUNT_HISTORY_SORT = "account:-date"
+
+
+async def account_payments(
+    session: AsyncSession, account_number: str, *, limit: int, cursor: str | None
+) -> tuple[list[Row[Any]], str | None]:
+    """One page of an account's payments, and the cursor of the next page if there is one."""
+    await known_account(session, account_number)
+    key = (payments.c.payment_date, payments.c.payment_id)
+    statement = select(payments).where(payments.c.account_number == account_number)
+    if cursor:
+        after = decode_cursor(cursor, sort=ACCOUNT_HISTORY_SORT, types=(date, str))
+        statement = statement.where(after_key(key, after, descending=True))
+    statement = statement.order_by(payments.c.payment_date.desc(), payments.c.payment_id.desc()).limit(limit + 1)
+    rows = (await session.execute(statement)).all()
+    return page(rows, limit, sort=ACCOUNT_HISTORY_SORT, key=lambda row: (row.payment_date, row.payment_id))
+
+
+async def payment_for_intent(session: AsyncSession, payment_intent_id: str) -> Row[Any] | None:
+    """The online payment the gateway recorded for a PaymentIntent, if it has arrived yet."""
+    query = select(payments).where(payments.c.payment_intent_id == payment_intent_id)
+    return (await session.execute(query)).first()
 
 
 # --- one payment ---

@@ -1,4 +1,4 @@
-from pydantic import Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
@@ -9,3 +9,12 @@ class PaymentsSettings(ServiceSettings):
 
     service_name: str = "payments"
     http_port: int = Field(default=8102, ge=1, le=65535)
+
+    # Customers paying online: payments creates the PaymentIntent; gateway_bridge follows it by webhook.
+    # Stripe's names, without our prefix, as gateway_bridge reads them.
+    stripe_api_key: SecretStr = Field(
+        default=SecretStr(""), validation_alias=AliasChoices("STRIPE_API_KEY", "stripe_api_key")
+    )
+    stripe_api_base: str = Field(
+        default="https://api.stripe.com", validation_alias=AliasChoices("STRIPE_API_BASE", "stripe_api_base")
+    )

@@ -10,6 +10,8 @@ from typing import Any
 from sqlalchemy import Row
 
 from services.payments import domain
+from services.payments.intents import Intent
+from shared.contracts import PaymentStatus
 from shared.contracts.events import PaymentType
 from shared.export import Cell
 from shared.money import money_json
@@ -290,3 +292,98 @@ def export_cells(row: Row[Any]) -> list[Cell]:
         row.channel,
         row.received_by,
     ]
+
+
+# --- the customer's own pages (self-service) ---
+
+
+def account_view(account: Row[Any], items: list[Row[Any]]) -> dict[str, Any]:
+    """`GET /accounts/{account_number}`: who, where, the balance and every open item, earliest due first."""
+    open_items = [i for i in items if i.outstanding > 0]
+    open_total = sum((i.outstanding for i in open_items), Decimal(0))
+    balance = domain.current_balance(account.reported_balance, account.collected_since_report, open_total)
+    return {
+        "name": account.name,
+        "account_number": account.account_number,
+        "service_address": account.service_address,
+        "current_balance": money_json(balance, account.currency),
+        "open_items": [
+            {
+                "payment_type": i.payment_type,
+                "item_reference": i.item_reference,
+                "description": i.description,
+                "due_date": i.due_date.isoformat(),
+                "amount": money_json(i.amount, i.currency),
+                "outstanding": money_json(i.outstanding, i.currency),
+            }
+            for i in open_items
+        ],
+    }
+
+
+def account_payment_row(row: Row[Any]) -> dict[str, Any]:
+    """One line of the customer's payment history."""
+    return {
+        "payment_id": row.payment_id,
+        "receipt_number": row.receipt_number,
+        "date": row.payment_date.isoformat(),
+        "amount": money_json(row.amount, row.currency),
+        "method": row.method,
+        "channel": row.channel,
+        "payment_type": row.payment_type,
+        "item_reference": row.item_reference,
+        "status": row.status,
+        "settlement_status": domain.NOT_SETTLED if row.status in domain.MONEY_WENT_BACK else row.settlement_status,
+    }
+
+
+def intent_created(intent: Intent) -> dict[str, Any]:
+    """`POST /accounts/{account_number}/payment-intents`: what the browser needs to confirm the payment."""
+    return {
+        "payment_intent_id": intent.payment_intent_id,
+        "client_secret": intent.client_secret,
+        "amount": money_json(intent.amount, intent.currency),
+        "currency": intent.currency,
+        "payment_type": intent.metadata.get("payment_type"),
+        "item_reference": intent.metadata.get("item_reference"),
+        "status": "Pending",
+    }
+
+
+def intent_status(payment_intent_id: str, payment: Row[Any] | None) -> dict[str, Any]:
+    """Pending until the gateway's payment has arrived; then the payment's status, with its receipt once posted."""
+    if payment is None or payment.status == PaymentStatus.PENDING:
+        return {
+            "payment_intent_id": payment_intent_id,
+            "status": "Pending",
+            "receipt_number": None,
+            "settlement_status": None,
+        }
+    failed = payment.status == PaymentStatus.FAILED
+    return {
+        "payment_intent_id": payment_intent_id,
+        "status": payment.status,
+        "receipt_number": None if failed else payment.receipt_number,
+        "settlement_status": account_payment_row(payment)["settlement_status"],
+    }
+
+
+def preview_view(assessment: domain.Assessment, currency: str | None) -> dict[str, Any]:
+    """`POST /payments/preview`: the analysis and change `POST /payments` would record, and what it would refuse."""
+    analysis = assessment.analysis
+    return {
+        "valid": not assessment.problems,
+        "currency": currency,
+        "analysis": (
+            {
+                "due": f"{analysis.due:.2f}",
+                "paid": f"{analysis.paid:.2f}",
+                "difference": f"{analysis.difference:.2f}",
+                "outcome": analysis.outcome.value,
+            }
+            if analysis
+            else None
+        ),
+        "change_given": f"{assessment.change:.2f}" if assessment.change is not None else None,
+        "problems": [{"code": p.code, "detail": p.detail, "field": p.field} for p in assessment.problems],
+    }

@@ -59,13 +59,14 @@ class Api:
         return dict(response.json())
 
 
-async def payments_api(infra: Infra) -> AsyncIterator[Api]:
+async def payments_api(infra: Infra, **overrides: Any) -> AsyncIterator[Api]:
     settings = PaymentsSettings(
         database_url=infra.database_url,
         kafka_bootstrap_servers=infra.bootstrap_servers,
         jwt_secret=SECRET,
         outbox_poll_seconds=0.05,
         database_pool_size=10,
+        **overrides,
     )
     service = create_service(settings)
     async with running(service):

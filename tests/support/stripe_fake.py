@@ -242,6 +242,9 @@ class FakeStripeApi:
     payouts: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
     fail_next: int = 0
     requests: list[dict[str, Any]] = field(default_factory=list)
+    # POST /v1/payment_intents (form-encoded, honouring Idempotency-Key) and GET /v1/payment_intents/{id}.
+    intents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    intent_keys: dict[str, str] = field(default_factory=dict)
 
     def app(self) -> Starlette:
         async def list_balance_transactions(request: Request) -> JSONResponse:
@@ -284,7 +287,62 @@ class FakeStripeApi:
                 }
             )
 
-        return Starlette(routes=[Route("/v1/balance_transactions", list_balance_transactions)])
+        def refused(request: Request) -> JSONResponse | None:
+            if request.headers.get("authorization") != f"Bearer {API_KEY}":
+                return JSONResponse(
+                    {"error": {"message": "Invalid API Key provided", "type": "invalid_request_error"}}, 401
+                )
+            return None
+
+        async def create_payment_intent(request: Request) -> JSONResponse:
+            if (answer := refused(request)) is not None:
+                return answer
+            form = await request.form()
+            self.requests.append({k: str(v) for k, v in form.items()})
+            key = request.headers.get("idempotency-key")
+            if key and key in self.intent_keys:
+                return JSONResponse(self.intents[self.intent_keys[key]])
+            meta = {k[len("metadata[") : -1]: str(v) for k, v in form.items() if k.startswith("metadata[")}
+            intent_id = new_id("pi")
+            intent = payment_intent(intent_id, "requires_payment_method", amount=int(str(form["amount"])), meta=meta)
+            intent |= {
+                "currency": str(form.get("currency", "usd")),
+                "created": int(time.time()),
+                "client_secret": f"{intent_id}_secret_{uuid.uuid4().hex[:16]}",
+                "amount_received": 0,
+                "payment_method": None,
+                "latest_charge": None,
+            }
+            self.intents[intent_id] = intent
+            if key:
+                self.intent_keys[key] = intent_id
+            return JSONResponse(intent)
+
+        async def get_payment_intent(request: Request) -> JSONResponse:
+            if (answer := refused(request)) is not None:
+                return answer
+            intent_id = request.path_params["intent_id"]
+            if intent_id not in self.intents:
+                return JSONResponse(
+                    {
+                        "error": {
+                            "code": "resource_missing",
+                            "message": f"No such payment_intent: '{intent_id}'",
+                            "param": "intent",
+                            "type": "invalid_request_error",
+                        }
+                    },
+                    404,
+                )
+            return JSONResponse(self.intents[intent_id])
+
+        return Starlette(
+            routes=[
+                Route("/v1/balance_transactions", list_balance_transactions),
+                Route("/v1/payment_intents", create_payment_intent, methods=["POST"]),
+                Route("/v1/payment_intents/{intent_id}", get_payment_intent),
+            ]
+        )
 
 
 @asynccontextmanager
