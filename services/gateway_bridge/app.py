@@ -44,7 +44,15 @@ class GatewayBridge(Service):
 def create_service(settings: GatewayBridgeSettings | None = None) -> GatewayBridge:
     settings = settings or GatewayBridgeSettings()
     service = GatewayBridge(settings)
-    service.publishes(Topic.GATEWAY_EVENTS, ["gateway.payment_status_changed", "gateway.settlement_status_changed"])
+    service.publishes(
+        Topic.GATEWAY_EVENTS,
+        [
+            "gateway.payment_status_changed",
+            "gateway.settlement_status_changed",
+            "gateway.payout_listed",
+            "gateway.payout_status_changed",
+        ],
+    )
     service.publishes(dlq(Topic.GATEWAY_EVENTS), ["stripe.event (unroutable Stripe events, reason in x-dlq-reason)"])
     service.include(api.router(service, settings, service.settlement))
     return service

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from prometheus_client import Counter
@@ -20,7 +20,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.gateway_bridge import domain
 from services.gateway_bridge.storage import payment_intents, payout_jobs, webhook_events
 from shared.contracts import Envelope, Topic, dlq
-from shared.contracts.events import GatewayPaymentStatusChanged, GatewaySettlementStatusChanged, Money, PaymentType
+from shared.contracts.events import (
+    Contract,
+    GatewayPaymentStatusChanged,
+    GatewayPayoutStatusChanged,
+    Money,
+    PaymentType,
+)
 from shared.messaging import DLQ_REASON_HEADER
 from shared.money import quantize
 from shared.outbox import stage
@@ -49,9 +55,7 @@ _UPSERT_AND_LOCK_INTENT = _intent_insert.on_conflict_do_update(
 _UPDATE_INTENT = update(payment_intents).where(payment_intents.c.payment_intent_id == bindparam("locked_intent_id"))
 
 
-def gateway_envelope(
-    event_type: str, subject: str, data: GatewayPaymentStatusChanged | GatewaySettlementStatusChanged, *, key: str
-) -> Envelope:
+def gateway_envelope(event_type: str, subject: str, data: Contract, *, key: str) -> Envelope:
     return Envelope(
         id=uuid.uuid5(ENVELOPE_NAMESPACE, key),
         type=event_type,
@@ -123,12 +127,15 @@ async def receive_webhook(session: AsyncSession, body: bytes, event: dict[str, A
     trail, status unchanged), `ignored`, `dead_lettered`, `payout_pending` (the settlement worker resolves it).
     """
     event_id, event_type = str(event["id"]), str(event["type"])
-    kind = domain.event_kind(event_type)
+    kind = domain.event_kind(event_type, event)
     # Work out what the event means before claiming it, so the claim records the outcome in one write; only a
     # superseded status (known once the intent is locked) needs a second one.
     change: PaymentChange | None = None
-    payout: tuple[str, datetime] | None = None
-    outcome = {"payment": "published", "charge": "published", "payout": "payout_pending"}.get(kind, "ignored")
+    payout: PayoutSeen | None = None
+    outgoing: GatewayPayoutStatusChanged | None = None
+    outcome = {"payment": "published", "charge": "published", "outgoing": "published", "payout": "payout_pending"}.get(
+        kind, "ignored"
+    )
     detail: str | None = None
     try:
         if kind == "payment":
@@ -137,6 +144,8 @@ async def receive_webhook(session: AsyncSession, body: bytes, event: dict[str, A
             change = await _charge_change(session, event)
         elif kind == "payout":
             payout = _payout(event)
+        elif kind == "outgoing":
+            outgoing = _outgoing(event)
     except domain.Unroutable as exc:
         outcome, detail = "dead_lettered", str(exc)
     obj = _object(event) or {}
@@ -174,6 +183,14 @@ async def receive_webhook(session: AsyncSession, body: bytes, event: dict[str, A
         await dead_letter(session, event, detail or "", subject=subject, key=event_id)
     elif payout is not None:
         await _queue_payout(session, event, payout)
+    elif outgoing is not None:
+        # Keyed by our payout when we created the object, so one payee payout's events stay in order.
+        subject = outgoing.paydesk_payout_id or outgoing.object_id
+        await stage(
+            session,
+            Topic.GATEWAY_EVENTS,
+            gateway_envelope("gateway.payout_status_changed", subject, outgoing, key=event_id),
+        )
     elif change is not None:
         outcome = await apply_payment_change(session, event_id, change)
         if outcome == "superseded":
@@ -324,20 +341,81 @@ async def apply_payment_change(session: AsyncSession, event_id: str, change: Pay
     return "published" if forward else "superseded"
 
 
-def _payout(event: dict[str, Any]) -> tuple[str, datetime]:
+@dataclass(frozen=True)
+class PayoutSeen:
+    """A payout of the utility's own balance as its webhook describes it."""
+
+    payout_id: str
+    occurred_at: datetime
+    amount: domain.Amount | None
+    arrival_date: date | None
+    stripe_status: str | None
+
+
+def _payout(event: dict[str, Any]) -> PayoutSeen:
     payout = _object(event)
     payout_id = domain.object_id(payout.get("id"), "po_") if payout else None
-    if payout_id is None:
+    if payout is None or payout_id is None:
         raise domain.Unroutable("data.object.id is not a payout id")
-    return payout_id, domain.stripe_time(event.get("created"))
+    # Only `gateway.payout_listed` needs these; a payout without them is still settled, just not listed.
+    try:
+        amount: domain.Amount | None = domain.from_minor_units(payout.get("amount"), payout.get("currency"))
+    except domain.Unroutable:
+        amount = None
+    arrival = payout.get("arrival_date")
+    status = payout.get("status")
+    return PayoutSeen(
+        payout_id,
+        domain.stripe_time(event.get("created")),
+        amount,
+        domain.stripe_time(arrival).date() if _is_unix_time(arrival) else None,
+        status[:30] if isinstance(status, str) else None,
+    )
 
 
-async def _queue_payout(session: AsyncSession, event: dict[str, Any], payout: tuple[str, datetime]) -> None:
+async def _queue_payout(session: AsyncSession, event: dict[str, Any], payout: PayoutSeen) -> None:
     await session.execute(
         payout_jobs.insert().values(
             event_id=str(event["id"]),
-            payout_id=payout[0],
+            payout_id=payout.payout_id,
             payout_status=domain.PAYOUT_EVENTS[str(event["type"])],
-            occurred_at=payout[1],
+            occurred_at=payout.occurred_at,
+            amount=payout.amount.value if payout.amount else None,
+            currency=payout.amount.currency if payout.amount else None,
+            arrival_date=payout.arrival_date,
+            stripe_status=payout.stripe_status,
         )
+    )
+
+
+def _outgoing(event: dict[str, Any]) -> GatewayPayoutStatusChanged:
+    """A transfer to a connected account, or a connected account's (or our own) payee payout, normalised."""
+    obj = _object(event)
+    event_type = str(event["type"])
+    object_type = event_type.split(".", 1)[0]
+    prefix = {"transfer": "tr_", "payout": "po_"}[object_type]
+    object_id = domain.object_id(obj.get("id"), prefix) if obj else None
+    if obj is None or object_id is None:
+        raise domain.Unroutable(f"data.object.id is not a {object_type} id")
+    metadata = obj.get("metadata")
+    ours = metadata.get("paydesk_payout_id") if isinstance(metadata, dict) else None
+    # A transfer names the account it pays; a connected account's payout arrives as a Connect event.
+    account = event.get("account") if object_type == "payout" else obj.get("destination")
+    connected = domain.object_id(account, "acct_")
+    try:
+        amount: domain.Amount | None = domain.from_minor_units(obj.get("amount"), obj.get("currency"))
+    except domain.Unroutable:
+        amount = None
+    failure_code, failure_message = obj.get("failure_code"), obj.get("failure_message")
+    return GatewayPayoutStatusChanged(
+        gateway_event_id=str(event["id"]),
+        event_type=event_type,
+        object_type=object_type,
+        object_id=object_id,
+        connected_account=connected or (account if isinstance(account, str) and account else None),
+        paydesk_payout_id=ours.strip()[:255] if isinstance(ours, str) and ours.strip() else None,
+        amount=Money(amount=amount.value, currency=amount.currency) if amount else None,
+        failure_code=failure_code if isinstance(failure_code, str) else None,
+        failure_message=failure_message if isinstance(failure_message, str) else None,
+        occurred_at=domain.stripe_time(event.get("created")),
     )

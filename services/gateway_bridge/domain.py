@@ -90,6 +90,13 @@ DISPUTE_STATUSES: dict[str, str] = {
 }
 PAYOUT_EVENTS: dict[str, str] = {"payout.created": "created", "payout.paid": "paid", "payout.failed": "failed"}
 
+# Stripe events about money going OUT to connected accounts (payees paid by the payouts service), published as
+# `gateway.payout_status_changed`. `payout.*` is shared with the utility's own payouts of incoming payments (the
+# settlement above): see `is_outgoing`.
+OUTGOING_EVENTS = frozenset(
+    {"transfer.created", "transfer.reversed", "payout.paid", "payout.failed", "payout.canceled"}
+)
+
 METADATA_FIELDS = ("account_number", "payment_type", "item_reference")
 
 
@@ -97,8 +104,35 @@ class Unroutable(ValueError):
     """A verified Stripe event we cannot tie to an account and item; the text names what is missing."""
 
 
-def event_kind(event_type: str) -> str:
-    """`payment`, `charge`, `payout` or `ignored`: what the bridge does with a Stripe event type."""
+def is_outgoing(event: dict[str, Any]) -> bool:
+    """True if a Stripe event is about money we send out (a payee's transfer or a connected account's payout).
+
+    A transfer always moves the platform's money to a connected account, so every `transfer.*` is outgoing. A
+    `payout.*` is outgoing when it is a Connect event (`event.account` names the connected account whose balance
+    is paid out) or when we created it (`metadata.paydesk_payout_id`); otherwise it is the utility's own payout
+    of collected payments and goes to settlement, as before. Never both: a connected account's payout cannot be
+    listed with the platform's key, and settling it would only dead-letter.
+    """
+    event_type = str(event.get("type"))
+    if event_type.startswith("transfer."):
+        return True
+    if not event_type.startswith("payout."):
+        return False
+    if isinstance(event.get("account"), str) and event["account"]:
+        return True
+    data = event.get("data")
+    obj = data.get("object") if isinstance(data, dict) else None
+    metadata = obj.get("metadata") if isinstance(obj, dict) else None
+    return isinstance(metadata, dict) and bool(metadata.get("paydesk_payout_id"))
+
+
+def event_kind(event_type: str, event: dict[str, Any] | None = None) -> str:
+    """`payment`, `charge`, `payout`, `outgoing` or `ignored`: what the bridge does with a Stripe event.
+
+    Without the event itself, a `payout.*` type is taken to be the utility's own payout (settlement)."""
+    if event is not None and is_outgoing(event):
+        # Outgoing types we do not report (a connected account's `payout.created`, `transfer.updated`) are ignored.
+        return "outgoing" if event_type in OUTGOING_EVENTS else "ignored"
     if event_type in PAYMENT_INTENT_EVENTS:
         return "payment"
     if event_type in CHARGE_EVENTS:
@@ -244,3 +278,49 @@ def settlement_items(balance_transactions: list[dict[str, Any]]) -> list[Settlem
         intent = object_id(source.get("payment_intent"), "pi_") if isinstance(source, dict) else None
         items.append(SettlementItem(charge_id, intent))
     return items
+
+
+def signed_from_minor_units(amount: Any, currency: Any) -> Amount:
+    """Like `from_minor_units`, for amounts Stripe signs (a refund's balance transaction is negative)."""
+    if isinstance(amount, bool) or not isinstance(amount, int):
+        raise Unroutable(f"amount must be an integer of minor units, got {amount!r}")
+    positive = from_minor_units(abs(amount), currency)
+    return Amount(-positive.value if amount < 0 else positive.value, positive.currency)
+
+
+@dataclass(frozen=True)
+class ListedTransaction:
+    """One balance transaction of a payout, read from Stripe's listing (amounts in major units, signed)."""
+
+    balance_transaction_id: str
+    type: str
+    amount: Amount
+    fee: Amount
+    net: Amount
+    payment_intent_id: str | None
+    source_id: str | None
+
+
+def payout_transactions(payout_id: str, balance_transactions: list[dict[str, Any]]) -> list[ListedTransaction]:
+    """What a payout carries: every balance transaction Stripe lists for it except the payout's own (type
+    `payout`, source the payout), so the nets add up to the payout's amount."""
+    listed = []
+    for transaction in balance_transactions:
+        source = transaction.get("source")
+        source_id = object_id(source, "")
+        if transaction.get("type") == "payout" and source_id == payout_id:
+            continue
+        currency = transaction.get("currency")
+        intent = source.get("payment_intent") if isinstance(source, dict) else None
+        listed.append(
+            ListedTransaction(
+                balance_transaction_id=str(transaction.get("id")),
+                type=str(transaction.get("type")),
+                amount=signed_from_minor_units(transaction.get("amount"), currency),
+                fee=signed_from_minor_units(transaction.get("fee") or 0, currency),
+                net=signed_from_minor_units(transaction.get("net"), currency),
+                payment_intent_id=object_id(intent, "pi_"),
+                source_id=source_id,
+            )
+        )
+    return listed

@@ -4,6 +4,8 @@ A payout webhook only says "payout po_... was paid"; which payments it carried i
 payout's balance transactions through the Stripe API. That call can be slow or fail, so the webhook just
 queues a payout job and answers; this worker takes jobs (SKIP LOCKED, so several instances share them),
 calls Stripe with retries, and stages the settlement events in the same transaction that closes the job.
+The first job of a payout also stages `gateway.payout_listed` (the payout and all its balance transactions, for
+reconciliation), once per payout.
 """
 
 from __future__ import annotations
@@ -17,14 +19,20 @@ from typing import Any
 import stripe
 from prometheus_client import Counter
 from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from services.gateway_bridge import commands, domain
 from services.gateway_bridge.settings import GatewayBridgeSettings
-from services.gateway_bridge.storage import payment_intents, payout_jobs
+from services.gateway_bridge.storage import listed_payouts, payment_intents, payout_jobs
 from shared.contracts import Topic
-from shared.contracts.events import GatewaySettlementStatusChanged, Money
+from shared.contracts.events import (
+    GatewayPayoutListed,
+    GatewaySettlementStatusChanged,
+    Money,
+    PayoutBalanceTransaction,
+)
 from shared.money import quantize
 from shared.outbox import stage
 
@@ -119,6 +127,74 @@ async def settle_payout(session: AsyncSession, job: Any, balance_transactions: l
     return published
 
 
+def _money(amount: domain.Amount) -> Money:
+    return Money(amount=amount.value, currency=amount.currency)
+
+
+async def list_payout(session: AsyncSession, job: Any, balance_transactions: list[dict[str, Any]]) -> bool:
+    """Stage `gateway.payout_listed` for the job's payout unless one already was; True if staged.
+
+    Once per payout, whichever of its jobs (created, paid, failed, a redelivery under a new event id, a re-run)
+    gets here first: the `listed_payouts` row commits with the event, and the envelope id is the payout's.
+    """
+    if job.amount is None or job.currency is None or job.arrival_date is None:
+        log.warning("payout not listed: its webhook lacked amount or arrival date", extra={"payout_id": job.payout_id})
+        return False
+    try:
+        transactions = domain.payout_transactions(job.payout_id, balance_transactions)
+    except domain.Unroutable as exc:
+        event = {"id": job.event_id, "type": f"payout.{job.payout_status}", "data": {"object": {"id": job.payout_id}}}
+        reason = f"payout {job.payout_id} not listed: a balance transaction is unreadable: {exc}"
+        await commands.dead_letter(session, event, reason, subject=job.payout_id, key=f"payout_listed/{job.event_id}")
+        return False
+    first = (
+        await session.execute(
+            pg_insert(listed_payouts)
+            .values(payout_id=job.payout_id, event_id=job.event_id)
+            .on_conflict_do_nothing(index_elements=["payout_id"])
+            .returning(listed_payouts.c.payout_id)
+        )
+    ).first()
+    if first is None:
+        return False
+    intents = {t.payment_intent_id for t in transactions if t.payment_intent_id}
+    accounts = dict(
+        (
+            await session.execute(
+                select(payment_intents.c.payment_intent_id, payment_intents.c.account_number).where(
+                    payment_intents.c.payment_intent_id.in_(intents)
+                )
+            )
+        ).all()
+    )
+    data = GatewayPayoutListed(
+        payout_id=job.payout_id,
+        amount=Money(amount=quantize(job.amount, job.currency), currency=job.currency),
+        arrival_date=job.arrival_date,
+        status=job.stripe_status or job.payout_status,
+        balance_transactions=[
+            PayoutBalanceTransaction(
+                balance_transaction_id=t.balance_transaction_id,
+                type=t.type,
+                amount=_money(t.amount),
+                fee=_money(t.fee),
+                net=_money(t.net),
+                payment_intent_id=t.payment_intent_id,
+                source_id=t.source_id,
+                account_number=accounts.get(t.payment_intent_id) if t.payment_intent_id else None,
+            )
+            for t in transactions
+        ],
+        listed_at=datetime.now(UTC),
+    )
+    await stage(
+        session,
+        Topic.GATEWAY_EVENTS,
+        commands.gateway_envelope("gateway.payout_listed", job.payout_id, data, key=f"payout_listed/{job.payout_id}"),
+    )
+    return True
+
+
 class SettlementWorker:
     def __init__(
         self,
@@ -198,6 +274,7 @@ class SettlementWorker:
                 await session.execute(update(payout_jobs).where(payout_jobs.c.id == job.id).values(values))
             else:
                 await settle_payout(session, job, transactions)
+                await list_payout(session, job, transactions)
                 await session.execute(
                     update(payout_jobs)
                     .where(payout_jobs.c.id == job.id)

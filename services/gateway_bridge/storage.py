@@ -6,6 +6,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Date,
     DateTime,
     Index,
     Integer,
@@ -74,9 +75,23 @@ payout_jobs = Table(
     Column("payout_id", String(255), nullable=False),
     Column("payout_status", String(20), nullable=False),
     Column("occurred_at", DateTime(timezone=True), nullable=False),
+    # The payout as the webhook described it, for `gateway.payout_listed` (null on jobs queued before 0003).
+    Column("amount", Numeric(14, 3)),
+    Column("currency", String(3)),
+    Column("arrival_date", Date),
+    Column("stripe_status", String(30)),
     Column("attempts", Integer, nullable=False, server_default=text("0")),
     Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("last_error", Text),
     Column("done_at", DateTime(timezone=True)),
     Index(None, "next_attempt_at", postgresql_where=text("done_at IS NULL")),
+)
+
+# Payouts already announced as `gateway.payout_listed`: one event per payout, whichever of its jobs lists it first.
+listed_payouts = Table(
+    "listed_payouts",
+    metadata,
+    Column("payout_id", String(255), primary_key=True),
+    Column("event_id", String(255), nullable=False),
+    Column("listed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )

@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -20,7 +21,7 @@ from sqlalchemy import func, select
 from services.gateway_bridge.app import GatewayBridge, create_service
 from services.gateway_bridge.commands import IGNORED
 from services.gateway_bridge.settings import GatewayBridgeSettings
-from services.gateway_bridge.storage import payment_intents, payout_jobs, plumbing, webhook_events
+from services.gateway_bridge.storage import listed_payouts, payment_intents, payout_jobs, plumbing, webhook_events
 from shared.contracts import Topic, dlq
 from tests.conftest import Infra
 from tests.support import stripe_fake as sf
@@ -389,3 +390,98 @@ class TestSettlement:
         async with bridge.service.sessions() as session:
             job = (await session.execute(select(payout_jobs).where(payout_jobs.c.event_id == event["id"]))).one()
         assert job.done_at is not None and job.attempts == 1
+
+
+class TestPayoutListing:
+    async def test_a_paid_payout_is_listed_once_with_nets_summing_to_its_amount(self, bridge: Bridge, infra: Infra):
+        account = unique_account()
+        intents = [sf.new_id("pi") for _ in range(2)]
+        for intent, amount in zip(intents, (14550, 20000), strict=True):
+            event = sf.payment_intent_event("payment_intent.succeeded", intent, sf.metadata(account), amount=amount)
+            await bridge.post(event)
+        payout = sf.new_id("po")
+        bridge.api.payouts[payout] = list(zip(intents, (14550, 20000), strict=True))
+        net = sf.payout_net(bridge.api.payouts[payout])
+        paid = sf.payout_event("payout.paid", payout, amount=net)
+        assert (await bridge.post(paid)).json()["outcome"] == "payout_pending"
+
+        [listed] = await wait_for_events(infra, payout, 1)
+        assert listed["type"] == "gateway.payout_listed" and listed["subject"] == payout
+        data = listed["data"]
+        assert (data["payout_id"], data["status"]) == (payout, "paid")
+        assert data["amount"] == {"amount": f"{net / 100:.2f}", "currency": "USD"}
+        transactions = data["balance_transactions"]
+        assert [t["type"] for t in transactions] == ["charge", "charge"], "the payout's own transaction is left out"
+        assert sum(Decimal(t["net"]["amount"]) for t in transactions) == Decimal(data["amount"]["amount"])
+        assert {t["payment_intent_id"] for t in transactions} == set(intents)
+        assert {t["account_number"] for t in transactions} == {account}
+        assert [(t["amount"]["amount"], t["fee"]["amount"]) for t in transactions] == [
+            ("145.50", "4.52"),
+            ("200.00", "6.10"),
+        ]
+
+        # Stripe redelivers the event, and a second payout event (another job) lists the same payout again.
+        assert (await bridge.post(paid)).json()["outcome"] == "duplicate"
+        again = sf.payout_event("payout.paid", payout, amount=net)
+        await bridge.post(again)
+        await wait_for_events(infra, account, 6)  # 2 payments + 2 settlements per job: the second job ran
+
+        async def second_job_done() -> bool:
+            async with bridge.service.sessions() as session:
+                job = (await session.execute(select(payout_jobs).where(payout_jobs.c.event_id == again["id"]))).one()
+            return job.done_at is not None
+
+        await eventually(second_job_done, within=60)
+        assert [e["type"] for e in await gateway_events(infra, payout)] == ["gateway.payout_listed"]
+        async with bridge.service.sessions() as session:
+            rows = (await session.execute(select(listed_payouts).where(listed_payouts.c.payout_id == payout))).all()
+        assert [r.event_id for r in rows] == [paid["id"]]
+
+
+class TestOutgoingPayouts:
+    async def test_a_connect_transfer_and_payout_with_our_metadata_become_payout_status_changes(
+        self, bridge: Bridge, infra: Infra
+    ):
+        ours = f"PO-{unique_account()}"
+        connected = sf.new_id("acct")
+        transfer = sf.new_id("tr")
+        created = sf.transfer_event("transfer.created", transfer, connected, meta={"paydesk_payout_id": ours})
+        assert (await bridge.post(created)).json()["outcome"] == "published"
+        payout = sf.new_id("po")
+        paid = sf.payout_event("payout.paid", payout, amount=25000, account=connected, meta={"paydesk_payout_id": ours})
+        assert (await bridge.post(paid)).json()["outcome"] == "published"
+        assert (await bridge.post(paid)).json()["outcome"] == "duplicate"
+
+        first, second = await wait_for_events(infra, ours, 2)
+        assert {first["type"], second["type"]} == {"gateway.payout_status_changed"}
+        assert (first["data"]["event_type"], first["data"]["object_type"], first["data"]["object_id"]) == (
+            "transfer.created",
+            "transfer",
+            transfer,
+        )
+        assert (second["data"]["event_type"], second["data"]["object_type"], second["data"]["object_id"]) == (
+            "payout.paid",
+            "payout",
+            payout,
+        )
+        for published, event in ((first, created), (second, paid)):
+            assert published["data"]["gateway_event_id"] == event["id"]
+            assert published["data"]["paydesk_payout_id"] == ours
+            assert published["data"]["connected_account"] == connected
+            assert published["data"]["amount"] == {"amount": "250.00", "currency": "USD"}
+        # A connected account's payout is not the utility's: no settlement job, no balance-transaction look-up.
+        async with bridge.service.sessions() as session:
+            jobs = (await session.execute(select(payout_jobs).where(payout_jobs.c.payout_id == payout))).all()
+        assert jobs == []
+        assert all(r.get("payout") != payout for r in bridge.api.requests)
+
+    async def test_a_failed_connect_payout_carries_stripes_failure(self, bridge: Bridge, infra: Infra):
+        connected = sf.new_id("acct")
+        payout = sf.new_id("po")
+        failed = sf.payout_event("payout.failed", payout, account=connected)
+        assert (await bridge.post(failed)).json()["outcome"] == "published"
+        [published] = await wait_for_events(infra, payout, 1)
+        data = published["data"]
+        assert (data["paydesk_payout_id"], data["connected_account"]) == (None, connected)
+        assert data["failure_code"] == "account_closed"
+        assert data["failure_message"] == "The bank account has been closed."

@@ -166,21 +166,60 @@ def dispute_event(
     return event("charge.dispute.created", dispute, **kw)
 
 
-def payout_event(event_type: str, payout_id: str, **kw: Any) -> dict[str, Any]:
+def payout_event(
+    event_type: str,
+    payout_id: str,
+    *,
+    amount: int = 100000,
+    account: str | None = None,
+    meta: dict[str, str] | None = None,
+    **kw: Any,
+) -> dict[str, Any]:
+    """A payout webhook; `account` makes it a Connect event (a connected account's payout)."""
     status = event_type.split(".", 1)[1]
     payout = {
         "id": payout_id,
         "object": "payout",
-        "amount": 100000,
+        "amount": amount,
         "arrival_date": int(time.time()) + 86400,
         "automatic": True,
         "currency": "usd",
         "destination": new_id("ba"),
         "method": "standard",
-        "status": {"created": "pending", "paid": "paid", "failed": "failed"}[status],
+        "failure_code": "account_closed" if status == "failed" else None,
+        "failure_message": "The bank account has been closed." if status == "failed" else None,
+        "metadata": meta or {},
+        "status": {"created": "pending", "paid": "paid", "failed": "failed", "canceled": "canceled"}[status],
         "type": "bank_account",
     }
-    return event(event_type, payout, **kw)
+    made = event(event_type, payout, **kw)
+    if account is not None:
+        made["account"] = account
+    return made
+
+
+def transfer_event(
+    event_type: str, transfer_id: str, destination: str, *, amount: int = 25000, meta: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """A transfer of the platform's money to a connected account (`transfer.created`, `transfer.reversed`)."""
+    transfer = {
+        "id": transfer_id,
+        "object": "transfer",
+        "amount": amount,
+        "amount_reversed": amount if event_type == "transfer.reversed" else 0,
+        "created": int(time.time()),
+        "currency": "usd",
+        "destination": destination,
+        "destination_payment": new_id("py"),
+        "metadata": meta or {},
+        "reversed": event_type == "transfer.reversed",
+    }
+    return event(event_type, transfer)
+
+
+def payout_net(intents: list[tuple[str, int]]) -> int:
+    """What `balance_transactions` nets for these charges: the amount of their payout."""
+    return sum(amount - (round(amount * 0.029) + 30) for _, amount in intents)
 
 
 def balance_transactions(payout_id: str, intents: list[tuple[str, int]], *, expanded: bool) -> list[dict[str, Any]]:

@@ -82,6 +82,65 @@ class TestEventKinds:
     def test_each_stripe_event_type_has_one_kind(self, event_type: str, kind: str) -> None:
         assert domain.event_kind(event_type) == kind
 
+    @pytest.mark.parametrize(
+        ("event", "kind"),
+        [
+            ({"type": "payout.paid", "data": {"object": {"id": "po_1", "metadata": {}}}}, "payout"),
+            ({"type": "payout.paid", "account": "acct_1", "data": {"object": {"id": "po_1"}}}, "outgoing"),
+            ({"type": "payout.created", "account": "acct_1", "data": {"object": {"id": "po_1"}}}, "ignored"),
+            ({"type": "payout.canceled", "data": {"object": {"id": "po_1"}}}, "ignored"),
+            (
+                {"type": "payout.failed", "data": {"object": {"id": "po_1", "metadata": {"paydesk_payout_id": "P"}}}},
+                "outgoing",
+            ),
+            ({"type": "transfer.created", "data": {"object": {"id": "tr_1"}}}, "outgoing"),
+            ({"type": "transfer.reversed", "data": {"object": {"id": "tr_1"}}}, "outgoing"),
+            ({"type": "transfer.updated", "data": {"object": {"id": "tr_1"}}}, "ignored"),
+        ],
+    )
+    def test_money_going_out_is_told_from_the_utilitys_own_payouts(self, event: dict[str, Any], kind: str) -> None:
+        assert domain.event_kind(event["type"], event) == kind
+
+    def test_a_payouts_listing_leaves_out_its_own_transaction_and_nets_to_its_amount(self) -> None:
+        rows = [
+            {
+                "id": "txn_1",
+                "type": "charge",
+                "amount": 10000,
+                "fee": 320,
+                "net": 9680,
+                "currency": "usd",
+                "source": {"id": "ch_1", "payment_intent": "pi_1"},
+            },
+            {
+                "id": "txn_2",
+                "type": "refund",
+                "amount": -2000,
+                "fee": 0,
+                "net": -2000,
+                "currency": "usd",
+                "source": "re_1",
+            },
+            {
+                "id": "txn_3",
+                "type": "payout",
+                "amount": -7680,
+                "fee": 0,
+                "net": -7680,
+                "currency": "usd",
+                "source": "po_1",
+            },
+        ]
+        listed = domain.payout_transactions("po_1", rows)
+        assert [t.balance_transaction_id for t in listed] == ["txn_1", "txn_2"]
+        assert sum(t.net.value for t in listed) == Decimal("76.80")
+        assert (listed[0].payment_intent_id, listed[0].source_id, listed[0].fee.value) == (
+            "pi_1",
+            "ch_1",
+            Decimal("3.20"),
+        )
+        assert (listed[1].amount.value, listed[1].payment_intent_id) == (Decimal("-20.00"), None)
+
     def test_a_full_refund_and_a_partial_refund_differ(self) -> None:
         assert domain.charge_status("charge.refunded", {"refunded": True}) == "refunded"
         assert domain.charge_status("charge.refunded", {"refunded": False}) == "partially_refunded"
