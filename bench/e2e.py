@@ -445,7 +445,8 @@ def stage_rows(tracker: Tracker, phases: dict[str, dict[str, Any]], pgbench_tps:
             ratio = f"{per_s / pgbench_tps:.3f}" if per_s and pgbench_tps else "-"
             rows.append([f"{path}: {label}", number(len(stamps)), number(per_s), ratio])
 
-        stage("accepted", [p.accepted for p in accepted if p.accepted is not None])
+        label = "accepted (201)" if path == "http" else "published on Kafka"
+        stage(label, [p.accepted for p in accepted if p.accepted is not None])
         stage("posted", [p.posted for p in accepted if p.posted is not None])
         stage("receipt rendered", [p.receipt for p in accepted if p.receipt is not None])
         stage("credit note (overpaid)", [p.credit_note for p in accepted if p.credit_note is not None])
