@@ -300,3 +300,8 @@ class Summary:
 
 def window_end(origin: date, days: int) -> date:
     return origin + timedelta(days=days)
+
+
+def past_window(origin: date, window_days: int, today: date) -> bool:
+    """An expected item is missing once `today` is after its last day at the bank (T+N); on that day it is not."""
+    return today > window_end(origin, window_days)
