@@ -193,6 +193,10 @@ async def _store_statement(
         from_date=statement.from_date,
         to_date=statement.to_date,
         line_count=len(statement.lines),
+        lines_total=Money(
+            amount=sum((abs(line.amount or Decimal(0)) for line in statement.lines), Decimal(0)),
+            currency=statement.currency,
+        ),
         imported_by=actor,
         imported_at=now,
     )
