@@ -104,6 +104,24 @@ def router(service: Service, settings: KpiSettings, alerts: Alerts) -> APIRouter
             )
         return views.trends(trend)
 
+    @kpi.get("/kpi/reconciliation")
+    async def reconciliation_summary(
+        actor: Reader,
+        day: Annotated[date | None, Query(description="The day to read the summary at; today if absent.")] = None,
+        currency: Currency = None,
+    ) -> dict[str, Any]:
+        """The daily reconciliation summary: matched %, open exceptions by age, the amount still unreconciled."""
+        now = datetime.now(UTC)
+        async with service.sessions() as session:
+            found = await queries.reconciliation_summary(
+                session,
+                day or domain.local_day(now, settings.zone),
+                currency=currency_or_default(currency),
+                time_zone=settings.zone,
+                now=now,
+            )
+        return views.reconciliation_summary(found)
+
     @kpi.get("/kpi/drilldown")
     async def drilldown(
         actor: Reader,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.kpi import api, lag_gauges, projections
+from services.kpi import api, lag_gauges, projections, reconciliation
 from services.kpi.alerts import Alerts
 from services.kpi.settings import KpiSettings
 from services.kpi.storage import plumbing
@@ -18,6 +18,7 @@ def create_service(settings: KpiSettings | None = None) -> Service:
         # Every payment moves the KPIs: its partitions are applied in parallel by several members of one group.
         members = settings.payment_consumers if subscription.topic is Topic.PAYMENTS_EVENTS else 1
         service.subscribe(*[subscription] * members)
+    service.subscribe(*reconciliation.subscriptions(settings.zone))  # the daily reconciliation summary
     service.publishes(Topic.KPI_ALERTS, ["alert.raised"])
     service.publishes(Topic.ANALYTICS_EVENTS, ["usage.tracked"])
     lag_gauges.expose(service)  # consumer lag per group and partition on /metrics

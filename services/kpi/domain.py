@@ -157,3 +157,52 @@ def validate_rule(metric: Metric, comparison: Comparison, threshold: Decimal) ->
 def should_raise(was_breached: bool, breached_now: bool) -> bool:
     """Raise once per crossing: only when the value moves from the right side of the threshold to the wrong one."""
     return breached_now and not was_breached
+
+
+# --- the daily reconciliation summary (from reconciliation.events.v1) ---
+
+# The exception queue's age columns, as reconciliation shows them.
+EXCEPTION_AGE_BUCKETS: tuple[tuple[str, int], ...] = (("0-1d", 1), ("2-7d", 7), ("8-30d", 30))
+
+
+def exception_age_bucket(raised_at: datetime, at: datetime) -> str:
+    days = (at - raised_at).days
+    for name, limit in EXCEPTION_AGE_BUCKETS:
+        if days <= limit:
+            return name
+    return ">30d"
+
+
+def statement_line_count(line_ids: list[str]) -> int:
+    """How many of these bank lines came in imported statements (what `statement.imported` counted): a line a
+    bank pushed (`PL-...`) and a part of a split line (`<line>/<n>`; the split counts its line) are not."""
+    return sum(1 for line_id in line_ids if not line_id.startswith("PL-") and "/" not in line_id)
+
+
+@dataclass(frozen=True)
+class ReconciliationDay:
+    """Where reconciliation stands at the end of a day: every imported line so far, how many are reconciled
+    (matched, recognised as fees, split or ignored), the amount still to reconcile, and the open exceptions."""
+
+    day: date
+    currency: str
+    lines: int
+    lines_reconciled: int
+    amount_imported: Decimal
+    amount_reconciled: Decimal
+    exceptions_by_age: dict[str, int]
+    lines_imported_that_day: int = 0
+    lines_reconciled_that_day: int = 0
+    exceptions_raised_that_day: int = 0
+    exceptions_resolved_that_day: int = 0
+
+    @property
+    def matched_percent(self) -> Decimal:
+        """One decimal, like reconciliation's own summary; 100 when there is nothing to reconcile."""
+        if not self.lines:
+            return Decimal("100.0")
+        return (Decimal(self.lines_reconciled) * HUNDRED / Decimal(self.lines)).quantize(Decimal("0.1"))
+
+    @property
+    def amount_unreconciled(self) -> Decimal:
+        return self.amount_imported - self.amount_reconciled

@@ -22,6 +22,8 @@ from services.kpi.storage import (
     daily_events,
     daily_receipts,
     payments,
+    reconciliation_days,
+    reconciliation_exceptions,
     verification_backlog,
 )
 from shared.money import quantize
@@ -301,3 +303,47 @@ async def recently_raised(session: AsyncSession, *, recent: int = 20) -> Sequenc
             .limit(recent)
         )
     ).all()
+
+
+async def reconciliation_summary(
+    session: AsyncSession, day: date, *, currency: str, time_zone: ZoneInfo, now: datetime
+) -> domain.ReconciliationDay:
+    """Reconciliation as it stood at the end of `day` (or now, for today): from the per-day rows and the
+    exceptions' raise and resolve times, so a past day reads the same tomorrow."""
+    end = min(datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=time_zone), now)
+    start = datetime.combine(day, datetime.min.time(), tzinfo=time_zone)
+    d = reconciliation_days.c
+    totals = (
+        await session.execute(
+            select(
+                func.coalesce(func.sum(d.lines_imported), 0),
+                func.coalesce(func.sum(d.lines_reconciled), 0),
+                func.coalesce(func.sum(d.amount_imported), 0),
+                func.coalesce(func.sum(d.amount_reconciled), 0),
+                func.coalesce(func.sum(d.lines_imported).filter(d.day == day), 0),
+                func.coalesce(func.sum(d.lines_reconciled).filter(d.day == day), 0),
+            ).where(d.currency == currency, d.day <= day)
+        )
+    ).one()
+    e = reconciliation_exceptions.c
+    rows = (
+        await session.execute(select(e.raised_at, e.resolved_at).where(e.currency == currency, e.raised_at < end))
+    ).all()
+    ages: dict[str, int] = {}
+    for raised_at, resolved_at in rows:
+        if resolved_at is None or resolved_at >= end:
+            bucket = domain.exception_age_bucket(raised_at, end)
+            ages[bucket] = ages.get(bucket, 0) + 1
+    return domain.ReconciliationDay(
+        day=day,
+        currency=currency,
+        lines=int(totals[0]),
+        lines_reconciled=int(totals[1]),
+        amount_imported=quantize(Decimal(totals[2]), currency),
+        amount_reconciled=quantize(Decimal(totals[3]), currency),
+        exceptions_by_age=ages,
+        lines_imported_that_day=int(totals[4]),
+        lines_reconciled_that_day=int(totals[5]),
+        exceptions_raised_that_day=sum(1 for r in rows if r.raised_at >= start),
+        exceptions_resolved_that_day=sum(1 for r in rows if r.resolved_at is not None and start <= r.resolved_at < end),
+    )

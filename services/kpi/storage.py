@@ -159,6 +159,33 @@ alert_states = Table(
     Index("ix_kpi_alert_states_last_raised_at", "last_raised_at"),
 )
 
+# The daily reconciliation summary, from reconciliation's events: per local day, the bank lines imported and
+# reconciled (counts and absolute amounts), and each exception with when it was raised and resolved (for ageing).
+reconciliation_days = Table(
+    "reconciliation_days",
+    metadata,
+    Column("day", Date, primary_key=True),
+    Column("currency", String(3), primary_key=True),
+    Column("lines_imported", Integer, nullable=False, server_default="0"),
+    Column("amount_imported", Numeric(16, 2), nullable=False, server_default="0"),
+    Column("lines_reconciled", Integer, nullable=False, server_default="0"),
+    Column("amount_reconciled", Numeric(16, 2), nullable=False, server_default="0"),
+)
+
+reconciliation_exceptions = Table(
+    "reconciliation_exceptions",
+    metadata,
+    Column("exception_id", String(40), primary_key=True),
+    Column("kind", String(30), nullable=False),
+    Column("subject", String(160), nullable=False),
+    Column("amount", Numeric(16, 2), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("raised_at", DateTime(timezone=True), nullable=False),
+    Column("resolved_at", DateTime(timezone=True)),
+    Column("resolution", String(30)),
+    Index("ix_kpi_reconciliation_exceptions_open", "currency", "raised_at", "resolved_at"),
+)
+
 # Every table the rebuild recomputes from the topics (alert rules and states are configuration, not aggregates).
 AGGREGATES = (
     daily_collections,

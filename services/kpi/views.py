@@ -167,3 +167,24 @@ def alerts(rules: Sequence[Row[Any]], raised: Sequence[Row[Any]]) -> dict[str, A
             for r in raised
         ],
     }
+
+
+def reconciliation_summary(found: domain.ReconciliationDay) -> dict[str, Any]:
+    return {
+        "day": found.day.isoformat(),
+        "currency": found.currency,
+        "matched_percent": str(found.matched_percent),
+        "lines": found.lines,
+        "lines_reconciled": found.lines_reconciled,
+        "amount_unreconciled": str(found.amount_unreconciled),
+        "open_exceptions": sum(found.exceptions_by_age.values()),
+        "exceptions_by_age": {
+            name: found.exceptions_by_age.get(name, 0) for name in [*dict(domain.EXCEPTION_AGE_BUCKETS), ">30d"]
+        },
+        "that_day": {
+            "lines_imported": found.lines_imported_that_day,
+            "lines_reconciled": found.lines_reconciled_that_day,
+            "exceptions_raised": found.exceptions_raised_that_day,
+            "exceptions_resolved": found.exceptions_resolved_that_day,
+        },
+    }

@@ -244,8 +244,11 @@ _STATUS_RANK = {
 # Money that went back is not going to be settled: the settlement status says N/A from then on.
 NOT_SETTLED = "N/A"
 MONEY_WENT_BACK = frozenset({PaymentStatus.REFUNDED, PaymentStatus.CHARGED_BACK, PaymentStatus.CANCELLED})
-# A payout reported paid can still fail later (the bank returns it), so Failed is the last word.
-_SETTLEMENT_RANK = {"N/A": 0, "In Progress": 1, "Success": 2, "Failed": 3}
+# A payout reported paid can still fail later (the bank returns it), so Failed outranks Success. Settled is
+# reconciliation's word: the money is on our bank statement. It outranks Failed too: Stripe puts a failed payout's
+# money back in the balance and pays it out again, and once our bank shows it nothing moves it back.
+SETTLED = "Settled"
+_SETTLEMENT_RANK = {"N/A": 0, "In Progress": 1, "Success": 2, "Failed": 3, SETTLED: 4}
 
 
 def online_status(gateway_status: str) -> PaymentStatus:

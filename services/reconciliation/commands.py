@@ -193,6 +193,10 @@ async def _store_statement(
         from_date=statement.from_date,
         to_date=statement.to_date,
         line_count=len(statement.lines),
+        lines_total=Money(
+            amount=sum((abs(line.amount or Decimal(0)) for line in statement.lines), Decimal(0)),
+            currency=statement.currency,
+        ),
         imported_by=actor,
         imported_at=now,
     )
@@ -336,25 +340,32 @@ async def run_reconciliation(
             f"bank line {line.bank_reference or line_id} of {line.booking_date} matches nothing expected",
             now=now,
         )
-    # A deposit or a payout is missing as a whole: one exception per group, not one per payment in it.
+    missing_groups = await raise_missing(session, [items_by_id[i] for i in missing], now=now)
+    return RunSummary(len(result.matches), len(expected), len(excepted), missing_groups)
+
+
+async def raise_missing(session: AsyncSession, rows: list[Any], *, now: datetime) -> int:
+    """Exceptions for expected items past their window. A deposit or a payout is missing as a whole: one
+    exception per group, not one per payment in it. Returns how many subjects that is (open ones included)."""
     missing_subjects: dict[str, list[Any]] = {}
-    for item_id in missing:
-        row = items_by_id[item_id]
-        missing_subjects.setdefault(f"group:{row.group_key}" if row.group_key else f"item:{item_id}", []).append(row)
-    for subject, rows in missing_subjects.items():
-        total = sum((r.amount for r in rows), Decimal(0))
-        last = max(r.origin_date for r in rows)
+    for row in rows:
+        missing_subjects.setdefault(f"group:{row.group_key}" if row.group_key else f"item:{row.item_id}", []).append(
+            row
+        )
+    for subject, group in missing_subjects.items():
+        total = sum((r.amount for r in group), Decimal(0))
+        last = max(r.origin_date for r in group)
         await raise_exception(
             session,
             ExceptionKind.MISSING_DEPOSIT,
             subject,
             total,
-            rows[0].currency,
-            f"{subject.split(':', 1)[1]} ({len(rows)} item(s), {total}) has not reached the bank by {last} + "
-            f"{rows[0].window_days} day(s)",
+            group[0].currency,
+            f"{subject.split(':', 1)[1]} ({len(group)} item(s), {total}) has not reached the bank by {last} + "
+            f"{group[0].window_days} day(s)",
             now=now,
         )
-    return RunSummary(len(result.matches), len(expected), len(excepted), len(missing_subjects))
+    return len(missing_subjects)
 
 
 async def _set_status(session: AsyncSession, table: str, key: str, ids: list[str], status: str) -> None:

@@ -80,6 +80,8 @@ class Statement:
     lines: tuple[StatementLine, ...]
     opening_source_line: int = 0
     closing_source_line: int = 0
+    # Statements of an account follow each other (one opens where the last closed); notifications do not.
+    chained: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +174,7 @@ def validate_chain(statements: list[Statement]) -> list[Problem]:
     """Consecutive statements of one account in one file: each opens where the previous one closed."""
     problems = []
     by_account: dict[str, list[Statement]] = {}
-    for statement in statements:
+    for statement in (s for s in statements if s.chained):
         by_account.setdefault(statement.account, []).append(statement)
     for chain in by_account.values():
         for before, after in itertools.pairwise(chain):
@@ -300,3 +302,8 @@ class Summary:
 
 def window_end(origin: date, days: int) -> date:
     return origin + timedelta(days=days)
+
+
+def past_window(origin: date, window_days: int, today: date) -> bool:
+    """An expected item is missing once `today` is after its last day at the bank (T+N); on that day it is not."""
+    return today > window_end(origin, window_days)

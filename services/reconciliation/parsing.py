@@ -1,5 +1,6 @@
 """Bank files into `Statement`s, through well-kept parsers from PyPI: pycamt (camt.053), bai2 (BAI2), mt-940
-(MT940); CSV (the standard library) and XLSX (openpyxl) through a saved column mapping.
+(MT940); CSV (the standard library) and XLSX (openpyxl) through a saved column mapping; camt.054, which no
+well-kept parser reads, through our small `camt054` module.
 
 The libraries give fields; this module adds only what they do not: signs, exact decimals, and where in the file
 each line is (lxml's source lines for camt, record positions for BAI2, `:61:` positions for MT940), so a
@@ -27,6 +28,7 @@ from bai2.parsers import Bai2FileParser
 from lxml import etree
 from pycamt.parser import Camt053ParseError, Camt053Parser
 
+from services.reconciliation.camt054 import parse_camt054
 from services.reconciliation.domain import Problem, Statement, StatementInvalid, StatementLine
 
 CENT = Decimal("0.01")
@@ -34,6 +36,7 @@ CENT = Decimal("0.01")
 
 class FileFormat(StrEnum):
     CAMT053 = "camt.053"
+    CAMT054 = "camt.054"
     BAI2 = "bai2"
     MT940 = "mt940"
     CSV = "csv"
@@ -44,9 +47,11 @@ def detect_format(content: bytes, filename: str) -> FileFormat:
     """By content first (banks name files oddly), by extension for spreadsheets."""
     head = content[:2048].lstrip(b"\xef\xbb\xbf \t\r\n")
     if head.startswith(b"<"):
-        if b"camt.054" in head or b"camt.052" in head:
+        if b"camt.054" in head:
+            return FileFormat.CAMT054
+        if b"camt.052" in head:
             raise StatementInvalid(
-                [Problem(1, "format", "camt.054/camt.052 notifications are not supported yet: send the camt.053")]
+                [Problem(1, "format", "camt.052 intraday reports are not supported: send the camt.053 or camt.054")]
             )
         return FileFormat.CAMT053
     if head.startswith(b"01,"):
@@ -57,7 +62,7 @@ def detect_format(content: bytes, filename: str) -> FileFormat:
         return FileFormat.XLSX
     if filename.lower().endswith((".csv", ".txt")):
         return FileFormat.CSV
-    raise StatementInvalid([Problem(1, "format", "not a camt.053, BAI2, MT940, CSV or XLSX file")])
+    raise StatementInvalid([Problem(1, "format", "not a camt.053, camt.054, BAI2, MT940, CSV or XLSX file")])
 
 
 def _decimal(text: Any) -> Decimal | None:
@@ -478,6 +483,8 @@ def parse_file(
     kind = detect_format(content, filename)
     if kind is FileFormat.CAMT053:
         return kind, parse_camt053(content)
+    if kind is FileFormat.CAMT054:
+        return kind, parse_camt054(content)
     if kind is FileFormat.BAI2:
         return kind, parse_bai2(content)
     if kind is FileFormat.MT940:

@@ -61,4 +61,7 @@ class ReconciliationSettings(ServiceSettings):
     )
     currency: str = Field(default="USD", min_length=3, max_length=3)
     timezone: str = "UTC"
+    missing_check_seconds: float = Field(
+        default=900, gt=0, description="How often expected items past their window are turned into exceptions."
+    )
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)

@@ -435,6 +435,9 @@ class StatementImported(Contract):
     from_date: date | None = None
     to_date: date | None = None
     line_count: int
+    lines_total: Money | None = Field(
+        default=None, description="The lines' absolute amounts added up: what there is to reconcile (kpi)."
+    )
     imported_by: str
     imported_at: AwareDatetime
 

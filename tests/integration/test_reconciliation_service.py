@@ -135,6 +135,50 @@ async def test_a_multi_day_camt053_is_matched_deposit_transfers_fee_and_payout(r
     assert settled["settlement_status"] == "Settled"
 
 
+async def test_a_camt054_notification_is_imported_and_its_transfers_matched_by_reference(recon: Recon) -> None:
+    """camt.054 through the real import path: the batch booking's details, a structured reference and a second
+    notification each meet their transfer; the bank's charge is recognised; the same file again changes nothing."""
+    transfers = [
+        counter_payment(
+            "A-54",
+            receipt_number=f"R-N54-{n}",
+            amount=amount,
+            due=amount,
+            item_reference=f"INV-2025-00540{n}",
+            method="Bank Transfer",
+            day=date(2025, 4, 9),
+        )
+        for n, amount in ((1, "80.00"), (2, "50.00"), (3, "40.10"), (4, "61.25"))
+    ]
+    await publish(recon.bootstrap, Topic.PAYMENTS_EVENTS, transfers)
+
+    async def expected() -> bool:
+        async with recon.service.sessions() as session:
+            found = await session.execute(select(func.count()).where(expected_items.c.payment_id.like("PAY-R-N54-%")))
+            return int(found.scalar_one()) == 4
+
+    await eventually(expected)
+    response = await recon.upload("notification.xml", fixture("camt054_notifications.xml"))
+    assert response.status_code == 201, response.text
+    first_id, second_id = response.json()["statement_ids"]
+    lines = {}
+    for statement_id in (first_id, second_id):
+        shown = (await recon.client.get(f"/statements/{statement_id}", headers=recon.auth())).json()
+        lines |= {line["bank_reference"]: line for line in shown["lines"]}
+    assert {ref: (line["rule"], line["status"]) for ref, line in lines.items()} == {
+        "BK-N-0410-01-A": ("reference_exact", "matched"),
+        "BK-N-0410-01-B": ("reference_exact", "matched"),
+        "BK-N-0410-02": ("reference_exact", "matched"),
+        "BK-N-0410-03": (None, "excepted"),  # a reversal of a credit nobody here expected: a case for staff
+        "BK-N-0410-05": ("bank_fee", "matched"),
+        "BK-N-0410-06": ("reference_exact", "matched"),
+    }
+    settled = (await recon.client.get("/settlements/PAY-R-N54-3", headers=recon.auth())).json()
+    assert settled["settlement_status"] == "Settled"
+    again = await recon.upload("renamed.xml", fixture("camt054_notifications.xml"))
+    assert again.status_code == 200 and again.json()["already_imported"] is True
+
+
 async def _has(recon: Recon, group: str, count: int) -> bool:
     return len(await recon.items(group)) == count
 

@@ -78,6 +78,7 @@ async def test_a_day_is_reconciled_three_ways_a_till_closed_and_the_queue_worked
     # The counter: three cash payments taken by Tina Teller, with change given on one.
     cash = [("bill", f"INV-{account}-1", "145.50", "200.00"), ("service", f"SC-{account}-1", "75.00", "75.00")]
     cash.append(("service", f"SC-{account}-2", "25.00", "25.00"))
+    counter_ids: list[str] = []
     for payment_type, item, amount, received in cash:
         body = {
             "account_number": account,
@@ -90,6 +91,7 @@ async def test_a_day_is_reconciled_three_ways_a_till_closed_and_the_queue_worked
         }
         response = await pay.post("/payments", json=body, headers=TELLER | {"Idempotency-Key": uuid.uuid4().hex})
         assert response.status_code == 201, response.text
+        counter_ids.append(response.json()["payment_id"])
 
     # Online: 50 Stripe payments, posted by payments from the gateway's events.
     online = [(f"pi_walk_{n:02d}", D("1.00") + D(n).scaleb(-2)) for n in range(50)]
@@ -173,6 +175,17 @@ async def test_a_day_is_reconciled_three_ways_a_till_closed_and_the_queue_worked
     for event in events[:5] + events[-5:]:
         view = (await rec.get(f"/settlements/{event['payment_id']}", headers=TELLER)).json()
         assert view["settlement_status"] == "Settled" and view["channel"] == "Online"
+
+    # ... and payments, consuming those events, turns each of them Settled: the 50 online payments (In Progress
+    # before) and the 3 counter payments the deposit line carried.
+    async def settlement_in_payments() -> dict[str, str]:
+        found: dict[str, str] = {}
+        for payment_id in [str(e["payment_id"]) for e in events] + counter_ids:
+            detail = (await pay.get(f"/payments/{payment_id}", headers=MANAGER)).json()
+            found[payment_id] = detail["payment_information"]["settlement_status"]
+        return found if set(found.values()) == {"Settled"} else {}
+
+    assert len(await eventually(settlement_in_payments, within=120)) == 53
 
     # The till: 245.50 taken (200.00 received less 54.50 change on one), 235.50 counted.
     closed = await rec.post(

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -14,9 +15,11 @@ from services.kpi.domain import (
     AlertRule,
     Comparison,
     Metric,
+    ReconciliationDay,
     average_days,
     collection_rate,
     days_to_collect,
+    exception_age_bucket,
     hour_window,
     hour_window_label,
     local_day,
@@ -24,6 +27,7 @@ from services.kpi.domain import (
     percent_change,
     previous_period,
     should_raise,
+    statement_line_count,
     validate_rule,
 )
 from shared.contracts import counts_as_collected
@@ -223,3 +227,32 @@ class TestAlerts:
     def test_sensible_thresholds_are_accepted(self) -> None:
         validate_rule(Metric.COLLECTION_RATE, Comparison.BELOW, Decimal("90"))
         validate_rule(Metric.FAILED_ONLINE_PAYMENTS_PER_HOUR, Comparison.ABOVE, Decimal("10"))
+
+
+class TestReconciliationSummary:
+    """The daily reconciliation summary's rules (services/kpi/domain.py, fed by reconciliation's events)."""
+
+    def test_pushed_lines_and_split_parts_are_not_statement_lines(self) -> None:
+        assert statement_line_count(["STM-1-00001", "STM-1-00002"]) == 2
+        assert statement_line_count(["PL-abc", "STM-1-00003/1", "STM-1-00003/2"]) == 0
+
+    @pytest.mark.parametrize(
+        ("days", "bucket"),
+        [(0, "0-1d"), (1, "0-1d"), (2, "2-7d"), (7, "2-7d"), (8, "8-30d"), (30, "8-30d"), (31, ">30d")],
+    )
+    def test_exceptions_age_in_the_queue_s_buckets(self, days: int, bucket: str) -> None:
+        raised = datetime(2025, 4, 1, 9, tzinfo=UTC)
+        assert exception_age_bucket(raised, raised + timedelta(days=days, hours=3)) == bucket
+
+    @given(lines=st.integers(min_value=0, max_value=10**6), data=st.data())
+    def test_matched_percent_is_between_0_and_100_and_100_when_nothing_is_left(self, lines: int, data: Any) -> None:
+        reconciled = data.draw(st.integers(min_value=0, max_value=lines))
+        found = ReconciliationDay(date(2025, 4, 1), "USD", lines, reconciled, Decimal("10.00"), Decimal("4.00"), {})
+        assert Decimal(0) <= found.matched_percent <= Decimal(100)
+        if reconciled == lines:
+            assert found.matched_percent == Decimal("100.0")
+        elif reconciled == 0:
+            assert found.matched_percent == Decimal("0.0")
+        one_more = ReconciliationDay(date(2025, 4, 1), "USD", lines + 1, reconciled, Decimal(0), Decimal(0), {})
+        assert one_more.matched_percent <= found.matched_percent  # a new unmatched line never raises the share
+        assert found.amount_unreconciled == Decimal("6.00")

@@ -52,7 +52,7 @@ GATEWAY_ORDER = [
     PaymentStatus.DISPUTED,
     PaymentStatus.REFUNDED,
 ]
-SETTLEMENT_ORDER = ["N/A", "In Progress", "Success", "Failed"]
+SETTLEMENT_ORDER = ["N/A", "In Progress", "Success", "Failed", "Settled"]
 START = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 
 
@@ -627,7 +627,7 @@ class TestMovesForward:
 class TestSettlementMovesForward:
     @pytest.mark.parametrize("current", range(len(SETTLEMENT_ORDER)))
     @pytest.mark.parametrize("incoming", range(len(SETTLEMENT_ORDER)))
-    def test_na_in_progress_failed_success_is_the_order(self, current: int, incoming: int) -> None:
+    def test_na_in_progress_success_failed_settled_is_the_order(self, current: int, incoming: int) -> None:
         assert settlement_moves_forward(SETTLEMENT_ORDER[current], SETTLEMENT_ORDER[incoming]) is (incoming > current)
 
     @pytest.mark.parametrize("incoming", ["In Progress", "Failed", "Success"])
@@ -648,7 +648,13 @@ class TestSettlementMovesForward:
 
     @pytest.mark.parametrize("current", [None, *SETTLEMENT_ORDER])
     def test_an_unknown_settlement_word_never_moves_forward(self, current: str | None) -> None:
-        assert settlement_moves_forward(current, "Settled") is False
+        assert settlement_moves_forward(current, "Cleared") is False
+
+    @given(st.lists(st.sampled_from(SETTLEMENT_ORDER)))
+    def test_once_settled_a_payment_never_moves_backwards(self, later: list[str]) -> None:
+        words = ["In Progress", "Settled", *later]
+        final = reduce(lambda cur, new: new if settlement_moves_forward(cur, new) else cur, words, "N/A")
+        assert final == "Settled"
 
 
 class TestProcessingTime:

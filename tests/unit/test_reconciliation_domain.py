@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from services.reconciliation import domain
+from services.reconciliation import domain, matching
 from shared.errors import Rejected
 
 D = Decimal
@@ -46,3 +48,24 @@ def test_exceptions_age_into_buckets() -> None:
 def test_the_matched_share_of_an_empty_day_is_complete() -> None:
     assert domain.Summary(0, 0, D(0)).matched_percent == D(100)
     assert domain.Summary(3, 2, D("5.00")).matched_percent == D("66.7")
+
+
+class TestPastWindow:
+    def test_the_last_day_of_the_window_is_still_inside_it(self) -> None:
+        origin = datetime(2025, 4, 1, tzinfo=UTC).date()
+        assert not domain.past_window(origin, 1, origin + timedelta(days=1))
+        assert domain.past_window(origin, 1, origin + timedelta(days=2))
+        assert not domain.past_window(origin, 0, origin) and domain.past_window(origin, 0, origin + timedelta(days=1))
+
+    @given(
+        origin=st.dates(min_value=date(2020, 1, 1), max_value=date(2030, 1, 1)),
+        window=st.integers(min_value=0, max_value=30),
+        offset=st.integers(min_value=-5, max_value=40),
+    )
+    def test_the_scheduler_and_the_matching_engine_agree_on_missing(
+        self, origin: date, window: int, offset: int
+    ) -> None:
+        today = origin + timedelta(days=offset)
+        item = matching.ExpectedItem("pay:P1", D("10.00"), "USD", origin, window)
+        engine = matching.reconcile([], [item], today=today).items["pay:P1"]
+        assert domain.past_window(origin, window, today) is (engine is matching.ItemOutcome.MISSING)

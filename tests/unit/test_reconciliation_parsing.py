@@ -49,12 +49,63 @@ class TestCamt053:
         fields = {(p.line, p.field) for p in refused.value.problems}
         assert (83, "opening_balance") in fields
 
-    def test_camt054_is_refused_as_unsupported_by_the_parser(self) -> None:
+    def test_camt052_is_refused_naming_what_to_send(self) -> None:
         with pytest.raises(StatementInvalid) as refused:
             parse_file(
-                b'<?xml version="1.0"?><Document xmlns="urn:iso:std:iso:20022:tech:xsd:camt.054.001.08"/>', "n.xml"
+                b'<?xml version="1.0"?><Document xmlns="urn:iso:std:iso:20022:tech:xsd:camt.052.001.08"/>', "n.xml"
             )
-        assert refused.value.problems[0].field == "format"
+        assert refused.value.problems[0].field == "format" and "camt.054" in refused.value.problems[0].detail
+
+
+class TestCamt054:
+    def test_notifications_are_booked_lines_signed_with_their_details_and_file_lines(self) -> None:
+        kind, [first, second] = parse_file(fixture("camt054_notifications.xml"), "n.xml")
+        assert kind is FileFormat.CAMT054
+        assert (first.statement_ref, first.opening_balance, first.closing_balance) == (
+            "camt054:US64SVBKUS6S3300958879:NTF-2025-04-10-1",
+            D("0"),
+            D("162.10"),
+        )
+        # The batch booking is a line per detail; the reversed credit and the charge are debits; the pending
+        # 999.00 is not on the account yet.
+        assert amounts(first) == ["80.00", "50.00", "40.10", "-0.80", "-7.20"]
+        assert [line.source_line for line in first.lines] == [32, 39, 58, 65, 85]
+        assert [line.reference for line in first.lines[:3]] == [
+            "INV-2025-005401",
+            "E2E-5402 INV-2025-005402",
+            "E2E-5403 INV-2025-005403",
+        ]
+        assert (first.lines[0].counterparty, first.lines[0].bank_reference) == ("Ann Able", "BK-N-0410-01-A")
+        assert first.lines[4].type_code == "ACMT/MDOP/CHRG"
+        # Without a transaction summary a notification closes at what its lines add up to; a DtTm is a date.
+        assert (second.closing_balance, second.lines[0].booking_date) == (D("61.25"), date(2025, 4, 10))
+        # Two notifications of one account are not a chain of statements: the second needs no opening of 162.10.
+        validate_file([first, second], today=TODAY)
+
+    def test_entries_that_do_not_add_up_to_the_summary_are_refused_naming_its_line(self) -> None:
+        content = fixture("camt054_notifications.xml").replace(b"<Amt>162.10</Amt>", b"<Amt>162.01</Amt>")
+        _, statements = parse_file(content, "n.xml")
+        with pytest.raises(StatementInvalid) as refused:
+            validate_file(statements, today=TODAY)
+        [problem] = refused.value.problems
+        assert (problem.line, problem.field) == (19, "closing_balance") and "difference -0.09" in problem.detail
+
+    def test_a_line_without_an_amount_or_date_is_refused_naming_its_line(self) -> None:
+        content = fixture("camt054_notifications.xml").replace(
+            b'<Amt Ccy="USD">50.00</Amt>', b'<Amt Ccy="USD">fifty</Amt>'
+        )
+        _, statements = parse_file(content, "n.xml")
+        with pytest.raises(StatementInvalid) as refused:
+            validate_file(statements, today=TODAY)
+        assert {(p.line, p.field) for p in refused.value.problems} == {(39, "amount")}
+
+    def test_a_notification_file_that_is_not_xml_or_has_no_notification_is_refused(self) -> None:
+        with pytest.raises(StatementInvalid) as broken:
+            parse_file(b'<?xml version="1.0"?>\n<Document xmlns="urn:camt.054.001.08">\n<Bk>', "n.xml")
+        assert broken.value.problems[0].field == "file" and broken.value.problems[0].line >= 2
+        with pytest.raises(StatementInvalid) as empty:
+            parse_file(b'<Document xmlns="urn:iso:std:iso:20022:tech:xsd:camt.054.001.08"/>', "n.xml")
+        assert "Ntfctn" in empty.value.problems[0].detail
 
 
 class TestBai2:
