@@ -1,5 +1,6 @@
-"""Payouts on the real database and broker: scheduled runs on a simulated clock (once per pay period across
-restarts and two instances), and a run retried after Stripe forgot its idempotency keys (24 h) never pays twice."""
+"""Payouts over time, on the real database and broker: scheduled runs on a simulated clock (once per pay period
+across restarts and two instances), a run retried after Stripe forgot its idempotency keys (24 h) never pays
+twice, and statuses Stripe reports days later (a paid payout the bank returns, a partial reversal)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,12 @@ from services.payouts import disbursement, execution
 from services.payouts.app import PayoutsService, create_service
 from services.payouts.disbursement import idempotency_key
 from services.payouts.settings import PayoutsSettings
-from services.payouts.storage import payouts, scheduled_runs
+from services.payouts.storage import lines, payouts, scheduled_runs
 from shared.auth import Role, mint_token
+from shared.contracts import Envelope, Topic, new_envelope
+from shared.contracts.events import GatewayPayoutStatusChanged
 from tests.conftest import Infra
+from tests.support.helpers import eventually, publish
 from tests.support.stripe_fake import API_KEY, serving
 from tests.support.stripe_transfers_fake import FakeStripeTransfers
 
@@ -256,3 +260,59 @@ class TestStripeForgetsKeys:
         assert fake.list_requests[-1]["transfer_group"] == run_id
         assert fake.requests_per_key[idempotency_key(payout_id)] == 2
         assert len(fake.created_for(payout_id)) == 1
+
+
+def gateway(event_type: str, payout_id: str, object_id: str, **kw: Any) -> Envelope:
+    data = GatewayPayoutStatusChanged(
+        gateway_event_id=f"evt_{tag()}",
+        event_type=event_type,
+        object_type=event_type.split(".")[0],
+        object_id=object_id,
+        paydesk_payout_id=payout_id,
+        occurred_at=datetime.now(UTC),
+        **kw,
+    )
+    return new_envelope("gateway.payout_status_changed", source="gateway_bridge", subject=payout_id, data=data)
+
+
+async def status_of(service: PayoutsService, payout_id: str) -> str:
+    async with service.sessions() as session:
+        row = (await session.execute(select(payouts.c.status).where(payouts.c.payout_id == payout_id))).one()
+    return str(row.status)
+
+
+class TestLateStatuses:
+    async def test_a_paid_payout_the_bank_sends_back_is_returned_and_a_partial_reversal_changes_nothing(
+        self, infra, api, service
+    ):
+        returned_run, returned = await approved_run(api, service, "20.00")
+        kept_run, kept = await approved_run(api, service, "21.00")
+        sent = {}
+        for run_id, payout_id in ((returned_run, returned), (kept_run, kept)):
+            executed = (await api.post(f"/runs/{run_id}/execute", headers=auth(service, "Checker Chris"))).json()
+            sent[payout_id] = next(p["reference"] for p in executed["payouts"] if p["payout_id"] == payout_id)
+        await publish(
+            infra.bootstrap_servers,
+            Topic.GATEWAY_EVENTS,
+            [
+                gateway("payout.paid", returned, f"po_{tag()}"),
+                gateway("payout.failed", returned, f"po_{tag()}", failure_code="account_closed"),
+                gateway("transfer.reversed", kept, sent[kept], fully_reversed=False),
+                gateway("payout.paid", kept, f"po_{tag()}"),
+            ],
+        )
+
+        async def settled() -> bool:
+            return (await status_of(service, returned), await status_of(service, kept)) == ("Returned", "Paid")
+
+        await eventually(settled)
+        async with service.sessions() as session:
+            mine = (
+                await session.execute(
+                    select(lines.c.status, lines.c.payout_id).where(
+                        lines.c.payee_id
+                        == select(payouts.c.payee_id).where(payouts.c.payout_id == returned).scalar_subquery()
+                    )
+                )
+            ).all()
+        assert [(r.status, r.payout_id) for r in mine] == [("Open", None)]
