@@ -417,5 +417,6 @@ def _outgoing(event: dict[str, Any]) -> GatewayPayoutStatusChanged:
         amount=Money(amount=amount.value, currency=amount.currency) if amount else None,
         failure_code=failure_code if isinstance(failure_code, str) else None,
         failure_message=failure_message if isinstance(failure_message, str) else None,
+        fully_reversed=obj.get("reversed") is True if object_type == "transfer" else None,
         occurred_at=domain.stripe_time(event.get("created")),
     )

@@ -5,7 +5,7 @@ payout's balance transactions through the Stripe API. That call can be slow or f
 queues a payout job and answers; this worker takes jobs (SKIP LOCKED, so several instances share them),
 calls Stripe with retries, and stages the settlement events in the same transaction that closes the job.
 The first job of a payout also stages `gateway.payout_listed` (the payout and all its balance transactions, for
-reconciliation), once per payout.
+reconciliation), and a job with a later status (paid after created, failed after paid) stages it again.
 """
 
 from __future__ import annotations
@@ -132,10 +132,13 @@ def _money(amount: domain.Amount) -> Money:
 
 
 async def list_payout(session: AsyncSession, job: Any, balance_transactions: list[dict[str, Any]]) -> bool:
-    """Stage `gateway.payout_listed` for the job's payout unless one already was; True if staged.
+    """Stage `gateway.payout_listed` for the job's payout unless it was listed with this status or a later one;
+    True if staged.
 
-    Once per payout, whichever of its jobs (created, paid, failed, a redelivery under a new event id, a re-run)
-    gets here first: the `listed_payouts` row commits with the event, and the envelope id is the payout's.
+    Once per payout and status, whichever of its jobs (a redelivery under a new event id, a re-run) gets here
+    first: the `listed_payouts` row commits with the event. A later status (a listed payout that is then paid,
+    or fails days after it was paid because the bank returned it) lists it again with that status, so
+    reconciliation does not keep expecting a deposit that will never arrive. An earlier one changes nothing.
     """
     if job.amount is None or job.currency is None or job.arrival_date is None:
         log.warning("payout not listed: its webhook lacked amount or arrival date", extra={"payout_id": job.payout_id})
@@ -150,13 +153,27 @@ async def list_payout(session: AsyncSession, job: Any, balance_transactions: lis
     first = (
         await session.execute(
             pg_insert(listed_payouts)
-            .values(payout_id=job.payout_id, event_id=job.event_id)
+            .values(payout_id=job.payout_id, event_id=job.event_id, status=job.payout_status)
             .on_conflict_do_nothing(index_elements=["payout_id"])
             .returning(listed_payouts.c.payout_id)
         )
     ).first()
+    key = f"payout_listed/{job.payout_id}"
     if first is None:
-        return False
+        listed = (
+            await session.execute(
+                select(listed_payouts.c.status).where(listed_payouts.c.payout_id == job.payout_id).with_for_update()
+            )
+        ).one()
+        # Rows listed before the status was kept (null) are listed once more by the next job.
+        if listed.status is not None and not domain.moves_forward(listed.status, job.payout_status, domain.PAYOUT_RANK):
+            return False
+        await session.execute(
+            update(listed_payouts)
+            .where(listed_payouts.c.payout_id == job.payout_id)
+            .values(status=job.payout_status, event_id=job.event_id, listed_at=datetime.now(UTC))
+        )
+        key = f"payout_listed/{job.payout_id}/{job.payout_status}"
     intents = {t.payment_intent_id for t in transactions if t.payment_intent_id}
     accounts = dict(
         (
@@ -190,7 +207,7 @@ async def list_payout(session: AsyncSession, job: Any, balance_transactions: lis
     await stage(
         session,
         Topic.GATEWAY_EVENTS,
-        commands.gateway_envelope("gateway.payout_listed", job.payout_id, data, key=f"payout_listed/{job.payout_id}"),
+        commands.gateway_envelope("gateway.payout_listed", job.payout_id, data, key=key),
     )
     return True
 

@@ -87,11 +87,13 @@ payout_jobs = Table(
     Index(None, "next_attempt_at", postgresql_where=text("done_at IS NULL")),
 )
 
-# Payouts already announced as `gateway.payout_listed`: one event per payout, whichever of its jobs lists it first.
+# Payouts already announced as `gateway.payout_listed`: one event per payout and status (created, paid, failed),
+# whichever of its jobs lists it first; `status` is the latest listed (null: listed before 0009).
 listed_payouts = Table(
     "listed_payouts",
     metadata,
     Column("payout_id", String(255), primary_key=True),
     Column("event_id", String(255), nullable=False),
     Column("listed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("status", String(20)),
 )

@@ -2,7 +2,8 @@
 
 One Stripe idempotency key per payout (`paydesk-payout-<payout id>`), sent with the same parameters on every
 attempt: a run executed twice, or retried after a crash between Stripe's answer and our commit, gets Stripe's
-first answer back instead of a second transfer.
+first answer back instead of a second transfer. Stripe keeps a key for 24 hours only: a payout whose earlier
+attempt may have reached Stripe is first looked up (`find_transfer`) and never sent again if found.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import stripe
 from sepaxml import SepaTransfer
 
+from services.payouts import domain
 from services.payouts.domain import minor_integer
 from services.payouts.settings import DebtorAccount, PayoutsSettings
 
@@ -66,6 +68,17 @@ async def send_transfer(client: stripe.StripeClient, request: TransferRequest) -
         options={"idempotency_key": idempotency_key(request.payout_id)},
     )
     return str(transfer.id)
+
+
+async def find_transfer(client: stripe.StripeClient, request: TransferRequest) -> str | None:
+    """The payout's transfer if Stripe has one, found without its idempotency key (Stripe forgets keys after 24
+    hours): every transfer of the payout's `transfer_group` (its run), matched by our metadata and the amount."""
+    params = request.params()
+    listed = await client.v1.transfers.list_async(
+        params={"transfer_group": request.run_id, "destination": request.destination, "limit": 100}
+    )
+    found = [transfer.to_dict() async for transfer in listed.auto_paging_iter()]
+    return domain.transfer_of(request.payout_id, params["amount"], request.currency, found)
 
 
 # --- pain.001 ---

@@ -393,7 +393,9 @@ def can_move(current: PayoutStatus, target: PayoutStatus) -> bool:
     return target in _NEXT[current]
 
 
-# Stripe's event types (through gateway_bridge) and what they mean for a payout.
+# Stripe's event types (through gateway_bridge) and what they mean for a payout. Stripe's API no longer sends
+# `transfer.paid` or `transfer.failed` (a transfer lands in the connected account's balance when it is created);
+# they stay mapped for accounts on old API versions.
 GATEWAY_STATUS = {
     "transfer.created": PayoutStatus.SENT,
     "transfer.paid": PayoutStatus.PAID,
@@ -405,18 +407,51 @@ GATEWAY_STATUS = {
 }
 
 
-def gateway_status(event_type: str) -> PayoutStatus | None:
-    return GATEWAY_STATUS.get(event_type)
+def gateway_status(
+    event_type: str, current: PayoutStatus | None = None, *, fully_reversed: bool = True
+) -> PayoutStatus | None:
+    """What a Stripe event makes of a payout that is `current` now; None: the event does not move it.
+
+    A payout Stripe reported paid can still fail days later when the bank sends the money back: Stripe then sends
+    `payout.failed` (or `transfer.failed`) for it, which for us is Returned. A partial transfer reversal
+    (`amount_reversed` below the amount) leaves the payout as it is; only a full reversal returns it."""
+    target = GATEWAY_STATUS.get(event_type)
+    if target is PayoutStatus.FAILED and current is PayoutStatus.PAID:
+        return PayoutStatus.RETURNED
+    if target is PayoutStatus.RETURNED and not fully_reversed:
+        return None
+    return target
 
 
-def due_schedules(today: date) -> tuple[Schedule, ...]:
-    """Which payee schedules a scheduled run pays today: weekly on Mondays, monthly on the 1st."""
-    due: list[Schedule] = []
-    if today.weekday() == 0:
-        due.append(Schedule.WEEKLY)
-    if today.day == 1:
-        due.append(Schedule.MONTHLY)
-    return tuple(due)
+def transfer_of(payout_id: str, amount_minor: int, currency: str, transfers: Iterable[dict[str, object]]) -> str | None:
+    """Which of the transfers Stripe lists (for the payout's run) is the payout's own, by the metadata we set on
+    it and the amount and currency we asked for; None if none is. Two matching transfers would mean the payout
+    was paid twice: the first one listed is named, and the double payment must be looked at by a person."""
+    for transfer in transfers:
+        metadata = transfer.get("metadata")
+        if not isinstance(metadata, dict) or metadata.get("paydesk_payout_id") != payout_id:
+            continue
+        if transfer.get("amount") == amount_minor and str(transfer.get("currency", "")).upper() == currency.upper():
+            return str(transfer["id"])
+    return None
+
+
+def period_start(schedule: Schedule, today: date) -> date | None:
+    """The first day of the pay period `today` is in: the Monday of its week (weekly) or the 1st of its month
+    (monthly); None for payees paid on request."""
+    if schedule is Schedule.WEEKLY:
+        return today - timedelta(days=today.weekday())
+    if schedule is Schedule.MONTHLY:
+        return today.replace(day=1)
+    return None
+
+
+def due_periods(today: date) -> tuple[tuple[Schedule, date], ...]:
+    """The scheduled runs that should exist by `today`: one per schedule for the period `today` is in, paying the
+    lines earned before that period. A run missed while the service was down is made on the next check, so the
+    current period's run is due on any day of the period, not only on its first (Monday, the 1st)."""
+    due = ((schedule, period_start(schedule, today)) for schedule in (Schedule.WEEKLY, Schedule.MONTHLY))
+    return tuple((schedule, start) for schedule, start in due if start is not None)
 
 
 def month_of(day: date) -> tuple[date, date]:

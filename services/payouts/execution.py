@@ -1,9 +1,11 @@
 """Executing an approved run: each Stripe payout in its own transaction under its row lock with its one
 idempotency key, then one pain.001 file per debtor account for the bank payouts.
 
-Two executions at once serialise on each payout's row and the second sees Sent; a crash after Stripe answered
-but before the commit leaves the payout Approved, and the next execution sends the same key, so Stripe answers
-with the first transfer instead of making a second.
+Two executions at once serialise on each payout's row and the second sees Sent. Each request is preceded by a
+committed `send_attempts` row; a crash after Stripe answered but before the commit leaves the payout Approved
+with that row, and the next execution first lists the run's transfers at Stripe and records the one it finds.
+Only when Stripe has none does it send again, with the same key (so a request still in flight is deduplicated
+within Stripe's 24 hours of keeping keys).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 import stripe
 from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.payouts import disbursement
@@ -23,7 +26,7 @@ from services.payouts.commands import SOURCE
 from services.payouts.domain import PayoutMethod, PayoutStatus, RunStatus
 from services.payouts.runs import locked_run, move_payout
 from services.payouts.settings import PayoutsSettings
-from services.payouts.storage import audit_log, bank_files, payees, payouts, runs
+from services.payouts.storage import audit_log, bank_files, payees, payouts, runs, send_attempts
 from shared import audit
 from shared.contracts import Topic, new_envelope
 from shared.contracts.events import PayoutRunExecuted
@@ -35,6 +38,8 @@ from shared.outbox import stage
 class Execution:
     run_id: str
     sent: list[str] = field(default_factory=list)
+    # Sent by an earlier attempt whose answer was lost, found at Stripe (included in `sent`).
+    recovered: list[str] = field(default_factory=list)
     already: list[str] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
     retry_later: list[dict[str, str]] = field(default_factory=list)
@@ -119,6 +124,16 @@ async def _send_stripe(
             payout_id, payout.run_id, payout.payee_id, payout.destination, payout.amount, payout.currency
         )
         try:
+            if await _attempted(session, payout_id):
+                # The outcome of an earlier request is unknown (a crash, a timeout), and its idempotency key may be
+                # forgotten by now: what Stripe has decides, never a second request.
+                found = await disbursement.find_transfer(client, request)
+                if found is not None:
+                    await move_payout(session, payout, PayoutStatus.SENT, reference=found)
+                    result.sent.append(payout_id)
+                    result.recovered.append(payout_id)
+                    return
+            await _record_attempt(sessions, payout_id)
             transfer_id = await disbursement.send_transfer(client, request)
         except disbursement.TRANSIENT as exc:
             # Nothing recorded: the payout stays Approved and the next execution sends the same key.
@@ -133,6 +148,25 @@ async def _send_stripe(
             await after_send(payout_id)
         await move_payout(session, payout, PayoutStatus.SENT, reference=transfer_id)
         result.sent.append(payout_id)
+
+
+async def _attempted(session: AsyncSession, payout_id: str) -> bool:
+    row = await session.execute(select(send_attempts.c.payout_id).where(send_attempts.c.payout_id == payout_id))
+    return row.first() is not None
+
+
+async def _record_attempt(sessions: async_sessionmaker[AsyncSession], payout_id: str) -> None:
+    """Committed before the request, in a transaction of its own, so a crash after it leaves the trace."""
+    now = datetime.now(UTC)
+    statement = pg_insert(send_attempts).values(
+        payout_id=payout_id, attempts=1, first_attempt_at=now, last_attempt_at=now
+    )
+    statement = statement.on_conflict_do_update(
+        index_elements=[send_attempts.c.payout_id],
+        set_={"attempts": send_attempts.c.attempts + 1, "last_attempt_at": now},
+    )
+    async with sessions() as session, session.begin():
+        await session.execute(statement)
 
 
 async def _send_bank(

@@ -415,14 +415,19 @@ async def move_payout(
 
 async def apply_gateway_status(session: AsyncSession, event: GatewayPayoutStatusChanged) -> None:
     """A Stripe transfer or payout webhook (through gateway_bridge) moves the payout it names."""
-    target = domain.gateway_status(event.event_type)
-    if target is None:
+    if event.event_type not in domain.GATEWAY_STATUS:
         return
     c = payouts.c
     where = c.payout_id == event.paydesk_payout_id if event.paydesk_payout_id else c.reference == event.object_id
     payout = (await session.execute(select(payouts).where(where).with_for_update())).first()
     if payout is None:
         return  # not money we sent (the platform's own payouts, another system's transfers)
+    # An event without `fully_reversed` predates the field and was always taken as a full reversal.
+    target = domain.gateway_status(
+        event.event_type, PayoutStatus(payout.status), fully_reversed=event.fully_reversed is not False
+    )
+    if target is None:
+        return
     reason = " ".join(x for x in (event.failure_code, event.failure_message) if x) or None
     reference = event.object_id if event.object_type == "transfer" else None
     await move_payout(session, payout, target, reference=reference, reason=reason, at=event.occurred_at)

@@ -51,3 +51,9 @@ class PayoutsSettings(ServiceSettings):
     import_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, description="Largest CSV/XLSX import accepted.")
     utility_name: str = Field(default="Paydesk Water Utility", description="The statement's letterhead.")
     timezone: str = Field(default="UTC", description="The utility's time zone: what 'today' and 'this year' mean.")
+    schedule_check_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="How often the scheduler checks that each schedule's run of the current pay period exists "
+        "(0: no timer).",
+    )

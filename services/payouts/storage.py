@@ -265,6 +265,31 @@ invoices = Table(
     Column("uploaded_at", DateTime(timezone=True), nullable=False),
 )
 
+# One row per schedule and pay period: the scheduler made that period's run (or found nothing to pay). Its key
+# is what makes a scheduled run once per period across restarts and instances.
+scheduled_runs = Table(
+    "scheduled_runs",
+    metadata,
+    Column("schedule", String(20), primary_key=True),
+    Column("period_start", Date, primary_key=True),
+    Column("run_id", String(40)),
+    Column("outcome", String(30), nullable=False),
+    Column("detail", Text),
+    Column("checked_at", DateTime(timezone=True), nullable=False),
+)
+
+# Each time a Stripe transfer was about to be requested for a payout, committed before the request. A payout that
+# is still Approved with an attempt here may have been paid: it is looked up at Stripe before any new request.
+# No foreign key: it is written while the payout's row is locked by the sending transaction.
+send_attempts = Table(
+    "send_attempts",
+    metadata,
+    Column("payout_id", String(40), primary_key=True),
+    Column("attempts", Integer, nullable=False),
+    Column("first_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("last_attempt_at", DateTime(timezone=True), nullable=False),
+)
+
 idempotency_keys = idempotency_table(metadata)
 approvals = approvals_table(metadata)
 audit_log = audit_table(metadata)

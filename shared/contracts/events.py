@@ -680,6 +680,11 @@ class GatewayPayoutStatusChanged(Contract):
     amount: Money | None = None
     failure_code: str | None = Field(default=None, examples=["account_closed"])
     failure_message: str | None = None
+    fully_reversed: bool | None = Field(
+        default=None,
+        description="A transfer's `reversed`: true once the whole amount came back (a partial reversal is false); "
+        "null for payouts.",
+    )
     occurred_at: AwareDatetime
 
 

@@ -437,6 +437,42 @@ class TestPayoutListing:
             rows = (await session.execute(select(listed_payouts).where(listed_payouts.c.payout_id == payout))).all()
         assert [r.event_id for r in rows] == [paid["id"]]
 
+    async def test_a_listed_payout_that_fails_later_is_listed_again_with_its_new_status(
+        self, bridge: Bridge, infra: Infra
+    ):
+        """Paid, then returned by the bank (Stripe's payout.failed after payout.paid): reconciliation hears of it;
+        a late report of an earlier status lists nothing more."""
+        account = unique_account()
+        intent = sf.new_id("pi")
+        await bridge.post(sf.payment_intent_event("payment_intent.succeeded", intent, sf.metadata(account)))
+        payout = sf.new_id("po")
+        bridge.api.payouts[payout] = [(intent, 10000)]
+        net = sf.payout_net(bridge.api.payouts[payout])
+        await bridge.post(sf.payout_event("payout.paid", payout, amount=net))
+        [paid] = await wait_for_events(infra, payout, 1)
+        assert paid["data"]["status"] == "paid"
+
+        failed = sf.payout_event("payout.failed", payout, amount=net)
+        await bridge.post(failed)
+        _, returned = await wait_for_events(infra, payout, 2)
+        assert (returned["type"], returned["data"]["status"]) == ("gateway.payout_listed", "failed")
+        assert returned["id"] != paid["id"]
+        assert returned["data"]["balance_transactions"] == paid["data"]["balance_transactions"]
+
+        late = sf.payout_event("payout.paid", payout, amount=net)
+        await bridge.post(late)
+
+        async def late_job_done() -> bool:
+            async with bridge.service.sessions() as session:
+                job = (await session.execute(select(payout_jobs).where(payout_jobs.c.event_id == late["id"]))).one()
+            return job.done_at is not None
+
+        await eventually(late_job_done, within=180)
+        assert [e["data"]["status"] for e in await gateway_events(infra, payout)] == ["paid", "failed"]
+        async with bridge.service.sessions() as session:
+            row = (await session.execute(select(listed_payouts).where(listed_payouts.c.payout_id == payout))).one()
+        assert (row.status, row.event_id) == ("failed", failed["id"])
+
 
 class TestOutgoingPayouts:
     async def test_a_connect_transfer_and_payout_with_our_metadata_become_payout_status_changes(
@@ -469,11 +505,23 @@ class TestOutgoingPayouts:
             assert published["data"]["paydesk_payout_id"] == ours
             assert published["data"]["connected_account"] == connected
             assert published["data"]["amount"] == {"amount": "250.00", "currency": "USD"}
+        assert (first["data"]["fully_reversed"], second["data"]["fully_reversed"]) == (False, None)
         # A connected account's payout is not the utility's: no settlement job, no balance-transaction look-up.
         async with bridge.service.sessions() as session:
             jobs = (await session.execute(select(payout_jobs).where(payout_jobs.c.payout_id == payout))).all()
         assert jobs == []
         assert all(r.get("payout") != payout for r in bridge.api.requests)
+
+    async def test_a_transfer_reversal_says_whether_the_whole_amount_came_back(self, bridge: Bridge, infra: Infra):
+        connected = sf.new_id("acct")
+        whole, part = sf.new_id("tr"), sf.new_id("tr")
+        await bridge.post(sf.transfer_event("transfer.reversed", whole, connected))
+        partial = sf.transfer_event("transfer.reversed", part, connected)
+        partial["data"]["object"].update(reversed=False, amount_reversed=5000)
+        await bridge.post(partial)
+        [full_event] = await wait_for_events(infra, whole, 1)
+        [partial_event] = await wait_for_events(infra, part, 1)
+        assert (full_event["data"]["fully_reversed"], partial_event["data"]["fully_reversed"]) == (True, False)
 
     async def test_a_failed_connect_payout_carries_stripes_failure(self, bridge: Bridge, infra: Infra):
         connected = sf.new_id("acct")

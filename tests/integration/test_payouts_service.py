@@ -404,8 +404,8 @@ class TestRuns:
     async def test_a_retry_after_a_crash_between_sent_and_recorded_never_pays_twice(
         self, infra, api, service, stripe_api
     ):
-        """INVARIANT: Stripe answered, we crashed before recording it: the retry sends the same idempotency key and
-        Stripe gives back the first transfer; exactly one transfer exists."""
+        """INVARIANT: Stripe answered, we crashed before recording it: the retry finds the transfer at Stripe
+        (its run's transfer group) and records it without a second request; exactly one transfer exists."""
         fake, _ = stripe_api
         payee, channel = await agent_with_rule(api, service, payout_currency="USD")
         await earned(infra, api, service, payee, channel, ["500.00"])
@@ -430,7 +430,8 @@ class TestRuns:
         ] == "Approved"
         retried = await api.post(f"/runs/{run['run_id']}/execute", headers=auth(service, "Checker Chris"))
         assert retried.status_code == 200
-        assert fake.requests_per_key[idempotency_key(payout_id)] == 2
+        assert fake.requests_per_key[idempotency_key(payout_id)] == 1
+        assert retried.json()["execution"]["recovered"] == [payout_id]
         assert len(fake.created_for(payout_id)) == 1
         assert retried.json()["payouts"][0]["reference"] == fake.created_for(payout_id)[0]["id"]
 

@@ -310,12 +310,90 @@ class TestPayoutStatuses:
         assert domain.gateway_status("payout.canceled") is PayoutStatus.FAILED
         assert domain.gateway_status("payout.updated") is None
 
+    @pytest.mark.parametrize(
+        ("event_type", "current", "expected"),
+        [
+            ("transfer.created", PayoutStatus.APPROVED, PayoutStatus.SENT),
+            ("payout.paid", PayoutStatus.SENT, PayoutStatus.PAID),
+            ("payout.failed", PayoutStatus.SENT, PayoutStatus.FAILED),
+            # The bank sent a paid payout back: Stripe says payout.failed after payout.paid.
+            ("payout.failed", PayoutStatus.PAID, PayoutStatus.RETURNED),
+            ("transfer.failed", PayoutStatus.PAID, PayoutStatus.RETURNED),
+            ("payout.canceled", PayoutStatus.SENT, PayoutStatus.FAILED),
+            ("transfer.reversed", PayoutStatus.PAID, PayoutStatus.RETURNED),
+            ("transfer.reversed", PayoutStatus.SENT, PayoutStatus.RETURNED),
+        ],
+    )
+    def test_every_reachable_status_comes_from_some_stripe_event(self, event_type, current, expected):
+        target = domain.gateway_status(event_type, current)
+        assert target is expected
+        assert domain.can_move(current, target)
+
+    def test_every_status_after_approval_is_reachable_from_stripe(self):
+        reachable = {
+            domain.gateway_status(event, current)
+            for event in domain.GATEWAY_STATUS
+            for current in PayoutStatus
+            if domain.gateway_status(event, current) is not None
+            and domain.can_move(current, domain.gateway_status(event, current))  # type: ignore[arg-type]
+        }
+        assert reachable == {PayoutStatus.SENT, PayoutStatus.PAID, PayoutStatus.FAILED, PayoutStatus.RETURNED}
+
+    def test_a_partial_transfer_reversal_does_not_return_the_payout(self):
+        assert domain.gateway_status("transfer.reversed", PayoutStatus.SENT, fully_reversed=False) is None
+        assert domain.gateway_status("transfer.reversed", PayoutStatus.SENT, fully_reversed=True) is (
+            PayoutStatus.RETURNED
+        )
+
+
+class TestTransferLookUp:
+    OURS = {"id": "tr_1", "amount": 1319, "currency": "eur", "metadata": {"paydesk_payout_id": "PO-000001"}}
+
+    def test_the_payouts_transfer_is_found_by_metadata_amount_and_currency(self):
+        other = {**self.OURS, "id": "tr_0", "metadata": {"paydesk_payout_id": "PO-000002"}}
+        assert domain.transfer_of("PO-000001", 1319, "EUR", [other, self.OURS]) == "tr_1"
+
+    @pytest.mark.parametrize(
+        "changed",
+        [{"amount": 1320}, {"currency": "usd"}, {"metadata": {}}, {"metadata": None}, {"metadata": {"x": "PO-000001"}}],
+    )
+    def test_a_transfer_that_differs_is_not_the_payouts(self, changed):
+        assert domain.transfer_of("PO-000001", 1319, "EUR", [{**self.OURS, **changed}]) is None
+
+    def test_nothing_listed_is_nothing_found(self):
+        assert domain.transfer_of("PO-000001", 1319, "EUR", []) is None
+
+
+class TestSchedules:
+    def test_the_periods_start_on_mondays_and_the_first(self):
+        assert domain.due_periods(date(2025, 9, 1)) == (
+            (domain.Schedule.WEEKLY, date(2025, 9, 1)),
+            (domain.Schedule.MONTHLY, date(2025, 9, 1)),
+        )
+        assert domain.due_periods(date(2025, 9, 3)) == (
+            (domain.Schedule.WEEKLY, date(2025, 9, 1)),
+            (domain.Schedule.MONTHLY, date(2025, 9, 1)),
+        )
+        assert domain.due_periods(date(2025, 8, 31)) == (
+            (domain.Schedule.WEEKLY, date(2025, 8, 25)),
+            (domain.Schedule.MONTHLY, date(2025, 8, 1)),
+        )
+        assert domain.period_start(domain.Schedule.ON_REQUEST, date(2025, 9, 1)) is None
+
+    @given(st.dates(min_value=date(1990, 1, 1), max_value=date(2100, 12, 31)))
+    def test_a_period_starts_on_or_before_today_and_every_day_of_it_has_the_same_start(self, today):
+        weekly = domain.period_start(domain.Schedule.WEEKLY, today)
+        monthly = domain.period_start(domain.Schedule.MONTHLY, today)
+        assert weekly is not None and monthly is not None
+        assert weekly.weekday() == 0 and 0 <= (today - weekly).days < 7
+        assert monthly.day == 1 and (monthly.year, monthly.month) == (today.year, today.month)
+        # The day before a period starts is in the previous period: one run per period, never two.
+        tomorrow = today + timedelta(days=1)
+        assert (domain.period_start(domain.Schedule.WEEKLY, tomorrow) == weekly) == (tomorrow.weekday() != 0)
+        assert (domain.period_start(domain.Schedule.MONTHLY, tomorrow) == monthly) == (tomorrow.day != 1)
+
 
 class TestSmallRules:
-    def test_schedules_due_on_mondays_and_the_first(self):
-        assert domain.due_schedules(date(2025, 9, 1)) == (domain.Schedule.WEEKLY, domain.Schedule.MONTHLY)
-        assert domain.due_schedules(date(2025, 9, 2)) == ()
-
     def test_minor_integer_for_stripe(self):
         assert domain.minor_integer(D("12.34"), "USD") == 1234
         assert domain.minor_integer(D("1234"), "JPY") == 1234
