@@ -15,12 +15,14 @@ from services.collections import activities, commands, domain, queries, reschedu
 from services.collections.domain import ActivityKind, AgingBucket, ArrangementStatus, Frequency
 from services.collections.queries import WorklistFilters, WorklistSort
 from services.collections.runtime import Desk
-from shared.auth import Actor, Role, require_roles
+from shared.auth import Actor, Role, require_account, require_roles
 from shared.errors import Rejected
 from shared.export import OPENAPI_RESPONSES, ExportFormat, export_response
 
 STAFF = (Role.CUSTOMER_EXECUTIVE, Role.RECOVERY_EXECUTIVE, Role.BILLING_MANAGER)
 Staff = Annotated[Actor, require_roles(*STAFF)]
+# Staff read any account; a customer only their own (another account answers 404, never 403).
+AccountReader = Annotated[Actor, require_account(*STAFF)]
 # Customer executives set plans up during a visit too (the seed's `customer_plan_setup`).
 Arranger = Annotated[Actor, require_roles(Role.RECOVERY_EXECUTIVE, Role.CUSTOMER_EXECUTIVE)]
 Collector = Annotated[Actor, require_roles(Role.RECOVERY_EXECUTIVE, Role.BILLING_MANAGER)]
@@ -235,6 +237,13 @@ def router(sessions: async_sessionmaker[AsyncSession], desk: Desk) -> APIRouter:
         """What a field system asks before disconnecting: the current answer, with the reason."""
         async with sessions() as session:
             return views.disconnection_view(await queries.account(session, account_number), desk.clock.today())
+
+    @routes.get("/accounts/{account_number}/arrangement", tags=["self-service"])
+    async def customer_arrangement(account_number: str, actor: AccountReader) -> dict[str, Any]:
+        """The account's latest payment arrangement and the installment to pay next (both null if none)."""
+        async with sessions() as session:
+            found = await queries.latest_arrangement(session, account_number)
+        return views.customer_arrangement_view(found, desk.clock.today())
 
     # --- arrangements ---
 

@@ -221,6 +221,16 @@ def evaluate(installment: InstallmentState, *, grace_days: int, today: date) -> 
     return Outcome.IN_GRACE if today <= end_of_grace else Outcome.MISSED
 
 
+# Outcomes of an installment the customer still has to pay.
+STILL_OWED = (Outcome.UPCOMING, Outcome.IN_GRACE, Outcome.MISSED)
+
+
+def next_due(schedule: Sequence[tuple[InstallmentState, Outcome]]) -> InstallmentState | None:
+    """The installment the customer should pay next: the earliest one still owed (missed ones first by date)."""
+    owed = [state for state, outcome in schedule if outcome in STILL_OWED]
+    return min(owed, key=lambda s: (s.due_date, s.number), default=None)
+
+
 def missed_on(installment: InstallmentState, grace_days: int) -> date:
     """The first day an unpaid installment counts as missed."""
     return installment.due_date + timedelta(days=grace_days + 1)

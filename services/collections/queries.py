@@ -231,6 +231,19 @@ async def arrangement(session: AsyncSession, arrangement_id: str) -> dict[str, A
     return {**dict(row), "installments": [dict(i) for i in schedule], "missed": missed}
 
 
+async def latest_arrangement(session: AsyncSession, account_number: str) -> dict[str, Any] | None:
+    """The account's most recent arrangement with its schedule, whatever its status; None if it never had one."""
+    newest = (
+        await session.execute(
+            select(arrangements.c.arrangement_id)
+            .where(arrangements.c.account_number == account_number)
+            .order_by(arrangements.c.seq.desc())
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    return await arrangement(session, newest) if newest is not None else None
+
+
 async def list_arrangements(
     session: AsyncSession, *, status: ArrangementStatus | None, account_number: str | None, limit: int
 ) -> list[dict[str, Any]]:

@@ -152,6 +152,46 @@ def arrangement_view(row: dict[str, Any], today: date) -> dict[str, Any]:
     }
 
 
+def customer_arrangement_view(row: dict[str, Any] | None, today: date) -> dict[str, Any]:
+    """The customer's own arrangement (no staff notes or names) and the installment to pay next."""
+    if row is None:
+        return {"arrangement": None, "next_installment": None}
+    full = arrangement_view(row, today)
+    shown = ("arrangement_id", "status", "total", "down_payment", "paid", "remaining", "installments_count")
+    states = [
+        (
+            domain.InstallmentState(i["number"], i["amount"], i["due_date"], i["paid"], i["paid_on"], i["superseded"]),
+            domain.Outcome(shown_row["status"]),
+            i["plan_id"],
+        )
+        for i, shown_row in zip(row.get("installments", []), full["installments"], strict=True)
+    ]
+    upcoming = domain.next_due([(state, outcome) for state, outcome, _ in states])
+    following = None
+    if upcoming is not None:
+        plan_id = next(p for state, _, p in states if state is upcoming)
+        following = {
+            "item_reference": installment_reference(plan_id, upcoming.number),
+            "number": upcoming.number,
+            "due_date": upcoming.due_date.isoformat(),
+            "amount": money_json(upcoming.unpaid, row["currency"]),
+            "status": next(o for state, o, _ in states if state is upcoming).value,
+        }
+    return {
+        "arrangement": {
+            **{k: full[k] for k in shown},
+            "frequency": full["frequency"],
+            "first_due_date": full["first_due_date"],
+            "installments": [
+                {k: i[k] for k in ("item_reference", "number", "amount", "paid", "due_date", "status")}
+                for i in full["installments"]
+                if not i["superseded"]
+            ],
+        },
+        "next_installment": following,
+    }
+
+
 def activity_view(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "activity_id": row["activity_id"],

@@ -62,7 +62,8 @@ class ConsoleSettings(ServiceSettings):
     receipts_url: str = Field(default="http://127.0.0.1:8104")
     kpi_url: str = Field(default="http://127.0.0.1:8105")
     collections_url: str | None = Field(
-        default=None, description="The collections service, once deployed; until then its page says so."
+        default="http://127.0.0.1:8106",
+        description="The collections service; unset (empty), its pages say it is not deployed here.",
     )
 
     # How the utility shows money and dates.

@@ -15,13 +15,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.credit_notes import commands, domain, queries, reversals, views
 from services.credit_notes.queries import CreditNoteFilters
-from shared.auth import Actor, Role, require_roles
+from shared.auth import Actor, Role, require_account, require_roles
 from shared.contracts.events import PaymentType
 from shared.errors import Rejected
 from shared.export import OPENAPI_RESPONSES, ExportFormat, export_response
 
 STAFF = (Role.CUSTOMER_EXECUTIVE, Role.RECOVERY_EXECUTIVE, Role.BILLING_MANAGER)
 Staff = Annotated[Actor, require_roles(*STAFF)]
+# Routes about one account: staff read any, a customer only their own (any other answers 404, never 403).
+AccountReader = Annotated[Actor, require_account(*STAFF)]
 Admin = Annotated[Actor, require_roles(Role.ADMIN)]
 # Approving credit notes and paying credit back are the billing manager's (admin passes every check).
 Manager = Annotated[Actor, require_roles(Role.BILLING_MANAGER)]
@@ -193,6 +195,19 @@ def router(
             await reversals.refund_credit_note(session, number, reason=body.reason, requested_by=actor.name)
         async with sessions() as session:
             return views.detail_view(await queries.credit_note_details(session, number))
+
+    @routes.get("/accounts/{account_number}/credit-notes", tags=["self-service"])
+    async def account_credit_notes(
+        account_number: str,
+        actor: AccountReader,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+        cursor: Annotated[str | None, Query(max_length=200)] = None,
+    ) -> dict[str, Any]:
+        """The account's credit notes, newest first, with what remains of each and when it expires."""
+        filters = CreditNoteFilters(account_number=account_number)
+        async with sessions() as session:
+            page, next_cursor = await queries.search_credit_notes(session, filters, limit=limit, cursor=cursor)
+        return {"items": [views.account_row_view(r) for r in page], "next_cursor": next_cursor}
 
     @routes.get("/approvals", tags=["approvals"])
     async def pending(actor: Manager) -> dict[str, Any]:

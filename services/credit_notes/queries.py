@@ -130,6 +130,8 @@ class CreditNoteFilters:
     amount_min: Decimal | None = None
     amount_max: Decimal | None = None
     newest_first: bool = True
+    # Exactly this account (the customer's own list); `consumer` above is a partial match for staff searches.
+    account_number: str | None = None
 
 
 def search_conditions(filters: CreditNoteFilters) -> list[ColumnElement[bool]]:
@@ -168,6 +170,8 @@ def search_conditions(filters: CreditNoteFilters) -> list[ColumnElement[bool]]:
         clauses.append(c.amount >= filters.amount_min)
     if filters.amount_max is not None:
         clauses.append(c.amount <= filters.amount_max)
+    if filters.account_number is not None:
+        clauses.append(c.account_number == filters.account_number)
     return clauses
 
 

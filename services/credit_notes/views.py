@@ -74,6 +74,21 @@ def row_view(row: dict[str, Any], zone: ZoneInfo) -> dict[str, Any]:
     }
 
 
+def account_row_view(row: dict[str, Any]) -> dict[str, Any]:
+    """One of the customer's own credit notes: what is left of it and until when."""
+    return {
+        "credit_note_number": row["credit_note_number"],
+        "amount": _money(row["amount"]),
+        "remaining": _money(row["remaining"]),
+        "currency": row["currency"],
+        "status": row["status"],
+        "reason": row["reason"],
+        "created_at": row["created_at"].isoformat(),
+        "expires_at": row["expires_at"].isoformat(),
+        "linked_payment": row["receipt_number"],
+    }
+
+
 def detail_view(note: dict[str, Any]) -> dict[str, Any]:
     """The credit-note details view: header and status, consumer, dates, financial details, reason, linked payment."""
     currency = note["currency"]

@@ -46,6 +46,50 @@ class NewAlert(BaseModel):
 class DashboardView(BaseModel):
     date_range_selected: str = Field(default="", max_length=40, examples=["2025-04"])
     widgets_accessed: list[str] = Field(default_factory=list, max_length=20)
+    view_duration_seconds: int | None = Field(
+        default=None, ge=0, le=7 * 24 * 3600, description="How long the page was open; sent when it is left."
+    )
+
+
+Seconds = Annotated[int, Field(ge=0, le=7 * 24 * 3600)]
+Label = Annotated[str, Field(max_length=100)]
+
+
+class PaymentProcessed(BaseModel):
+    """The counter's view of one payment: how long the customer waited (consumer chosen to receipt shown)."""
+
+    event: Literal["payment_processed"]
+    payment_id: Label = Field(examples=["PAY-2025-004521"])
+    amount: Decimal = Field(gt=0, max_digits=14, decimal_places=2, examples=["150.00"])
+    method: Label = Field(examples=["Cash"])
+    processing_time_seconds: Seconds
+    customer_wait_time_seconds: Seconds
+    receipt_generated: bool
+
+
+class PaymentInquiryResolved(BaseModel):
+    """A customer's question about their payments, answered at the customer service portal."""
+
+    event: Literal["payment_inquiry_resolved"]
+    inquiry_type: Label = Field(examples=["balance", "payment_status", "receipt"])
+    resolution_time_seconds: Seconds
+    escalation_required: bool = False
+    customer_satisfaction: int | None = Field(default=None, ge=1, le=5)
+
+
+class PaymentHistoryViewed(BaseModel):
+    """A staff member searched the payment history (the All Payments tab)."""
+
+    event: Literal["payment_history_viewed"]
+    search_criteria: Label = ""
+    date_range: Label = ""
+    details_accessed: Label = ""
+    follow_up_action: Label = ""
+
+
+CounterUsage = Annotated[PaymentProcessed | PaymentInquiryResolved | PaymentHistoryViewed, Field(discriminator="event")]
+# Staff whose screens report these (admin passes every check).
+COUNTER_STAFF = (Role.CUSTOMER_EXECUTIVE, Role.RECOVERY_EXECUTIVE, Role.BILLING_MANAGER)
 
 
 def router(service: Service, settings: KpiSettings, alerts: Alerts) -> APIRouter:
@@ -192,8 +236,26 @@ def router(service: Service, settings: KpiSettings, alerts: Alerts) -> APIRouter
                 session,
                 "dashboard_view",
                 actor.user_id,
-                {"date_range_selected": body.date_range_selected, "widgets_accessed": ",".join(body.widgets_accessed)},
+                views.dashboard_view_properties(
+                    body.date_range_selected, body.widgets_accessed, body.view_duration_seconds
+                ),
             )
+        return {"status": "accepted"}
+
+    @kpi.post("/kpi/usage", status_code=202, tags=["usage"])
+    async def counter_usage(
+        body: CounterUsage, actor: Annotated[Actor, require_roles(*COUNTER_STAFF)]
+    ) -> dict[str, str]:
+        """What the staff screens measure and only the browser knows (waiting times, how an inquiry ended),
+        published as usage tracking on `analytics.events.v1`."""
+        # The seed's property names: durations are in seconds, named without the unit.
+        properties = {
+            k.removesuffix("_seconds"): views.usage_value(v)
+            for k, v in body.model_dump(exclude={"event"}).items()
+            if v is not None
+        }
+        async with service.sessions() as session, session.begin():
+            await commands.track_usage(session, body.event, actor.user_id, properties)
         return {"status": "accepted"}
 
     pages = APIRouter(include_in_schema=False)

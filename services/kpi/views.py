@@ -188,3 +188,20 @@ def reconciliation_summary(found: domain.ReconciliationDay) -> dict[str, Any]:
             "exceptions_resolved": found.exceptions_resolved_that_day,
         },
     }
+
+
+def dashboard_view_properties(date_range: str, widgets: list[str], duration_seconds: int | None) -> dict[str, str]:
+    """`dashboard_view`'s properties; `view_duration` (seconds) only when the page reported it on leaving."""
+    properties = {"date_range_selected": date_range, "widgets_accessed": ",".join(widgets)}
+    if duration_seconds is not None:
+        properties["view_duration"] = str(duration_seconds)
+    return properties
+
+
+def usage_value(value: object) -> str:
+    """A usage property as text: booleans as true/false, amounts in plain notation."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    return str(value)

@@ -8,12 +8,14 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import HTMLResponse, Response
 
 from services.receipts import domain, queries, views
-from shared.auth import Actor, Role, require_roles
+from shared.auth import Actor, Role, require_account, require_roles
 from shared.service import Service
 
 # Any staff member may read documents (admin passes every check).
 ANY_STAFF = (Role.CUSTOMER_EXECUTIVE, Role.RECOVERY_EXECUTIVE, Role.BILLING_MANAGER)
 Staff = Annotated[Actor, require_roles(*ANY_STAFF)]
+# Staff read any account's documents; a customer only their own (another account's answers 404, never 403).
+AccountReader = Annotated[Actor, require_account(*ANY_STAFF)]
 Download = Annotated[bool, Query(description="Serve as an attachment (Download) rather than inline (view).")]
 
 
@@ -53,5 +55,26 @@ def router(service: Service) -> APIRouter:
     async def credit_note_pdf(number: str, actor: Staff, download: Download = False) -> Response:
         async with service.sessions() as session:
             return views.pdf(await queries.find_document(session, domain.CREDIT_NOTE, number), download)
+
+    @routes.get("/accounts/{account_number}/receipts", tags=["self-service"])
+    async def account_receipts(
+        account_number: str,
+        actor: AccountReader,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+        cursor: Annotated[str | None, Query(max_length=200)] = None,
+    ) -> dict[str, object]:
+        """The account's receipts, newest first."""
+        async with service.sessions() as session:
+            rows, next_cursor = await queries.account_receipts(session, account_number, limit=limit, cursor=cursor)
+        return {"receipts": [views.account_receipt_row(r) for r in rows], "next_cursor": next_cursor}
+
+    @routes.get("/accounts/{account_number}/receipts/{receipt_number}.pdf", response_class=Response)
+    async def account_receipt_pdf(
+        account_number: str, receipt_number: str, actor: AccountReader, download: Download = False
+    ) -> Response:
+        """A receipt of this account as PDF; one of another account answers 404 as a missing one does."""
+        async with service.sessions() as session:
+            row = await queries.account_document(session, domain.RECEIPT, receipt_number, account_number)
+        return views.pdf(row, download)
 
     return routes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -10,6 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.receipts import domain
 from services.receipts.storage import documents, receipt_versions, receipts
 from shared.errors import NotFound
+from shared.paging import after_key, decode_cursor, page
+
+# The sort an account's receipt list names in its cursors.
+ACCOUNT_SORT = "receipts:account:newest"
 
 
 async def find_document(session: AsyncSession, kind: str, number: str) -> dict[str, Any]:
@@ -23,6 +28,36 @@ async def find_document(session: AsyncSession, kind: str, number: str) -> dict[s
         what = "receipt" if kind == domain.RECEIPT else "credit note"
         raise NotFound(f"{kind}_not_found", f"no {what} {number}")
     return dict(row)
+
+
+async def account_document(session: AsyncSession, kind: str, number: str, account_number: str) -> dict[str, Any]:
+    """A document of this account; another account's answers exactly as a missing one, so none can be probed."""
+    row = await find_document(session, kind, number)
+    if row["account_number"] != account_number:
+        what = "receipt" if kind == domain.RECEIPT else "credit note"
+        raise NotFound(f"{kind}_not_found", f"no {what} {number}")
+    return row
+
+
+async def account_receipts(
+    session: AsyncSession, account_number: str, *, limit: int, cursor: str | None = None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """The account's receipts, newest first, one keyset page and the cursor of the next."""
+    columns = [receipts.c.posted_at, receipts.c.receipt_number]
+    query = (
+        select(
+            receipts.c.receipt_number, receipts.c.amount, receipts.c.currency, receipts.c.posted_at, receipts.c.version
+        )
+        .where(receipts.c.account_number == account_number)
+        .order_by(*(c.desc() for c in columns))
+        .limit(limit + 1)
+    )
+    if cursor is not None:
+        query = query.where(
+            after_key(columns, decode_cursor(cursor, sort=ACCOUNT_SORT, types=(datetime, str)), descending=True)
+        )
+    rows = [dict(r) for r in (await session.execute(query)).mappings().all()]
+    return page(rows, limit, sort=ACCOUNT_SORT, key=lambda r: (r["posted_at"], r["receipt_number"]))
 
 
 async def receipt_versions_of(session: AsyncSession, receipt_number: str) -> dict[str, Any]:

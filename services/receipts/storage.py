@@ -6,6 +6,7 @@ One row per receipt number, per credit-note number and per document, whatever is
 from sqlalchemy import (
     Column,
     DateTime,
+    Index,
     Integer,
     LargeBinary,
     Numeric,
@@ -38,6 +39,8 @@ receipts = Table(
     Column("payment", JSONB, nullable=False),
     # Re-issued after an adjustment: the payment above is the adjusted one, issued under this version.
     Column("version", Integer, nullable=False, server_default="1"),
+    # A customer's own receipts, newest first, without reading every receipt.
+    Index("ix_receipts_account_posted", "account_number", "posted_at", "receipt_number"),
 )
 
 # What happened to the payment since (status changes, verification, cancellation). A separate table because

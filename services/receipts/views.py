@@ -8,6 +8,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from services.receipts.domain import Document
 from services.receipts.rendering import print_view
+from shared.money import money_json
 
 
 def pdf(row: dict[str, Any], download: bool) -> Response:
@@ -33,3 +34,13 @@ def receipt_print_view(row: dict[str, Any], receipt_number: str) -> HTMLResponse
         print_view(document, f"{receipt_number}.pdf?download=true"),
         headers={"X-Document-Hash": document.document_hash},
     )
+
+
+def account_receipt_row(row: dict[str, Any]) -> dict[str, Any]:
+    """One of the account's receipts, with where its PDF is (the caller's own account path)."""
+    return {
+        "receipt_number": row["receipt_number"],
+        "amount": money_json(row["amount"], row["currency"]),
+        "posted_at": row["posted_at"].isoformat(),
+        "version": row["version"],
+    }

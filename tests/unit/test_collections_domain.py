@@ -179,6 +179,33 @@ class TestCompliance:
     def test_not_due_yet_is_upcoming(self) -> None:
         assert domain.evaluate(installment(), grace_days=0, today=date(2025, 5, 1)) is Outcome.UPCOMING
 
+    def test_the_next_installment_is_the_earliest_still_owed(self) -> None:
+        paid = InstallmentState(1, D("10"), date(2025, 5, 1), paid=D("10"), paid_on=date(2025, 5, 1))
+        missed = InstallmentState(2, D("10"), date(2025, 6, 1))
+        upcoming = InstallmentState(3, D("10"), date(2025, 7, 1))
+        replaced = InstallmentState(4, D("10"), date(2025, 5, 15), superseded=True)
+        today = date(2025, 6, 20)
+        schedule = [(s, domain.evaluate(s, grace_days=5, today=today)) for s in (upcoming, replaced, missed, paid)]
+        assert domain.next_due(schedule) == missed
+        assert domain.next_due([(s, o) for s, o in schedule if s is not missed]) == upcoming
+        assert domain.next_due([(paid, Outcome.ON_TIME), (replaced, Outcome.SUPERSEDED)]) is None
+
+    @given(st.lists(st.tuples(st.dates(), st.booleans()), max_size=12), st.dates())
+    def test_the_next_installment_is_never_paid_or_superseded_and_none_owed_is_earlier(
+        self, shapes: list[tuple[date, bool]], today: date
+    ) -> None:
+        schedule = []
+        for n, (due, paid) in enumerate(shapes, start=1):
+            state = InstallmentState(n, D("10"), due, paid=D("10") if paid else D("0"), paid_on=due if paid else None)
+            schedule.append((state, domain.evaluate(state, grace_days=3, today=today)))
+        chosen = domain.next_due(schedule)
+        owed = [s for s, o in schedule if o in domain.STILL_OWED]
+        if chosen is None:
+            assert owed == []
+        else:
+            assert chosen.unpaid > 0 and not chosen.superseded
+            assert all((chosen.due_date, chosen.number) <= (s.due_date, s.number) for s in owed)
+
     def test_broken_after_the_configured_number_of_misses(self) -> None:
         assert not domain.should_break(1, 2)
         assert domain.should_break(2, 2)

@@ -95,7 +95,10 @@ def test_the_page_and_its_configuration_hold_no_data() -> None:
     assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
     config = client.get("/config.json").json()
     assert config["services"]["payments"] == "http://pay.example:1"
-    assert config["services"]["collections"] is None
+    assert config["services"]["collections"] == "http://127.0.0.1:8106"
+    # A deployment without collections leaves its address empty, and the pages say it is not there.
+    without, _ = _client(collections_url="")
+    assert without.get("/config.json").json()["services"]["collections"] is None
     assert client.get("/static/app.js").headers["content-type"].startswith("text/javascript")
     assert client.get("/static/axe.min.js").status_code == 200
     assert client.get("/static/..%2Fapi.py").status_code == 404

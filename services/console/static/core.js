@@ -61,8 +61,8 @@ export function serviceUrl(service, path) {
   return base + path;
 }
 
-export async function call(service, path, { method = "GET", body, headers = {}, raw = false } = {}) {
-  const init = { method, headers: { ...headers } };
+export async function call(service, path, { method = "GET", body, headers = {}, raw = false, keepalive = false } = {}) {
+  const init = { method, headers: { ...headers }, keepalive };
   if (token()) init.headers.Authorization = "Bearer " + token();
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
@@ -86,6 +86,12 @@ export async function call(service, path, { method = "GET", body, headers = {}, 
   if (raw) return response;
   if (response.status === 204) return null;
   return response.json();
+}
+
+// Usage tracking of what only the browser measures (the seed's tracking plan), through kpi; never blocks a page.
+export function track(event, properties) {
+  if (!state.config.services.kpi) return Promise.resolve();
+  return call("kpi", "/kpi/usage", { method: "POST", body: { event, ...properties } }).catch(() => {});
 }
 
 export function query(params) {

@@ -1,5 +1,5 @@
 // The billing manager's pages (dashboard, reports, alerts, approvals) and the recovery executive's collections.
-import { ApiError, badge, call, day, field, fieldError, h, instant, money, query, select, state, thisMonth, toast, view } from "./core.js";
+import { badge, call, day, field, fieldError, h, instant, money, query, select, state, thisMonth, toast, view } from "./core.js";
 
 const POLL_MS = 5000;
 
@@ -22,7 +22,7 @@ export async function dashboardPage() {
   const widgets = new Set(["tiles"]);
   view("Payment dashboard",
     h("div", { class: "filters" }, field("Month", period),
-      h("p", {}, h("a", { href: state.config.services.kpi + "/", target: "_blank", rel: "noopener", id: "kpi-dashboard-link" }, "Open the live collections dashboard (charts, drill-down)"))),
+      h("p", {}, h("a", { href: state.config.services.kpi + "/", target: "_blank", rel: "noopener", id: "kpi-dashboard-link", onclick: () => widgets.add("live_dashboard") }, "Open the live collections dashboard (charts, drill-down)"))),
     error, tiles, minis,
     h("div", { class: "actions" }, h("a", { href: "#/payments" }, "All payments and credit notes"), h("a", { href: "#/reports" }, "Reports"), h("a", { href: "#/alerts" }, "Alerts")));
 
@@ -37,18 +37,28 @@ export async function dashboardPage() {
         tile("tile-average-collection-time", "Avg Collection Time", k.average_collection_time.value === null ? "—" : `${k.average_collection_time.value} days`, `bill to payment · ${change(k.average_collection_time)}`, k.average_collection_time.value));
       minis.textContent = `${k.pending_verification.count} pending verification · ${k.credit_notes_issued.count} credit notes issued · ${k.failed_online_payments.count} failed online · as of ${instant(s.as_of)}`;
       minis.dataset.pending = String(k.pending_verification.count);
+      minis.dataset.creditNotes = String(k.credit_notes_issued.count);
       tiles.dataset.loaded = s.as_of;
       error.textContent = "";
     } catch (failure) { error.textContent = failure.message; }
   }
   period.addEventListener("change", () => { widgets.add("period"); load(); });
   await load();
-  const timer = setInterval(() => { if (!document.getElementById("tiles")) { clearInterval(timer); report(); } else load(); }, POLL_MS);
-  function report() {
-    // dashboard_view with what was used; kpi keeps date_range_selected and widgets_accessed (view_duration: see README).
-    call("kpi", "/kpi/dashboard-views", { method: "POST", body: { date_range_selected: period.value, widgets_accessed: [...widgets], view_duration_seconds: Math.round((Date.now() - opened) / 1000) } }).catch(() => {});
+  const timer = setInterval(() => { if (!document.getElementById("tiles")) left(); else load(); }, POLL_MS);
+  // dashboard_view once the page is left (another page, another tab, closed): how long it was open and which
+  // widgets were used. keepalive lets the request outlive a closing tab.
+  let reported = false;
+  function left() {
+    if (reported) return;
+    reported = true;
+    clearInterval(timer);
+    window.removeEventListener("hashchange", left);
+    window.removeEventListener("pagehide", left);
+    const body = { date_range_selected: period.value, widgets_accessed: [...widgets], view_duration_seconds: Math.round((Date.now() - opened) / 1000) };
+    call("kpi", "/kpi/dashboard-views", { method: "POST", body, keepalive: true }).catch(() => {});
   }
-  call("kpi", "/kpi/dashboard-views", { method: "POST", body: { date_range_selected: period.value, widgets_accessed: [...widgets] } }).catch(() => {});
+  window.addEventListener("hashchange", left);
+  window.addEventListener("pagehide", left);
 }
 
 export async function reportsPage() {
@@ -92,6 +102,7 @@ export async function alertsPage() {
     const answer = await call("kpi", "/kpi/alerts");
     list.replaceChildren(...answer.alerts.map((a) => h("tr", {}, h("td", {}, METRICS.find(([m]) => m === a.metric)?.[1] ?? a.metric), h("td", {}, a.comparison), h("td", { class: "num" }, a.threshold), h("td", {}, a.created_by), h("td", {}, instant(a.created_at)))));
     if (!answer.alerts.length) list.append(h("tr", {}, h("td", { colspan: "5", class: "empty" }, "No alerts set.")));
+    list.dataset.loaded = String(answer.alerts.length);
     raised.replaceChildren(...answer.recently_raised.map((r) => h("li", {}, `${r.breached ? "Breached" : "Back to normal"}: ${r.value ?? "—"} (${r.raised_count}×, last ${instant(r.last_raised_at)})`)));
   }
   const form = h("form", { id: "alert-form", novalidate: true, onsubmit: async (event) => {
@@ -111,27 +122,53 @@ export async function alertsPage() {
   await load();
 }
 
+// Where approvals wait: each service keeps its own maker-checker list; the page shows them as one.
+const APPROVAL_SOURCES = [["payments", "Payment adjustment"], ["credit_notes", "Credit note"]];
+
 export async function approvalsPage() {
-  const body = h("div", { id: "approvals" });
-  view("Approvals", body);
-  try {
-    const answer = await call("payments", "/approvals" + query({ status: "pending" }));
-    const items = answer.items ?? answer.approvals ?? [];
-    body.replaceChildren(items.length ? h("ul", {}, items.map((a) => h("li", {}, `${a.kind ?? a.action}: ${a.subject} requested by ${a.requested_by}`,
-      h("div", { class: "actions" },
-        h("button", { type: "button", onclick: () => decide(a, "approve") }, "Approve"),
-        h("button", { type: "button", onclick: () => decide(a, "reject") }, "Reject"))))) : h("p", { class: "empty" }, "Nothing waits for your approval."));
-  } catch (error) {
-    if (!(error instanceof ApiError) || error.status !== 404) throw error;
-    body.replaceChildren(h("p", { class: "notice", id: "approvals-missing" },
-      "Maker-checker approvals (credit notes above the limit, adjustments, refunds) are not served by this deployment yet. ",
-      "Online payments awaiting verification are verified from their details page (Verify)."),
-      h("p", {}, h("a", { href: "#/payments" }, "Go to payments")));
+  const body = h("tbody");
+  const error = h("p", { class: "error", role: "alert", id: "approvals-error" });
+  const table = h("table", { id: "approvals-table", class: "stack" },
+    h("thead", {}, h("tr", {}, ["Request", "Subject", "Account", "Amount", "Reason", "Requested by", "Requested", "Decision"].map((t) => h("th", { scope: "col" }, t)))), body);
+  view("Approvals", error, h("div", { class: "table-wrap" }, table),
+    h("p", { class: "hint" }, "Online payments awaiting verification are verified from their details page (Verify)."));
+
+  async function load() {
+    const answers = await Promise.allSettled(APPROVAL_SOURCES.map(([service]) => call(service, "/approvals")));
+    const rows = [];
+    const failed = [];
+    answers.forEach((answer, i) => {
+      const [service, label] = APPROVAL_SOURCES[i];
+      if (answer.status === "fulfilled") rows.push(...answer.value.approvals.map((a) => ({ ...a, service, label })));
+      else failed.push(`${label}s could not be listed: ${answer.reason.message}`);
+    });
+    rows.sort((a, b) => a.requested_at.localeCompare(b.requested_at));
+    error.textContent = failed.join(" ");
+    body.replaceChildren(...rows.map(approvalRow));
+    if (!rows.length) body.append(h("tr", {}, h("td", { colspan: "8", class: "empty" }, "Nothing waits for your approval.")));
+    table.dataset.loaded = String(rows.length);
   }
+
+  function approvalRow(a) {
+    const subject = a.service === "credit_notes" ? h("a", { href: `#/credit-notes/${encodeURIComponent(a.subject)}` }, a.subject)
+      : h("a", { href: `#/payments/${encodeURIComponent(a.subject)}` }, a.subject);
+    return h("tr", { dataset: { approval: a.approval_id, service: a.service, subject: a.subject } },
+      h("td", { "data-label": "Request" }, a.label), h("td", { "data-label": "Subject" }, subject),
+      h("td", { "data-label": "Account" }, a.account_number ?? "—"), h("td", { "data-label": "Amount", class: "num" }, a.amount ? money(a.amount, a.currency) : "—"),
+      h("td", { "data-label": "Reason" }, a.reason ?? "—"), h("td", { "data-label": "Requested by" }, a.requested_by), h("td", { "data-label": "Requested" }, instant(a.requested_at)),
+      h("td", { "data-label": "Decision" }, h("div", { class: "actions" },
+        h("button", { type: "button", class: "primary approve", "aria-label": `Approve ${a.subject}`, onclick: () => decide(a, "approve") }, "Approve"),
+        h("button", { type: "button", class: "reject", "aria-label": `Reject ${a.subject}`, onclick: () => decide(a, "reject") }, "Reject"))));
+  }
+
   async function decide(approval, decision) {
-    try { await call("payments", `/approvals/${encodeURIComponent(approval.id)}/${decision}`, { method: "POST", body: {} }); toast(`Request ${decision}d.`); await approvalsPage(); }
-    catch (error) { toast(error.message, true); }
+    try {
+      await call(approval.service, `/approvals/${encodeURIComponent(approval.approval_id)}/${decision}`, { method: "POST", body: {} });
+      toast(`${approval.label} ${approval.subject} ${decision === "approve" ? "approved" : "rejected"}.`);
+      await load();
+    } catch (failure) { toast(failure.message, true); }
   }
+  await load();
 }
 
 export async function collectionsPage() {

@@ -1,7 +1,7 @@
 // All Payments / Credit Notes tabs (server-side search, filters and keyset paging), the payment details view
 // with its Verify button, the Create Credit Note dialog, and the credit note details view.
 import {
-  actionsMenu, badge, call, counted, day, downloadDocument, facts, field, fieldError, fromCents, h, hasRole,
+  actionsMenu, badge, call, counted, day, downloadDocument, facts, field, fieldError, fromCents, h, hasRole, track,
   idempotencyKey, instant, money, printDocument, query, select, state, toCents, toast, view, viewDocument,
 } from "./core.js";
 
@@ -83,6 +83,10 @@ async function paymentsTab(panel) {
     if (from.value && to.value && from.value > to.value) { fieldError(to, "“To” must not be before “From”."); return; }
     fieldError(to, "");
     const params = { q: q.value.trim(), date_from: from.value, date_to: to.value, method: method.value, status: status.value, type: type.value, limit: state.config.page_size, cursor };
+    lastSearch = {
+      search_criteria: ["q", "method", "status", "type"].filter((k) => params[k]).map((k) => `${k}=${params[k]}`).join("&").slice(0, 100),
+      date_range: from.value || to.value ? `${from.value}..${to.value}` : "",
+    };
     try {
       const answer = await call("payments", "/payments" + query(params));
       body.replaceChildren(...answer.payments.map(paymentRow));
@@ -97,15 +101,22 @@ async function paymentsTab(panel) {
   await load();
 }
 
+// The seed's payment_history_viewed: what the list was searched for, over which dates, and what was opened from it.
+let lastSearch = { search_criteria: "", date_range: "" };
+
+function viewed(p, action) {
+  track("payment_history_viewed", { ...lastSearch, details_accessed: p.receipt_number, follow_up_action: action });
+}
+
 function paymentRow(p) {
   const details = `#/payments/${encodeURIComponent(p.receipt_number)}`;
   const menu = actionsMenu(`More actions for ${p.receipt_number}`, [
-    ["View details", () => { location.hash = details; }],
-    ["View receipt", () => viewDocument(receiptPath(p.receipt_number), `Receipt ${p.receipt_number}`)],
-    ...(hasRole("customer_executive", "recovery_executive", "billing_manager") ? [["Create credit note", () => creditNoteDialog(p.receipt_number)]] : []),
+    ["View details", () => { viewed(p, "view_details"); location.hash = details; }],
+    ["View receipt", () => { viewed(p, "view_receipt"); viewDocument(receiptPath(p.receipt_number), `Receipt ${p.receipt_number}`); }],
+    ...(hasRole("customer_executive", "recovery_executive", "billing_manager") ? [["Create credit note", () => { viewed(p, "create_credit_note"); creditNoteDialog(p.receipt_number); }]] : []),
   ]);
   return h("tr", { dataset: { receipt: p.receipt_number } },
-    cell("Receipt #", h("a", { href: details }, p.receipt_number)),
+    cell("Receipt #", h("a", { href: details, onclick: () => viewed(p, "view_details") }, p.receipt_number)),
     cell("Consumer", h("span", {}, p.consumer.name, h("br"), h("small", { class: "muted" }, p.consumer.account_number))),
     cell("Amount", h("span", { class: "num" }, money(p.amount))), cell("Method", p.method), cell("Date", day(p.date)),
     cell("Type", p.type), cell("Status", badge(p.status)), cell("Actions", menu));

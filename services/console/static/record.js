@@ -1,9 +1,10 @@
 // Record Payment (the seed's counter form): consumer, channel, type, open item, method, summary, notes, review,
-// confirm, and the receipt at once. The summary is computed here from the open item (payments has no preview
-// endpoint yet): due = the item's outstanding amount, difference = amount - due.
+// confirm, and the receipt at once. The live summary is worked out here from the open item as the clerk types
+// (due = the item's outstanding amount, difference = amount - due); the review shows what payments' own
+// `POST /payments/preview` computes for the same body, and its refusals next to their fields.
 import {
   ApiError, call, counted, day, downloadDocument, facts, field, fieldError, fromCents, h, idempotencyKey, money,
-  printDocument, select, state, toCents, today, view, waitForDocument,
+  printDocument, select, state, toCents, today, track, view, waitForDocument,
 } from "./core.js";
 import { consumerSearch } from "./consumer_search.js";
 
@@ -131,22 +132,57 @@ export async function recordPaymentPage({ params }) {
     return checks.every(Boolean) && itemOk;
   }
 
-  function showReview() {
+  function paymentBody() {
+    const { paid, received, isCash } = figures();
+    return {
+      account_number: form.consumer.account_number, payment_type: chosenType(), item_reference: form.item.item_reference,
+      channel: channel.value, method: method.value, amount: fromCents(paid), payment_date: paymentDate.value,
+      cash_received: isCash && received !== null ? fromCents(received) : null, notes: notes.value.trim() || null,
+    };
+  }
+
+  // Where payments' preview problems are shown: next to the field they name.
+  function inputFor(name) {
+    return { amount, cash_received: cash, channel, method, payment_date: paymentDate, item_reference: items.querySelector("input") }[name] ?? null;
+  }
+
+  async function showReview() {
     if (!validate()) {
       editor.querySelector('[aria-invalid="true"]')?.focus();
       return;
     }
-    const { paid, due } = figures();
+    let preview;
+    try {
+      preview = await call("payments", "/payments/preview", { method: "POST", body: paymentBody() });
+    } catch (error) {
+      formError.textContent = error instanceof ApiError && error.field ? `${error.field}: ${error.message}` : error.message;
+      return;
+    }
+    if (!preview.valid) {
+      const general = [];
+      for (const problem of preview.problems) {
+        const input = inputFor(problem.field);
+        if (input) fieldError(input, problem.detail);
+        else general.push(problem.detail);
+      }
+      formError.textContent = general.join(" ");
+      (editor.querySelector('[aria-invalid="true"]') ?? formError).focus?.();
+      return;
+    }
+    const { paid } = figures();
     form.key = form.key || idempotencyKey();
     const c = form.consumer;
-    const difference = paid - due;
+    const a = preview.analysis;
+    const difference = a.difference.replace(/^-/, "");
     reviewPanel.replaceChildren(h("h2", { id: "review-title", tabindex: "-1" }, "Review and confirm"),
       h("div", { class: "grid" },
         h("div", {}, h("h3", {}, "Account summary"), facts([["Consumer", c.name], ["Account", c.account_number], ["Current balance (outstanding)", money(c.current_balance)]])),
         h("div", {}, h("h3", {}, "Payment summary"), facts([
           ["Payment type", chosenType()], ["Item", form.item.item_reference], ["Payment channel", channel.value], ["Payment method", method.value],
           ["Total amount", money(fromCents(paid)), "review-amount"],
-          difference > 0n ? ["Extra paid", money(fromCents(difference))] : difference < 0n ? ["Still outstanding", money(fromCents(-difference))] : null,
+          ["Amount due", money(a.due), "review-due"],
+          a.outcome === "over" ? ["Extra paid (becomes a credit note)", money(difference), "review-extra"] : a.outcome === "under" ? ["Still outstanding", money(difference), "review-outstanding"] : ["Difference", "Exact payment", "review-exact"],
+          preview.change_given !== null ? ["Change to give", money(preview.change_given), "review-change"] : null,
           ["Payment date", day(paymentDate.value)], ["Recorded by", state.session.user.name, "review-recorded-by"],
           notes.value ? ["Notes", notes.value] : null,
         ]))),
@@ -162,22 +198,18 @@ export async function recordPaymentPage({ params }) {
   async function confirm(event) {
     const button = event.currentTarget;
     button.disabled = true;
-    const { paid, received, isCash } = figures();
-    const body = {
-      account_number: form.consumer.account_number, payment_type: chosenType(), item_reference: form.item.item_reference,
-      channel: channel.value, method: method.value, amount: fromCents(paid), payment_date: paymentDate.value,
-      cash_received: isCash && received !== null ? fromCents(received) : null, notes: notes.value.trim() || null,
-    };
+    const body = paymentBody();
+    const confirmedAt = Date.now();
     try {
       const payment = await call("payments", "/payments", { method: "POST", body, headers: { "Idempotency-Key": form.key } });
-      showReceipt(payment);
+      showReceipt(payment, Math.round((Date.now() - confirmedAt) / 1000));
     } catch (error) {
       button.disabled = false;
       document.getElementById("confirm-error").textContent = error instanceof ApiError && error.field ? `${error.field}: ${error.message}` : error.message;
     }
   }
 
-  async function showReceipt(payment) {
+  async function showReceipt(payment, processingSeconds) {
     reviewPanel.hidden = true;
     const number = payment.receipt_number;
     const pdf = `/receipts/${encodeURIComponent(number)}.pdf`;
@@ -200,17 +232,22 @@ export async function recordPaymentPage({ params }) {
         h("button", { type: "button", id: "record-another", class: "primary", onclick: () => recordPaymentPage({ params: [] }) }, "Record another payment"),
         h("button", { type: "button", id: "return-dashboard", onclick: () => { location.hash = state.session.home; } }, "Return to dashboard")));
     receiptPanel.hidden = false;
-    // The seed's customer_wait_time: from choosing the consumer to the receipt (no endpoint takes it yet: README).
-    if (form.startedAt) receiptPanel.dataset.customerWaitSeconds = String(Math.round((Date.now() - form.startedAt) / 1000));
     document.getElementById("receipt-title").focus();
+    let generated = false;
     try {
       const blob = await waitForDocument(pdf);
       frame.src = URL.createObjectURL(blob);
       frame.dataset.loaded = blob.type;
       frameStatus.textContent = `Receipt ${number} is ready to print or download.`;
+      generated = true;
     } catch (error) {
       frameStatus.textContent = `The receipt could not be shown: ${error.message}`;
     }
+    // The seed's customer_wait_time: from choosing the consumer to the receipt on screen (or given up on).
+    const waited = Math.round((Date.now() - (form.startedAt ?? Date.now())) / 1000);
+    receiptPanel.dataset.customerWaitSeconds = String(waited);
+    track("payment_processed", { payment_id: payment.payment_id, amount: payment.amount, method: payment.method ?? method.value,
+      processing_time_seconds: processingSeconds, customer_wait_time_seconds: waited, receipt_generated: generated });
   }
 
   typeSet.addEventListener("change", renderItems);

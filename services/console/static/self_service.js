@@ -1,15 +1,13 @@
-// The customer's own pages: balance, open bills, payments with receipts, credit notes, online payment.
-// Every call names the token's own account; the services answer 404 for any other (accounts cannot be probed).
-// These endpoints are specified in README.md (console section, "Endpoints the services must add").
+// The customer's own pages: balance, open bills, payments with receipts, credit notes, the payment arrangement,
+// online payment. Every call names the token's own account; the services answer 404 for any other (accounts
+// cannot be probed). The endpoints are listed in README.md (console section, "The endpoints the pages use").
 import { ApiError, badge, call, day, facts, h, idempotencyKey, instant, money, state, toast, view } from "./core.js";
 
 const FOLLOW_MS = 2000;
 
 function missing(error, what) {
-  if (error instanceof ApiError && error.status === 404 && error.code !== "not_found") {
-    return h("p", { class: "notice" }, `${what} is not available yet.`);
-  }
-  return h("p", { class: "error", role: "alert" }, error instanceof ApiError && error.status === 404 ? `${what} is not available yet.` : error.message);
+  const unavailable = error instanceof ApiError && (error.code === "not_deployed" || error.status === 0 || error.status === 503);
+  return h("p", { class: unavailable ? "notice" : "error", role: "alert" }, unavailable ? `${what} cannot be shown right now; please try again later.` : error.message);
 }
 
 export async function myAccountPage() {
@@ -18,8 +16,9 @@ export async function myAccountPage() {
   const summary = h("section", { class: "card", id: "my-summary", "aria-labelledby": "my-summary-title" });
   const payments = h("section", { class: "card", id: "my-payments", "aria-labelledby": "my-payments-title" });
   const credits = h("section", { class: "card", id: "my-credit-notes", "aria-labelledby": "my-credits-title" });
+  const plan = h("section", { class: "card", id: "my-arrangement", "aria-labelledby": "my-plan-title", hidden: !state.config.services.collections });
   const paying = h("section", { class: "card", id: "my-online-payment", hidden: true, "aria-live": "polite" });
-  view("My account", summary, paying, payments, credits);
+  view("My account", summary, paying, payments, credits, plan);
 
   try {
     const s = await call("payments", base);
@@ -51,6 +50,18 @@ export async function myAccountPage() {
       : h("p", { class: "muted" }, "No credit notes."));
   } catch (error) { credits.replaceChildren(h("h2", { id: "my-credits-title" }, "Credit notes"), missing(error, "Your credit notes")); }
 
+  if (state.config.services.collections) {
+    try {
+      const a = await call("collections", base + "/arrangement");
+      const next = a.next_installment;
+      plan.replaceChildren(h("h2", { id: "my-plan-title" }, "Payment arrangement"), a.arrangement ? h("div", {},
+        facts([["Arrangement", a.arrangement.arrangement_id], ["Status", a.arrangement.status, "my-plan-status"], ["Total", money(a.arrangement.total)],
+          ["Paid", money(a.arrangement.paid)], ["Remaining", money(a.arrangement.remaining)],
+          ["Next installment", next ? `${next.item_reference} · ${money(next.amount)} due ${day(next.due_date)}` : "Nothing due", "my-next-installment"]]))
+        : h("p", { class: "muted", id: "my-next-installment" }, "You have no payment arrangement."));
+    } catch (error) { plan.replaceChildren(h("h2", { id: "my-plan-title" }, "Payment arrangement"), missing(error, "Your arrangement")); }
+  }
+
   async function download(receipt) {
     try {
       const response = await call("receipts", `${base}/receipts/${encodeURIComponent(receipt)}.pdf?download=true`, { raw: true });
@@ -64,6 +75,8 @@ export async function myAccountPage() {
   async function payOnline(item) {
     paying.hidden = false;
     paying.replaceChildren(h("h2", {}, `Paying ${item.item_reference}`), h("p", { id: "pay-status" }, "Starting the payment…"));
+    // Card entry (Stripe Elements with the intent's client_secret) is not built: the card is confirmed with Stripe
+    // outside this page, and the payment arrives through Stripe's webhook; the page follows it to Posted.
     try {
       const intent = await call("payments", base + "/payment-intents", { method: "POST", headers: { "Idempotency-Key": idempotencyKey() },
         body: { payment_type: item.payment_type, item_reference: item.item_reference } });

@@ -1,6 +1,6 @@
 // The customer executive's customer service portal: find a consumer, see their account, balance, open items and
 // payment history, open a payment's details, record a payment for them.
-import { badge, call, day, facts, h, money, view } from "./core.js";
+import { badge, call, day, facts, field, h, money, select, toast, track, view } from "./core.js";
 import { consumerSearch } from "./consumer_search.js";
 
 export async function customerServicePage({ params }) {
@@ -8,6 +8,7 @@ export async function customerServicePage({ params }) {
   view("Customer service", h("section", { class: "card", "aria-labelledby": "cs-find" }, h("h2", { id: "cs-find" }, "Find a customer"),
     consumerSearch((number) => { location.hash = `#/customer-service/${encodeURIComponent(number)}`; }, { label: "Customer name or account number", id: "portal-search" })), account);
   if (!params[0]) return;
+  const openedAt = Date.now();
   let c;
   try {
     c = await call("payments", `/consumers/${encodeURIComponent(params[0])}`);
@@ -30,5 +31,28 @@ export async function customerServicePage({ params }) {
           h("td", { "data-label": "Receipt #" }, h("a", { href: `#/payments/${encodeURIComponent(p.receipt_number)}` }, p.receipt_number)),
           h("td", { "data-label": "Amount", class: "num" }, money(p.amount)), h("td", { "data-label": "Method" }, p.method),
           h("td", { "data-label": "Date" }, day(p.date)), h("td", { "data-label": "Type" }, p.type), h("td", { "data-label": "Status" }, badge(p.status))))
-          : [h("tr", {}, h("td", { colspan: "6", class: "empty" }, "No payments yet."))])))));
+          : [h("tr", {}, h("td", { colspan: "6", class: "empty" }, "No payments yet."))])))),
+    inquiryForm(openedAt));
+}
+
+const INQUIRIES = [["balance", "Balance"], ["payment_status", "Payment status"], ["receipt", "Receipt copy"], ["credit_note", "Credit note"], ["other", "Other"]];
+
+// The seed's payment_inquiry_resolved: what the customer asked, how long it took from opening the account, and
+// whether it had to go further.
+function inquiryForm(openedAt) {
+  const kind = select("inquiry-type", INQUIRIES, { value: "balance" });
+  const escalated = h("input", { id: "inquiry-escalated", type: "checkbox" });
+  const satisfaction = select("inquiry-satisfaction", [["", "Not asked"], ["5", "5 · very satisfied"], ["4", "4"], ["3", "3"], ["2", "2"], ["1", "1 · not satisfied"]]);
+  const done = h("p", { class: "hint", id: "inquiry-status", "aria-live": "polite" });
+  return h("section", { class: "card", "aria-labelledby": "cs-inquiry" }, h("h2", { id: "cs-inquiry" }, "Close the inquiry"),
+    h("form", { id: "inquiry-form", onsubmit: async (event) => {
+      event.preventDefault();
+      await track("payment_inquiry_resolved", { inquiry_type: kind.value, resolution_time_seconds: Math.round((Date.now() - openedAt) / 1000),
+        escalation_required: escalated.checked, customer_satisfaction: satisfaction.value ? Number(satisfaction.value) : null });
+      done.textContent = "Inquiry recorded as resolved.";
+      done.dataset.sent = "true";
+      toast("Inquiry recorded as resolved.");
+    } }, h("div", { class: "filters" }, field("What the customer asked about", kind), field("Customer satisfaction", satisfaction),
+      h("label", { class: "check" }, escalated, " Escalated to a supervisor")),
+    h("div", { class: "actions" }, h("button", { type: "submit", id: "inquiry-resolved" }, "Mark inquiry resolved")), done));
 }
