@@ -18,6 +18,7 @@ class Report:
     faults: list[dict[str, Any]] = field(default_factory=list)
     inputs: dict[str, dict[str, int]] = field(default_factory=dict)
     http_statuses: dict[str, dict[str, int]] = field(default_factory=dict)
+    not_accepted: dict[str, list[str]] = field(default_factory=dict)  # a few answers per kind, for the record
     payments: dict[str, int] = field(default_factory=dict)
     invariants: list[Invariant] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
 
 import asyncpg
@@ -22,10 +23,10 @@ from aiokafka import AIOKafkaProducer
 from paydesk.sample_data import generate_accounts
 from shared.contracts import CONTENT_TYPE, Topic
 from tests.chaos.faults import DEFAULT_KINDS, Injector, plan_faults
-from tests.chaos.invariants import account_positions, check_all, signature
+from tests.chaos.invariants import Invariant, account_positions, check_all, signature
 from tests.chaos.report import Report
 from tests.chaos.system import ChaosSystem
-from tests.chaos.workload import Driver, bills_of, plan_inputs
+from tests.chaos.workload import Driver, Input, bills_of, plan_inputs
 
 
 @dataclass
@@ -131,25 +132,7 @@ async def run_chaos(settings: ChaosSettings, say: Callable[[str], None] = print)
         say("fault window closed; draining")
 
         drained = time.monotonic()
-        last, moved = "", time.monotonic()
-        while True:
-            checks = await check_all(
-                system.dsn, system.bootstrap, inputs, driver.outcomes, injector.malformed, baseline
-            )
-            if all(c.holds for c in checks):
-                report.drain = "every invariant holds"
-                break
-            now = signature(checks)
-            if now != last:
-                last, moved = now, time.monotonic()
-                say(
-                    f"  drain {time.monotonic() - drained:5.0f} s: waiting for "
-                    + "; ".join(c.name for c in checks if not c.holds)
-                )
-            elif time.monotonic() - moved > settings.stall_seconds:
-                report.drain = f"gave up: nothing changed for {settings.stall_seconds:.0f} s"
-                break
-            await asyncio.sleep(5)
+        checks = await drain(system, inputs, driver, injector, baseline, settings, report, say)
         report.timings["drain"] = time.monotonic() - drained
         report.invariants = checks
         report.faults = [
@@ -159,6 +142,11 @@ async def run_chaos(settings: ChaosSettings, say: Callable[[str], None] = print)
         by_kind: dict[str, Counter[str]] = {}
         for item in inputs:
             by_kind.setdefault(item.kind, Counter())[driver.outcomes[item.key].status] += 1
+            outcome = driver.outcomes[item.key]
+            shown = report.not_accepted.setdefault(item.kind, [])
+            if outcome.status != "accepted" and len(shown) < 3:
+                shown.append(f"{item.key}: {outcome.status} {outcome.detail[:200]}")
+        report.not_accepted = {k: v for k, v in report.not_accepted.items() if v}
         by_kind["malformed"] = Counter({"published": len(injector.malformed)})
         report.inputs = {k: dict(v) for k, v in by_kind.items()}
         report.http_statuses = {k: {str(c): n for c, n in v.items()} for k, v in driver.statuses.items()}
@@ -178,6 +166,47 @@ async def run_chaos(settings: ChaosSettings, say: Callable[[str], None] = print)
     report.write_json(path)
     say("\n" + report.text() + f"\nreport written to {path}")
     return report
+
+
+async def drain(
+    system: ChaosSystem,
+    inputs: list[Input],
+    driver: Driver,
+    injector: Injector,
+    baseline: dict[str, Decimal],
+    settings: ChaosSettings,
+    report: Report,
+    say: Callable[[str], None],
+) -> list[Invariant]:
+    """Check every 5 s until every invariant holds, nothing has moved for `stall_seconds`, or Ctrl-C (then the
+    report still shows where each invariant stood)."""
+    started = time.monotonic()
+    last, moved = "", time.monotonic()
+    checks: list[Invariant] = []
+    try:
+        while True:
+            checks = await check_all(
+                system.dsn, system.bootstrap, inputs, driver.outcomes, injector.malformed, baseline
+            )
+            if all(c.holds for c in checks):
+                report.drain = "every invariant holds"
+                return checks
+            now = signature(checks)
+            if now != last:
+                last, moved = now, time.monotonic()
+                waiting = [f"{c.name} ({_brief(c)})" for c in checks if not c.holds]
+                say(f"  drain {time.monotonic() - started:5.0f} s: waiting for " + "; ".join(waiting))
+            elif time.monotonic() - moved > settings.stall_seconds:
+                report.drain = f"gave up: nothing changed for {settings.stall_seconds:.0f} s"
+                return checks
+            await asyncio.sleep(5)
+    except asyncio.CancelledError:
+        report.drain = f"interrupted after {time.monotonic() - started:.0f} s of draining"
+        return checks
+
+
+def _brief(check: Invariant) -> str:
+    return ", ".join(f"{k.strip()} {v}" for k, v in list(check.figures.items())[:4])
 
 
 async def payment_counts(dsn: str) -> dict[str, int]:

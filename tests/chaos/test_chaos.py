@@ -16,6 +16,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.e2e]
 SEED = 15
 
 
+@pytest.mark.timeout(3600)  # an outer bound for a loaded machine; the drain itself waits on conditions
 async def test_a_short_seeded_chaos_run_loses_and_doubles_nothing(tmp_path: Path) -> None:
     settings = ChaosSettings(
         seed=SEED,
