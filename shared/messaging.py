@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
@@ -78,6 +81,71 @@ DEAD_LETTERED = Counter("paydesk_events_dead_lettered_total", "Messages sent to 
 DLQ_REASON_HEADER = "x-dlq-reason"
 
 
+class ObservedConsumer(AIOKafkaConsumer):  # type: ignore[misc]  # aiokafka is untyped
+    """aiokafka's consumer, telling when its offset commit started and last succeeded.
+
+    aiokafka retries a commit for as long as the error is retriable, e.g. for ever on partitions a wiped broker no
+    longer has, and FastStream's ack waits for it: from outside, a consumer stuck there looks idle."""
+
+    commit_since: float | None = None
+    committed_at: float | None = None
+
+    async def commit(self, offsets: Any = None) -> None:
+        self.commit_since = time.monotonic()
+        try:
+            await super().commit(offsets)
+            self.committed_at = time.monotonic()
+        finally:
+            self.commit_since = None
+
+
+class OncePerKind(logging.Filter):
+    """Lets one record per (logger, message, exception kind) through per window: a client library retrying in a
+    loop (aiokafka logs every failed commit or connection attempt, ten a second) says so once, not thousands of
+    times. The next line that gets through says how many were held back."""
+
+    def __init__(self, every: float = 30.0) -> None:
+        super().__init__()
+        self.every = every
+        self.last: dict[tuple[str, str, str], float] = {}
+        self.held: dict[tuple[str, str, str], int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        kind = type(record.exc_info[1]).__name__ if record.exc_info and record.exc_info[1] else ""
+        key = (record.name, str(record.msg), kind)
+        now = time.monotonic()
+        if now - self.last.get(key, -self.every) < self.every:
+            self.held[key] = self.held.get(key, 0) + 1
+            return False
+        self.last[key] = now
+        record.suppressed_since_last = self.held.pop(key, 0)
+        return True
+
+
+# The loggers of the client code that loops on a broker that is gone or changed.
+CLIENT_LOGGERS = (
+    "aiokafka",
+    "aiokafka.client",
+    "aiokafka.cluster",
+    "aiokafka.conn",
+    "aiokafka.consumer.consumer",
+    "aiokafka.consumer.fetcher",
+    "aiokafka.consumer.group_coordinator",
+    "aiokafka.producer.producer",
+    "aiokafka.producer.sender",
+)
+
+
+def quiet_repeated_client_errors(*extra_loggers: str) -> None:
+    """Install `OncePerKind` on the Kafka client's loggers (once per logger)."""
+    for name in (*CLIENT_LOGGERS, *extra_loggers):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, OncePerKind) for f in logger.filters):
+            logger.addFilter(OncePerKind())
+
+
 class ServiceBroker(KafkaBroker):
     """FastStream's Kafka broker, joining all of a service's consumer groups at once.
 
@@ -92,12 +160,22 @@ class ServiceBroker(KafkaBroker):
             await publisher.start()
         self.running = True
 
+    async def _connect(self) -> Callable[..., AIOKafkaConsumer]:
+        builder = await super()._connect()
+        # Every subscriber's consumer is built from this: made an ObservedConsumer, so stalls can be told.
+        assert isinstance(builder, partial) and builder.func is AIOKafkaConsumer, builder
+        observed = partial(ObservedConsumer, *builder.args, **builder.keywords)
+        self.config.broker_config.builder = observed
+        return observed
+
 
 def create_broker(settings: ServiceSettings) -> KafkaBroker:
     """The service's FastStream broker; nothing connects until it is started."""
+    quiet_repeated_client_errors(f"paydesk.{settings.service_name}.broker")
     return ServiceBroker(
         settings.kafka_bootstrap_servers,
         client_id=f"paydesk-{settings.service_name}",
+        metadata_max_age_ms=settings.kafka_metadata_max_age_ms,
         acks="all",
         enable_idempotence=settings.kafka_idempotent_producer,
         middlewares=[
@@ -131,6 +209,16 @@ async def _raw_body(message: StreamMessage[Any]) -> bytes:
 
 def _is_transient(exc: BaseException) -> bool:
     return not isinstance(exc, Rejected | ValidationError)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerHealth:
+    """One consumer group's progress as its service sees it."""
+
+    consumer: str
+    seconds_since_progress: float
+    #: Why it cannot make progress; None while it does.
+    stalled: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +267,11 @@ class EventConsumer:
         self.session_timeout_ms = session_timeout_ms
         self.on_rejected = on_rejected
         self.broker: KafkaBroker | None = None
+        self.subscriber: Any = None
+        # Monotonic times: first looked at, last batch applied, since when the topic is missing from metadata.
+        self._watched_since: float | None = None
+        self._applied_at: float | None = None
+        self._topic_missing_since: float | None = None
 
     @property
     def group_id(self) -> str:
@@ -188,7 +281,7 @@ class EventConsumer:
         """Subscribe on the broker; offsets are committed only after `deliver` returns."""
         self.broker = broker
 
-        @broker.subscriber(
+        subscriber = broker.subscriber(
             self.topic,
             group_id=self.group_id,
             auto_offset_reset="earliest",
@@ -203,9 +296,44 @@ class EventConsumer:
             title=f"{self.service}.{self.name}",
             description=f"{self.service} applies {', '.join(sorted(self.handlers))} from {self.topic}.",
         )
+        self.subscriber = subscriber
+
+        @subscriber
         async def on_batch(bodies: list[bytes], message: KafkaMessage) -> None:
             records = cast("tuple[ConsumerRecord[bytes, bytes], ...]", message.raw_message)
             await self.deliver([Delivery(r.value, dict(r.headers or ()), r.key) for r in records])
+            self._applied_at = time.monotonic()
+
+    def health(self, stall_after: float) -> ConsumerHealth:
+        """Whether this consumer makes progress: it hears from the broker (a fetch answer on a partition it holds,
+        an offset commit) or applies a batch. Stalled, with the reason, when a commit has been pending, its topic
+        missing, or the broker silent on its partitions for longer than `stall_after` seconds."""
+        now = time.monotonic()
+        consumer = getattr(self.subscriber, "consumer", None)
+        if not isinstance(consumer, ObservedConsumer):
+            return ConsumerHealth(self.group_id, 0.0, None)  # not started
+        if self._watched_since is None:
+            self._watched_since = now
+        heard = [self._watched_since, self._applied_at or 0.0, consumer.committed_at or 0.0]
+        wall_now = time.time()
+        assigned = consumer.assignment()
+        for tp in assigned:
+            polled = consumer.last_poll_timestamp(tp)  # wall-clock ms of the partition's last fetch answer
+            if polled:
+                heard.append(now - (wall_now - polled / 1000))
+        since = max(now - max(heard), 0.0)
+        if consumer.partitions_for_topic(self.topic) is None:
+            self._topic_missing_since = self._topic_missing_since or now
+        else:
+            self._topic_missing_since = None
+        reason = None
+        if consumer.commit_since is not None and now - consumer.commit_since > stall_after:
+            reason = f"offset commit pending for {now - consumer.commit_since:.0f} s"
+        elif self._topic_missing_since is not None and now - self._topic_missing_since > stall_after:
+            reason = f"topic {self.topic} missing for {now - self._topic_missing_since:.0f} s"
+        elif assigned and since > stall_after:
+            reason = f"no answer from the broker for {since:.0f} s"
+        return ConsumerHealth(self.group_id, since, reason)
 
     async def deliver(self, deliveries: Sequence[Delivery]) -> list[str]:
         """Apply records in order; returns `applied`, `duplicate`, `ignored` or `dead_lettered` for each."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -55,6 +56,37 @@ from shared.telemetry import tag_business_ids
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("paydesk.outbox")
+
+
+class RepeatedFailureLog:
+    """The first failure of each kind logged with its stack, then one line per kind per window with a count."""
+
+    def __init__(self, logger: logging.Logger, message: str, every: float = 30.0) -> None:
+        self.logger = logger
+        self.message = message
+        self.every = every
+        self.last: dict[str, float] = {}
+        self.suppressed: dict[str, int] = {}
+
+    def failed(self, exc: BaseException, **extra: object) -> None:
+        kind = type(exc).__name__
+        now = time.monotonic()
+        if now - self.last.get(kind, -self.every) < self.every:
+            self.suppressed[kind] = self.suppressed.get(kind, 0) + 1
+            return
+        first = kind not in self.last
+        self.last[kind] = now
+        self.logger.error(
+            self.message,
+            exc_info=exc if first else None,
+            extra={
+                **extra,
+                "kind": kind,
+                "reason": str(exc)[:300],
+                "suppressed_since_last": self.suppressed.pop(kind, 0),
+            },
+        )
+
 
 RELAYED = Counter("paydesk_outbox_relayed_total", "Outbox events published to Kafka", ["service"])
 REPLAYED = Counter("paydesk_outbox_replayed_total", "Outbox events re-published after broker data loss", ["service"])
@@ -196,9 +228,12 @@ class OutboxRelay:
         outbox: Table,
         relay_state: Table,
         producer: AIOKafkaProducer | None = None,
+        new_producer: Callable[[], Awaitable[AIOKafkaProducer]] | None = None,
+        provision_topics: Callable[[], Awaitable[object]] | None = None,
         poll_seconds: float = 0.05,
         retention: timedelta = timedelta(days=7),
         batch_size: int = 500,
+        send_timeout_seconds: float = 30.0,
     ) -> None:
         self.service = service
         self.engine = engine
@@ -208,6 +243,14 @@ class OutboxRelay:
         self.poll_seconds = poll_seconds
         self.retention = retention
         self.batch_size = batch_size
+        self.new_producer = new_producer
+        self.provision_topics = provision_topics
+        self.send_timeout_seconds = send_timeout_seconds
+        # The cluster the producer got its producer id from, and the last one whose topics were made sure of.
+        self._producer_cluster: str | None = None
+        self._seen_cluster: str | None = None
+        self._renew_producer = False
+        self._failures = RepeatedFailureLog(log, "outbox relay failed; retrying")
         self._wake = asyncio.Event()
         self._stopping = False
         self._cluster_checked_at = 0.0
@@ -240,11 +283,16 @@ class OutboxRelay:
                         await lock_conn.commit()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("outbox relay failed; retrying", extra={"service": self.service})
+            except Exception as exc:
+                # A send that failed or hung (e.g. an idempotent producer's sequence refused by a broker that
+                # no longer knows its producer id) is retried with a new producer, never the same one forever.
+                self._renew_producer = True
+                self._failures.failed(exc, service=self.service)
                 await self._sleep(1.0)
 
     async def _relay_while_leader(self) -> None:
+        if self._renew_producer:
+            await self.renew_producer()
         await self.check_incarnation()
         last_housekeeping = 0.0
         loop = asyncio.get_running_loop()
@@ -270,6 +318,8 @@ class OutboxRelay:
         """If the broker is not the one we last published to, mark retained rows for re-publishing."""
         self._cluster_checked_at = asyncio.get_running_loop().time()
         cluster_id = await fetch_cluster_id(self._producer())
+        if cluster_id != self._seen_cluster:
+            await self._adopt_cluster(cluster_id)
         async with self.engine.begin() as conn:
             known = (
                 await conn.execute(
@@ -325,7 +375,9 @@ class OutboxRelay:
             futures = []
             for row in rows:
                 futures.append(await self._send(row.topic, row.key, row.headers, row.value, str(row.event_id)))
-            results = await asyncio.gather(*futures)
+            # Bounded: an idempotent producer retries a send forever (e.g. to a topic a wiped broker lost), and a
+            # relay stuck here would never look at the broker again to find out why.
+            results = await asyncio.wait_for(asyncio.gather(*futures), timeout=self.send_timeout_seconds)
             await conn.execute(
                 update(self.outbox)
                 .where(self.outbox.c.id == bindparam("row_id"))
@@ -369,6 +421,41 @@ class OutboxRelay:
         async with self.engine.begin() as conn:
             result = await conn.execute(self.outbox.delete().where(self.outbox.c.published_at < cutoff))
             return result.rowcount or 0
+
+    async def _adopt_cluster(self, cluster_id: str) -> None:
+        """Make the relay fit for a broker it has not published to: its topics exist, its producer id is its own.
+
+        Why a wiped broker stalled the services (issue 15): it comes back with no topics, and only `paydesk run`
+        created them, once, at start-up; sends to a missing topic retry forever, commits of consumed offsets on
+        it too. And an idempotent producer keeps the producer id the old cluster gave it, while the new cluster
+        hands the same small ids out again to producers that start later: two producers sharing an id and its
+        sequence numbers get OutOfOrderSequenceNumber (aiokafka never recovers from it) or have a send taken for
+        a duplicate (aiokafka reports it written). So on a cluster id it has not seen, the relay creates the
+        missing topics (idempotent; whichever service's relay is first does it) and gets a new producer.
+        """
+        if self.provision_topics is not None:
+            await self.provision_topics()
+        if self._producer_cluster != cluster_id:
+            await self.renew_producer()
+        self._seen_cluster = cluster_id
+
+    async def renew_producer(self) -> None:
+        """Start a producer (a new producer id from the broker as it is now) and stop the one it replaces."""
+        self._renew_producer = False
+        if self.new_producer is None:
+            return
+        producer = await self.new_producer()
+        try:
+            cluster_id = await fetch_cluster_id(producer)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            raise
+        old, self.producer, self._producer_cluster = self.producer, producer, cluster_id
+        if old is not None:
+            # What it still holds is either in Kafka already or still unpublished in the outbox: don't wait for it.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(old.stop(), timeout=5)
 
     def stop(self) -> None:
         """Ask the relay to publish what is staged and then end `run`."""

@@ -22,7 +22,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from faststream.specification import AsyncAPI
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from sqlalchemy import MetaData, Table, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -35,7 +35,7 @@ from shared.db import create_engine, is_infrastructure_down, session_factory
 from shared.errors import Rejected
 from shared.inbox import inbox_table
 from shared.limits import BodySizeLimit, RefuseNulCharacters
-from shared.messaging import EventConsumer, Subscription, create_broker
+from shared.messaging import ConsumerHealth, EventConsumer, Subscription, create_broker, provision_topics
 from shared.openapi import document_problems
 from shared.outbox import OUTBOX_TABLE, OutboxRelay, fetch_cluster_id, outbox_tables, wake_relay_after_commit
 from shared.settings import ServiceSettings
@@ -48,6 +48,18 @@ PROBLEM_JSON = "application/problem+json"
 RETRY_AFTER_SECONDS = 5
 # One log line per kind of infrastructure failure in this window, not a stack trace per request.
 UNAVAILABLE_LOG_EVERY_SECONDS = 30.0
+
+
+CONSUMER_STALLED = Gauge(
+    "paydesk_consumer_stalled", "1 while the consumer group cannot make progress", ["service", "consumer"]
+)
+CONSUMER_SILENCE = Gauge(
+    "paydesk_consumer_seconds_since_progress",
+    "Seconds since the consumer last heard from the broker (fetch answer, commit) or applied a batch",
+    ["service", "consumer"],
+)
+# How often a service looks at its consumers when nobody asks (for the log line on a stall and on recovery).
+CONSUMER_WATCH_SECONDS = 5.0
 
 
 class UnavailableLog:
@@ -132,14 +144,17 @@ class Service:
             engine=self.engine,
             outbox=self.tables.outbox,
             relay_state=self.tables.relay_state,
+            new_producer=self._new_producer,
+            provision_topics=self._provision_topics,
             poll_seconds=settings.outbox_poll_seconds,
             retention=timedelta(days=settings.outbox_retention_days),
         )
         # The unit of work wakes the relay: after any commit that staged an event, in a route or a consumer.
         wake_relay_after_commit(self.sessions, self.relay)
-        self.producer: AIOKafkaProducer | None = None
         self.event_consumers: list[EventConsumer] = []
         self._relay_task: asyncio.Task[None] | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+        self._stalled: dict[str, str] = {}
         self.http = self._build_http(title)
 
     # --- wiring used by each service's app.py ---
@@ -190,22 +205,41 @@ class Service:
         configure_tracing(
             settings.service_name, settings.otel_exporter, settings.database_url, settings.otel_exporter_otlp_endpoint
         )
-        # aiokafka binds a producer to the running loop, so it is made here and not in __init__.
-        self.producer = AIOKafkaProducer(
+        await self.relay.renew_producer()
+        self._relay_task = asyncio.create_task(self.relay.run(), name=f"{self.settings.service_name}-outbox-relay")
+        await self.broker.start()
+        self._watch_task = asyncio.create_task(self._watch_consumers(), name=f"{settings.service_name}-consumer-watch")
+        log.info("service started", extra={"service": self.settings.service_name, "port": self.settings.http_port})
+
+    async def _new_producer(self) -> AIOKafkaProducer:
+        """A started producer for the outbox relay (aiokafka binds it to the running loop: never made in __init__)."""
+        producer = AIOKafkaProducer(
             bootstrap_servers=self.settings.kafka_bootstrap_servers,
             client_id=f"paydesk-{self.settings.service_name}-outbox",
             acks="all",
             enable_idempotence=self.settings.kafka_idempotent_producer,
             linger_ms=1,
+            metadata_max_age_ms=self.settings.kafka_metadata_max_age_ms,
         )
-        await self.producer.start()
-        self.relay.producer = self.producer
-        self._relay_task = asyncio.create_task(self.relay.run(), name=f"{self.settings.service_name}-outbox-relay")
-        await self.broker.start()
-        log.info("service started", extra={"service": self.settings.service_name, "port": self.settings.http_port})
+        await producer.start()
+        return producer
+
+    async def _provision_topics(self) -> None:
+        await provision_topics(
+            self.settings.kafka_bootstrap_servers,
+            partitions=self.settings.kafka_partitions,
+            replication_factor=self.settings.kafka_replication_factor,
+        )
+
+    @property
+    def producer(self) -> AIOKafkaProducer | None:
+        """The outbox relay's producer (the relay replaces it when the broker is a new cluster)."""
+        return self.relay.producer
 
     async def stop(self) -> None:
         """Stop consumers first, then drain the outbox, then the producer: nothing staged is left behind."""
+        if self._watch_task is not None:
+            self._watch_task.cancel()
         await self.broker.stop()
         self.relay.stop()
         if self._relay_task is not None:
@@ -231,7 +265,34 @@ class Service:
             checks["broker"] = "ok"
         except Exception as exc:
             checks["broker"] = f"unreachable: {type(exc).__name__}"
+        if self.event_consumers:
+            stalled = [f"{h.consumer}: {h.stalled}" for h in self.consumer_health() if h.stalled]
+            checks["consumers"] = "ok" if not stalled else "stalled: " + "; ".join(stalled)
         return checks
+
+    def consumer_health(self) -> list[ConsumerHealth]:
+        """Each consumer's progress, also set on the gauges; a stall and its end are logged once each."""
+        service = self.settings.service_name
+        result = []
+        for consumer in self.event_consumers:
+            health = consumer.health(self.settings.consumer_stall_seconds)
+            CONSUMER_SILENCE.labels(service, consumer.name).set(round(health.seconds_since_progress, 1))
+            CONSUMER_STALLED.labels(service, consumer.name).set(1 if health.stalled else 0)
+            if health.stalled and consumer.name not in self._stalled:
+                log.error("consumer stalled", extra={"consumer": health.consumer, "reason": health.stalled})
+            elif not health.stalled and consumer.name in self._stalled:
+                log.warning("consumer making progress again", extra={"consumer": health.consumer})
+            if health.stalled:
+                self._stalled[consumer.name] = health.stalled
+            else:
+                self._stalled.pop(consumer.name, None)
+            result.append(health)
+        return result
+
+    async def _watch_consumers(self) -> None:
+        while True:
+            await asyncio.sleep(CONSUMER_WATCH_SECONDS)
+            self.consumer_health()
 
     # --- HTTP ---
 
@@ -268,6 +329,7 @@ class Service:
             responses={200: {"description": "Prometheus text format", "content": {CONTENT_TYPE_LATEST: {}}}},
         )
         async def metrics() -> Response:
+            self.consumer_health()
             return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
         @app.exception_handler(Rejected)

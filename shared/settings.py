@@ -73,6 +73,21 @@ class ServiceSettings(BaseSettings):
         description="A consumer silent this long leaves its group: after a crash, its partitions wait this long "
         "before another member (or its restarted self) takes them. A clean stop leaves at once.",
     )
+    kafka_metadata_max_age_ms: int = Field(
+        default=5000,
+        ge=100,
+        validation_alias=_env("KAFKA_METADATA_MAX_AGE_MS"),
+        description="How often clients re-read the cluster's metadata when nothing forces it. A consumer whose "
+        "topic vanished (a wiped broker) holds no partition, so nothing forces it: at aiokafka's default (5 min) it "
+        "saw the recreated topic only minutes later. One small request per client every 5 s costs nothing.",
+    )
+    consumer_stall_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        validation_alias=_env("PAYDESK_CONSUMER_STALL_SECONDS"),
+        description="A consumer that has not heard from the broker (fetch answer, offset commit, applied batch) for "
+        "this long while it should have is reported stalled: readiness false, `paydesk_consumer_stalled` 1.",
+    )
     jwt_secret: SecretStr = Field(
         default=SecretStr(DEVELOPMENT_JWT_SECRET),
         validation_alias=_env("PAYDESK_JWT_SECRET"),

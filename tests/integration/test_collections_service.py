@@ -25,7 +25,7 @@ from shared.auth import Role
 from shared.contracts import Topic
 from tests.conftest import Infra
 from tests.support.collections import EXECUTIVE, MANAGER, Desk, at, collections_desk
-from tests.support.helpers import eventually, publish, read_topic, unique_account
+from tests.support.helpers import eventually, publish, read_topic, settled, unique_account
 
 pytestmark = pytest.mark.kafka
 D = Decimal
@@ -229,7 +229,7 @@ class TestExactlyOnce:
         again = posted.model_copy(update={"id": uuid.uuid4()})
         await publish(desk.bootstrap, Topic.PAYMENTS_EVENTS, [posted, again, posted])
         await paid_installments(desk, created["arrangement_id"], 1)
-        await asyncio.sleep(1.0)  # give any duplicate the chance to do harm
+        await settled(desk.service)  # every duplicate consumed, and whatever it staged published
         found = await desk.arrangement(created["arrangement_id"])
         assert (found["paid"]["amount"], found["installments"][1]["paid"]["amount"]) == ("100.00", "0.00")
         assert len(await desk.events(account, "arrangement.payment_applied")) == 1
@@ -325,7 +325,7 @@ class TestBadInput:
         before = await desk.events(account)
         await self.rejected(desk, account, 409, "account_number", first_due_date=f"{y}-03-10")
         assert (await desk.arrangement(first["arrangement_id"]))["status"] == "Active"
-        await asyncio.sleep(0.5)
+        await settled(desk.service)
         assert len(await desk.events(account)) == len(before)
 
     async def test_an_unknown_frequency_names_the_field(self, desk: Desk) -> None:
@@ -563,7 +563,7 @@ class TestActivities:
             return list((await desk.get("/activities", account_number=account)).json()["items"])
 
         found = await eventually(logged)
-        await asyncio.sleep(0.5)
+        await settled(desk.service)  # the duplicate command consumed too
         assert [(a["activity_type"], a["executive"]) for a in await logged()] == [("visit", "Tech Tom")]
         assert found
 

@@ -35,6 +35,7 @@ from tests.support.helpers import (
     payment_overpaid,
     publish,
     read_topic,
+    settled,
     unique_account,
     unique_day,
 )
@@ -150,7 +151,7 @@ class TestAutomaticCreditNotes:
 
         notes = await eventually(lambda: notes_of(service, f"R-{account}"))
         issued = await eventually(lambda: events_for(infra, account, "credit_note.issued"))
-        await asyncio.sleep(1.0)  # time for the duplicates to be consumed, so a second note would show
+        await settled(service)  # the duplicates consumed, so a second note would show
         notes = await notes_of(service, f"R-{account}")
         assert len(notes) == 1
         note = notes[0]
@@ -587,7 +588,7 @@ class TestExpiry:
         expired = await eventually(lambda: events_for(infra, account, "credit_note.expired"))
         assert (expired[0].data["credit_note_number"], expired[0].data["remaining"]["amount"]) == (number, "10.00")
         await service.expire_now()  # a second pass must not expire it again
-        await asyncio.sleep(0.5)
+        await settled(service)
         assert len(await events_for(infra, account, "credit_note.expired")) == 1
 
     async def test_the_cli_runs_one_expiry_pass(

@@ -34,7 +34,7 @@ from shared.contracts.events import (
     PaymentStatusChanged,
 )
 from tests.conftest import Infra
-from tests.support.helpers import counter_payment, eventually, pdf_text, publish, read_topic
+from tests.support.helpers import counter_payment, eventually, pdf_text, publish, read_topic, settled
 from tests.support.stripe_fake import API_KEY, serving
 from tests.support.stripe_transfers_fake import FakeStripeTransfers
 
@@ -265,7 +265,7 @@ class TestEarningsFromEvents:
             Topic.PAYMENTS_EVENTS,
             [collected("Walk-in", receipt, "10.00"), collected(watched, f"R-{tag()}", "10.00")],
         )
-        await asyncio.sleep(1.5)
+        await settled(service)  # both payments consumed
         assert await line_rows(service, payee["payee_id"]) == []
         assert await line_rows(service, mine["payee_id"]) == []  # linked, but no rule in force
 

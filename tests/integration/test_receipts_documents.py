@@ -28,6 +28,7 @@ from tests.support.helpers import (
     publish,
     read_topic,
     running,
+    settled,
     unique_account,
     unique_day,
 )
@@ -132,7 +133,7 @@ async def test_ac11_each_posted_payment_gets_one_receipt_under_its_own_number(in
     assert Document.from_json(one["content"]).line("Amount paid") == "$20.00"
     assert Document.from_json(two["content"]).line("Amount paid") == "$35.10"
     events = await eventually(lambda: rendered_events(infra, f"R-T-{account}-2"))
-    await asyncio.sleep(0.5)  # give any (wrong) second rendering of R-…-1 time to show up
+    await settled(receipts)  # the redelivered and republished payment consumed, any rendering published
     assert [e.data["revision"] for e in await rendered_events(infra, f"R-T-{account}-1")] == [1]
     assert events[0].data["sha256"] == two["sha256"] and events[0].data["document_hash"] == two["document_hash"]
     assert (await document(receipts, "receipt", f"R-T-{account}-1"))["revision"] == 1

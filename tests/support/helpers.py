@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -192,6 +193,25 @@ async def caught_up(service: Service, *, stall: float = 120.0) -> None:
         elif loop.time() - progressed_at > stall:
             raise AssertionError(f"{service.settings.service_name}'s consumers stopped catching up: lag {lag}")
         await asyncio.sleep(0.5)
+
+
+async def settled(*services: Service, stall: float = 120.0) -> None:
+    """Wait until nothing more can happen from what was published so far: each service's consumer groups have
+    consumed their topics to the end (so every effect, duplicate or not, is committed) and its outbox is empty
+    (so every event those effects staged is on Kafka). What a test asserts "did not happen" after this cannot
+    happen later; no sleep guesses how long it takes."""
+    for service in services:
+        await caught_up(service, stall=stall)
+        await eventually(functools.partial(_outbox_empty, service), within=stall)
+
+
+async def _outbox_empty(service: Service) -> bool:
+    from sqlalchemy import func, select
+
+    outbox = service.tables.outbox
+    async with service.sessions() as session:
+        pending = (await session.execute(select(func.count()).where(outbox.c.published_at.is_(None)))).scalar_one()
+    return int(pending) == 0
 
 
 @asynccontextmanager
