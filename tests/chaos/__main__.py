@@ -21,7 +21,7 @@ def main() -> None:
     parser.add_argument(
         "--faults",
         default=",".join(DEFAULT_KINDS),
-        help=f"comma-separated fault kinds (default: all but wipe_broker); known: {','.join(KINDS)}",
+        help=f"comma-separated fault kinds (default: all of them): {','.join(KINDS)}",
     )
     parser.add_argument("--faults-per-minute", type=float, default=6.0)
     parser.add_argument("--instances", type=int, default=2, help="instances of payments and of each consumer service")

@@ -33,8 +33,8 @@ KINDS = (
     "proxy_delay",  # hold every chunk through the proxy
     "malformed",  # a malformed or oversized message on every input topic
 )
-# The wiped broker waits for branch broker-recovery (consumers stall after it); select it with --faults.
-DEFAULT_KINDS = tuple(k for k in KINDS if k != "wipe_broker")
+# Every kind by default; `--faults` narrows it down (e.g. to find which kind breaks an invariant).
+DEFAULT_KINDS = KINDS
 # Every topic some service consumes: what another system (or a buggy producer) can put garbage on.
 INPUT_TOPICS = (
     Topic.BILLING_RECEIVABLES,

@@ -1,5 +1,5 @@
-"""A short seeded chaos run in `make test`: about a minute of every fault kind but the wiped broker, a small
-workload, then every invariant must hold. The drain waits on conditions only (see `tests/chaos/run.py`)."""
+"""A short seeded chaos run in `make test`: about a minute of every fault kind, a small workload, then every
+invariant must hold. The drain waits on conditions only (see `tests/chaos/run.py`)."""
 
 from __future__ import annotations
 
