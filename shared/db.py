@@ -44,8 +44,21 @@ def session_factory(engine: AsyncEngine, info: dict[str, Any] | None = None) -> 
     return async_sessionmaker(engine, expire_on_commit=False, sync_session_class=service_session, info=info or {})
 
 
+# SQLSTATE classes that say the server, not the statement, is the problem: 08 connection exception, 53 insufficient
+# resources (e.g. 53300 too many connections), 57 operator intervention (57P01 terminated by an administrator,
+# 57P02 crash shutdown, 57P03 "the database system is starting up").
+UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "57"})
+
+
 def is_infrastructure_down(exc: BaseException) -> bool:
-    """True when the database (or the network to it) failed, not the request: the caller should retry later."""
-    return isinstance(exc, OperationalError | InterfaceError | PoolTimeout | OSError) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated
-    )
+    """True when the database (or the network to it) failed, not the request: the caller should retry later.
+
+    SQLAlchemy's asyncpg dialect turns most server errors into a plain `DBAPIError` (not `OperationalError`), and a
+    refused connection attempt has no connection to invalidate: without the SQLSTATE, a restarting Postgres was a
+    500 (found by the chaos harness)."""
+    if isinstance(exc, OperationalError | InterfaceError | PoolTimeout | OSError):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
+    return exc.connection_invalidated or sqlstate[:2] in UNAVAILABLE_SQLSTATE_CLASSES

@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 import uuid
 
+import asyncpg
 import httpx
 import pytest
+from sqlalchemy.engine import make_url
 
 from paydesk.embedded import free_port
 from services.payments.app import create_service
 from services.payments.settings import PaymentsSettings
 from shared.auth import Role, mint_token
+from tests.conftest import Infra
 
 SECRET = "unavailable-test-secret-long-enough-for-hs256"
 
@@ -53,3 +56,29 @@ async def test_a_request_while_the_database_is_unreachable_answers_503_with_retr
     lines = [r for r in caplog.records if "503" in r.getMessage()]
     assert len(lines) == 1, "one line per kind of failure, not one per request"
     assert lines[0].exc_info is None, "no stack trace for a known outage"
+
+
+async def test_a_database_refusing_connections_is_a_503_not_a_500(infra: Infra) -> None:
+    """Found by the chaos harness: Postgres refusing a connection with a server error (here 53300, too many
+    connections for the role; the same path as 57P03 "the database system is starting up" after a restart) came
+    out of SQLAlchemy as a plain DBAPIError with no connection to invalidate, and the counter got a 500."""
+    role = f"refused_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(infra.database_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await admin.execute(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 0')
+    finally:
+        await admin.close()
+    url = make_url(infra.database_url).set(username=role).render_as_string(hide_password=False)
+    service = create_service(PaymentsSettings(database_url=url, jwt_secret=SECRET))
+    token = mint_token(SECRET, user="Jane Smith", roles=[Role.CUSTOMER_EXECUTIVE])
+    transport = httpx.ASGITransport(app=service.http, raise_app_exceptions=False)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://payments") as client:
+            response = await client.get(
+                "/consumers", params={"q": "John"}, headers={"Authorization": f"Bearer {token}"}
+            )
+    finally:
+        await service.engine.dispose()
+    assert response.status_code == 503, response.text
+    assert response.headers["Retry-After"].isdigit()
+    assert response.json()["code"] == "service_unavailable"
