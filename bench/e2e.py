@@ -598,7 +598,7 @@ def main() -> None:
     env["PAYDESK_CORS_ORIGINS"] = f"http://127.0.0.1:{console},http://localhost:{console}"
     postgres = EmbeddedPostgres(workdir / "pgdata", delete_on_stop=not args.keep)
     broker: EmbeddedBroker | None = None
-    supervisor = Supervisor(say=lambda line: None)
+    supervisor = Supervisor()
     wall = time.monotonic()
     try:
         url = postgres.start()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+
 from services.receipts import api, domain, projections
 from services.receipts.commands import Renderings, RenderWorker
 from services.receipts.domain import DocumentStyle, Letterhead
@@ -35,11 +38,19 @@ class ReceiptsService(Service):
 
     async def start(self) -> None:
         await super().start()
+        processes = self.settings.render_processes if isinstance(self.settings, ReceiptsSettings) else 0
+        if processes:
+            # Spawned, not forked: the service's threads and connections stay in the service.
+            context = multiprocessing.get_context("spawn")
+            self.renderings.processes = ProcessPoolExecutor(max_workers=processes, mp_context=context)
         self.render_worker.start()
 
     async def stop(self) -> None:
         # Before the outbox drains, so the `receipt.rendered` of the last pass is published.
         await self.render_worker.stop()
+        if self.renderings.processes is not None:
+            self.renderings.processes.shutdown(wait=False, cancel_futures=True)
+            self.renderings.processes = None
         await super().stop()
 
 

@@ -4,6 +4,8 @@ The event consumers store what a document says and announce it (`projections.py`
 render worker here renders those documents in batches, in a worker thread, and stores each file with its SHA-256
 in one transaction that stages `receipt.rendered`. Rendering took most of the consumers' time when it was done
 eagerly in their transaction; now a burst of payments is stored at the pace of the database and rendered behind.
+The worker renders in a separate process (`RECEIPTS_RENDER_PROCESSES`, 1): Typst is CPU work, and in a thread
+of the service it would share the interpreter with the event consumers; in its own process it uses the other core.
 
 Several workers (several receipts processes) never wait on each other nor on the consumers: the rows a worker
 updates are taken with FOR UPDATE SKIP LOCKED, and a document whose content changed while it was being rendered
@@ -22,6 +24,7 @@ import hashlib
 import logging
 import threading
 from collections import OrderedDict
+from concurrent.futures import Executor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,31 +43,64 @@ log = logging.getLogger(__name__)
 SOURCE = "receipts"
 
 
-class Renderings:
-    """Renders documents to PDF, keeping the latest files by content hash (equal content gives equal bytes)."""
+_CHILD_RENDERER: PdfRenderer | None = None
 
-    def __init__(self, renderer: PdfRenderer, *, cache_size: int = 256) -> None:
+
+def render_contents(contents: list[dict[str, Any]]) -> list[bytes]:
+    """Render stored document contents to PDF, in a render process (one Typst compiler per process)."""
+    global _CHILD_RENDERER
+    if _CHILD_RENDERER is None:
+        _CHILD_RENDERER = PdfRenderer()
+    return [_CHILD_RENDERER.pdf(Document.from_json(content)) for content in contents]
+
+
+class Renderings:
+    """Renders documents to PDF, keeping the latest files by content hash (equal content gives equal bytes).
+
+    Batches go to `processes` (an executor of render processes) when there is one, else to a worker thread."""
+
+    def __init__(self, renderer: PdfRenderer, *, cache_size: int = 256, processes: Executor | None = None) -> None:
         self.renderer = renderer
         self.cache_size = cache_size
+        self.processes = processes
         self._cache: OrderedDict[str, bytes] = OrderedDict()
         self._lock = threading.Lock()
 
-    def render(self, document: Document) -> bytes:
-        """The document's PDF, from the cache or rendered now (blocking: call it from a worker thread)."""
+    def _cached(self, document_hash: str) -> bytes | None:
         with self._lock:
-            cached = self._cache.get(document.document_hash)
-            if cached is not None:
-                self._cache.move_to_end(document.document_hash)
-                return cached
-        pdf = self.renderer.pdf(document)
+            return self._cache.get(document_hash)
+
+    def _keep(self, document_hash: str, pdf: bytes) -> None:
         with self._lock:
-            self._cache[document.document_hash] = pdf
+            self._cache[document_hash] = pdf
+            self._cache.move_to_end(document_hash)
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
+
+    def render(self, document: Document) -> bytes:
+        """The document's PDF, from the cache or rendered now (blocking: call it from a worker thread)."""
+        pdf = self._cached(document.document_hash)
+        if pdf is None:
+            pdf = self.renderer.pdf(document)
+            self._keep(document.document_hash, pdf)
         return pdf
 
     def render_all(self, batch: list[Document]) -> list[bytes]:
         return [self.render(document) for document in batch]
+
+    async def render_batch(self, batch: list[Document]) -> list[bytes]:
+        """Every document's PDF: cached ones as they are, the others rendered in one hop to a render process."""
+        if self.processes is None:
+            return await asyncio.to_thread(self.render_all, batch)
+        missing = [d for d in batch if self._cached(d.document_hash) is None]
+        if missing:
+            loop = asyncio.get_running_loop()
+            pdfs = await loop.run_in_executor(self.processes, render_contents, [d.to_json() for d in missing])
+            for document, pdf in zip(missing, pdfs, strict=True):
+                self._keep(document.document_hash, pdf)
+        found = [self._cached(d.document_hash) for d in batch]
+        # A batch larger than the cache could push out its own first files: render those here rather than fail.
+        return [pdf if pdf is not None else self.render(d) for d, pdf in zip(batch, found, strict=True)]
 
     async def with_pdf(self, row: dict[str, Any]) -> dict[str, Any]:
         """A stored document row with its PDF: the stored file, or rendered now if the worker has not yet."""
@@ -88,8 +124,8 @@ async def render_pending(sessions: async_sessionmaker[AsyncSession], renderings:
     if not waiting:
         return 0
     contents = [Document.from_json(row.content) for row in waiting]
-    # Typst compiles in a worker thread, the whole batch in one hop: the event loop keeps serving GETs meanwhile.
-    pdfs = await asyncio.to_thread(renderings.render_all, contents)
+    # The whole batch in one hop to a render process (or thread): the event loop keeps consuming meanwhile.
+    pdfs = await renderings.render_batch(contents)
     files = dict(zip((d.document_hash for d in contents), pdfs, strict=True))
     by_key = {(d.kind, d.number): d for d in contents}
     rendered_at = datetime.now(UTC)
