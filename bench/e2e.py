@@ -9,8 +9,9 @@ process) in a temporary data directory on free ports, so it never collides with 
    on half of the accounts; every tenth account is overpaid once (a credit note follows);
 4. a lockbox file: `--lockbox` `payment.record_requested` commands on `payments.commands.v1` at once, on the
    other half;
-5. completion from the output topics (`payment.posted`, `receipt.rendered`, `credit_note.issued`) and the KPI
-   API (polled every 0.25 s), CPU and RSS of every process (psutil, once a second); pgbench again;
+5. completion from the output topics (`payment.posted`, `receipt.available` and `receipt.rendered`,
+   `credit_note.issued`) and the KPI API (polled every 0.25 s), CPU and RSS of every process (psutil, once a
+   second); pgbench again;
 6. checks that the KPI totals equal the sum of the posted payments, prints one table, and writes `result.json`,
    `chart.png` (and with `--profile` py-spy flame graphs per service) to `--out`.
 
@@ -53,10 +54,11 @@ from sqlalchemy.engine import make_url  # noqa: E402
 
 from bench.e2e_report import number, per_second, percentiles, rate, table  # noqa: E402
 from paydesk.embedded import EmbeddedBroker, EmbeddedKafka, EmbeddedPostgres, free_port  # noqa: E402
-from paydesk.launcher import choose_broker, publish_reference_data, start_services, stop_services, wait_ready  # noqa: E402
+from paydesk.launcher import choose_broker, publish_reference_data, supervise_services, wait_ready  # noqa: E402
 from paydesk.migrations import upgrade  # noqa: E402
-from paydesk.registry import START_ORDER  # noqa: E402
+from paydesk.registry import INTAKE, START_ORDER  # noqa: E402
 from paydesk.sample_data import generate_accounts  # noqa: E402
+from paydesk.supervisor import Supervisor, stop_order  # noqa: E402
 from shared.auth import Role, mint_token  # noqa: E402
 from shared.contracts import CONTENT_TYPE, Topic, new_envelope  # noqa: E402
 from shared.contracts.events import PaymentRecordRequested  # noqa: E402
@@ -84,13 +86,14 @@ class Payment:
     payment_id: str | None = None
     receipt_number: str | None = None
     outcome: str | None = None
-    receipt: float | None = None
+    available: float | None = None  # receipt.available, or receipt.rendered if that came first: a GET returns the PDF
+    receipt: float | None = None  # receipt.rendered: the PDF file is stored
     credit_note: float | None = None
     kpi: float | None = None
 
     def done(self) -> float | None:
-        """When the payment was fully processed: posted, receipt, credit note if overpaid, counted by the KPI."""
-        stages = [self.posted, self.receipt, self.kpi]
+        """When the payment was fully processed: posted, receipt available, credit note if overpaid, counted by KPI."""
+        stages = [self.posted, self.available, self.kpi]
         if self.outcome == "over":
             stages.append(self.credit_note)
         return None if any(s is None for s in stages) else max(s for s in stages if s is not None)
@@ -102,11 +105,14 @@ class Tracker:
     by_payment_id: dict[str, Payment] = field(default_factory=dict)
     by_receipt: dict[str, Payment] = field(default_factory=dict)
     early_receipts: dict[str, float] = field(default_factory=dict)
+    early_available: dict[str, float] = field(default_factory=dict)
     early_credit_notes: dict[str, float] = field(default_factory=dict)
     posted_order: list[Payment] = field(default_factory=list)
     posted_total: Decimal = Decimal(0)
     kpi_samples: list[tuple[float, int, Decimal]] = field(default_factory=list)
-    stage_times: dict[str, list[float]] = field(default_factory=lambda: {"posted": [], "receipt": [], "credit": []})
+    stage_times: dict[str, list[float]] = field(
+        default_factory=lambda: {"posted": [], "available": [], "receipt": [], "credit": []}
+    )
 
     def on_event(self, kind: str, data: dict[str, Any], stamp: float) -> None:
         if kind == "payment.posted":
@@ -118,17 +124,26 @@ class Tracker:
             self.by_payment_id[data["payment_id"]] = payment
             self.by_receipt[data["receipt_number"]] = payment
             payment.receipt = self.early_receipts.pop(data["receipt_number"], None)
+            payment.available = self.early_available.pop(data["receipt_number"], None)
             payment.credit_note = self.early_credit_notes.pop(data["payment_id"], None)
             self.posted_order.append(payment)
             self.posted_total += Decimal(data["amount"]["amount"])
             self.stage_times["posted"].append(stamp)
-        elif kind == "receipt.rendered" and data.get("document") == "receipt":
-            self.stage_times["receipt"].append(stamp)
+        elif kind in ("receipt.rendered", "receipt.available") and data.get("document") == "receipt":
+            if kind == "receipt.rendered":
+                self.stage_times["receipt"].append(stamp)
+                target = self.by_receipt.get(data["number"])
+                if target is None:
+                    self.early_receipts.setdefault(data["number"], stamp)
+                elif target.receipt is None:
+                    target.receipt = stamp
+            # A rendered receipt is available too (before receipts announced `receipt.available`, only that came).
             target = self.by_receipt.get(data["number"])
             if target is None:
-                self.early_receipts.setdefault(data["number"], stamp)
-            elif target.receipt is None:
-                target.receipt = stamp
+                self.early_available.setdefault(data["number"], stamp)
+            elif target.available is None:
+                target.available = stamp
+                self.stage_times["available"].append(stamp)
         elif kind == "credit_note.issued":
             self.stage_times["credit"].append(stamp)
             target = self.by_payment_id.get(data["payment_id"])
@@ -349,10 +364,10 @@ async def lockbox(bootstrap: str, tracker: Tracker, bills: list[Bill], count: in
 
 
 async def drain(tracker: Tracker, path: str, limit: float) -> float:
-    """Wait until every accepted payment of `path` is fully processed (or `limit` s); returns when it ended."""
+    """Wait until every accepted payment of `path` is fully processed and its receipt rendered (or `limit` s)."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        if all(p.done() is not None for p in tracker.of(path) if p.accepted is not None):
+        if all(p.done() is not None and p.receipt is not None for p in tracker.of(path) if p.accepted is not None):
             break
         await asyncio.sleep(0.25)
     return time.time()
@@ -448,6 +463,7 @@ def stage_rows(tracker: Tracker, phases: dict[str, dict[str, Any]], pgbench_tps:
         label = "accepted (201)" if path == "http" else "published on Kafka"
         stage(label, [p.accepted for p in accepted if p.accepted is not None])
         stage("posted", [p.posted for p in accepted if p.posted is not None])
+        stage("receipt available", [p.available for p in accepted if p.available is not None])
         stage("receipt rendered", [p.receipt for p in accepted if p.receipt is not None])
         stage("credit note (overpaid)", [p.credit_note for p in accepted if p.credit_note is not None])
         stage("counted by KPI", [p.kpi for p in accepted if p.kpi is not None])
@@ -460,7 +476,12 @@ def latency_rows(tracker: Tracker, http_latency: dict[str, float | None]) -> tup
     figures: dict[str, Any] = {"http_post_ms": http_latency}
     for path in ("http", "lockbox"):
         payments = [p for p in tracker.of(path) if p.accepted is not None]
-        for label, attribute in (("posted", "posted"), ("receipt", "receipt"), ("KPI visible", "kpi")):
+        for label, attribute in (
+            ("posted", "posted"),
+            ("receipt available", "available"),
+            ("receipt rendered", "receipt"),
+            ("KPI visible", "kpi"),
+        ):
             values = [(getattr(p, attribute) - p.requested) * 1000 for p in payments if getattr(p, attribute)]
             found = percentiles(values)
             figures[f"{path}_{attribute}_ms"] = found
@@ -478,6 +499,7 @@ def chart(tracker: Tracker, sampler: Sampler, origin: float, path: Path) -> None
     for label, stamps in (
         ("accepted", [p.accepted for p in tracker.payments.values() if p.accepted]),
         ("posted", tracker.stage_times["posted"]),
+        ("receipt available", tracker.stage_times["available"]),
         ("receipt rendered", tracker.stage_times["receipt"]),
         ("credit note issued", tracker.stage_times["credit"]),
         ("fully processed", [d for p in tracker.payments.values() if (d := p.done()) is not None]),
@@ -576,7 +598,7 @@ def main() -> None:
     env["PAYDESK_CORS_ORIGINS"] = f"http://127.0.0.1:{console},http://localhost:{console}"
     postgres = EmbeddedPostgres(workdir / "pgdata", delete_on_stop=not args.keep)
     broker: EmbeddedBroker | None = None
-    processes: dict[str, subprocess.Popen[bytes]] = {}
+    supervisor = Supervisor()
     wall = time.monotonic()
     try:
         url = postgres.start()
@@ -605,11 +627,11 @@ def main() -> None:
         )
         for name in START_ORDER:
             upgrade(name, url)
-        processes = start_services(env, log_dir)
-        wait_ready(START_ORDER)
+        supervise_services(supervisor, env, log_dir)
+        wait_ready(START_ORDER, on_wait=supervisor.check)
         pgbench_before = pgbench(socket_dir, workdir, args.pgbench_seconds)
         print(f"pgbench     one-row INSERT, 8 clients: {pgbench_before:,.0f} TPS (before)", flush=True)
-        pids = {name: process.pid for name, process in processes.items()}
+        pids = supervisor.pids()
         postmaster = int((workdir / "pgdata" / "postmaster.pid").read_text().split()[0])
         kafka_process = getattr(broker, "_process", None)
         sampled = dict(pids) | ({"broker": kafka_process.pid} if kafka_process else {}) | {"bench": os.getpid()}
@@ -622,7 +644,7 @@ def main() -> None:
         print(f"pgbench     one-row INSERT, 8 clients: {pgbench_after:,.0f} TPS (after)", flush=True)
         report(args, run, sampler, pgbench_before, pgbench_after, out, broker_name, time.monotonic() - wall)
     finally:
-        stop_services(processes)
+        supervisor.stop(stop_order(START_ORDER, INTAKE))
         if broker is not None:
             broker.stop()
         postgres.stop()

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import HTMLResponse, Response
 
 from services.receipts import domain, queries, views
+from services.receipts.commands import Renderings
 from shared.auth import Actor, Role, require_account, require_roles
 from shared.service import Service
 
@@ -19,15 +20,16 @@ AccountReader = Annotated[Actor, require_account(*ANY_STAFF)]
 Download = Annotated[bool, Query(description="Serve as an attachment (Download) rather than inline (view).")]
 
 
-def router(service: Service) -> APIRouter:
-    """Documents are rendered when their events arrive; these routes only read the stored bytes."""
+def router(service: Service, renderings: Renderings) -> APIRouter:
+    """Documents are stored when their events arrive; a PDF the render worker has not rendered yet is rendered here."""
     routes = APIRouter(tags=["receipts"])
 
     # Registered before the print view: `/receipts/{receipt_number}` would otherwise also match `R-5001.pdf`.
     @routes.get("/receipts/{receipt_number}.pdf", response_class=Response)
     async def receipt_pdf(receipt_number: str, actor: Staff, download: Download = False) -> Response:
         async with service.sessions() as session:
-            return views.pdf(await queries.find_document(session, domain.RECEIPT, receipt_number), download)
+            row = await queries.find_document(session, domain.RECEIPT, receipt_number)
+        return views.pdf(await renderings.with_pdf(row), download)
 
     @routes.get("/receipts/{receipt_number}", response_class=HTMLResponse)
     async def receipt_print_view(receipt_number: str, actor: Staff) -> HTMLResponse:
@@ -54,7 +56,8 @@ def router(service: Service) -> APIRouter:
     @routes.get("/credit-notes/{number}.pdf", response_class=Response)
     async def credit_note_pdf(number: str, actor: Staff, download: Download = False) -> Response:
         async with service.sessions() as session:
-            return views.pdf(await queries.find_document(session, domain.CREDIT_NOTE, number), download)
+            row = await queries.find_document(session, domain.CREDIT_NOTE, number)
+        return views.pdf(await renderings.with_pdf(row), download)
 
     @routes.get("/accounts/{account_number}/receipts", tags=["self-service"])
     async def account_receipts(
@@ -75,6 +78,6 @@ def router(service: Service) -> APIRouter:
         """A receipt of this account as PDF; one of another account answers 404 as a missing one does."""
         async with service.sessions() as session:
             row = await queries.account_document(session, domain.RECEIPT, receipt_number, account_number)
-        return views.pdf(row, download)
+        return views.pdf(await renderings.with_pdf(row), download)
 
     return routes

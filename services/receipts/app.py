@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+
 from services.receipts import api, domain, projections
+from services.receipts.commands import Renderings, RenderWorker
 from services.receipts.domain import DocumentStyle, Letterhead
 from services.receipts.rendering import PdfRenderer
 from services.receipts.settings import ReceiptsSettings
@@ -21,10 +25,39 @@ def document_style(settings: ReceiptsSettings) -> DocumentStyle:
     return style
 
 
-def create_service(settings: ReceiptsSettings | None = None) -> Service:
+class ReceiptsService(Service):
+    """A service with one more background task: the render worker, which turns stored documents into PDFs."""
+
+    def __init__(self, settings: ReceiptsSettings) -> None:
+        super().__init__(settings, plumbing, title="Paydesk receipts")
+        self.renderer = PdfRenderer()
+        self.renderings = Renderings(self.renderer)
+        self.render_worker = RenderWorker(
+            self.sessions, self.renderings, batch=settings.render_batch, idle_seconds=settings.render_idle_seconds
+        )
+
+    async def start(self) -> None:
+        await super().start()
+        processes = self.settings.render_processes if isinstance(self.settings, ReceiptsSettings) else 0
+        if processes:
+            # Spawned, not forked: the service's threads and connections stay in the service.
+            context = multiprocessing.get_context("spawn")
+            self.renderings.processes = ProcessPoolExecutor(max_workers=processes, mp_context=context)
+        self.render_worker.start()
+
+    async def stop(self) -> None:
+        # Before the outbox drains, so the `receipt.rendered` of the last pass is published.
+        await self.render_worker.stop()
+        if self.renderings.processes is not None:
+            self.renderings.processes.shutdown(wait=False, cancel_futures=True)
+            self.renderings.processes = None
+        await super().stop()
+
+
+def create_service(settings: ReceiptsSettings | None = None) -> ReceiptsService:
     settings = settings or ReceiptsSettings()
-    service = Service(settings, plumbing, title="Paydesk receipts")
-    service.subscribe(*projections.subscriptions(PdfRenderer(), document_style(settings)))
-    service.publishes(Topic.RECEIPTS_EVENTS, ["receipt.rendered"])
-    service.include(api.router(service))
+    service = ReceiptsService(settings)
+    service.subscribe(*projections.subscriptions(service.renderer, document_style(settings)))
+    service.publishes(Topic.RECEIPTS_EVENTS, ["receipt.available", "receipt.rendered"])
+    service.include(api.router(service, service.renderings))
     return service

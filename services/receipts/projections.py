@@ -1,8 +1,9 @@
 """Receipts' projections: documents kept in step with the events. Each handler runs in the event consumer's
 transaction.
 
-Documents are rendered eagerly, when an event changes what a document says, and stored with their
-hashes; the HTTP routes only read bytes. Every handler first takes a transaction-scoped advisory lock on
+When an event changes what a document says, its content is stored at once with its hash and announced with
+`receipt.available`; the PDF is rendered later, off this path, by the render worker (`commands.py`), or on the
+first GET. Every handler first takes a transaction-scoped advisory lock on
 the receipt (or credit note) it touches: payments and credit notes arrive on different topics, through two
 event consumers running side by side, and without the lock a `credit_note.issued` and the `payment.posted` it
 refers to could each commit without seeing the other, leaving a receipt that never mentions its credit note.
@@ -44,7 +45,7 @@ from shared.contracts.events import (
     PaymentPosted,
     PaymentStatusChanged,
     PaymentVerified,
-    ReceiptRendered,
+    ReceiptAvailable,
 )
 from shared.errors import Rejected
 from shared.messaging import Subscription
@@ -59,7 +60,7 @@ async def _lock(session: AsyncSession, kind: str, number: str) -> None:
 
 
 class Documents:
-    """Keeps each document in step with the events; stages `receipt.rendered` whenever one changes."""
+    """Keeps each document in step with the events; stages `receipt.available` whenever one changes."""
 
     def __init__(self, renderer: PdfRenderer, style: DocumentStyle) -> None:
         self.renderer = renderer
@@ -96,7 +97,7 @@ class Documents:
     async def on_payment_posted(self, session: AsyncSession, envelope: Envelope) -> None:
         posted = parse_data(envelope, PaymentPosted)
         await _lock(session, domain.RECEIPT, posted.receipt_number)
-        await session.execute(
+        insert = (
             pg_insert(receipts)
             .values(
                 receipt_number=posted.receipt_number,
@@ -110,11 +111,16 @@ class Documents:
                 payment=posted.model_dump(mode="json"),
             )
             .on_conflict_do_nothing(index_elements=["receipt_number"])
+            .returning(receipts.c.version)
         )
+        inserted = (await session.execute(insert)).first()
         earlier = await _load_state(session, posted.receipt_number)
         state = domain.state_when_posted(posted, earlier)
         await _save_state(session, posted.receipt_number, posted.payment_id, posted.consumer.account_number, state)
-        await self.refresh_receipt(session, posted.receipt_number)
+        # Just inserted, the row says what this event says: no need to read it back. Otherwise (a redelivery, or
+        # a receipt re-issued since by an adjustment) the stored payment is the one the document shows.
+        known = (posted, inserted.version, state) if inserted is not None else None
+        await self.refresh_receipt(session, posted.receipt_number, known=known)
 
     async def on_payment_status_changed(self, session: AsyncSession, envelope: Envelope) -> None:
         changed = parse_data(envelope, PaymentStatusChanged)
@@ -307,24 +313,39 @@ class Documents:
 
     # --- documents ---
 
-    async def refresh_receipt(self, session: AsyncSession, receipt_number: str) -> None:
-        """Re-render the receipt if what it says changed; nothing until the payment is posted."""
-        document = await self._receipt(session, receipt_number)
+    async def refresh_receipt(
+        self,
+        session: AsyncSession,
+        receipt_number: str,
+        *,
+        known: tuple[PaymentPosted, int, PaymentState] | None = None,
+    ) -> None:
+        """Store the receipt anew if what it says changed; nothing until the payment is posted."""
+        document = await self._receipt(session, receipt_number, known=known)
         if document is not None:
             await self._store(session, document)
 
     async def _receipt(
-        self, session: AsyncSession, receipt_number: str, *, superseded_by: int | None = None
+        self,
+        session: AsyncSession,
+        receipt_number: str,
+        *,
+        superseded_by: int | None = None,
+        known: tuple[PaymentPosted, int, PaymentState] | None = None,
     ) -> Document | None:
-        row = (
-            await session.execute(
-                select(receipts.c.payment, receipts.c.version).where(receipts.c.receipt_number == receipt_number)
-            )
-        ).first()
-        if row is None:
-            return None
-        posted = PaymentPosted.model_validate(row.payment)
-        state = await _load_state(session, receipt_number) or domain.state_when_posted(posted, None)
+        """The receipt as the stored rows say, or as `known` (payment, version, state) says when the caller has them."""
+        if known is not None:
+            posted, version, state = known
+        else:
+            row = (
+                await session.execute(
+                    select(receipts.c.payment, receipts.c.version).where(receipts.c.receipt_number == receipt_number)
+                )
+            ).first()
+            if row is None:
+                return None
+            posted, version = PaymentPosted.model_validate(row.payment), row.version
+            state = await _load_state(session, receipt_number) or domain.state_when_posted(posted, None)
         notes = [
             CreditNoteIssued.model_validate(issued)
             for issued in (
@@ -333,29 +354,30 @@ class Documents:
                 )
             ).scalars()
         ]
-        numbers = [n.credit_note_number for n in notes]
-        void_notes = frozenset(
-            (
-                await session.execute(
-                    select(credit_note_activity.c.credit_note_number).where(
-                        credit_note_activity.c.credit_note_number.in_(numbers),
-                        credit_note_activity.c.status == "Voided",
+        void_notes: frozenset[str] = frozenset()
+        if notes:  # most payments have none: no second round trip for them
+            void_notes = frozenset(
+                (
+                    await session.execute(
+                        select(credit_note_activity.c.credit_note_number).where(
+                            credit_note_activity.c.credit_note_number.in_([n.credit_note_number for n in notes]),
+                            credit_note_activity.c.status == "Voided",
+                        )
                     )
-                )
-            ).scalars()
-        )
+                ).scalars()
+            )
         return domain.receipt_document(
             posted,
             state,
             notes,
             self.style,
             void_notes=void_notes,
-            version=row.version,
+            version=version,
             superseded_by=superseded_by,
         )
 
     async def refresh_credit_note(self, session: AsyncSession, number: str) -> None:
-        """Re-render the credit note if what it says changed; nothing until it is issued."""
+        """Store the credit note anew if what it says changed; nothing until it is issued."""
         row = (
             await session.execute(select(credit_notes.c.issued).where(credit_notes.c.credit_note_number == number))
         ).first()
@@ -377,49 +399,55 @@ class Documents:
         await self._store(session, domain.credit_note_document(issued, activity, self.style))
 
     async def _store(self, session: AsyncSession, document: Document) -> None:
-        """Render and keep the document unless the stored one already says exactly this (same hash)."""
-        stored = (
+        """Keep what the document now says unless the stored one already says exactly this (same hash).
+
+        The PDF is not rendered here: the render worker (`commands.RenderWorker`) renders it off this hot path,
+        and a GET renders it on demand meanwhile. `receipt.available` tells other systems it can be fetched."""
+        stored_at = datetime.now(UTC)
+        insert = pg_insert(documents).values(
+            kind=document.kind,
+            number=document.number,
+            account_number=document.account_number,
+            revision=1,
+            document_hash=document.document_hash,
+            content=document.to_json(),
+        )
+        # One statement: a new document, or new content under the next revision, and nothing at all when the stored
+        # one already says exactly this (same hash; then no row comes back). Whatever PDF was rendered before says
+        # something else now: cleared, so the document is back in the render worker's queue.
+        changed = (
             await session.execute(
-                select(documents.c.document_hash, documents.c.revision).where(
-                    documents.c.kind == document.kind, documents.c.number == document.number
-                )
+                insert.on_conflict_do_update(
+                    index_elements=["kind", "number"],
+                    set_={
+                        "account_number": insert.excluded.account_number,
+                        "revision": documents.c.revision + 1,
+                        "document_hash": insert.excluded.document_hash,
+                        "content": insert.excluded.content,
+                        "sha256": None,
+                        "pdf": None,
+                        "rendered_at": None,
+                    },
+                    where=documents.c.document_hash != insert.excluded.document_hash,
+                ).returning(documents.c.revision)
             )
         ).first()
-        if stored is not None and stored.document_hash == document.document_hash:
+        if changed is None:
             return
-        # Typst compiles in a worker thread: a few milliseconds of CPU the event loop should not wait on.
-        pdf = await asyncio.to_thread(self.renderer.pdf, document)
-        sha256 = hashlib.sha256(pdf).hexdigest()
-        rendered_at = datetime.now(UTC)
-        revision = (stored.revision if stored is not None else 0) + 1
-        values = {
-            "account_number": document.account_number,
-            "revision": revision,
-            "document_hash": document.document_hash,
-            "sha256": sha256,
-            "content": document.to_json(),
-            "pdf": pdf,
-            "rendered_at": rendered_at,
-        }
-        await session.execute(
-            pg_insert(documents)
-            .values(kind=document.kind, number=document.number, **values)
-            .on_conflict_do_update(index_elements=["kind", "number"], set_=values)
-        )
-        rendered = ReceiptRendered(
+        revision = changed.revision
+        available = ReceiptAvailable(
             document=document.kind,
             number=document.number,
             account_number=document.account_number,
-            sha256=sha256,
-            rendered_at=rendered_at,
             revision=revision,
             document_hash=document.document_hash,
             status=document.status,
+            available_at=stored_at,
         )
         await stage(
             session,
             Topic.RECEIPTS_EVENTS,
-            new_envelope("receipt.rendered", source=SOURCE, subject=document.account_number, data=rendered),
+            new_envelope("receipt.available", source=SOURCE, subject=document.account_number, data=available),
         )
 
 

@@ -1,4 +1,4 @@
-"""Receipts' reads: the stored documents, rendered ahead by the projections."""
+"""Receipts' reads: the stored documents (content at once, the PDF once the render worker got to it)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ ACCOUNT_SORT = "receipts:account:newest"
 
 
 async def find_document(session: AsyncSession, kind: str, number: str) -> dict[str, Any]:
-    """A rendered document (bytes, hashes, content); NotFound until its events have arrived and rendered it."""
+    """A stored document (content, hashes, and its PDF or None until rendered); NotFound until its events arrived."""
     row = (
         (await session.execute(select(documents).where(documents.c.kind == kind, documents.c.number == number)))
         .mappings()

@@ -17,3 +17,9 @@ class ReceiptsSettings(ServiceSettings):
     # strftime pattern of dates on documents, e.g. "Apr 20, 2025"; times are shown in `timezone`.
     date_format: str = Field(default="%b %d, %Y", min_length=2)
     timezone: str = Field(default="UTC", description="IANA zone in which document dates are shown.")
+
+    # The render worker (commands.py): documents rendered per pass, and the rest between passes when none wait.
+    render_batch: int = Field(default=32, ge=1, le=500)
+    render_idle_seconds: float = Field(default=0.1, gt=0, le=60)
+    # Render processes beside the service (0: render in a thread of the service itself).
+    render_processes: int = Field(default=1, ge=0, le=16)

@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -86,7 +87,9 @@ credit_note_activity = Table(
     PrimaryKeyConstraint("credit_note_number", "kind", "item_reference", "at"),
 )
 
-# The rendered documents: at most one per (kind, number); a re-render replaces it and bumps the revision.
+# The documents: at most one per (kind, number); new content replaces it and bumps the revision. The content is
+# stored at once by the event consumers; the PDF (`pdf`, `sha256`, `rendered_at`) is filled in later by the render
+# worker, and stays NULL until then (a GET renders it on demand meanwhile).
 documents = Table(
     "documents",
     metadata,
@@ -95,11 +98,13 @@ documents = Table(
     Column("account_number", String(50), nullable=False),
     Column("revision", Integer, nullable=False),
     Column("document_hash", String(64), nullable=False),
-    Column("sha256", String(64), nullable=False),
+    Column("sha256", String(64)),
     Column("content", JSONB, nullable=False),
-    Column("pdf", LargeBinary, nullable=False),
-    Column("rendered_at", DateTime(timezone=True), nullable=False),
+    Column("pdf", LargeBinary),
+    Column("rendered_at", DateTime(timezone=True)),
     PrimaryKeyConstraint("kind", "number"),
+    # The render worker's queue: only the documents still waiting for their PDF.
+    Index("ix_documents_unrendered", "kind", "number", postgresql_where=text("pdf IS NULL")),
 )
 
 # Earlier versions of a re-issued receipt, each kept as it was and marked superseded by the next.

@@ -325,6 +325,18 @@ class ReceiptRendered(Contract):
     status: str | None = Field(default=None, examples=["Posted", "Cancelled", "Active", "Applied"])
 
 
+class ReceiptAvailable(Contract):
+    """A document's content is stored and its PDF can be fetched (rendered on first request if need be)."""
+
+    document: str = Field(examples=["receipt", "credit_note"])
+    number: str
+    account_number: str
+    revision: int = Field(description="1 for the first content, +1 each time what the document says changes.")
+    document_hash: str = Field(description="SHA-256 of the document's content, as printed on the document.")
+    status: str = Field(examples=["Posted", "Cancelled", "Active", "Applied"])
+    available_at: AwareDatetime
+
+
 # --- kpi.alerts.v1 ---
 
 
@@ -897,6 +909,7 @@ EVENT_TYPES: dict[str, type[Contract]] = {
     "credit_note.applied": CreditNoteApplied,
     "credit_note.expired": CreditNoteExpired,
     "receipt.rendered": ReceiptRendered,
+    "receipt.available": ReceiptAvailable,
     "alert.raised": AlertRaised,
     "usage.tracked": UsageTracked,
     "approval.requested": ApprovalRequested,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -12,7 +13,9 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from services.receipts.app import ReceiptsService
 from services.receipts.app import create_service as create_receipts
+from services.receipts.commands import Renderings, render_pending
 from services.receipts.domain import Document
 from services.receipts.settings import ReceiptsSettings
 from services.receipts.storage import documents
@@ -57,8 +60,8 @@ def http(service: Service) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=service.http), base_url="http://receipts")
 
 
-async def document(service: Service, kind: str, number: str) -> dict[str, Any]:
-    """The stored document, or an empty dict (falsy, for `eventually`) while there is none."""
+async def stored(service: Service, kind: str, number: str) -> dict[str, Any]:
+    """The stored document, rendered or not, or an empty dict (falsy, for `eventually`) while there is none."""
     async with service.sessions() as session:
         row = (
             (await session.execute(select(documents).where(documents.c.kind == kind, documents.c.number == number)))
@@ -66,6 +69,12 @@ async def document(service: Service, kind: str, number: str) -> dict[str, Any]:
             .first()
         )
     return dict(row) if row else {}
+
+
+async def document(service: Service, kind: str, number: str) -> dict[str, Any]:
+    """The stored document once the render worker has stored its PDF, or an empty dict while it has not."""
+    row = await stored(service, kind, number)
+    return row if row and row["pdf"] is not None else {}
 
 
 async def at_revision(service: Service, kind: str, number: str, revision: int) -> dict[str, Any]:
@@ -115,10 +124,14 @@ def cancelled(account: str, number: int, at: datetime) -> Envelope:
     return new_envelope("payment.cancelled", source="payments", subject=account, data=data)
 
 
-async def rendered_events(infra: Infra, number: str) -> list[Envelope]:
+async def rendered_events(infra: Infra, number: str, kind: str = "receipt.rendered") -> list[Envelope]:
     records = await read_topic(infra.bootstrap_servers, Topic.RECEIPTS_EVENTS)
     envelopes = [Envelope.model_validate_json(r.value) for r in records]
-    return [e for e in envelopes if e.type == "receipt.rendered" and e.data["number"] == number]
+    return [e for e in envelopes if e.type == kind and e.data["number"] == number]
+
+
+async def available_events(infra: Infra, number: str) -> list[Envelope]:
+    return await rendered_events(infra, number, "receipt.available")
 
 
 async def test_ac11_each_posted_payment_gets_one_receipt_under_its_own_number(infra: Infra, receipts: Service) -> None:
@@ -231,7 +244,7 @@ async def test_credit_notes_and_payments_arriving_together_always_meet_on_the_re
 async def test_a_status_change_delivered_twice_renders_once_and_a_cancellation_voids_the_receipt(
     infra: Infra, receipts: Service
 ) -> None:
-    """INVARIANT: a duplicate fact (even under a new event id) never re-renders; VOID is final."""
+    """INVARIANT: a duplicate fact (even under a new event id) never makes a new revision; VOID is final."""
     account = unique_account()
     number = f"R-T-{account}-1"
     posted = payment_posted(account, "20.00", DAY, number=1)
@@ -246,13 +259,106 @@ async def test_a_status_change_delivered_twice_renders_once_and_a_cancellation_v
     )
     final = await eventually(lambda: at_revision(receipts, "receipt", number, 3))
     content = Document.from_json(final["content"])
-    assert final["revision"] == 3, "posted, refunded, cancelled: three renderings, no more"
+    assert final["revision"] == 3, "posted, refunded, cancelled: three revisions, no more"
     assert content.void and content.line("Status") == "Cancelled" and content.line("Cancelled by") == "Ada Admin"
     assert "VOID" in pdf_text(bytes(final["pdf"]))
     revisions = await eventually(lambda: _revisions_when(infra, number, 3))
     assert revisions == [1, 2, 3]
+    # The worker renders what a document says when its turn comes: a revision superseded before that is skipped,
+    # but none is rendered twice, and the last one always is.
+    rendered = [e.data["revision"] for e in await rendered_events(infra, number)]
+    assert rendered == sorted(set(rendered)) and rendered[-1] == 3
+    assert [e.data["sha256"] for e in await rendered_events(infra, number)][-1] == final["sha256"]
 
 
 async def _revisions_when(infra: Infra, number: str, count: int) -> list[int] | None:
-    revisions = sorted(e.data["revision"] for e in await rendered_events(infra, number))
+    revisions = sorted(e.data["revision"] for e in await available_events(infra, number))
     return revisions if len(revisions) >= count else None
+
+
+async def test_a_receipt_is_available_before_it_is_rendered_and_the_worker_stores_the_same_bytes(
+    infra: Infra, receipts: Service
+) -> None:
+    """INVARIANT: the PDF served on demand and the one the render worker stores are the same file."""
+    account = unique_account()
+    number = f"R-T-{account}-1"
+    await publish(infra.bootstrap_servers, Topic.PAYMENTS_EVENTS, [payment_posted(account, "20.00", DAY, number=1)])
+    [available] = await eventually(lambda: available_events(infra, number))
+    row = await stored(receipts, "receipt", number)
+    assert available.data["document_hash"] == row["document_hash"] and available.data["revision"] == 1
+    assert available.data["status"] == "Posted" and available.data["account_number"] == account
+
+    async with http(receipts) as client:  # whether or not the worker got there first
+        served = await client.get(f"/receipts/{number}.pdf", headers=staff(receipts, Role.CUSTOMER_EXECUTIVE))
+    assert served.status_code == 200 and served.headers["x-document-hash"] == row["document_hash"]
+    assert f"Receipt number {number}" in pdf_text(served.content)
+
+    rendered = await eventually(lambda: document(receipts, "receipt", number))
+    assert bytes(rendered["pdf"]) == served.content
+    assert served.headers["etag"] == f'"{rendered["sha256"]}"'
+    [event] = await eventually(lambda: rendered_events(infra, number))
+    assert event.data["sha256"] == rendered["sha256"] and event.data["revision"] == 1
+
+
+async def test_content_that_changes_while_it_is_rendered_is_left_for_the_next_pass(
+    infra: Infra, receipts: Service
+) -> None:
+    """INVARIANT: a stored file always says what its row says: a render of older content is never stored."""
+    assert isinstance(receipts, ReceiptsService)
+    await receipts.render_worker.stop()  # this test plays the worker itself, one pass at a time
+    try:
+        account = unique_account()
+        number = f"R-T-{account}-1"
+        await publish(infra.bootstrap_servers, Topic.PAYMENTS_EVENTS, [payment_posted(account, "20.00", DAY, number=1)])
+        waiting = await eventually(lambda: stored(receipts, "receipt", number))
+        assert waiting["pdf"] is None and waiting["sha256"] is None, "nothing renders it while the worker is away"
+
+        async with http(receipts) as client:  # available all the same: rendered on demand, nothing written
+            served = await client.get(f"/receipts/{number}.pdf", headers=staff(receipts, Role.BILLING_MANAGER))
+        assert served.status_code == 200 and f"Receipt number {number}" in pdf_text(served.content)
+        assert (await stored(receipts, "receipt", number))["pdf"] is None
+
+        held = _HeldRenderings(receipts.renderings)
+        first_pass = asyncio.create_task(render_pending(receipts.sessions, held, batch=500))
+        await eventually(lambda: _true(held.started.is_set()))
+        # While the pass renders revision 1, the payment is cancelled: revision 2 says VOID.
+        await publish(
+            infra.bootstrap_servers, Topic.PAYMENTS_EVENTS, [cancelled(account, 1, datetime.now(UTC) + timedelta(1))]
+        )
+        await eventually(lambda: _at_stored_revision(receipts, number, 2))
+        held.go.set()
+        await first_pass
+        after_first = await stored(receipts, "receipt", number)
+        assert after_first["pdf"] is None and after_first["revision"] == 2, "the render of revision 1 was dropped"
+
+        await render_pending(receipts.sessions, receipts.renderings, batch=500)
+        final = await document(receipts, "receipt", number)
+        assert final["revision"] == 2 and "VOID" in pdf_text(bytes(final["pdf"]))
+        assert bytes(final["pdf"]) != served.content
+        events = await eventually(lambda: rendered_events(infra, number))
+        assert [e.data["revision"] for e in events] == [2] and events[0].data["sha256"] == final["sha256"]
+    finally:
+        receipts.render_worker.start()
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def _at_stored_revision(service: Service, number: str, revision: int) -> bool:
+    row = await stored(service, "receipt", number)
+    return bool(row) and row["revision"] == revision
+
+
+class _HeldRenderings(Renderings):
+    """The service's renderings, held mid-render until the test says go."""
+
+    def __init__(self, inner: Renderings) -> None:
+        super().__init__(inner.renderer)
+        self.started = threading.Event()
+        self.go = threading.Event()
+
+    def render_all(self, batch: list[Document]) -> list[bytes]:
+        self.started.set()
+        assert self.go.wait(timeout=300), "the test never let the render finish"
+        return super().render_all(batch)

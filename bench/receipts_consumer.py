@@ -1,0 +1,94 @@
+"""Receipts' consumer of payments.events.v1 alone: `payment.posted` events applied per second, and documents
+rendered per second behind it (a benchmark, never a test; prints figures).
+
+Starts an embedded Postgres, migrates the receipts schema, and hands `--events` distinct `payment.posted`
+envelopes to the service's own `EventConsumer.deliver` in batches of `--batch` (as Kafka would: one transaction
+and one inbox claim per batch), then, where the service has a render worker, runs its passes until no document
+waits. No broker: the figures are the consumer's and Postgres's, not the network's.
+
+    .venv/bin/python bench/receipts_consumer.py [--events 2000] [--batch 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from paydesk.embedded import EmbeddedPostgres  # noqa: E402
+from paydesk.migrations import upgrade  # noqa: E402
+from services.receipts.samples import sample_payment, usd  # noqa: E402
+from shared.contracts import CONTENT_TYPE, new_envelope  # noqa: E402
+from shared.messaging import Delivery  # noqa: E402
+
+
+def deliveries(count: int) -> list[Delivery]:
+    out = []
+    for n in range(count):
+        posted = sample_payment(
+            receipt_number=f"R-B-{n:07d}",
+            payment_id=f"PAY-B-{n:07d}",
+            transaction_id=f"TXN-B-{n:07d}",
+            amount=usd(f"{100 + n % 900}.{n % 100:02d}"),
+        )
+        account = posted.consumer.account_number
+        envelope = new_envelope("payment.posted", source="payments", subject=account, data=posted)
+        out.append(Delivery(envelope.to_bytes(), {"content-type": CONTENT_TYPE}, account.encode()))
+    return out
+
+
+async def measure(url: str, events: int, batch: int) -> None:
+    os.environ["DATABASE_URL"] = url
+    os.environ.setdefault("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # never contacted: deliver() needs no broker
+    os.environ["PAYDESK_OTEL_EXPORTER"] = "none"
+    from services.receipts.app import create_service
+
+    service = create_service()
+    consumer = next(c for c in service.event_consumers if c.topic == "payments.events.v1")
+    records = deliveries(events)
+    started = time.perf_counter()
+    for at in range(0, len(records), batch):
+        outcomes = await consumer.deliver(records[at : at + batch])
+        assert all(o == "applied" for o in outcomes), outcomes
+    applied = time.perf_counter() - started
+    print(f"applied     {events:,} payment.posted in {applied:.2f} s: {events / applied:,.1f} events/s", flush=True)
+    worker = getattr(service, "render_worker", None)
+    if worker is not None:
+        started = time.perf_counter()
+        rendered = 0
+        while (stored := await worker.run_once()) > 0:
+            rendered += stored
+        took = time.perf_counter() - started
+        print(f"rendered    {rendered:,} documents in {took:.2f} s: {rendered / took:,.1f} per second", flush=True)
+        print(f"together    {events / (applied + took):,.1f} payments/s stored and rendered", flush=True)
+    else:
+        print("rendered    in the consumer (eager): included above", flush=True)
+    await service.engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=2000)
+    parser.add_argument("--batch", type=int, default=200)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="paydesk-bench-receipts-") as workdir:
+        postgres = EmbeddedPostgres(Path(workdir) / "pgdata", delete_on_stop=True)
+        url = postgres.start()
+        try:
+            upgrade("receipts", url)
+            print(f"load        {os.getloadavg()[0]:.1f} {os.getloadavg()[1]:.1f} (uptime load average)", flush=True)
+            asyncio.run(measure(url, args.events, args.batch))
+            print(f"load        {os.getloadavg()[0]:.1f} {os.getloadavg()[1]:.1f} (uptime load average)", flush=True)
+        finally:
+            postgres.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""Receipts' state changes off the event path: turning stored documents into PDF files.
+
+The event consumers store what a document says and announce it (`projections.py`, `receipt.available`); the
+render worker here renders those documents in batches, in a worker thread, and stores each file with its SHA-256
+in one transaction that stages `receipt.rendered`. Rendering took most of the consumers' time when it was done
+eagerly in their transaction; now a burst of payments is stored at the pace of the database and rendered behind.
+The worker renders in a separate process (`RECEIPTS_RENDER_PROCESSES`, 1): Typst is CPU work, and in a thread
+of the service it would share the interpreter with the event consumers; in its own process it uses the other core.
+
+Several workers (several receipts processes) never wait on each other nor on the consumers: the rows a worker
+updates are taken with FOR UPDATE SKIP LOCKED, and a document whose content changed while it was being rendered
+(another hash) is left for the next pass, so a file never says something its row no longer does. Content that
+changes several times before its turn is rendered once, at its latest revision.
+
+A GET of a document not rendered yet renders it on demand (`Renderings.with_pdf`); the bytes are cached by
+content hash, so the worker then reuses them instead of rendering twice. The same content gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import threading
+from collections import OrderedDict
+from concurrent.futures import Executor
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.receipts.domain import Document
+from services.receipts.rendering import PdfRenderer
+from services.receipts.storage import documents
+from shared.contracts import Topic, new_envelope
+from shared.contracts.events import ReceiptRendered
+from shared.outbox import stage
+
+log = logging.getLogger(__name__)
+
+SOURCE = "receipts"
+
+
+_CHILD_RENDERER: PdfRenderer | None = None
+
+
+def render_contents(contents: list[dict[str, Any]]) -> list[bytes]:
+    """Render stored document contents to PDF, in a render process (one Typst compiler per process)."""
+    global _CHILD_RENDERER
+    if _CHILD_RENDERER is None:
+        _CHILD_RENDERER = PdfRenderer()
+    return [_CHILD_RENDERER.pdf(Document.from_json(content)) for content in contents]
+
+
+class Renderings:
+    """Renders documents to PDF, keeping the latest files by content hash (equal content gives equal bytes).
+
+    Batches go to `processes` (an executor of render processes) when there is one, else to a worker thread."""
+
+    def __init__(self, renderer: PdfRenderer, *, cache_size: int = 256, processes: Executor | None = None) -> None:
+        self.renderer = renderer
+        self.cache_size = cache_size
+        self.processes = processes
+        self._cache: OrderedDict[str, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _cached(self, document_hash: str) -> bytes | None:
+        with self._lock:
+            return self._cache.get(document_hash)
+
+    def _keep(self, document_hash: str, pdf: bytes) -> None:
+        with self._lock:
+            self._cache[document_hash] = pdf
+            self._cache.move_to_end(document_hash)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+
+    def render(self, document: Document) -> bytes:
+        """The document's PDF, from the cache or rendered now (blocking: call it from a worker thread)."""
+        pdf = self._cached(document.document_hash)
+        if pdf is None:
+            pdf = self.renderer.pdf(document)
+            self._keep(document.document_hash, pdf)
+        return pdf
+
+    def render_all(self, batch: list[Document]) -> list[bytes]:
+        return [self.render(document) for document in batch]
+
+    async def render_batch(self, batch: list[Document]) -> list[bytes]:
+        """Every document's PDF: cached ones as they are, the others rendered in one hop to a render process."""
+        if self.processes is None:
+            return await asyncio.to_thread(self.render_all, batch)
+        missing = [d for d in batch if self._cached(d.document_hash) is None]
+        if missing:
+            loop = asyncio.get_running_loop()
+            pdfs = await loop.run_in_executor(self.processes, render_contents, [d.to_json() for d in missing])
+            for document, pdf in zip(missing, pdfs, strict=True):
+                self._keep(document.document_hash, pdf)
+        found = [self._cached(d.document_hash) for d in batch]
+        # A batch larger than the cache could push out its own first files: render those here rather than fail.
+        return [pdf if pdf is not None else self.render(d) for d, pdf in zip(batch, found, strict=True)]
+
+    async def with_pdf(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A stored document row with its PDF: the stored file, or rendered now if the worker has not yet."""
+        if row["pdf"] is not None:
+            return row
+        pdf = await asyncio.to_thread(self.render, Document.from_json(row["content"]))
+        return {**row, "pdf": pdf, "sha256": hashlib.sha256(pdf).hexdigest()}
+
+
+async def render_pending(sessions: async_sessionmaker[AsyncSession], renderings: Renderings, *, batch: int) -> int:
+    """Render up to `batch` documents still waiting for their PDF and store them; returns how many were stored."""
+    async with sessions() as session:
+        waiting = (
+            await session.execute(
+                select(documents.c.kind, documents.c.number, documents.c.document_hash, documents.c.content)
+                .where(documents.c.pdf.is_(None))
+                .order_by(documents.c.kind, documents.c.number)
+                .limit(batch)
+            )
+        ).all()
+    if not waiting:
+        return 0
+    contents = [Document.from_json(row.content) for row in waiting]
+    # The whole batch in one hop to a render process (or thread): the event loop keeps consuming meanwhile.
+    pdfs = await renderings.render_batch(contents)
+    files = dict(zip((d.document_hash for d in contents), pdfs, strict=True))
+    by_key = {(d.kind, d.number): d for d in contents}
+    rendered_at = datetime.now(UTC)
+    async with sessions() as session, session.begin():
+        # Only rows nobody holds and that still say what was rendered; the rest wait for the next pass.
+        mine = (
+            await session.execute(
+                select(documents.c.kind, documents.c.number, documents.c.revision, documents.c.account_number)
+                .where(
+                    tuple_(documents.c.kind, documents.c.number, documents.c.document_hash).in_(
+                        [(row.kind, row.number, row.document_hash) for row in waiting]
+                    ),
+                    documents.c.pdf.is_(None),
+                )
+                .order_by(documents.c.kind, documents.c.number)
+                .with_for_update(skip_locked=True)
+            )
+        ).all()
+        for row in mine:
+            document = by_key[(row.kind, row.number)]
+            pdf = files[document.document_hash]
+            sha256 = hashlib.sha256(pdf).hexdigest()
+            await session.execute(
+                update(documents)
+                .where(documents.c.kind == row.kind, documents.c.number == row.number)
+                .values(pdf=pdf, sha256=sha256, rendered_at=rendered_at)
+            )
+            rendered = ReceiptRendered(
+                document=row.kind,
+                number=row.number,
+                account_number=row.account_number,
+                sha256=sha256,
+                rendered_at=rendered_at,
+                revision=row.revision,
+                document_hash=document.document_hash,
+                status=document.status,
+            )
+            await stage(
+                session,
+                Topic.RECEIPTS_EVENTS,
+                new_envelope("receipt.rendered", source=SOURCE, subject=row.account_number, data=rendered),
+            )
+    return len(mine)
+
+
+class RenderWorker:
+    """Renders waiting documents while the service runs: batch after batch, then a short rest when none wait."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        renderings: Renderings,
+        *,
+        batch: int,
+        idle_seconds: float,
+    ) -> None:
+        self.sessions = sessions
+        self.renderings = renderings
+        self.batch = batch
+        self.idle_seconds = idle_seconds
+        self._task: asyncio.Task[None] | None = None
+
+    async def run_once(self) -> int:
+        """One pass; returns how many documents were rendered and stored."""
+        return await render_pending(self.sessions, self.renderings, batch=self.batch)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="receipts-render-worker")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                stored = await self.run_once()
+            except Exception:
+                # Nothing was half-done (each pass stores in one transaction); the next pass tries again.
+                log.exception("rendering waiting documents failed")
+                stored = 0
+            if stored < self.batch:
+                await asyncio.sleep(self.idle_seconds)
