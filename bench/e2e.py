@@ -53,10 +53,11 @@ from sqlalchemy.engine import make_url  # noqa: E402
 
 from bench.e2e_report import number, per_second, percentiles, rate, table  # noqa: E402
 from paydesk.embedded import EmbeddedBroker, EmbeddedKafka, EmbeddedPostgres, free_port  # noqa: E402
-from paydesk.launcher import choose_broker, publish_reference_data, start_services, stop_services, wait_ready  # noqa: E402
+from paydesk.launcher import choose_broker, publish_reference_data, supervise_services, wait_ready  # noqa: E402
 from paydesk.migrations import upgrade  # noqa: E402
-from paydesk.registry import START_ORDER  # noqa: E402
+from paydesk.registry import INTAKE, START_ORDER  # noqa: E402
 from paydesk.sample_data import generate_accounts  # noqa: E402
+from paydesk.supervisor import Supervisor, stop_order  # noqa: E402
 from shared.auth import Role, mint_token  # noqa: E402
 from shared.contracts import CONTENT_TYPE, Topic, new_envelope  # noqa: E402
 from shared.contracts.events import PaymentRecordRequested  # noqa: E402
@@ -576,7 +577,7 @@ def main() -> None:
     env["PAYDESK_CORS_ORIGINS"] = f"http://127.0.0.1:{console},http://localhost:{console}"
     postgres = EmbeddedPostgres(workdir / "pgdata", delete_on_stop=not args.keep)
     broker: EmbeddedBroker | None = None
-    processes: dict[str, subprocess.Popen[bytes]] = {}
+    supervisor = Supervisor()
     wall = time.monotonic()
     try:
         url = postgres.start()
@@ -605,11 +606,11 @@ def main() -> None:
         )
         for name in START_ORDER:
             upgrade(name, url)
-        processes = start_services(env, log_dir)
-        wait_ready(START_ORDER)
+        supervise_services(supervisor, env, log_dir)
+        wait_ready(START_ORDER, on_wait=supervisor.check)
         pgbench_before = pgbench(socket_dir, workdir, args.pgbench_seconds)
         print(f"pgbench     one-row INSERT, 8 clients: {pgbench_before:,.0f} TPS (before)", flush=True)
-        pids = {name: process.pid for name, process in processes.items()}
+        pids = supervisor.pids()
         postmaster = int((workdir / "pgdata" / "postmaster.pid").read_text().split()[0])
         kafka_process = getattr(broker, "_process", None)
         sampled = dict(pids) | ({"broker": kafka_process.pid} if kafka_process else {}) | {"bench": os.getpid()}
@@ -622,7 +623,7 @@ def main() -> None:
         print(f"pgbench     one-row INSERT, 8 clients: {pgbench_after:,.0f} TPS (after)", flush=True)
         report(args, run, sampler, pgbench_before, pgbench_after, out, broker_name, time.monotonic() - wall)
     finally:
-        stop_services(processes)
+        supervisor.stop(stop_order(START_ORDER, INTAKE))
         if broker is not None:
             broker.stop()
         postgres.stop()
