@@ -175,6 +175,7 @@ class Service:
                 fetch_max_wait_ms=self.settings.kafka_fetch_max_wait_ms,
                 session_timeout_ms=self.settings.kafka_session_timeout_ms,
                 on_rejected=subscription.on_rejected,
+                batch_handler=subscription.batch_handler,
             )
             consumer.register(self.broker)
             self.event_consumers.append(consumer)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.payments import api, commands, intents, online, projections, settlement
+from services.payments import api, external_commands, intents, online, projections, settlement
 from services.payments.settings import PaymentsSettings
 from services.payments.storage import plumbing
 from shared.contracts import Topic
@@ -13,7 +13,7 @@ def create_service(settings: PaymentsSettings | None = None) -> Service:
     """The payments service, built from settings; nothing connects until it starts."""
     settings = settings or PaymentsSettings()
     service = Service(settings, plumbing, title="Paydesk payments")
-    service.subscribe(*projections.subscriptions(), *commands.subscriptions(), *online.subscriptions())
+    service.subscribe(*projections.subscriptions(), *external_commands.subscriptions(), *online.subscriptions())
     service.subscribe(*settlement.subscriptions())  # Settled when reconciliation finds the money at the bank
     service.publishes(
         Topic.PAYMENTS_EVENTS,

@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+from opentelemetry.context import Context
 from pydantic import BaseModel
 from sqlalchemy import Row, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -32,7 +33,7 @@ from services.payments.storage import (
 )
 from services.payments.storage import settings as settings_table
 from shared import audit, idempotency
-from shared.contracts import Envelope, PaymentStatus, Topic, counts_as_collected, new_envelope, parse_data
+from shared.contracts import PaymentStatus, Topic, counts_as_collected, new_envelope
 from shared.contracts.events import (
     ConsumerSnapshot,
     ItemSnapshot,
@@ -40,17 +41,14 @@ from shared.contracts.events import (
     PaymentCancelled,
     PaymentOverpaid,
     PaymentPosted,
-    PaymentRecordRejected,
-    PaymentRecordRequested,
     PaymentStatusChanged,
     PaymentType,
     PaymentVerified,
     UsageTracked,
 )
 from shared.errors import NotFound
-from shared.messaging import Subscription
 from shared.money import quantize
-from shared.outbox import stage
+from shared.outbox import Outgoing, stage, stage_all
 
 SOURCE = "payments"
 SYSTEM = "System"
@@ -65,10 +63,15 @@ async def emit(session: AsyncSession, event_type: str, subject: str, data: BaseM
     await stage(session, topic or Topic.PAYMENTS_EVENTS, envelope)
 
 
-async def track(session: AsyncSession, event: str, user: str, subject: str, **properties: str) -> None:
+def usage_event(event: str, user: str, subject: str, **properties: str) -> Outgoing:
     """A usage-tracking event of the seed's tracking plan."""
     usage = UsageTracked(event=event, user_id=user, properties=properties, occurred_at=datetime.now(UTC))
-    await emit(session, "usage.tracked", subject, usage, topic=Topic.ANALYTICS_EVENTS)
+    return Outgoing(Topic.ANALYTICS_EVENTS, new_envelope("usage.tracked", source=SOURCE, subject=subject, data=usage))
+
+
+async def track(session: AsyncSession, event: str, user: str, subject: str, **properties: str) -> None:
+    """Stage a usage-tracking event."""
+    await stage_all(session, [usage_event(event, user, subject, **properties)])
 
 
 # --- settings: an admin changes them, each change in the audit trail ---
@@ -121,6 +124,8 @@ async def next_numbers(session: AsyncSession, config: domain.PaymentSettings, ye
     draw = select(*(SEQUENCES[kind].next_value().label(kind) for kind in domain.NUMBER_KINDS))
     values = (await session.execute(draw)).one()._mapping
     numbers = {kind: config.format_for(kind).render(int(values[kind]), year) for kind in domain.NUMBER_KINDS}
+    if config.number_formats is None:
+        return numbers  # never edited: one format over never-repeating values, so nothing to look up
     taken = select(payments.c.payment_id).where(
         (payments.c.payment_id == numbers["payment_id"])
         | (payments.c.transaction_id == numbers["transaction_id"])
@@ -171,6 +176,29 @@ async def allocate(session: AsyncSession, account_number: str, item: Row[Any], a
     )
 
 
+async def lock_item_with_account(
+    session: AsyncSession, account_number: str, payment_type: str, reference: str
+) -> Row[Any]:
+    """`lock_item` and `find_account` in one round trip: the item's columns plus the account's name and contacts
+    (the item locked, the account not, as before); the same errors when either is missing."""
+    item = (
+        await session.execute(
+            select(receivables, accounts.c.name, accounts.c.service_address, accounts.c.phone, accounts.c.email)
+            .join(accounts, accounts.c.account_number == receivables.c.account_number)
+            .where(
+                receivables.c.payment_type == payment_type,
+                receivables.c.item_reference == reference,
+                receivables.c.account_number == account_number,
+            )
+            .with_for_update(of=receivables)
+        )
+    ).first()
+    if item is None:
+        await find_account(session, account_number)
+        raise NotFound("unknown_item", f"no {payment_type} {reference} on this account", field="item_reference")
+    return item
+
+
 def _consumer(account: Row[Any]) -> ConsumerSnapshot:
     return ConsumerSnapshot(
         account_number=account.account_number,
@@ -182,7 +210,14 @@ def _consumer(account: Row[Any]) -> ConsumerSnapshot:
 
 
 async def announce_posting(session: AsyncSession, payment: Row[Any], account: Row[Any], item: Row[Any]) -> None:
-    """`payment.posted`, and `payment.overpaid` when more came in than was due."""
+    """Stage `payment.posted`, and `payment.overpaid` when more came in than was due."""
+    await stage_all(session, posting_events(payment, account, item))
+
+
+def posting_events(
+    payment: Row[Any], account: Row[Any], item: Row[Any], context: Context | None = None
+) -> list[Outgoing]:
+    """`payment.posted`, and `payment.overpaid` when more came in than was due, continuing `context`'s trace."""
     currency = payment.currency
     consumer = _consumer(account)
 
@@ -219,7 +254,7 @@ async def announce_posting(session: AsyncSession, payment: Row[Any], account: Ro
         change_given=money(payment.change_given) if payment.change_given is not None else None,
         notes=payment.notes,
     )
-    await emit(session, "payment.posted", payment.account_number, posted)
+    events = [posting_event("payment.posted", payment.account_number, posted, context)]
     if analysis.outcome is domain.Outcome.OVER:
         overpaid = PaymentOverpaid(
             payment_id=payment.payment_id,
@@ -229,7 +264,13 @@ async def announce_posting(session: AsyncSession, payment: Row[Any], account: Ro
             overpaid=money(analysis.overpaid),
             posted_at=payment.posted_at,
         )
-        await emit(session, "payment.overpaid", payment.account_number, overpaid)
+        events.append(posting_event("payment.overpaid", payment.account_number, overpaid, context))
+    return events
+
+
+def posting_event(event_type: str, subject: str, data: BaseModel, context: Context | None) -> Outgoing:
+    envelope = new_envelope(event_type, source=SOURCE, subject=subject, data=data)
+    return Outgoing(Topic.PAYMENTS_EVENTS, envelope, context)
 
 
 async def announce_status(
@@ -280,24 +321,27 @@ class RecordPayment:
 
 async def record_payment(
     session: AsyncSession, command: RecordPayment, *, received_by: str, idempotency_key: str
-) -> str:
-    """Post a payment exactly once for `idempotency_key`; returns its payment id (the first one on a retry)."""
-    return await idempotency.once(
-        session,
-        idempotency_keys,
-        operation=RECORD_PAYMENT,
-        key=idempotency_key,
-        request=command,
-        run=lambda: _post_payment(session, command, received_by=received_by),
-    )
+) -> tuple[str, bool]:
+    """Post a payment exactly once for `idempotency_key`; returns its payment id (the first one on a retry) and
+    whether it was posted just now."""
+    fingerprint = idempotency.request_fingerprint(command)
+    key = {"operation": RECORD_PAYMENT, "key": idempotency_key}
+    earlier = await idempotency.claim(session, idempotency_keys, **key, fingerprint=fingerprint)
+    if earlier is not None:
+        return earlier, False
+    payment_id = await _post_payment(session, command, received_by=received_by)
+    await idempotency.remember(session, idempotency_keys, **key, result=payment_id)
+    return payment_id, True
 
 
 async def _post_payment(session: AsyncSession, command: RecordPayment, *, received_by: str) -> str:
     config = await load_settings(session)
     channel = command.channel or config.default_channel
     config.check(channel=channel, method=command.method)
-    account = await find_account(session, command.account_number)
-    item = await lock_item(session, command.account_number, command.payment_type, command.item_reference)
+    # One row is both: the item (locked) and its account's name and contacts.
+    item = account = await lock_item_with_account(
+        session, command.account_number, command.payment_type, command.item_reference
+    )
     amount = quantize(command.amount, item.currency)
     allocation = domain.allocate(item.outstanding, amount, config.overpayment_threshold)
     change = domain.change_given(amount, command.cash_received)
@@ -345,9 +389,8 @@ async def _post_payment(session: AsyncSession, command: RecordPayment, *, receiv
         subject=payment_id,
         after={"amount": amount, "item": command.item_reference, "receipt_number": payment.receipt_number},
     )
-    await announce_posting(session, payment, account, item)
-    await track(
-        session,
+    # Posted, overpaid and the usage event in one insert.
+    tracked = usage_event(
         "payment_processed",
         received_by,
         command.account_number,
@@ -355,32 +398,8 @@ async def _post_payment(session: AsyncSession, command: RecordPayment, *, receiv
         method=command.method,
         channel=channel,
     )
+    await stage_all(session, [*posting_events(payment, account, item), tracked])
     return payment_id
-
-
-async def on_payment_record_requested(session: AsyncSession, envelope: Envelope) -> None:
-    """The counter's command from another enterprise system; the command's id is its idempotency key."""
-    request = parse_data(envelope, PaymentRecordRequested)
-    command = RecordPayment(**request.model_dump(exclude={"currency"}))
-    await record_payment(session, command, received_by=envelope.source, idempotency_key=f"command:{envelope.id}")
-
-
-async def on_command_rejected(session: AsyncSession, envelope: Envelope, reason: str) -> None:
-    """Tell the sending system why its command was not recorded (the command itself goes to the DLQ)."""
-    rejection = PaymentRecordRejected(command_id=envelope.id, reason=reason, errors=[reason])
-    await emit(session, "payment.record_rejected", envelope.subject or "unknown", rejection)
-
-
-def subscriptions() -> list[Subscription]:
-    """The event consumer of `payments.commands.v1`."""
-    return [
-        Subscription(
-            "commands",
-            Topic.PAYMENTS_COMMANDS,
-            {"payment.record_requested": on_payment_record_requested},
-            on_command_rejected,
-        )
-    ]
 
 
 # --- staff actions on a payment ---

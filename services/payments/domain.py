@@ -3,7 +3,7 @@ adjustments, balance and the payments list query. No I/O."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -84,6 +84,23 @@ def allocate(outstanding: Decimal, amount: Decimal, overpayment_threshold: Decim
         )
     applied = min(amount, outstanding)
     return Allocation(applied=applied, outstanding_after=outstanding - applied)
+
+
+def allocate_in_order(
+    outstanding: Mapping[tuple[str, str], Decimal],
+    payments: Sequence[tuple[tuple[str, str], Decimal]],
+    overpayment_threshold: Decimal,
+) -> list[tuple[Decimal, Allocation]]:
+    """`allocate` for several payments at once, in the order given: each sees what the ones before it left on
+    its item. Returns, per payment, what was due on the item before it and its allocation."""
+    left = dict(outstanding)
+    result = []
+    for item, amount in payments:
+        due = left[item]
+        allocation = allocate(due, amount, overpayment_threshold)
+        left[item] = allocation.outstanding_after
+        result.append((due, allocation))
+    return result
 
 
 def change_given(amount: Decimal, cash_received: Decimal | None) -> Decimal | None:

@@ -263,6 +263,10 @@ async def available_credit(session: AsyncSession, account_number: str) -> list[R
     return list((await session.execute(query)).all())
 
 
+# What `payment_money_safety` finds for a payment just posted.
+NO_MONEY_SAFETY: dict[str, Any] = {"credit_notes": [], "disputes": [], "attachments": [], "adjustments": []}
+
+
 async def payment_money_safety(session: AsyncSession, payment_id: str, receipt_number: str) -> dict[str, Any]:
     """Every credit note made from a payment, its disputes (with attachment names) and its adjustments."""
     notes = (

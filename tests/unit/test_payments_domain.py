@@ -28,6 +28,7 @@ from services.payments.domain import (
     PaymentSettings,
     Verification,
     allocate,
+    allocate_in_order,
     change_given,
     change_number_formats,
     check_cancellable,
@@ -871,3 +872,60 @@ class TestPaymentQuery:
 
     def test_a_cursor_is_carried(self) -> None:
         assert PaymentQuery(cursor="WyIyMDI1LTAzLTAxIl0").cursor == "WyIyMDI1LTAzLTAxIl0"
+
+
+# --- a batch of payments allocated at once (commands from other systems) ---
+
+money = st.decimals(min_value="0.01", max_value=10**5, places=2, allow_nan=False, allow_infinity=False)
+
+
+class TestAllocateInOrder:
+    @given(
+        outstanding=st.lists(st.decimals(min_value=0, max_value=10**5, places=2), min_size=1, max_size=3),
+        payments=st.lists(st.tuples(st.integers(min_value=0, max_value=2), money), max_size=12),
+        threshold=st.decimals(min_value=0, max_value=10**3, places=2),
+    )
+    def test_a_batch_allocates_exactly_as_the_same_payments_one_after_another(
+        self, outstanding: list[Decimal], payments: list[tuple[int, Decimal]], threshold: Decimal
+    ) -> None:
+        """INVARIANT: batching changes nothing: each payment sees what the ones before it left on its item."""
+        items = {("bill", f"INV-{n}"): amount for n, amount in enumerate(outstanding)}
+        wanted = [(("bill", f"INV-{n % len(outstanding)}"), amount) for n, amount in payments]
+        left = dict(items)
+        expected: list[tuple[Decimal, Allocation]] = []
+        refused = False
+        for item, amount in wanted:
+            try:
+                allocation = allocate(left[item], amount, threshold)
+            except Rejected:
+                refused = True
+                break
+            expected.append((left[item], allocation))
+            left[item] = allocation.outstanding_after
+        if refused:
+            with pytest.raises(Rejected):
+                allocate_in_order(items, wanted, threshold)
+            return
+        result = allocate_in_order(items, wanted, threshold)
+        assert result == expected
+        for item, before in items.items():
+            applied = sum(
+                (a.applied for (key, _), (_, a) in zip(wanted, result, strict=True) if key == item), Decimal(0)
+            )
+            assert 0 <= applied <= before, "never more allocated to an item than it owed"
+
+    def test_two_payments_for_one_bill_see_one_another(self) -> None:
+        bill = ("bill", "INV-1")
+        result = allocate_in_order(
+            {bill: Decimal("145.50")}, [(bill, Decimal("100")), (bill, Decimal("60"))], Decimal(100)
+        )
+        assert result == [
+            (Decimal("145.50"), Allocation(applied=Decimal("100"), outstanding_after=Decimal("45.50"))),
+            (Decimal("45.50"), Allocation(applied=Decimal("45.50"), outstanding_after=Decimal("0.00"))),
+        ]
+
+    def test_a_payment_beyond_what_is_left_after_the_earlier_ones_is_refused(self) -> None:
+        bill = ("bill", "INV-1")
+        with pytest.raises(Rejected) as refused:
+            allocate_in_order({bill: Decimal("100")}, [(bill, Decimal("100")), (bill, Decimal("11"))], Decimal(10))
+        assert refused.value.field == "amount"

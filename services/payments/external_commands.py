@@ -1,0 +1,280 @@
+"""Commands from other enterprise systems (`payments.commands.v1`): a lockbox file, a POS terminal.
+
+A batch of `payment.record_requested` is posted in one go (`post_batch`): one idempotency claim, one settings
+read, one account read, one lock of every item (in account order), one draw of numbers, one update per table
+and one insert each of payments, audit entries and outbox rows, a fixed handful of statements where one command
+at a time costs a dozen each. Anything out of the ordinary (a command that breaks a rule, an unknown account or
+item, a key seen before, a number taken under an older format) raises: the batch rolls back and the consumer
+applies each command alone through `on_payment_record_requested`, so a bad command goes to the DLQ alone and
+the others are posted as before.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import bindparam, func, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.payments import domain
+from services.payments.commands import (
+    RECORD_PAYMENT,
+    SEQUENCES,
+    RecordPayment,
+    emit,
+    posting_events,
+    record_payment,
+    usage_event,
+)
+from services.payments.domain import Verification
+from services.payments.queries import load_settings
+from services.payments.storage import accounts, audit_log, idempotency_keys, payments, receivables
+from shared import audit, idempotency
+from shared.contracts import Envelope, PaymentStatus, Topic, parse_data
+from shared.contracts.events import PaymentRecordRejected, PaymentRecordRequested
+from shared.messaging import Applying, Subscription
+from shared.money import quantize
+from shared.outbox import Outgoing, stage_all
+
+RECORD_REQUESTED = "payment.record_requested"
+
+
+class OneByOne(Exception):
+    """The batch needs the one-command-at-a-time path (a key seen before, a number taken under an older format)."""
+
+
+def _command(envelope: Envelope) -> RecordPayment:
+    request = parse_data(envelope, PaymentRecordRequested)
+    return RecordPayment(**request.model_dump(exclude={"currency"}))
+
+
+async def on_payment_record_requested(session: AsyncSession, envelope: Envelope) -> None:
+    """One command alone; the command's id is its idempotency key."""
+    await record_payment(
+        session, _command(envelope), received_by=envelope.source, idempotency_key=f"command:{envelope.id}"
+    )
+
+
+async def on_command_rejected(session: AsyncSession, envelope: Envelope, reason: str) -> None:
+    """Tell the sending system why its command was not recorded (the command itself goes to the DLQ)."""
+    rejection = PaymentRecordRejected(command_id=envelope.id, reason=reason, errors=[reason])
+    await emit(session, "payment.record_rejected", envelope.subject or "unknown", rejection)
+
+
+async def post_batch(session: AsyncSession, batch: Sequence[Applying]) -> None:
+    """Post every command of a batch, in the order given, in the caller's transaction; raises if any one cannot be."""
+    if any(applying.envelope.type != RECORD_REQUESTED for applying in batch):
+        raise OneByOne("not only payment.record_requested")
+    commands = [_command(applying.envelope) for applying in batch]
+    config = await load_settings(session)
+    channels = [command.channel or config.default_channel for command in commands]
+    for command, channel in zip(commands, channels, strict=True):
+        config.check(channel=channel, method=command.method)
+
+    account_rows = await _accounts(session, {c.account_number for c in commands})
+    items = await _lock_items(session, commands)
+    amounts = [quantize(c.amount, items[(c.payment_type, c.item_reference)].currency) for c in commands]
+    keys = [(c.payment_type, c.item_reference) for c in commands]
+    allocations = domain.allocate_in_order(
+        {key: item.outstanding for key, item in items.items()},
+        list(zip(keys, amounts, strict=True)),
+        config.overpayment_threshold,
+    )
+    changes = [domain.change_given(a, c.cash_received) for a, c in zip(amounts, commands, strict=True)]
+    numbers = await _draw_numbers(session, config, [c.payment_date.year for c in commands])
+    await _claim_keys(session, batch, commands, numbers)
+
+    # Locks were taken item by item in account order; the accounts are updated in that order too.
+    applied_per_item: dict[tuple[str, str], Decimal] = {}
+    applied_per_account: dict[str, Decimal] = {}
+    for command, key, (_, allocation) in zip(commands, keys, allocations, strict=True):
+        applied_per_item[key] = applied_per_item.get(key, Decimal(0)) + allocation.applied
+        applied_per_account[command.account_number] = (
+            applied_per_account.get(command.account_number, Decimal(0)) + allocation.applied
+        )
+    await session.execute(
+        update(receivables)
+        .where(receivables.c.payment_type == bindparam("t"), receivables.c.item_reference == bindparam("r"))
+        .values(outstanding=receivables.c.outstanding - bindparam("applied", type_=receivables.c.outstanding.type)),
+        [{"t": t, "r": r, "applied": applied} for (t, r), applied in sorted(applied_per_item.items())],
+    )
+    await session.execute(
+        update(accounts)
+        .where(accounts.c.account_number == bindparam("a"))
+        .values(
+            collected_since_report=accounts.c.collected_since_report
+            + bindparam("applied", type_=accounts.c.collected_since_report.type)
+        ),
+        [{"a": a, "applied": applied} for a, applied in sorted(applied_per_account.items())],
+    )
+
+    now = datetime.now(UTC)
+    rows = []
+    for command, envelope_source, channel, item_key, amount, (due, allocation), change, drawn in zip(
+        commands,
+        (a.envelope.source for a in batch),
+        channels,
+        keys,
+        amounts,
+        allocations,
+        changes,
+        numbers,
+        strict=True,
+    ):
+        analysis = domain.Analysis(due=due, paid=amount)
+        rows.append(
+            {
+                **drawn,
+                "account_number": command.account_number,
+                "consumer_name": account_rows[command.account_number].name,
+                "payment_type": command.payment_type,
+                "item_reference": command.item_reference,
+                "channel": channel,
+                "method": command.method,
+                "amount": amount,
+                "currency": items[item_key].currency,
+                "payment_date": command.payment_date,
+                "status": PaymentStatus.POSTED,
+                "verification": Verification.VERIFIED,
+                "received_by": envelope_source,
+                "due": due,
+                "applied": allocation.applied,
+                "outcome": analysis.outcome,
+                "cash_received": command.cash_received,
+                "change_given": change,
+                "notes": command.notes,
+                "recorded_at": now,
+                "posted_at": now,
+            }
+        )
+    posted = (await session.execute(payments.insert().returning(payments, sort_by_parameter_order=True), rows)).all()
+    await session.execute(
+        audit_log.insert(),
+        [
+            {
+                "id": str(uuid.uuid4()),
+                "at": now,
+                "actor": payment.received_by,
+                "action": "payment.posted",
+                "subject": payment.payment_id,
+                "before": None,
+                "after": audit.as_json(
+                    {"amount": payment.amount, "item": payment.item_reference, "receipt_number": payment.receipt_number}
+                ),
+                "reason": None,
+            }
+            for payment in posted
+        ],
+    )
+    events: list[Outgoing] = []
+    for applying, payment, key in zip(batch, posted, keys, strict=True):
+        events += posting_events(payment, account_rows[payment.account_number], items[key], applying.context)
+        tracked = usage_event(
+            "payment_processed",
+            payment.received_by,
+            payment.account_number,
+            payment_type=payment.payment_type,
+            method=payment.method,
+            channel=payment.channel,
+        )
+        events.append(Outgoing(tracked.topic, tracked.envelope, applying.context))
+    await stage_all(session, events)
+
+
+async def _accounts(session: AsyncSession, numbers: set[str]) -> dict[str, Any]:
+    found = {
+        row.account_number: row
+        for row in await session.execute(select(accounts).where(accounts.c.account_number.in_(sorted(numbers))))
+    }
+    missing = numbers - found.keys()
+    if missing:
+        raise OneByOne(f"unknown accounts {sorted(missing)[:5]}")
+    return found
+
+
+async def _lock_items(session: AsyncSession, commands: Sequence[RecordPayment]) -> dict[tuple[str, str], Any]:
+    """Every item the batch pays, locked in account order (a counter payment locks one item, then its account;
+    so neither it nor another batch can wait in a circle with this one)."""
+    wanted = {(c.account_number, c.payment_type, c.item_reference) for c in commands}
+    locked = await session.execute(
+        select(receivables)
+        .where(
+            tuple_(receivables.c.account_number, receivables.c.payment_type, receivables.c.item_reference).in_(wanted)
+        )
+        .order_by(receivables.c.account_number, receivables.c.payment_type, receivables.c.item_reference)
+        .with_for_update()
+    )
+    items = {(row.payment_type, row.item_reference): row for row in locked}
+    if len(items) != len(wanted):
+        raise OneByOne("an item is unknown or on another account")
+    return items
+
+
+async def _draw_numbers(
+    session: AsyncSession, config: domain.PaymentSettings, years: Sequence[int]
+) -> list[dict[str, str]]:
+    """Payment ids, transaction ids and receipt numbers for the whole batch in one round trip, ascending in the
+    batch's order."""
+    draw = select(*(SEQUENCES[kind].next_value().label(kind) for kind in domain.NUMBER_KINDS)).select_from(
+        func.generate_series(1, len(years))
+    )
+    drawn = (await session.execute(draw)).all()
+    values = {kind: sorted(int(row._mapping[kind]) for row in drawn) for kind in domain.NUMBER_KINDS}
+    numbers = [
+        {kind: config.format_for(kind).render(values[kind][i], year) for kind in domain.NUMBER_KINDS}
+        for i, year in enumerate(years)
+    ]
+    if config.number_formats is not None:
+        # A format edited back onto numbers issued under an older one could meet an old number.
+        taken = select(payments.c.payment_id).where(
+            payments.c.payment_id.in_([n["payment_id"] for n in numbers])
+            | payments.c.transaction_id.in_([n["transaction_id"] for n in numbers])
+            | payments.c.receipt_number.in_([n["receipt_number"] for n in numbers])
+        )
+        if (await session.execute(taken.limit(1))).first() is not None:
+            raise OneByOne("a drawn number is taken")
+    return numbers
+
+
+async def _claim_keys(
+    session: AsyncSession,
+    batch: Sequence[Applying],
+    commands: Sequence[RecordPayment],
+    numbers: Sequence[dict[str, str]],
+) -> None:
+    """Claim every command's idempotency key with its result; a key seen before takes the one-by-one path, which
+    answers it as a replay (or a conflict)."""
+    rows = [
+        {
+            "operation": RECORD_PAYMENT,
+            "key": f"command:{applying.envelope.id}",
+            "request_hash": idempotency.request_fingerprint(command),
+            "result": drawn["payment_id"],
+        }
+        for applying, command, drawn in zip(batch, commands, numbers, strict=True)
+    ]
+    claimed = (
+        await session.execute(
+            pg_insert(idempotency_keys).values(rows).on_conflict_do_nothing().returning(idempotency_keys.c.key)
+        )
+    ).all()
+    if len(claimed) != len(rows):
+        raise OneByOne("an idempotency key was used before")
+
+
+def subscriptions() -> list[Subscription]:
+    """The consumer of `payments.commands.v1`: a batch at a time, one command at a time when that fails."""
+    return [
+        Subscription(
+            "commands",
+            Topic.PAYMENTS_COMMANDS,
+            {RECORD_REQUESTED: on_payment_record_requested},
+            on_command_rejected,
+            batch_handler=post_batch,
+        )
+    ]
