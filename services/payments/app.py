@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.payments import api, commands, intents, online, projections
+from services.payments import api, arrangements, commands, intents, online, projections
 from services.payments.settings import PaymentsSettings
 from services.payments.storage import plumbing
 from shared.contracts import Topic
@@ -14,6 +14,7 @@ def create_service(settings: PaymentsSettings | None = None) -> Service:
     settings = settings or PaymentsSettings()
     service = Service(settings, plumbing, title="Paydesk payments")
     service.subscribe(*projections.subscriptions(), *commands.subscriptions(), *online.subscriptions())
+    service.subscribe(*arrangements.subscriptions())
     service.publishes(
         Topic.PAYMENTS_EVENTS,
         [

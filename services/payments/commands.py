@@ -17,7 +17,7 @@ from sqlalchemy import Row, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.payments import domain
+from services.payments import arrangements, domain
 from services.payments.domain import Verification
 from services.payments.queries import load_settings
 from services.payments.storage import (
@@ -297,6 +297,8 @@ async def _post_payment(session: AsyncSession, command: RecordPayment, *, receiv
     channel = command.channel or config.default_channel
     config.check(channel=channel, method=command.method)
     account = await find_account(session, command.account_number)
+    # Before the item's row lock, so concurrent payments for one item do not queue behind this read.
+    await arrangements.check_payable(session, command.payment_type, command.item_reference)
     item = await lock_item(session, command.account_number, command.payment_type, command.item_reference)
     amount = quantize(command.amount, item.currency)
     allocation = domain.allocate(item.outstanding, amount, config.overpayment_threshold)
