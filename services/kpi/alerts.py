@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -74,6 +74,12 @@ class Alerts:
     async def check_failed_online_payments(self, session: AsyncSession, hour: datetime, failures: int) -> None:
         label = domain.hour_window_label(hour)
         await self._check(session, Metric.FAILED_ONLINE_PAYMENTS_PER_HOUR, label, Decimal(failures))
+
+    async def check_missed_installments(self, session: AsyncSession, day: date) -> None:
+        if not await self.rules.for_metric(session, Metric.MISSED_INSTALLMENTS_PER_DAY):
+            return
+        missed = await queries.missed_installments(session, day)
+        await self._check(session, Metric.MISSED_INSTALLMENTS_PER_DAY, day.isoformat(), Decimal(missed))
 
     async def _check(self, session: AsyncSession, metric: Metric, window: str, value: Decimal | None) -> None:
         """Compare `value` with every rule on `metric` in `window`; raise an alert on each crossing into breach."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.kpi import api, lag_gauges, projections, reconciliation
+from services.kpi import api, arrangements, lag_gauges, projections, reconciliation
 from services.kpi.alerts import Alerts
 from services.kpi.settings import KpiSettings
 from services.kpi.storage import plumbing
@@ -14,7 +14,7 @@ def create_service(settings: KpiSettings | None = None) -> Service:
     settings = settings or KpiSettings()
     service = Service(settings, plumbing, title="Paydesk KPI")
     alerts = Alerts(settings.currency)
-    for subscription in projections.subscriptions(settings, alerts):
+    for subscription in [*projections.subscriptions(settings, alerts), *arrangements.subscriptions(alerts)]:
         # Every payment moves the KPIs: its partitions are applied in parallel by several members of one group.
         members = settings.payment_consumers if subscription.topic is Topic.PAYMENTS_EVENTS else 1
         service.subscribe(*[subscription] * members)

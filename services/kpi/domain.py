@@ -39,6 +39,8 @@ class CountedEvent(StrEnum):
     DISPUTES_OPENED = "disputes_opened"
     DISPUTES_WON = "disputes_won"
     DISPUTES_LOST = "disputes_lost"
+    PLAN_PAYMENTS_RECOVERED = "plan_payments_recovered"  # money an arrangement received (by payment date)
+    INSTALLMENTS_MISSED = "installments_missed"  # by the day collections found them missed
 
 
 def month_bounds(period: str) -> tuple[date, date]:
@@ -117,6 +119,7 @@ class Metric(StrEnum):
     COLLECTION_RATE = "collection_rate"
     FAILED_ONLINE_PAYMENTS_PER_HOUR = "failed_online_payments_per_hour"
     PENDING_VERIFICATIONS = "pending_verifications"
+    MISSED_INSTALLMENTS_PER_DAY = "missed_installments_per_day"
 
 
 class Comparison(StrEnum):
@@ -206,3 +209,37 @@ class ReconciliationDay:
     @property
     def amount_unreconciled(self) -> Decimal:
         return self.amount_imported - self.amount_reconciled
+
+
+# --- payment arrangements (collections.events.v1) ---
+
+# Collections publishes an arrangement's installments on billing's topic so payments offers them; they re-state
+# bills already counted as due, so kpi counts them no more.
+COLLECTIONS_SOURCE = "collections"
+
+
+class PlanOutcome(StrEnum):
+    """How an arrangement's installment turned out, counted on its due date (payment plan compliance)."""
+
+    KEPT = "kept"  # paid in full by its due date plus grace
+    LATE = "late"  # paid in full, after the grace
+    MISSED = "missed"  # collections found it unpaid after its grace (paying it later does not make it kept)
+
+
+def installment_outcome(
+    *, amount: Decimal, paid: Decimal, settled_on: date | None, due_date: date, grace_days: int, missed: bool
+) -> PlanOutcome | None:
+    """The installment's outcome so far; None while it is neither paid in full nor missed."""
+    if missed:
+        return PlanOutcome.MISSED
+    if paid < amount or settled_on is None:
+        return None
+    return PlanOutcome.KEPT if settled_on <= due_date + timedelta(days=grace_days) else PlanOutcome.LATE
+
+
+def plan_compliance(kept: int, late: int, missed: int) -> Decimal | None:
+    """Installments kept / installments decided (kept, late or missed) x 100, two decimals; None if none is."""
+    decided = kept + late + missed
+    if decided <= 0:
+        return None
+    return _two_places(Decimal(kept) / Decimal(decided) * HUNDRED)

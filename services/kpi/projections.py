@@ -481,6 +481,8 @@ class Projections:
 
     async def on_receivable_issued(self, session: AsyncSession, envelope: Envelope) -> None:
         """A bill, a service charge, or an installment plan (one item per installment) falls due."""
+        if envelope.source == domain.COLLECTIONS_SOURCE:
+            return  # an arrangement's installments re-state bills already counted as due
         for item in receivable_items(envelope):
             await self._falls_due(session, item)
 

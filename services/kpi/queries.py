@@ -20,6 +20,7 @@ from services.kpi.storage import (
     daily_collections,
     daily_dues,
     daily_events,
+    daily_plan_outcomes,
     daily_receipts,
     payments,
     reconciliation_days,
@@ -90,6 +91,32 @@ async def counted_events(
     return {event: (int(count), quantize(Decimal(amount), currency)) for event, count, amount in rows}
 
 
+async def plan_outcomes(session: AsyncSession, start: date, end: date, currency: str) -> tuple[int, int, int]:
+    """Arrangements' installments falling due in a range of days: how many were kept, paid late and missed."""
+    c = daily_plan_outcomes.c
+    row = (
+        await session.execute(
+            select(
+                func.coalesce(func.sum(c.kept), 0),
+                func.coalesce(func.sum(c.late), 0),
+                func.coalesce(func.sum(c.missed), 0),
+            ).where(c.day >= start, c.day < end, c.currency == currency)
+        )
+    ).one()
+    return int(row[0]), int(row[1]), int(row[2])
+
+
+async def missed_installments(session: AsyncSession, day: date) -> int:
+    """Installments collections found missed on one day, in any currency."""
+    c = daily_events.c
+    found = await session.execute(
+        select(func.coalesce(func.sum(c.count), 0)).where(
+            c.day == day, c.event == domain.CountedEvent.INSTALLMENTS_MISSED.value
+        )
+    )
+    return int(found.scalar_one())
+
+
 async def pending_verifications(session: AsyncSession) -> int:
     c = verification_backlog.c
     found = (await session.execute(select(c.pending).where(c.scope == BACKLOG_SCOPE))).scalar_one_or_none()
@@ -104,10 +131,15 @@ class PeriodFigures:
     timed: int
     days: int
     events: dict[str, tuple[int, Decimal]] = field(default_factory=dict)
+    plan_outcomes: tuple[int, int, int] = (0, 0, 0)  # arrangements' installments due: kept, late, missed
 
     @property
     def rate(self) -> Decimal | None:
         return domain.collection_rate(self.collected, self.due)
+
+    @property
+    def plan_compliance(self) -> Decimal | None:
+        return domain.plan_compliance(*self.plan_outcomes)
 
     @property
     def average_days(self) -> Decimal | None:
@@ -127,6 +159,7 @@ async def period_figures(session: AsyncSession, period: str, currency: str) -> P
         timed=collected.timed,
         days=collected.days,
         events=await counted_events(session, start, end, currency),
+        plan_outcomes=await plan_outcomes(session, start, end, currency),
     )
 
 

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from sqlalchemy import delete, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.kpi import projections
+from services.kpi import arrangements, projections
 from services.kpi.alerts import Alerts
 from services.kpi.settings import KpiSettings
 from services.kpi.storage import AGGREGATES, SCHEMA, plumbing
@@ -44,7 +44,11 @@ async def rebuild(settings: KpiSettings) -> dict[str, int]:
     """Replace every aggregate with one recomputed from the topics; returns counts of what was read."""
     engine = create_engine(settings.database_url, pool_size=1)
     sessions = session_factory(engine)
-    subscriptions = projections.subscriptions(settings, Alerts(settings.currency), replaying=True)
+    alerts = Alerts(settings.currency)
+    subscriptions = [
+        *projections.subscriptions(settings, alerts, replaying=True),
+        *arrangements.subscriptions(alerts, replaying=True),
+    ]
     outcome: Counter[str] = Counter()
     try:
         async with sessions() as session, session.begin():

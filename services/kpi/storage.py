@@ -186,6 +186,33 @@ reconciliation_exceptions = Table(
     Index("ix_kpi_reconciliation_exceptions_open", "currency", "raised_at", "resolved_at"),
 )
 
+# Each installment of collections' payment arrangements: what it is owed and paid, and its outcome so far.
+plan_installments = Table(
+    "plan_installments",
+    metadata,
+    Column("item_reference", String(100), primary_key=True),
+    Column("arrangement_id", String(40), nullable=False, index=True),
+    Column("due_date", Date, nullable=False),
+    Column("amount", MONEY, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("grace_days", Integer, nullable=False),
+    Column("paid", MONEY, nullable=False),
+    Column("settled_on", Date),
+    Column("missed", Boolean, nullable=False),
+    Column("outcome", String(10)),
+)
+
+# Installments by due date and outcome: payment plan compliance reads days, never installments.
+daily_plan_outcomes = Table(
+    "daily_plan_outcomes",
+    metadata,
+    Column("day", Date, primary_key=True),
+    Column("currency", String(3), primary_key=True),
+    Column("kept", Integer, nullable=False, server_default="0"),
+    Column("late", Integer, nullable=False, server_default="0"),
+    Column("missed", Integer, nullable=False, server_default="0"),
+)
+
 # Every table the rebuild recomputes from the topics (alert rules and states are configuration, not aggregates).
 AGGREGATES = (
     daily_collections,
@@ -197,4 +224,6 @@ AGGREGATES = (
     verification_backlog,
     failed_payments,
     receivables,
+    plan_installments,
+    daily_plan_outcomes,
 )

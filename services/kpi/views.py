@@ -76,6 +76,18 @@ def summary(figures: Summary) -> dict[str, Any]:
             "cancelled_payments": counted(CountedEvent.PAYMENTS_CANCELLED),
             "refunded_payments": counted(CountedEvent.PAYMENTS_REFUNDED),
             "pending_verification": {"count": figures.pending_verifications},
+            "payment_plan_compliance": {
+                **_compared(current.plan_compliance, previous.plan_compliance),
+                **dict(zip(("kept", "late", "missed"), current.plan_outcomes, strict=True)),
+            },
+            "recovered_this_month": {
+                **_compared(
+                    current.event(CountedEvent.PLAN_PAYMENTS_RECOVERED)[1],
+                    previous.event(CountedEvent.PLAN_PAYMENTS_RECOVERED)[1],
+                ),
+                "payments": current.event(CountedEvent.PLAN_PAYMENTS_RECOVERED)[0],
+            },
+            "missed_installments": counted(CountedEvent.INSTALLMENTS_MISSED),
         },
     }
 

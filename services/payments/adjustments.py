@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Row, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.payments import domain
+from services.payments import arrangements, domain
 from services.payments.commands import SOURCE, allocate, emit, find_for_update, lock_item
 from services.payments.domain import AdjustmentKind, AdjustmentPlan
 from services.payments.queries import load_settings
@@ -92,6 +92,8 @@ async def _plan(session: AsyncSession, payment: Row[Any], command: AdjustPayment
     locked = {}
     for key in sorted({current, target}):
         locked[key] = await lock_item(session, payment.account_number, key[0], key[1])
+    if not same:
+        await arrangements.check_payable(session, *target)
     plan = domain.plan_adjustment(
         kind,
         payment.status,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.payments import api, external_commands, intents, online, projections, settlement
+from services.payments import api, arrangements, external_commands, intents, online, projections, settlement
 from services.payments.settings import PaymentsSettings
 from services.payments.storage import plumbing
 from shared.contracts import Topic
@@ -15,6 +15,7 @@ def create_service(settings: PaymentsSettings | None = None) -> Service:
     service = Service(settings, plumbing, title="Paydesk payments")
     service.subscribe(*projections.subscriptions(), *external_commands.subscriptions(), *online.subscriptions())
     service.subscribe(*settlement.subscriptions())  # Settled when reconciliation finds the money at the bank
+    service.subscribe(*arrangements.subscriptions())
     service.publishes(
         Topic.PAYMENTS_EVENTS,
         [

@@ -18,7 +18,7 @@ from sqlalchemy import Row, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.payments import domain
+from services.payments import arrangements, domain
 from services.payments.domain import Verification
 from services.payments.queries import load_settings
 from services.payments.storage import (
@@ -338,6 +338,8 @@ async def _post_payment(session: AsyncSession, command: RecordPayment, *, receiv
     config = await load_settings(session)
     channel = command.channel or config.default_channel
     config.check(channel=channel, method=command.method)
+    # Before the item's row lock, so concurrent payments for one item do not queue behind this read.
+    await arrangements.check_payable(session, command.payment_type, command.item_reference)
     # One row is both: the item (locked) and its account's name and contacts.
     item = account = await lock_item_with_account(
         session, command.account_number, command.payment_type, command.item_reference

@@ -1,5 +1,5 @@
 """Pure payment rules: numbering, amounts (analysis, allocation, cash change), settings, statuses, disputes,
-adjustments, balance and the payments list query. No I/O."""
+adjustments, balance, the payments list query and items held by arrangements. No I/O."""
 
 from __future__ import annotations
 
@@ -479,3 +479,49 @@ class PaymentQuery:
     @property
     def descending(self) -> bool:
         return self.sort.startswith("-")
+
+
+# --- arrangements (collections): items held while an arrangement pays for them ---
+
+
+class HoldKind(StrEnum):
+    COVERED = "covered"  # a bill or charge the arrangement took over: its installments pay it
+    WITHDRAWN = "withdrawn"  # an installment reference the arrangement no longer offers (rescheduled or ended)
+    RELEASED = "released"  # the arrangement ended (broken, cancelled, completed): the item is payable again
+
+    @property
+    def holds(self) -> bool:
+        return self is not HoldKind.RELEASED
+
+
+def take_off_in_order(owed: Sequence[Decimal], received: Decimal) -> list[Decimal]:
+    """What each covered item still owes after an arrangement received `received`: the money goes to the items in
+    the order the arrangement took them over (earliest due first), never below zero, never more than received."""
+    left = max(received, Decimal(0))
+    remaining = []
+    for amount in owed:
+        share = min(max(amount, Decimal(0)), left)
+        left -= share
+        remaining.append(amount - share)
+    return remaining
+
+
+def give_back_in_reverse(owed: Sequence[Decimal], amounts: Sequence[Decimal], returned: Decimal) -> list[Decimal]:
+    """A payment the arrangement lost back (cancelled, refunded): owed again by the items it was last taken off,
+    each up to what it owed when taken over."""
+    left = max(returned, Decimal(0))
+    result = list(owed)
+    for index in reversed(range(len(result))):
+        share = min(max(amounts[index] - result[index], Decimal(0)), left)
+        left -= share
+        result[index] += share
+    return result
+
+
+def held_item(payment_type: str, reference: str, kind: HoldKind, arrangement_id: str) -> Rejected:
+    """The refusal of a payment naming a held item: pay the arrangement's installments instead."""
+    if kind is HoldKind.COVERED:
+        detail = f"{payment_type} {reference} is covered by arrangement {arrangement_id}: pay its installments instead"
+    else:
+        detail = f"installment {reference} was withdrawn by arrangement {arrangement_id}: pay its current installments"
+    return Rejected("item_held_by_arrangement", detail, field="item_reference")

@@ -21,7 +21,7 @@ from sqlalchemy import bindparam, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.payments import domain
+from services.payments import arrangements, domain
 from services.payments.commands import (
     RECORD_PAYMENT,
     SEQUENCES,
@@ -76,6 +76,8 @@ async def post_batch(session: AsyncSession, batch: Sequence[Applying]) -> None:
     for command, channel in zip(commands, channels, strict=True):
         config.check(channel=channel, method=command.method)
 
+    if await arrangements.any_held(session, ((c.payment_type, c.item_reference) for c in commands)):
+        raise OneByOne("an item is held by a payment arrangement")
     account_rows = await _accounts(session, {c.account_number for c in commands})
     items = await _lock_items(session, commands)
     amounts = [quantize(c.amount, items[(c.payment_type, c.item_reference)].currency) for c in commands]

@@ -17,7 +17,7 @@ from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 from stripe.params import PaymentIntentCreateParams
 
-from services.payments import queries
+from services.payments import arrangements, queries
 from services.payments.settings import PaymentsSettings
 from services.payments.storage import idempotency_keys
 from shared import idempotency
@@ -123,6 +123,7 @@ async def start_payment(
 
     async def run() -> str:
         item = await queries.open_item(session, account_number, payment_type, item_reference)
+        await arrangements.check_payable(session, payment_type, item_reference)
         if item is None:
             raise NotFound(
                 "unknown_item", f"no {payment_type} {item_reference} on this account", field="item_reference"

@@ -7,10 +7,10 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, Select, select
+from sqlalchemy import Row, Select, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.payments import domain
+from services.payments import arrangements, domain
 from services.payments.domain import SORTS, PaymentQuery
 from services.payments.storage import (
     accounts,
@@ -25,7 +25,7 @@ from services.payments.storage import (
 from services.payments.storage import settings as settings_table
 from shared.approvals import Approval
 from shared.approvals import pending_approvals as waiting
-from shared.errors import NotFound
+from shared.errors import NotFound, Rejected
 from shared.money import quantize
 from shared.paging import after_key, contains_pattern, decode_cursor, page
 
@@ -69,6 +69,8 @@ async def account_with_items(session: AsyncSession, account_number: str) -> tupl
         await session.execute(
             select(receivables)
             .where(receivables.c.account_number == account_number)
+            # Items an arrangement holds are paid through its installments, which are listed instead.
+            .where(tuple_(receivables.c.payment_type, receivables.c.item_reference).not_in(arrangements.held_items()))
             .order_by(receivables.c.due_date, receivables.c.item_reference)
         )
     ).all()
@@ -137,6 +139,13 @@ async def preview_payment(
         assessment = domain.Assessment(
             analysis=None, change=assessment.change, problems=(missing, *assessment.problems)
         )
+    if item is not None:
+        try:
+            await arrangements.check_payable(session, payment_type, item_reference)
+        except Rejected as held:
+            assessment = domain.Assessment(
+                analysis=assessment.analysis, change=assessment.change, problems=(held, *assessment.problems)
+            )
     return (item.currency if item is not None else None), assessment
 
 

@@ -224,3 +224,22 @@ adjustments = Table(
 )
 
 approvals = approvals_table(metadata)
+
+# Items an arrangement in collections took over (`covered`: paid through its installments, not separately) or whose
+# installment reference it withdrew (`withdrawn`: rescheduled or ended); `released` once the arrangement ended and
+# the item is payable again (kept: a re-age holds it again). Kept apart from `receivables`, so a hold seen before
+# billing's item (another topic) still holds it. `amount` is what the item owed when taken over, `owed` what is left
+# of it after the arrangement's payments (taken off in `position` order), what the item reopens at.
+item_holds = Table(
+    "item_holds",
+    metadata,
+    Column("payment_type", String(20), primary_key=True),
+    Column("item_reference", String(100), primary_key=True),
+    Column("account_number", String(50), nullable=False, index=True),
+    Column("arrangement_id", String(40), nullable=False, index=True),
+    Column("kind", String(10), nullable=False),
+    Column("amount", MONEY),
+    Column("owed", MONEY),
+    Column("position", Integer, nullable=False, server_default=text("0")),
+    Column("held_at", DateTime(timezone=True), nullable=False),
+)

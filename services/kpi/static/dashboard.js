@@ -87,6 +87,20 @@ function renderSummary(summary) {
     formatDays(k.average_collection_time.value),
     k.average_collection_time,
   );
+  const plans = setTile(
+    "tile-payment-plan-compliance",
+    k.payment_plan_compliance.value,
+    formatPercent(k.payment_plan_compliance.value),
+    k.payment_plan_compliance,
+  );
+  plans.querySelector(".kept").textContent = k.payment_plan_compliance.kept;
+  plans.querySelector(".missed").textContent = k.payment_plan_compliance.missed;
+  setTile(
+    "tile-recovered-this-month",
+    k.recovered_this_month.value,
+    formatMoney(k.recovered_this_month.value, cur),
+    k.recovered_this_month,
+  ).querySelector(".count").textContent = k.recovered_this_month.payments;
   for (const name of ["pending_verification", "failed_online_payments", "cancelled_payments", "refunded_payments",
     "credit_notes_issued", "credit_notes_applied"]) {
     const el = document.querySelector(`#mini-${name.replaceAll("_", "-")} [data-value]`);

@@ -12,7 +12,7 @@ from alembic import op
 
 
 revision: str = 'kpi_0008'
-down_revision: str | None = 'kpi_0002'
+down_revision: str | None = 'kpi_0007'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "receipts_0013"
-down_revision: str | None = "receipts_0003"
+down_revision: str | None = "receipts_0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
