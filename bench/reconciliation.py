@@ -135,5 +135,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    print(f"started {datetime.now(UTC):%Y-%m-%d %H:%M:%S}Z")
+    # The machine is shared: the load average says how far the figures are from a quiet machine's.
+    print(f"started {datetime.now(UTC):%Y-%m-%d %H:%M:%S}Z, load average {os.getloadavg()[0]:.1f}")
     main()
+    print(f"finished {datetime.now(UTC):%Y-%m-%d %H:%M:%S}Z, load average {os.getloadavg()[0]:.1f}")

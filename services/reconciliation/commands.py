@@ -329,17 +329,20 @@ async def run_reconciliation(
     await _set_status(session, "bank_lines", "line_id", excepted, LineStatus.EXCEPTED)
     await _set_status(session, "expected_items", "item_id", missing, ItemStatus.MISSING)
     now = datetime.now(UTC)
-    for line_id in excepted:
-        line = lines_by_id[line_id]
-        await raise_exception(
-            session,
-            ExceptionKind.UNMATCHED_BANK_LINE,
-            f"line:{line_id}",
-            line.amount,
-            line.currency,
-            f"bank line {line.bank_reference or line_id} of {line.booking_date} matches nothing expected",
-            now=now,
-        )
+    await raise_exceptions(
+        session,
+        [
+            NewException(
+                ExceptionKind.UNMATCHED_BANK_LINE,
+                f"line:{line.line_id}",
+                line.amount,
+                line.currency,
+                f"bank line {line.bank_reference or line.line_id} of {line.booking_date} matches nothing expected",
+            )
+            for line in (lines_by_id[line_id] for line_id in excepted)
+        ],
+        now=now,
+    )
     missing_groups = await raise_missing(session, [items_by_id[i] for i in missing], now=now)
     return RunSummary(len(result.matches), len(expected), len(excepted), missing_groups)
 
@@ -352,19 +355,16 @@ async def raise_missing(session: AsyncSession, rows: list[Any], *, now: datetime
         missing_subjects.setdefault(f"group:{row.group_key}" if row.group_key else f"item:{row.item_id}", []).append(
             row
         )
+    found = []
     for subject, group in missing_subjects.items():
         total = sum((r.amount for r in group), Decimal(0))
         last = max(r.origin_date for r in group)
-        await raise_exception(
-            session,
-            ExceptionKind.MISSING_DEPOSIT,
-            subject,
-            total,
-            group[0].currency,
+        detail = (
             f"{subject.split(':', 1)[1]} ({len(group)} item(s), {total}) has not reached the bank by {last} + "
-            f"{group[0].window_days} day(s)",
-            now=now,
+            f"{group[0].window_days} day(s)"
         )
+        found.append(NewException(ExceptionKind.MISSING_DEPOSIT, subject, total, group[0].currency, detail))
+    await raise_exceptions(session, found, now=now)
     return len(missing_subjects)
 
 
@@ -515,6 +515,15 @@ async def _announce(
     await stage_many(session, Topic.RECONCILIATION_EVENTS, matched_events + settled_events)
 
 
+@dataclass(frozen=True)
+class NewException:
+    kind: ExceptionKind
+    subject: str
+    amount: Decimal
+    currency: str
+    detail: str
+
+
 async def raise_exception(
     session: AsyncSession,
     kind: ExceptionKind,
@@ -526,32 +535,59 @@ async def raise_exception(
     now: datetime | None = None,
 ) -> str | None:
     """Put something in the queue, once per subject while open; returns the new exception's id (None if open)."""
+    created = await raise_exceptions(session, [NewException(kind, subject, amount, currency, detail)], now=now)
+    return created[0] if created else None
+
+
+# Rows per INSERT: 8 parameters each, well under Postgres's 32,767 per statement.
+EXCEPTION_BATCH = 2000
+
+
+async def raise_exceptions(
+    session: AsyncSession, found: list[NewException], *, now: datetime | None = None
+) -> list[str]:
+    """Many at once (a run's unmatched lines): multi-row inserts that skip subjects already open, and one batch
+    of `reconciliation.exception_raised` for those created. Returns the new exceptions' ids."""
     now = now or datetime.now(UTC)
-    exception_id = new_id("EXC")
-    created = await session.execute(
-        pg_insert(exceptions)
-        .values(
-            exception_id=exception_id,
-            kind=kind,
-            subject=subject,
-            amount=amount,
-            currency=currency,
-            detail=detail,
-            raised_at=now,
-            status="open",
+    created: list[str] = []
+    envelopes = []
+    for start in range(0, len(found), EXCEPTION_BATCH):
+        chunk = {new_id("EXC"): e for e in found[start : start + EXCEPTION_BATCH]}
+        inserted = await session.execute(
+            pg_insert(exceptions)
+            .values(
+                [
+                    {
+                        "exception_id": exception_id,
+                        "kind": e.kind,
+                        "subject": e.subject,
+                        "amount": e.amount,
+                        "currency": e.currency,
+                        "detail": e.detail,
+                        "raised_at": now,
+                        "status": "open",
+                    }
+                    for exception_id, e in chunk.items()
+                ]
+            )
+            .on_conflict_do_nothing(index_elements=["subject"], index_where=text("status = 'open'"))
+            .returning(exceptions.c.exception_id)
         )
-        .on_conflict_do_nothing(index_elements=["subject"], index_where=text("status = 'open'"))
-        .returning(exceptions.c.exception_id)
-    )
-    if created.first() is None:
-        return None
-    raised = ReconciliationExceptionRaised(
-        exception_id=exception_id,
-        kind=kind,
-        subject=subject,
-        amount=Money(amount=amount, currency=currency),
-        detail=detail,
-        raised_at=now,
-    )
-    await emit(session, "reconciliation.exception_raised", subject, raised)
-    return exception_id
+        new = set(inserted.scalars())
+        for exception_id, e in chunk.items():
+            if exception_id not in new:
+                continue
+            created.append(exception_id)
+            raised = ReconciliationExceptionRaised(
+                exception_id=exception_id,
+                kind=e.kind,
+                subject=e.subject,
+                amount=Money(amount=e.amount, currency=e.currency),
+                detail=e.detail,
+                raised_at=now,
+            )
+            envelopes.append(
+                new_envelope("reconciliation.exception_raised", source=SOURCE, subject=e.subject, data=raised)
+            )
+    await stage_many(session, Topic.RECONCILIATION_EVENTS, envelopes)
+    return created

@@ -161,7 +161,7 @@ async def test_a_camt054_notification_is_imported_and_its_transfers_matched_by_r
     response = await recon.upload("notification.xml", fixture("camt054_notifications.xml"))
     assert response.status_code == 201, response.text
     first_id, second_id = response.json()["statement_ids"]
-    lines = {}
+    lines: dict[str, dict[str, Any]] = {}
     for statement_id in (first_id, second_id):
         shown = (await recon.client.get(f"/statements/{statement_id}", headers=recon.auth())).json()
         lines |= {line["bank_reference"]: line for line in shown["lines"]}
