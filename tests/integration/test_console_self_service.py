@@ -267,7 +267,12 @@ async def test_a_customer_sees_the_payment_downloads_the_receipt_and_pays_the_ne
     assert delivered.status_code == 200, delivered.text
     # The page follows the payment on its own, Pending to Posted, with the receipt number.
     await page.wait_for_selector("#pay-status[data-status='Posted']", timeout=WAIT_MS * 2)
-    assert "receipt R-" in await text_of(page, "#pay-status")
+    status = await text_of(page, "#pay-status")
+    assert "receipt R-" in status
+    # Then the page reads the account again: the new payment is listed and the bill is no longer open.
+    paid_receipt = status.rsplit("receipt ", 1)[1].strip()
+    await page.wait_for_selector(f"#my-payments-table tr[data-receipt='{paid_receipt}']", timeout=WAIT_MS)
+    assert await page.locator("#my-open-items button[data-item='INV-2025-001567']").count() == 0
     await screen(page, console, "self-service-paid")
 
     # Staff pages are not the customer's: back home, no staff API called, the token only ever in a header.

@@ -20,28 +20,36 @@ export async function myAccountPage() {
   const paying = h("section", { class: "card", id: "my-online-payment", hidden: true, "aria-live": "polite" });
   view("My account", summary, paying, payments, credits, plan);
 
-  try {
-    const s = await call("payments", base);
-    summary.replaceChildren(h("h2", { id: "my-summary-title" }, `${s.name} · ${s.account_number}`),
-      facts([["Service address", s.service_address], ["Balance", money(s.current_balance), "my-balance"]]),
-      h("h3", {}, "Open bills"),
-      s.open_items.length ? h("ul", { id: "my-open-items" }, s.open_items.map((i) => h("li", {},
-        `${i.item_reference} · ${i.description ?? i.payment_type} · due ${day(i.due_date)} · ${money(i.outstanding)} `,
-        h("button", { type: "button", class: "primary", dataset: { item: i.item_reference }, onclick: () => payOnline(i) }, `Pay ${money(i.outstanding)} online`))))
-        : h("p", { class: "muted" }, "Nothing to pay. Thank you!"));
-  } catch (error) { summary.replaceChildren(h("h2", { id: "my-summary-title" }, "Balance"), missing(error, "Your balance")); }
+  // Balance, open bills and payments: read again once an online payment is posted.
+  async function loadBalance() {
+    try {
+      const s = await call("payments", base);
+      summary.replaceChildren(h("h2", { id: "my-summary-title" }, `${s.name} · ${s.account_number}`),
+        facts([["Service address", s.service_address], ["Balance", money(s.current_balance), "my-balance"]]),
+        h("h3", {}, "Open bills"),
+        s.open_items.length ? h("ul", { id: "my-open-items" }, s.open_items.map((i) => h("li", {},
+          `${i.item_reference} · ${i.description ?? i.payment_type} · due ${day(i.due_date)} · ${money(i.outstanding)} `,
+          h("button", { type: "button", class: "primary", dataset: { item: i.item_reference }, onclick: () => payOnline(i) }, `Pay ${money(i.outstanding)} online`))))
+          : h("p", { class: "muted" }, "Nothing to pay. Thank you!"));
+    } catch (error) { summary.replaceChildren(h("h2", { id: "my-summary-title" }, "Balance"), missing(error, "Your balance")); }
+  }
 
-  try {
-    const p = await call("payments", base + "/payments");
-    payments.replaceChildren(h("h2", { id: "my-payments-title" }, "Payments"), h("div", { class: "table-wrap" }, h("table", { id: "my-payments-table", class: "stack" },
-      h("thead", {}, h("tr", {}, ["Receipt #", "Date", "Amount", "Method", "For", "Status", "Settlement", "Receipt"].map((t) => h("th", { scope: "col" }, t)))),
-      h("tbody", {}, p.payments.length ? p.payments.map((x) => h("tr", { dataset: { receipt: x.receipt_number } },
-        h("td", { "data-label": "Receipt #" }, x.receipt_number), h("td", { "data-label": "Date" }, day(x.date)), h("td", { "data-label": "Amount", class: "num" }, money(x.amount)),
-        h("td", { "data-label": "Method" }, x.method), h("td", { "data-label": "For" }, x.item_reference), h("td", { "data-label": "Status" }, badge(x.status)),
-        h("td", { "data-label": "Settlement" }, x.settlement_status ?? "—"),
-        h("td", { "data-label": "Receipt" }, h("button", { type: "button", class: "download", onclick: () => download(x.receipt_number) }, "Download"))))
-        : [h("tr", {}, h("td", { colspan: "8", class: "empty" }, "No payments yet."))]))));
-  } catch (error) { payments.replaceChildren(h("h2", { id: "my-payments-title" }, "Payments"), missing(error, "Your payments")); }
+  async function loadPayments() {
+    try {
+      const p = await call("payments", base + "/payments");
+      payments.replaceChildren(h("h2", { id: "my-payments-title" }, "Payments"), h("div", { class: "table-wrap" }, h("table", { id: "my-payments-table", class: "stack" },
+        h("thead", {}, h("tr", {}, ["Receipt #", "Date", "Amount", "Method", "For", "Status", "Settlement", "Receipt"].map((t) => h("th", { scope: "col" }, t)))),
+        h("tbody", {}, p.payments.length ? p.payments.map((x) => h("tr", { dataset: { receipt: x.receipt_number } },
+          h("td", { "data-label": "Receipt #" }, x.receipt_number), h("td", { "data-label": "Date" }, day(x.date)), h("td", { "data-label": "Amount", class: "num" }, money(x.amount)),
+          h("td", { "data-label": "Method" }, x.method), h("td", { "data-label": "For" }, x.item_reference), h("td", { "data-label": "Status" }, badge(x.status)),
+          h("td", { "data-label": "Settlement" }, x.settlement_status ?? "—"),
+          h("td", { "data-label": "Receipt" }, h("button", { type: "button", class: "download", onclick: () => download(x.receipt_number) }, "Download"))))
+          : [h("tr", {}, h("td", { colspan: "8", class: "empty" }, "No payments yet."))]))));
+    } catch (error) { payments.replaceChildren(h("h2", { id: "my-payments-title" }, "Payments"), missing(error, "Your payments")); }
+  }
+
+  await loadBalance();
+  await loadPayments();
 
   try {
     const c = await call("credit_notes", base + "/credit-notes");
@@ -92,7 +100,10 @@ export async function myAccountPage() {
       status.replaceChildren("Status: ", badge(p.status, p.status), p.receipt_number ? ` · receipt ${p.receipt_number}` : "");
       status.dataset.status = p.status;
       if (p.status === "Pending") setTimeout(() => document.getElementById("pay-status") && follow(id), FOLLOW_MS);
-      else if (p.status === "Posted") { toast("Payment received. Thank you!"); }
+      else if (p.status === "Posted") {
+        toast("Payment received. Thank you!");
+        await Promise.all([loadBalance(), loadPayments()]);
+      }
     } catch (error) { status.textContent = error.message; }
   }
 }
