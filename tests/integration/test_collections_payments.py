@@ -5,6 +5,7 @@ the arrangement received comes off them, oldest first, when it ends and they reo
 from __future__ import annotations
 
 import random
+import uuid
 from collections.abc import AsyncIterator
 from datetime import date
 from decimal import Decimal
@@ -12,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from shared.contracts import Envelope, Topic, new_envelope
+from shared.contracts import CONTENT_TYPE, Envelope, Topic, new_envelope
 from shared.contracts.events import PaymentRecordRequested, PaymentType
+from shared.messaging import Delivery
 from tests.conftest import Infra
 from tests.support.collections import Desk, collections_desk
 from tests.support.helpers import eventually, publish, read_topic, unique_account
@@ -110,9 +112,40 @@ class TestHeldBills:
                 payment_date=date(y, 3, 2),
             ),
         )
-        await publish(api.bootstrap, Topic.PAYMENTS_COMMANDS, [command])
+        # In one lockbox batch with a payment for a bill nobody holds: only the held one is refused.
+        neighbour = unique_account()
+        free_bill = f"INV-{neighbour}-1"
+        await desk.delinquent(neighbour, "Hel N", [(free_bill, "45.00", date(y, 2, 1))])
+        await eventually(lambda: _offered_is(api, neighbour, {free_bill: "45.00"}))
+        free = new_envelope(
+            "payment.record_requested",
+            source="lockbox",
+            subject=neighbour,
+            data=PaymentRecordRequested(
+                account_number=neighbour,
+                payment_type=PaymentType.BILL,
+                item_reference=free_bill,
+                method="Cheque",
+                amount=D("45.00"),
+                payment_date=date(y, 3, 2),
+            ),
+        )
+        commands = next(c for c in api.service.event_consumers if c.name == "commands")
+        outcomes = await commands.deliver(
+            [
+                Delivery(e.to_bytes(), {"content-type": CONTENT_TYPE.encode()}, e.subject.encode())
+                for e in (command, free)
+            ]
+        )
+        assert outcomes == ["dead_lettered", "applied"]
         rejection = await eventually(lambda: _rejection_of(api, command))
         assert "arrangement" in rejection["reason"]
+        await eventually(lambda: _offered_is(api, neighbour, {}))
+        assert await _rejection_of(api, free) is None
+        # And alone, over the broker, the same.
+        again = command.model_copy(update={"id": uuid.uuid4()})
+        await publish(api.bootstrap, Topic.PAYMENTS_COMMANDS, [again])
+        assert "arrangement" in (await eventually(lambda: _rejection_of(api, again)))["reason"]
 
         # The first installment is paid at the counter; collections matches it and tells payments.
         paid = await api.pay(_payment(account, f"{plan}/1", "100.00", date(y, 3, 9), "installment"))
