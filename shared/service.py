@@ -7,6 +7,7 @@ nothing connects until the HTTP app's lifespan starts it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -222,7 +223,13 @@ class Service:
             linger_ms=1,
             metadata_max_age_ms=self.settings.kafka_metadata_max_age_ms,
         )
-        await producer.start()
+        try:
+            await producer.start()
+        except BaseException:
+            # The relay tries again every second while the broker is away: close each failed one.
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            raise
         return producer
 
     async def _provision_topics(self) -> None:
