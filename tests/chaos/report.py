@@ -44,6 +44,8 @@ class Report:
         lines.append("inputs:")
         for kind, outcomes in self.inputs.items():
             lines.append(f"  {kind:<12} {', '.join(f'{k} {v}' for k, v in sorted(outcomes.items()))}")
+        for kind, details in self.not_accepted.items():
+            lines.extend(f"  {kind} not accepted: {detail}" for detail in details)
         lines.append(
             "HTTP answers seen: "
             + "; ".join(f"{kind} {dict(sorted(codes.items()))}" for kind, codes in self.http_statuses.items())

@@ -279,7 +279,11 @@ class Driver:
     async def _credit_note(self, item: Input) -> None:
         target = self.outcomes[item.target]
         headers = {**self.clerk, "Idempotency-Key": f"{item.key}-issue"}
-        body = {"receipt_number": target.receipt_number, "amount": "1.00", "reason": "Goodwill"}
+        body = {
+            "receipt_number": target.receipt_number,
+            "amount": "1.00",
+            "reason": "Billing Error",
+        }  # one of credit_notes' reasons
         # 404 until credit_notes has heard of the payment over Kafka: retried like a 503.
         issued = await self._call(
             "credit_note", "credit_notes", "/credit-notes", body, headers, 201, RETRY_STATUSES | {404}
