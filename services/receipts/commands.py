@@ -92,15 +92,15 @@ class Renderings:
         """Every document's PDF: cached ones as they are, the others rendered in one hop to a render process."""
         if self.processes is None:
             return await asyncio.to_thread(self.render_all, batch)
-        missing = [d for d in batch if self._cached(d.document_hash) is None]
+        files = {d.document_hash: pdf for d in batch if (pdf := self._cached(d.document_hash)) is not None}
+        missing = [d for d in batch if d.document_hash not in files]
         if missing:
             loop = asyncio.get_running_loop()
             pdfs = await loop.run_in_executor(self.processes, render_contents, [d.to_json() for d in missing])
             for document, pdf in zip(missing, pdfs, strict=True):
+                files[document.document_hash] = pdf
                 self._keep(document.document_hash, pdf)
-        found = [self._cached(d.document_hash) for d in batch]
-        # A batch larger than the cache could push out its own first files: render those here rather than fail.
-        return [pdf if pdf is not None else self.render(d) for d, pdf in zip(batch, found, strict=True)]
+        return [files[d.document_hash] for d in batch]
 
     async def with_pdf(self, row: dict[str, Any]) -> dict[str, Any]:
         """A stored document row with its PDF: the stored file, or rendered now if the worker has not yet."""
