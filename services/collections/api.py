@@ -6,7 +6,7 @@ from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -25,6 +25,7 @@ Staff = Annotated[Actor, require_roles(*STAFF)]
 AccountReader = Annotated[Actor, require_account(*STAFF)]
 # Customer executives set plans up during a visit too (the seed's `customer_plan_setup`).
 Arranger = Annotated[Actor, require_roles(Role.RECOVERY_EXECUTIVE, Role.CUSTOMER_EXECUTIVE)]
+WAITS = "Above the approval limits: nothing changed yet; waits for a billing manager (`approval_id`)."
 Collector = Annotated[Actor, require_roles(Role.RECOVERY_EXECUTIVE, Role.BILLING_MANAGER)]
 Manager = Annotated[Actor, require_roles(Role.BILLING_MANAGER)]
 IdempotencyKey = Annotated[str, Header(min_length=8, max_length=200)]
@@ -282,8 +283,13 @@ def router(sessions: async_sessionmaker[AsyncSession], desk: Desk) -> APIRouter:
             await queries.arrangement(session, arrangement_id)
             return views.history_view(await queries.history(session, arrangement_id))
 
-    @routes.post("/arrangements/{arrangement_id}/modify")
-    async def modify(arrangement_id: str, body: ModifyRequest, actor: Arranger) -> dict[str, Any]:
+    async def awaiting(approval_id: str, arrangement_id: str, response: Response) -> dict[str, Any]:
+        """202: the change waits for a billing manager; the arrangement is as it was."""
+        response.status_code = 202
+        return {**await arrangement_body(arrangement_id), "approval_id": approval_id, "approval_status": "Pending"}
+
+    @routes.post("/arrangements/{arrangement_id}/modify", responses={202: {"description": WAITS}})
+    async def modify(arrangement_id: str, body: ModifyRequest, actor: Arranger, response: Response) -> dict[str, Any]:
         command = rescheduling.ModifyArrangement(
             reason=body.reason,
             installments=body.installments,
@@ -293,7 +299,11 @@ def router(sessions: async_sessionmaker[AsyncSession], desk: Desk) -> APIRouter:
             amounts=tuple(body.amounts),
         )
         async with sessions() as session, session.begin():
-            await rescheduling.modify_arrangement(session, arrangement_id, command, actor=actor.name, desk=desk)
+            waiting = await rescheduling.modify_arrangement(
+                session, arrangement_id, command, actor=actor.name, desk=desk
+            )
+        if waiting is not None:
+            return await awaiting(waiting, arrangement_id, response)
         return await arrangement_body(arrangement_id)
 
     @routes.post("/arrangements/{arrangement_id}/cancel")
@@ -304,9 +314,9 @@ def router(sessions: async_sessionmaker[AsyncSession], desk: Desk) -> APIRouter:
             )
         return await arrangement_body(arrangement_id)
 
-    @routes.post("/arrangements/{arrangement_id}/reage", status_code=201)
+    @routes.post("/arrangements/{arrangement_id}/reage", status_code=201, responses={202: {"description": WAITS}})
     async def reage(
-        arrangement_id: str, body: ReageRequest, actor: Arranger, idempotency_key: IdempotencyKey
+        arrangement_id: str, body: ReageRequest, actor: Arranger, idempotency_key: IdempotencyKey, response: Response
     ) -> dict[str, Any]:
         """A settlement plan for what is left of an Active or Broken arrangement; the old one keeps its history."""
         async with sessions() as session, session.begin():
@@ -319,6 +329,8 @@ def router(sessions: async_sessionmaker[AsyncSession], desk: Desk) -> APIRouter:
                 idempotency_key=idempotency_key,
                 desk=desk,
             )
+        if rescheduling.is_approval(new_id):
+            return await awaiting(new_id, arrangement_id, response)
         return await arrangement_body(new_id)
 
     # --- approvals (a billing manager, never the requester) ---
@@ -333,7 +345,7 @@ def router(sessions: async_sessionmaker[AsyncSession], desk: Desk) -> APIRouter:
         approval_id: str, decision: Literal["approve", "reject"], actor: Manager, body: DecisionRequest | None = None
     ) -> dict[str, Any]:
         async with sessions() as session, session.begin():
-            decided = await commands.decide_approval(
+            decided, shown = await rescheduling.decide_approval(
                 session,
                 approval_id,
                 approver=actor.name,
@@ -341,7 +353,7 @@ def router(sessions: async_sessionmaker[AsyncSession], desk: Desk) -> APIRouter:
                 reason=body.reason if body else None,
                 desk=desk,
             )
-        return {**decided.as_json(), "arrangement": await arrangement_body(decided.subject)}
+        return {**decided.as_json(), "arrangement": await arrangement_body(shown)}
 
     # --- activities, follow-ups, alerts ---
 

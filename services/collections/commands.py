@@ -93,7 +93,7 @@ async def create_arrangement(
     )
 
 
-async def _coverable(session: AsyncSession, command: CreateArrangement, today: date) -> list[Row[Any]]:
+async def coverable_items(session: AsyncSession, command: CreateArrangement, today: date) -> list[Row[Any]]:
     query = select(items).where(
         items.c.account_number == command.account_number,
         items.c.arrangement_id.is_(None),
@@ -113,7 +113,11 @@ async def _coverable(session: AsyncSession, command: CreateArrangement, today: d
     return [found[ref] for ref in dict.fromkeys(command.items)]
 
 
-async def create_now(session: AsyncSession, command: CreateArrangement, *, actor: str, desk: Desk) -> str:
+async def create_now(
+    session: AsyncSession, command: CreateArrangement, *, actor: str, desk: Desk, approved_by: str | None = None
+) -> str:
+    """Create an arrangement: in force at once, or Pending approval above the limits (unless `approved_by` already
+    approved it, as a re-age is approved before it is made)."""
     today, now = desk.clock.today(), desk.clock.now()
     # Lock order everywhere: arrangements before the account row (payments and the scheduler lock an arrangement,
     # then refresh its account), so re-aging a lapsed plan never deadlocks with a payment on it.
@@ -141,7 +145,7 @@ async def create_now(session: AsyncSession, command: CreateArrangement, *, actor
             f"{command.account_number} already has arrangement {open_.arrangement_id} in force or awaiting approval",
             field="account_number",
         )
-    covered = await _coverable(session, command, today)
+    covered = await coverable_items(session, command, today)
     lapsed = await worklist.latest_arrangement(session, command.account_number)
     carried = domain.ZERO
     reaged_from = command.reaged_from
@@ -167,7 +171,7 @@ async def create_now(session: AsyncSession, command: CreateArrangement, *, actor
         await session.execute(
             update(accounts).where(accounts.c.account_number == command.account_number).values(executive=actor)
         )
-    approval_required = domain.needs_approval(terms, desk.limits)
+    approval_required = approved_by is None and domain.needs_approval(terms, desk.limits)
     currency = covered[0].currency if covered else account.currency
     row = {
         "arrangement_id": arrangement_id,
@@ -209,7 +213,7 @@ async def create_now(session: AsyncSession, command: CreateArrangement, *, actor
             "plan_terms": domain.plan_terms(terms),
             "customer_risk_score": domain.risk_score(days, account.amount_overdue, 1 if reaged_from else 0),
             "negotiation_time": command.negotiation_seconds,
-            "approval_required": approval_required,
+            "approval_required": approval_required or approved_by is not None,
         },
         at=now,
     )
@@ -236,7 +240,7 @@ async def create_now(session: AsyncSession, command: CreateArrangement, *, actor
         )
         await worklist.refresh_account(session, command.account_number, desk)
     else:
-        await activate(session, arrangement_id, actor=actor, approved_by=None, desk=desk)
+        await activate(session, arrangement_id, actor=actor, approved_by=approved_by, desk=desk)
     return arrangement_id
 
 
@@ -381,11 +385,12 @@ async def activate(
 # --- approvals by a billing manager ---
 
 
-async def decide_approval(
+async def decide(
     session: AsyncSession, approval_id: str, *, approver: str, approve: bool, reason: str | None, desk: Desk
 ) -> maker_checker.Approval:
-    """Approve (the arrangement goes in force, in this transaction) or reject it; never by its requester."""
-    decided = await maker_checker.decide(
+    """Record a billing manager's decision (never the requester's) under the approval's row lock; the caller
+    applies it in the same transaction (`settle_creation`, or `rescheduling` for a modification or re-age)."""
+    return await maker_checker.decide(
         session,
         approvals,
         approval_id,
@@ -396,6 +401,13 @@ async def decide_approval(
         reason=reason,
         now=desk.clock.now(),
     )
+
+
+async def settle_creation(
+    session: AsyncSession, decided: maker_checker.Approval, *, approve: bool, reason: str | None, desk: Desk
+) -> None:
+    """A new arrangement approved (in force, in this transaction) or rejected."""
+    approver = decided.decided_by or domain.SYSTEM
     arrangement = await locked_arrangement(session, decided.subject)
     if arrangement.status != ArrangementStatus.PENDING_APPROVAL.value:
         raise Conflict("arrangement_not_pending", f"{decided.subject} is {arrangement.status}, not awaiting approval")
@@ -419,7 +431,6 @@ async def decide_approval(
             at=desk.clock.now(),
         )
         await worklist.refresh_account(session, arrangement.account_number, desk)
-    return decided
 
 
 # --- closing: broken, completed, cancelled, re-aged ---

@@ -1,5 +1,7 @@
 """Changing an arrangement in force: modify (reschedule what is left, with a reason and an audit record), cancel,
-and re-age into a settlement plan that keeps the old one's history."""
+and re-age into a settlement plan that keeps the old one's history. A modification or re-age whose new terms are
+above the limits an executive may agree alone waits for a billing manager (shared maker-checker approvals), like a
+new arrangement: nothing changes until it is approved, then it is applied as asked, in the approval's transaction."""
 
 from __future__ import annotations
 
@@ -7,14 +9,16 @@ import dataclasses
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import Row, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.collections import domain, worklist
+from services.collections import commands, domain, worklist
 from services.collections.commands import (
     CreateArrangement,
     close,
+    coverable_items,
     create_now,
     insert_schedule,
     locked_arrangement,
@@ -24,12 +28,22 @@ from services.collections.commands import (
     schedule_of,
 )
 from services.collections.domain import ArrangementStatus, Frequency
-from services.collections.runtime import Desk, publish, track
-from services.collections.storage import arrangements, audit_log, idempotency_keys, installments
+from services.collections.runtime import SOURCE, Desk, publish, track
+from services.collections.storage import approvals, arrangements, audit_log, idempotency_keys, installments
+from shared import approvals as maker_checker
 from shared import audit, idempotency
+from shared.contracts import Topic
 from shared.contracts.events import ArrangementModified
-from shared.errors import Rejected
+from shared.errors import Conflict, Rejected
 from shared.receivables import installment_reference
+
+MODIFY_KIND = "arrangement_modification"
+REAGE_KIND = "arrangement_reage"
+
+
+def is_approval(identifier: str) -> bool:
+    """A re-age answers the settlement plan's id, or the id of the approval it waits for (`shared.approvals`)."""
+    return identifier.startswith("APR-")
 
 
 @dataclass(frozen=True)
@@ -55,9 +69,16 @@ async def cancel_arrangement(
 
 
 async def modify_arrangement(
-    session: AsyncSession, arrangement_id: str, command: ModifyArrangement, *, actor: str, desk: Desk
-) -> None:
-    """Reschedule what is left to pay under a new plan id; the old unpaid installments are withdrawn."""
+    session: AsyncSession,
+    arrangement_id: str,
+    command: ModifyArrangement,
+    *,
+    actor: str,
+    desk: Desk,
+    approved_by: str | None = None,
+) -> str | None:
+    """Reschedule what is left to pay under a new plan id; the old unpaid installments are withdrawn. Above the
+    limits (and not yet approved) nothing changes: returns the approval it waits for."""
     today, now = desk.clock.today(), desk.clock.now()
     arrangement = await locked_arrangement(session, arrangement_id)
     domain.check_can_modify(ArrangementStatus(arrangement.status))
@@ -83,6 +104,17 @@ async def modify_arrangement(
         ]
     else:
         schedule = terms.schedule()
+    if approved_by is None and domain.needs_approval(terms, desk.limits):
+        return await _ask(
+            session,
+            arrangement,
+            MODIFY_KIND,
+            _modify_payload(command, arrangement.version),
+            actor=actor,
+            reason=f"modify to {domain.plan_terms(terms)} for {remaining}: {command.reason}",
+            amount=remaining,
+            desk=desk,
+        )
     version = arrangement.version + 1
     plan_id = f"{arrangement_id}.{version}"
     await session.execute(
@@ -105,6 +137,7 @@ async def modify_arrangement(
         "first_due_date": first,
         "grace_days": grace,
         "amounts": [str(i.amount) for i in schedule],
+        "approved_by": approved_by,
     }
     await session.execute(
         update(arrangements)
@@ -156,6 +189,7 @@ async def modify_arrangement(
         at=now,
     )
     await worklist.refresh_account(session, arrangement.account_number, desk)
+    return None
 
 
 async def reage_arrangement(
@@ -180,14 +214,185 @@ async def reage_arrangement(
 
 
 async def _reage(
-    session: AsyncSession, arrangement_id: str, command: CreateArrangement, *, reason: str, actor: str, desk: Desk
+    session: AsyncSession,
+    arrangement_id: str,
+    command: CreateArrangement,
+    *,
+    reason: str,
+    actor: str,
+    desk: Desk,
+    approved_by: str | None = None,
 ) -> str:
+    """The settlement plan's id; above the limits (and not yet approved) the id of the approval it waits for."""
     arrangement = await locked_arrangement(session, arrangement_id)
     domain.check_can_reage(ArrangementStatus(arrangement.status))
     if not reason.strip():
         raise Rejected("reason_required", "say why the arrangement is re-aged", field="reason")
+    if approved_by is None:
+        # What the settlement plan would cover: the old plan's unpaid rest and the items it names (or everything
+        # overdue outside any plan), as `create_now` adds it up.
+        items = await coverable_items(
+            session, dataclasses.replace(command, account_number=arrangement.account_number), desk.clock.today()
+        )
+        owed = sum((r.amount - r.paid for r in items), domain.ZERO) + max(arrangement.total - arrangement.paid, 0)
+        terms = domain.Terms(
+            total=owed,
+            installments=command.installments,
+            frequency=command.frequency,
+            first_due_date=command.first_due_date,
+            grace_days=command.grace_days,
+            down_payment=command.down_payment,
+        )
+        domain.validate_terms(terms, today=desk.clock.today(), owed=owed, limits=desk.limits)
+        if domain.needs_approval(terms, desk.limits):
+            return await _ask(
+                session,
+                arrangement,
+                REAGE_KIND,
+                _reage_payload(command, reason),
+                actor=actor,
+                reason=f"re-age into {domain.plan_terms(terms)} for {owed}: {reason}",
+                amount=owed,
+                desk=desk,
+            )
     if arrangement.status == ArrangementStatus.ACTIVE.value:
         # An active plan lapses first (cancelled for re-aging), so its remaining balance moves into the new one.
         await close(session, arrangement, ArrangementStatus.CANCELLED, reason=reason, actor=actor, desk=desk)
     settlement = dataclasses.replace(command, account_number=arrangement.account_number, reaged_from=arrangement_id)
-    return await create_now(session, settlement, actor=actor, desk=desk)
+    return await create_now(session, settlement, actor=actor, desk=desk, approved_by=approved_by)
+
+
+# --- approvals of a modification or re-age above the limits ---
+
+
+async def _ask(
+    session: AsyncSession,
+    arrangement: Row[Any],
+    kind: str,
+    payload: dict[str, Any],
+    *,
+    actor: str,
+    reason: str,
+    amount: Decimal,
+    desk: Desk,
+) -> str:
+    """Ask a billing manager; one change of an arrangement waits at a time."""
+    waiting = (
+        await session.execute(
+            select(approvals.c.approval_id).where(
+                approvals.c.subject == arrangement.arrangement_id,
+                approvals.c.kind.in_([MODIFY_KIND, REAGE_KIND]),
+                approvals.c.status == maker_checker.ApprovalStatus.PENDING.value,
+            )
+        )
+    ).first()
+    if waiting is not None:
+        raise Conflict(
+            "change_awaiting_approval",
+            f"{arrangement.arrangement_id} already has a change awaiting approval ({waiting.approval_id})",
+            field="arrangement_id",
+        )
+    approval = await maker_checker.request_approval(
+        session,
+        approvals,
+        topic=Topic.COLLECTIONS_EVENTS,
+        source=SOURCE,
+        kind=kind,
+        subject=arrangement.arrangement_id,
+        payload=payload,
+        requested_by=actor,
+        reason=reason,
+        amount=amount,
+        currency=arrangement.currency,
+        account_number=arrangement.account_number,
+        now=desk.clock.now(),
+    )
+    await audit.record(
+        session,
+        audit_log,
+        actor=actor,
+        action=f"{kind}.requested",
+        subject=arrangement.arrangement_id,
+        after={"approval_id": approval.approval_id, **payload},
+        reason=reason,
+        at=desk.clock.now(),
+    )
+    return approval.approval_id
+
+
+def _modify_payload(command: ModifyArrangement, version: int) -> dict[str, Any]:
+    return {
+        "version": version,
+        "reason": command.reason,
+        "installments": command.installments,
+        "frequency": command.frequency.value if command.frequency else None,
+        "first_due_date": command.first_due_date.isoformat() if command.first_due_date else None,
+        "grace_days": command.grace_days,
+        "amounts": [str(a) for a in command.amounts],
+    }
+
+
+def _reage_payload(command: CreateArrangement, reason: str) -> dict[str, Any]:
+    return {
+        "reason": reason,
+        "installments": command.installments,
+        "frequency": command.frequency.value,
+        "first_due_date": command.first_due_date.isoformat(),
+        "grace_days": command.grace_days,
+        "down_payment": str(command.down_payment),
+        "items": list(command.items) if command.items is not None else None,
+        "notes": command.notes,
+    }
+
+
+async def decide_approval(
+    session: AsyncSession, approval_id: str, *, approver: str, approve: bool, reason: str | None, desk: Desk
+) -> tuple[maker_checker.Approval, str]:
+    """A billing manager's decision on a new arrangement, a modification or a re-age, applied in this
+    transaction; returns the decision and the arrangement to show (the settlement plan of an approved re-age)."""
+    decided = await commands.decide(session, approval_id, approver=approver, approve=approve, reason=reason, desk=desk)
+    subject = decided.subject
+    if decided.kind == commands.APPROVAL_KIND:
+        await commands.settle_creation(session, decided, approve=approve, reason=reason, desk=desk)
+        return decided, subject
+    requester, asked = decided.requested_by, decided.payload
+    if not approve:
+        await audit.record(
+            session,
+            audit_log,
+            actor=approver,
+            action=f"{decided.kind}.rejected",
+            subject=subject,
+            after={"approval_id": approval_id},
+            reason=reason,
+            at=desk.clock.now(),
+        )
+        return decided, subject
+    if decided.kind == MODIFY_KIND:
+        arrangement = await locked_arrangement(session, subject)
+        if arrangement.version != asked["version"]:
+            raise Conflict("arrangement_changed", f"{subject} changed since this modification was asked for")
+        change = ModifyArrangement(
+            reason=asked["reason"],
+            installments=asked["installments"],
+            frequency=Frequency(asked["frequency"]) if asked["frequency"] else None,
+            first_due_date=date.fromisoformat(asked["first_due_date"]) if asked["first_due_date"] else None,
+            grace_days=asked["grace_days"],
+            amounts=tuple(Decimal(a) for a in asked["amounts"]),
+        )
+        await modify_arrangement(session, subject, change, actor=requester, desk=desk, approved_by=approver)
+        return decided, subject
+    settlement = CreateArrangement(
+        account_number="",
+        installments=asked["installments"],
+        frequency=Frequency(asked["frequency"]),
+        first_due_date=date.fromisoformat(asked["first_due_date"]),
+        grace_days=asked["grace_days"],
+        down_payment=Decimal(asked["down_payment"]),
+        items=tuple(asked["items"]) if asked["items"] is not None else None,
+        notes=asked["notes"],
+    )
+    new_id = await _reage(
+        session, subject, settlement, reason=asked["reason"], actor=requester, desk=desk, approved_by=approver
+    )
+    return decided, new_id
