@@ -104,8 +104,9 @@ async def test_a_months_commission_run_is_paid_through_stripe_and_a_bank_file_an
     fake, _ = stripe_api
     maker, checker = bearer("Maker Mary", Role.BILLING_MANAGER), bearer("Checker Chris", Role.BILLING_MANAGER)
     async with httpx.AsyncClient(timeout=30) as http:
+        # An outer bound, not a budget: on a loaded machine the services take minutes to start.
         for url in processes.values():
-            await eventually(partial(_ready, http, url), within=90)
+            await eventually(partial(_ready, http, url), within=300)
         payouts, payments = processes["payouts"], processes["payments"]
 
         agent = await http.post(
