@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from collections.abc import AsyncIterator
@@ -49,6 +50,17 @@ class Api:
     ) -> httpx.Response:
         headers = self.auth(role) | {"Idempotency-Key": key or f"test-{uuid.uuid4()}"}
         return await self.client.post("/payments", json=body, headers=headers)
+
+    async def pay_retrying(self, body: dict[str, Any], *, key: str | None = None) -> httpx.Response:
+        """As a well-behaved client: on 503 (no database connection free in time on a busy machine) wait what
+        Retry-After says and send the same request with the same Idempotency-Key again; any other answer is final."""
+        key = key or f"test-{uuid.uuid4()}"
+        for _ in range(200):
+            response = await self.pay(body, key=key)
+            if response.status_code != 503:
+                return response
+            await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+        return response
 
     async def get(self, path: str, role: Role = Role.CUSTOMER_EXECUTIVE, **params: Any) -> httpx.Response:
         return await self.client.get(path, headers=self.auth(role), params=params)
