@@ -1,7 +1,7 @@
 """the daily reconciliation summary: lines per day, exceptions with their raise and resolve times
 
 Revision ID: kpi_0008
-Revises: kpi_0002
+Revises: kpi_0007
 Create Date: 2026-11-30 23:30:00
 """
 
