@@ -6,7 +6,8 @@ described, and how an installment's reference is written and read, so all of the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -196,3 +197,30 @@ def billing_account(account: AccountUpserted) -> BillingAccount:
         currency=account.currency,
         reported_balance=account.current_balance.amount if account.current_balance is not None else None,
     )
+
+
+# What billing may change when it re-issues an item; the amount, account and currency of an item stay as first issued.
+REISSUE_CHANGES = ("description", "period_or_date", "issued_on", "due_date")
+
+
+def latest_accounts(accounts: Iterable[BillingAccount]) -> list[BillingAccount]:
+    """Several descriptions of accounts as one each, as if applied in order: the last description wins, and the
+    balance billing last reported (a description without one keeps the earlier figure). First-seen order."""
+    merged: dict[str, BillingAccount] = {}
+    for account in accounts:
+        earlier = merged.get(account.account_number)
+        if earlier is not None and account.reported_balance is None:
+            account = replace(account, reported_balance=earlier.reported_balance)
+        merged[account.account_number] = account
+    return list(merged.values())
+
+
+def latest_items(items: Iterable[ReceivableItem], changes: Collection[str] = REISSUE_CHANGES) -> list[ReceivableItem]:
+    """Several issues of items as one each, as if applied in order: the first issue, with the `changes` fields of
+    the last one (what an upsert that updates only those fields would leave). First-seen order."""
+    merged: dict[tuple[PaymentType, str], ReceivableItem] = {}
+    for item in items:
+        key = (item.kind, item.reference)
+        earlier = merged.get(key)
+        merged[key] = item if earlier is None else replace(earlier, **{name: getattr(item, name) for name in changes})
+    return list(merged.values())

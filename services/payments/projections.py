@@ -3,9 +3,10 @@ payments (credit_notes): issued, applied, expired, voided, refunded."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,8 +22,15 @@ from shared.contracts.events import (
     CreditNoteRefundRequested,
     CreditNoteVoided,
 )
-from shared.messaging import Subscription
-from shared.receivables import ITEM_EVENT_TYPES, billing_account, receivable_items
+from shared.messaging import Applying, Subscription
+from shared.receivables import (
+    ITEM_EVENT_TYPES,
+    REISSUE_CHANGES,
+    billing_account,
+    latest_accounts,
+    latest_items,
+    receivable_items,
+)
 
 # --- billing.receivables.v1: the accounts and the items they owe ---
 
@@ -50,6 +58,44 @@ async def on_receivable_issued(session: AsyncSession, envelope: Envelope) -> Non
                 index_elements=["payment_type", "item_reference"],
                 set_={k: values[k] for k in ("description", "period_or_date", "issued_on", "due_date")},
             )
+        )
+
+
+async def on_billing_batch(session: AsyncSession, batch: Sequence[Applying]) -> None:
+    """A delivery batch of billing events in two statements, leaving what the handlers above would one by one:
+    month-end brings a bill for every account at once."""
+    described = latest_accounts(
+        billing_account(parse_data(a.envelope, AccountUpserted)) for a in batch if a.envelope.type == "account.upserted"
+    )
+    # Each statement is executed with many rows: compiled once and cached, where .values([...]) compiles each time.
+    if described:
+        statement = pg_insert(accounts)
+        reported = statement.excluded.reported_balance
+        await session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["account_number"],
+                set_={
+                    **{name: statement.excluded[name] for name in described[0].as_row() if name != "account_number"},
+                    # A description without billing's figure leaves the figure and what was collected since.
+                    "reported_balance": func.coalesce(reported, accounts.c.reported_balance),
+                    "collected_since_report": case(
+                        (reported.is_(None), accounts.c.collected_since_report), else_=Decimal(0)
+                    ),
+                },
+            ),
+            [account.as_row() | {"reported_balance": account.reported_balance} for account in described],
+        )
+    issued = latest_items(
+        item for a in batch if a.envelope.type in ITEM_EVENT_TYPES for item in receivable_items(a.envelope)
+    )
+    if issued:
+        statement = pg_insert(receivables)
+        await session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["payment_type", "item_reference"],
+                set_={name: statement.excluded[name] for name in REISSUE_CHANGES},
+            ),
+            [item.as_row() | {"outstanding": item.amount} for item in issued],
         )
 
 
@@ -188,6 +234,7 @@ def subscriptions() -> list[Subscription]:
                 "account.upserted": on_account_upserted,
                 **dict.fromkeys(ITEM_EVENT_TYPES, on_receivable_issued),
             },
+            batch_handler=on_billing_batch,
         ),
         Subscription(
             "credit_notes",

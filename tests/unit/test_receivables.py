@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
 from shared.contracts import Envelope, new_envelope
@@ -20,6 +23,8 @@ from shared.contracts.events import (
 )
 from shared.errors import Rejected
 from shared.receivables import (
+    REISSUE_CHANGES,
+    BillingAccount,
     InstallmentReference,
     ReceivableItem,
     billing_account,
@@ -27,6 +32,8 @@ from shared.receivables import (
     from_installment_plan,
     from_service_charge,
     installment_reference,
+    latest_accounts,
+    latest_items,
     parse_installment_reference,
     receivable_items,
 )
@@ -232,3 +239,76 @@ class TestBillingAccount:
     def test_without_a_balance_reports_none(self) -> None:
         account = AccountUpserted(account_number="WU-1", name="J", service_address="1 Main St")
         assert billing_account(account).reported_balance is None
+
+
+# --- a batch of billing events as one row each: the same as applying them in order ---
+
+accounts_strategy = st.lists(
+    st.builds(
+        BillingAccount,
+        account_number=st.sampled_from(["A", "B", "C"]),
+        name=st.sampled_from(["Ada", "Grace", "Alan"]),
+        service_address=st.just("1 Main St"),
+        phone=st.none() | st.just("555"),
+        email=st.none(),
+        currency=st.just("USD"),
+        reported_balance=st.none() | st.decimals(min_value=0, max_value=1000, places=2),
+    ),
+    max_size=12,
+)
+
+
+@given(accounts_strategy)
+def test_latest_accounts_is_what_upserting_one_by_one_leaves(described: list[BillingAccount]) -> None:
+    """The model: each description replaces the last, and one without a balance keeps the earlier balance."""
+    applied: dict[str, BillingAccount] = {}
+    for account in described:
+        earlier = applied.get(account.account_number)
+        balance = account.reported_balance
+        if balance is None and earlier is not None:
+            balance = earlier.reported_balance
+        applied[account.account_number] = replace(account, reported_balance=balance)
+    merged = latest_accounts(described)
+    assert merged == list(applied.values())
+    assert len({a.account_number for a in merged}) == len(merged)
+
+
+items_strategy = st.lists(
+    st.builds(
+        ReceivableItem,
+        kind=st.sampled_from([PaymentType.BILL, PaymentType.SERVICE]),
+        reference=st.sampled_from(["R1", "R2"]),
+        account_number=st.sampled_from(["A", "B"]),
+        description=st.sampled_from(["first", "second", "third"]),
+        amount=st.decimals(min_value=1, max_value=100, places=2),
+        currency=st.just("USD"),
+        issued_on=st.dates(date(2026, 1, 1), date(2026, 12, 31)),
+        due_date=st.dates(date(2026, 1, 1), date(2026, 12, 31)),
+        period_or_date=st.sampled_from(["2026-01", "2026-02"]),
+    ),
+    max_size=12,
+)
+
+
+@given(items_strategy, st.sampled_from([REISSUE_CHANGES, ("description",), ()]))
+def test_latest_items_is_what_an_upsert_of_the_changing_fields_leaves(
+    issued: list[ReceivableItem], changes: tuple[str, ...]
+) -> None:
+    """The model: the first issue inserts the item; a later one updates only the `changes` fields."""
+    applied: dict[tuple[PaymentType, str], ReceivableItem] = {}
+    for item in issued:
+        key = (item.kind, item.reference)
+        earlier = applied.get(key)
+        applied[key] = item if earlier is None else replace(earlier, **{f: getattr(item, f) for f in changes})
+    assert latest_items(issued, changes) == list(applied.values())
+
+
+def test_a_reissued_bill_keeps_its_first_amount_and_takes_the_new_due_date() -> None:
+    first = from_bill(BILL)
+    again = replace(first, amount=Decimal("999.00"), due_date=date(2025, 4, 30), description="Bill 2025-03 (again)")
+    (merged,) = latest_items([first, again])
+    assert (merged.amount, merged.due_date, merged.description) == (
+        Decimal("145.50"),
+        date(2025, 4, 30),
+        "Bill 2025-03 (again)",
+    )
