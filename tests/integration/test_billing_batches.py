@@ -1,5 +1,5 @@
-"""Billing's events applied a delivery batch at a time by payments leave exactly what one at a time leaves, in a
-fixed number of statements, on the real database."""
+"""Billing's events applied a delivery batch at a time by payments and credit_notes leave exactly what one at a
+time leaves, in a fixed number of statements, on the real database."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ from typing import Any
 import pytest
 from sqlalchemy import insert, select
 
+from services.credit_notes.app import create_service as create_credit_notes
+from services.credit_notes.settings import CreditNotesSettings
+from services.credit_notes.storage import open_items
 from services.payments.storage import accounts, receivables
 from shared.contracts import CONTENT_TYPE, Envelope, Topic, new_envelope
 from shared.contracts.events import (
@@ -212,3 +215,38 @@ async def test_a_bad_event_in_a_batch_is_dead_lettered_alone(api: Api) -> None:
     outcomes = await billing_consumer(api).deliver(records)
     assert outcomes == ["applied", "dead_lettered"]
     assert [a["name"] for a in (await state(api, prefix))["accounts"]] == ["Good"]
+
+
+async def test_credit_notes_applies_a_batch_of_items_as_one_by_one_would(infra: Infra) -> None:
+    """Credit notes keeps the items a credit note can pay; with no credit to pay them, a batch is one statement."""
+    service = create_credit_notes(
+        CreditNotesSettings(
+            database_url=infra.database_url, kafka_bootstrap_servers=infra.bootstrap_servers, development=True
+        )
+    )
+    consumer = next(c for c in service.event_consumers if c.topic == Topic.BILLING_RECEIVABLES)
+    together, alone = f"CB{uuid.uuid4().hex[:6]}", f"CA{uuid.uuid4().hex[:6]}"
+
+    async def items(prefix: str) -> list[dict[str, Any]]:
+        async with service.sessions() as session:
+            found = await session.execute(
+                select(open_items)
+                .where(open_items.c.account_number.startswith(prefix))
+                .order_by(open_items.c.payment_type, open_items.c.item_reference)
+            )
+            return [
+                {k: v.replace(prefix, "P") if isinstance(v, str) else v for k, v in row.items()}
+                for row in found.mappings()
+            ]
+
+    try:
+        outcomes = await consumer.deliver(deliveries(history(together)))
+        assert outcomes.count("applied") == 5 and outcomes.count("ignored") == 4  # accounts are not its business
+        for envelope in history(alone):
+            await consumer.deliver(deliveries([envelope]))
+        batched = await items(together)
+        assert batched == await items(alone)
+        assert next(i for i in batched if i["item_reference"] == "INV-P-1")["amount"] == Decimal("95.00")
+        assert len(batched) == 5
+    finally:
+        await service.engine.dispose()
