@@ -173,6 +173,10 @@ class EmbeddedBroker(Protocol):
         """Shut down cleanly."""
         ...
 
+    def alive(self) -> bool:
+        """Whether the process `start` began is still running (for the runner, which starts it again if not)."""
+        ...
+
     def kill(self) -> None:
         """SIGKILL, as a crash would."""
         ...
@@ -325,6 +329,10 @@ class EmbeddedKafka:
             self.kill()
             raise
         return self.address
+
+    def alive(self) -> bool:
+        process = getattr(self, "_process", None)
+        return process is not None and process.poll() is None
 
     def stop(self) -> None:
         """Controlled shutdown (SIGTERM): Kafka flushes and closes its logs, so the next start needs no recovery."""
@@ -481,6 +489,10 @@ class EmbeddedTansu:
                 time.sleep(0.1)
         self.stop()
         raise BrokerError(f"embedded Tansu broker did not listen on {address} within {timeout}s")
+
+    def alive(self) -> bool:
+        process = getattr(self, "_process", None)
+        return process is not None and process.poll() is None
 
     def stop(self) -> None:
         process = getattr(self, "_process", None)

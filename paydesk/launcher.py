@@ -1,8 +1,9 @@
 """`paydesk run`: the whole system on one machine, embedded Postgres and Kafka unless given by URL.
 
 It supervises (`paydesk.supervisor`): every child runs in its own session (Postgres too: `pg_ctl` detaches the
-postmaster), so a Ctrl-C reaches the runner alone; a service that dies is restarted with backoff; and the
-runner stops only on SIGINT/SIGTERM, in order: intake (`INTAKE`), the pure consumers, the broker, Postgres.
+postmaster), so a Ctrl-C reaches the runner alone; a service, or the embedded broker, that dies is restarted
+with backoff; and the runner stops only on SIGINT/SIGTERM, in order: intake (`INTAKE`), the pure consumers, the
+broker, Postgres.
 
 The broker is Apache Kafka (data in `.paydesk/kafka`, kept across restarts) where Java 17+ and its jars are
 here, else Tansu, which keeps messages in memory only. Stop order matters for the latter: intake first
@@ -131,6 +132,8 @@ def run_system(*, data_dir: str, sample_data: bool) -> None:
             port = int(env.get("PAYDESK_KAFKA_PORT", "9092"))
             kafka = choose_broker(root, port, log_dir, env.get("PAYDESK_BROKER", "auto").strip().lower())
             env["KAFKA_BOOTSTRAP_SERVERS"] = kafka.start()
+            # A broker that dies is started again on the same address (Kafka: on its data, the same cluster).
+            supervisor.watch("kafka", alive=kafka.alive, restart=kafka.start)
             if isinstance(kafka, EmbeddedKafka):
                 print(
                     f"kafka       embedded Apache Kafka on {env['KAFKA_BOOTSTRAP_SERVERS']}, "

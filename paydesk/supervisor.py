@@ -6,6 +6,11 @@ SIGKILL after `stop_timeout`). A child that exits while the runner is not stoppi
 exponential backoff (1 s, 2 s, 4 s ... capped at 30 s), which resets once the child has stayed up for
 `stable_after` seconds. The pure parts (`Backoff`, `stop_order`) are unit-tested; the rest in
 `tests/integration/test_supervisor.py` with real processes.
+
+What the runner starts itself rather than as a child (the embedded broker and Postgres, which keep their own
+process handles) is `watch`ed: when it is found not running it is started again, with the same backoff and a log
+line. Such a restart blocks the supervising loop until the server answers (seconds); children that die meanwhile
+are noticed right after.
 """
 
 from __future__ import annotations
@@ -55,6 +60,19 @@ class Child:
     restarts: int = 0
 
 
+@dataclass
+class Watched:
+    """A server the runner started itself: how to tell it runs, how to start it again."""
+
+    name: str
+    alive: Callable[[], bool]
+    restart: Callable[[], object]
+    up_since: float = 0.0
+    failures: int = 0
+    restart_at: float | None = None
+    restarts: int = 0
+
+
 def _default_say(line: str) -> None:
     print(line, flush=True)
 
@@ -67,6 +85,7 @@ class Supervisor:
     stop_timeout: float = 30.0
     clock: Callable[[], float] = time.monotonic
     children: dict[str, Child] = field(default_factory=dict)
+    watched: dict[str, Watched] = field(default_factory=dict)
     stop_requested: bool = False
     _stopping: bool = field(default=False, init=False)
 
@@ -76,6 +95,12 @@ class Supervisor:
         if name in self.children:
             raise ValueError(f"{name} is supervised already")
         self.children[name] = Child(name, argv, env, log_file)
+
+    def watch(self, name: str, *, alive: Callable[[], bool], restart: Callable[[], object]) -> None:
+        """Restart `name` (with backoff) whenever `alive()` says it is not running; `restart()` blocks until it is."""
+        if name in self.watched or name in self.children:
+            raise ValueError(f"{name} is supervised already")
+        self.watched[name] = Watched(name, alive, restart, up_since=self.clock())
 
     def start(self, names: Iterable[str] | None = None) -> None:
         for name in names if names is not None else list(self.children):
@@ -130,6 +155,35 @@ class Supervisor:
                 f"{child.name} exited with code {process.returncode}; restarting in {delay:g}s "
                 f"(failure {child.failures} in a row)"
             )
+        for server in self.watched.values():
+            self._check_watched(server, now)
+
+    def _check_watched(self, server: Watched, now: float) -> None:
+        if server.restart_at is None:
+            if server.alive():
+                return
+            if now - server.up_since >= self.stable_after:
+                server.failures = 0
+            self._retry_later(server, now, "is not running")
+            return
+        if now < server.restart_at:
+            return
+        self.say(f"starting {server.name} again")
+        try:
+            server.restart()
+        except Exception as exc:  # it did not come up: said, and tried again later, never the end of the runner
+            self._retry_later(server, self.clock(), f"did not start ({exc!r:.200})")
+            return
+        server.restart_at = None
+        server.restarts += 1
+        server.up_since = self.clock()
+        self.say(f"{server.name} is running again")
+
+    def _retry_later(self, server: Watched, now: float, why: str) -> None:
+        server.failures += 1
+        delay = self.backoff.delay(server.failures)
+        server.restart_at = now + delay
+        self.say(f"{server.name} {why}; restarting in {delay:g}s (failure {server.failures} in a row)")
 
     def serve(self, interval: float = 0.2) -> None:
         """Supervise until SIGINT/SIGTERM (`request_stop`); does not stop the children."""

@@ -15,37 +15,36 @@ and the order within each partition is kept either way.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
-from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
-from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
-from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.message import StreamMessage
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
-from prometheus_client import REGISTRY, Counter
+from prometheus_client import Counter
 from pydantic import ValidationError
 from sqlalchemy import Table, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from shared.contracts.envelope import Envelope, EnvelopeError, decode_envelope, describe_validation_error
-from shared.contracts.topics import ALL_TOPICS, dlq
+from shared.contracts.topics import dlq
 from shared.db import is_infrastructure_down
 from shared.errors import Rejected
 from shared.inbox import claim, claim_many
-from shared.settings import ServiceSettings
+
+# The client wiring moved to shared.kafka_clients; these names are still imported from here across the code.
+from shared.kafka_clients import ObservedConsumer, ServiceBroker
+from shared.kafka_clients import OncePerKind as OncePerKind
+from shared.kafka_clients import create_broker as create_broker
+from shared.kafka_clients import provision_topics as provision_topics
 from shared.telemetry import tag_business_ids
 
 if TYPE_CHECKING:
@@ -95,127 +94,6 @@ IGNORED = Counter(
 DEAD_LETTERED = Counter("paydesk_events_dead_lettered_total", "Messages sent to a DLQ", ["service", "consumer"])
 
 DLQ_REASON_HEADER = "x-dlq-reason"
-
-
-class ObservedConsumer(AIOKafkaConsumer):  # type: ignore[misc]  # aiokafka is untyped
-    """aiokafka's consumer, telling when its offset commit started and last succeeded.
-
-    aiokafka retries a commit for as long as the error is retriable, e.g. for ever on partitions a wiped broker no
-    longer has, and FastStream's ack waits for it: from outside, a consumer stuck there looks idle."""
-
-    commit_since: float | None = None
-    committed_at: float | None = None
-
-    async def commit(self, offsets: Any = None) -> None:
-        self.commit_since = time.monotonic()
-        try:
-            await super().commit(offsets)
-            self.committed_at = time.monotonic()
-        finally:
-            self.commit_since = None
-
-
-class OncePerKind(logging.Filter):
-    """Lets one record per (logger, message, exception kind) through per window: a client library retrying in a
-    loop (aiokafka logs every failed commit or connection attempt, ten a second) says so once, not thousands of
-    times. The next line that gets through says how many were held back."""
-
-    def __init__(self, every: float = 30.0) -> None:
-        super().__init__()
-        self.every = every
-        self.last: dict[tuple[str, str, str], float] = {}
-        self.held: dict[tuple[str, str, str], int] = {}
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.WARNING:
-            return True
-        kind = type(record.exc_info[1]).__name__ if record.exc_info and record.exc_info[1] else ""
-        key = (record.name, str(record.msg), kind)
-        now = time.monotonic()
-        if now - self.last.get(key, -self.every) < self.every:
-            self.held[key] = self.held.get(key, 0) + 1
-            return False
-        self.last[key] = now
-        record.suppressed_since_last = self.held.pop(key, 0)
-        return True
-
-
-# The loggers of the client code that loops on a broker that is gone or changed.
-CLIENT_LOGGERS = (
-    "aiokafka",
-    "aiokafka.client",
-    "aiokafka.cluster",
-    "aiokafka.conn",
-    "aiokafka.consumer.consumer",
-    "aiokafka.consumer.fetcher",
-    "aiokafka.consumer.group_coordinator",
-    "aiokafka.producer.producer",
-    "aiokafka.producer.sender",
-)
-
-
-def quiet_repeated_client_errors(*extra_loggers: str) -> None:
-    """Install `OncePerKind` on the Kafka client's loggers (once per logger)."""
-    for name in (*CLIENT_LOGGERS, *extra_loggers):
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, OncePerKind) for f in logger.filters):
-            logger.addFilter(OncePerKind())
-
-
-class ServiceBroker(KafkaBroker):
-    """FastStream's Kafka broker, joining all of a service's consumer groups at once.
-
-    A group join takes seconds (on Tansu, half the session timeout, whatever else happens), and FastStream
-    joins one group after another, so a service with three consumers took three times as long to start.
-    """
-
-    async def start(self) -> None:
-        await self.connect()
-        await asyncio.gather(*(subscriber.start() for subscriber in self.subscribers))
-        for publisher in self.publishers:
-            await publisher.start()
-        self.running = True
-
-    async def _connect(self) -> Callable[..., AIOKafkaConsumer]:
-        builder = await super()._connect()
-        # Every subscriber's consumer is built from this: made an ObservedConsumer, so stalls can be told.
-        assert isinstance(builder, partial) and builder.func is AIOKafkaConsumer, builder
-        observed = partial(ObservedConsumer, *builder.args, **builder.keywords)
-        self.config.broker_config.builder = observed
-        return observed
-
-
-def create_broker(settings: ServiceSettings) -> KafkaBroker:
-    """The service's FastStream broker; nothing connects until it is started."""
-    quiet_repeated_client_errors(f"paydesk.{settings.service_name}.broker")
-    return ServiceBroker(
-        settings.kafka_bootstrap_servers,
-        client_id=f"paydesk-{settings.service_name}",
-        metadata_max_age_ms=settings.kafka_metadata_max_age_ms,
-        acks="all",
-        enable_idempotence=settings.kafka_idempotent_producer,
-        middlewares=[
-            KafkaTelemetryMiddleware(),
-            KafkaPrometheusMiddleware(registry=REGISTRY, app_name=f"paydesk_{settings.service_name}"),
-        ],
-        logger=logging.getLogger(f"paydesk.{settings.service_name}.broker"),
-    )
-
-
-async def provision_topics(
-    bootstrap_servers: str, *, partitions: int, replication_factor: int = 1, topics: tuple[str, ...] = ALL_TOPICS
-) -> list[str]:
-    """Create the missing topics (and their DLQ twins); returns the ones created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="paydesk-provisioner")
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        missing = [t for t in topics if t not in existing]
-        if missing:
-            await admin.create_topics([NewTopic(t, partitions, replication_factor) for t in missing])
-        return missing
-    finally:
-        await admin.close()
 
 
 async def _raw_body(message: StreamMessage[Any]) -> bytes:
@@ -527,7 +405,10 @@ class EventConsumer:
         assert self.broker is not None, "register() the consumer before it delivers"
         headers = delivery.text_headers()
         headers.update({DLQ_REASON_HEADER: reason[:2000], "x-dlq-consumer": self.group_id})
-        await self.broker.publish(delivery.value or b"", topic=dlq(self.topic), key=delivery.key, headers=headers)
+        assert isinstance(self.broker, ServiceBroker), "a consumer's broker comes from create_broker()"
+        await self.broker.publish_dead_letter(
+            delivery.value or b"", topic=dlq(self.topic), key=delivery.key, headers=headers
+        )
         trace.get_current_span().set_status(trace.Status(trace.StatusCode.ERROR, f"dead-lettered: {reason[:300]}"))
         DEAD_LETTERED.labels(self.service, self.name).inc()
         log.warning("message sent to DLQ", extra={"topic": self.topic, "consumer": self.group_id, "reason": reason})

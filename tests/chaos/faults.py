@@ -167,7 +167,7 @@ class Injector:
             async with self._heavy:
                 await asyncio.to_thread(self.system.restart_broker, wipe=wipe)
             if wipe:
-                return f"restarted empty; {await self.driver.resend_journal()} records sent again"
+                return f"restarted empty; {await self.driver.resend_journal()}"
             return "restarted on its data"
         if kind == "cut_connections":
             return f"{await self._terminate_backends()} connections cut"

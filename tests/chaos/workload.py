@@ -5,8 +5,8 @@ speed. `Driver` sends them: counter payments over HTTP (retried on the same Idem
 answer, alternating between the payments instances as a load balancer would), `payment.record_requested`
 commands on Kafka in lockbox-like bursts (some sent twice), signed Stripe webhooks (the succeeded event sometimes
 duplicated, sometimes before the processing one), manual credit notes applied back to the bill, cancellations.
-Every record published to Kafka is journalled, so after a wiped broker the "other systems" can send again what
-the broker had acknowledged and lost (the inboxes make that harmless).
+Every record the broker acknowledges is journalled at once with the broker generation that took it, so after a
+wiped broker the "other systems" send again what it had acknowledged and lost (the inboxes make that harmless).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
+from functools import partial
 from typing import Any, Literal
 
 import httpx
@@ -29,6 +30,7 @@ from paydesk.sample_data import generate_accounts
 from shared.auth import Role, mint_token
 from shared.contracts import CONTENT_TYPE, Topic, new_envelope
 from shared.contracts.events import PaymentRecordRequested
+from tests.chaos.journal import Journal
 from tests.chaos.system import ChaosSystem
 from tests.support import stripe_fake
 
@@ -153,10 +155,11 @@ class Driver:
     say: Callable[[str], None] = print
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     statuses: dict[str, dict[int, int]] = field(default_factory=dict)  # HTTP answers seen, per kind
-    journal: list[Published] = field(default_factory=list)
+    journal: Journal[Published] = field(default_factory=Journal)
     _producer: AIOKafkaProducer | None = None
     _client: httpx.AsyncClient | None = None
     _turn: int = 0
+    _unfinished: set[int] = field(default_factory=set)  # sends whose `publish` call has not returned yet
 
     def __post_init__(self) -> None:
         secret = self.system.jwt_secret
@@ -365,29 +368,42 @@ class Driver:
         return Published(Topic.PAYMENTS_COMMANDS, bill.account.encode(), envelope.to_bytes(), headers)
 
     async def publish(self, records: list[Published]) -> int:
-        """Publish until the broker acknowledged each record (acks=all); journalled. Returns how many failed."""
+        """Publish until the broker acknowledged each record (acks=all). Returns how many never were."""
+        sends = [(self.journal.new_send(), record) for record in records]
+        serials = {serial for serial, _ in sends}
+        self._unfinished |= serials
+        try:
+            return await self._publish(sends)
+        finally:
+            self._unfinished -= serials
+
+    async def _publish(self, sends: list[tuple[int, Published]]) -> int:
         assert self._producer is not None
-        pending = list(records)
+        pending = list(sends)
         for attempt in range(MAX_ATTEMPTS):
             futures: list[asyncio.Future[Any]] = []
-            for record in pending:
+            for serial, record in pending:
                 try:
-                    futures.append(
-                        await self._producer.send(record.topic, record.value, key=record.key, headers=record.headers)
+                    future = await self._producer.send(
+                        record.topic, record.value, key=record.key, headers=record.headers
                     )
                 except KafkaError as exc:
-                    futures.append(asyncio.get_running_loop().create_future())
-                    futures[-1].set_exception(exc)
+                    future = asyncio.get_running_loop().create_future()
+                    future.set_exception(exc)
+                # Journalled at the acknowledgement itself, not when the whole burst is done: a wipe may come
+                # between the two, and its resend must include this record.
+                future.add_done_callback(partial(self._acknowledged, serial, record))
+                futures.append(future)
             results = await asyncio.gather(*futures, return_exceptions=True)
-            failed = [r for r, result in zip(pending, results, strict=True) if isinstance(result, BaseException)]
-            self.journal.extend(
-                r for r, result in zip(pending, results, strict=True) if not isinstance(result, BaseException)
-            )
-            if not failed:
+            pending = [send for send, result in zip(pending, results, strict=True) if isinstance(result, BaseException)]
+            if not pending:
                 return 0
-            pending = failed
             await asyncio.sleep(min(5.0, 0.25 * 2 ** min(attempt, 5)))
         return len(pending)
+
+    def _acknowledged(self, serial: int, record: Published, future: asyncio.Future[Any]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self.journal.acknowledged(serial, record)
 
     async def _lockbox(self, items: list[Input]) -> None:
         records = {item.key: self.command(item) for item in items}
@@ -399,8 +415,13 @@ class Driver:
             else:
                 self.outcomes[item.key].finish("accepted")
 
-    async def resend_journal(self) -> int:
-        """After a wiped broker: send again everything it had acknowledged (same records, same event ids)."""
-        records, self.journal = list(self.journal), []
-        await self.publish(records)
-        return len(records)
+    async def resend_journal(self) -> str:
+        """Once a wiped broker is up again: send again everything an earlier broker generation acknowledged (same
+        records, same event ids); see tests/chaos/journal.py."""
+        again = self.journal.broker_wiped()
+        # What a journal written only when a whole burst was acknowledged would have missed.
+        early = sum(1 for serial, _ in again if serial in self._unfinished)
+        failed = await self._publish(again)
+        note = f"{len(again)} records sent again (generation {self.journal.generation}), {early} of them "
+        note += "acknowledged while their burst still retried"
+        return note + (f", {failed} never acknowledged" if failed else "")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from paydesk.registry import INTAKE, START_ORDER
-from paydesk.supervisor import Backoff, stop_order
+from paydesk.supervisor import Backoff, Supervisor, stop_order
 
 
 def test_the_backoff_doubles_from_one_second_and_is_capped_at_thirty() -> None:
@@ -31,3 +31,58 @@ def test_the_runner_stops_intake_first_then_the_pure_consumers_in_reverse_start_
 def test_an_intake_service_missing_from_the_start_order_is_refused() -> None:
     with pytest.raises(ValueError, match="ledger"):
         stop_order(["kpi", "payments"], ["ledger"])
+
+
+class FakeServer:
+    """A server that dies when told and whose restarts fail `refusals` times first."""
+
+    def __init__(self, refusals: int = 0) -> None:
+        self.running = True
+        self.refusals = refusals
+        self.starts = 0
+
+    def alive(self) -> bool:
+        return self.running
+
+    def restart(self) -> None:
+        self.starts += 1
+        if self.refusals:
+            self.refusals -= 1
+            raise RuntimeError("port still taken")
+        self.running = True
+
+
+def test_a_watched_server_that_dies_is_started_again_after_the_backoff_with_a_line_each_step() -> None:
+    now = [100.0]
+    lines: list[str] = []
+    supervisor = Supervisor(say=lines.append, clock=lambda: now[0])
+    server = FakeServer(refusals=1)
+    supervisor.watch("kafka", alive=server.alive, restart=server.restart)
+    supervisor.check()
+    assert lines == [] and server.starts == 0
+
+    server.running = False
+    supervisor.check()
+    assert lines == ["kafka is not running; restarting in 1s (failure 1 in a row)"]
+    now[0] += 0.5
+    supervisor.check()
+    assert server.starts == 0, "not before the backoff has run out"
+    now[0] += 0.5
+    supervisor.check()  # the first try fails: tried again after the next, longer delay
+    assert server.starts == 1 and not server.running
+    assert lines[-1] == "kafka did not start (RuntimeError('port still taken')); restarting in 2s (failure 2 in a row)"
+    now[0] += 2
+    supervisor.check()
+    assert server.running and server.starts == 2
+    assert lines[-2:] == ["starting kafka again", "kafka is running again"]
+    assert supervisor.watched["kafka"].restarts == 1
+
+
+def test_a_stopping_runner_restarts_no_watched_server() -> None:
+    supervisor = Supervisor(say=lambda line: None, clock=lambda: 0.0)
+    server = FakeServer()
+    supervisor.watch("postgres", alive=server.alive, restart=server.restart)
+    supervisor.stop([])
+    server.running = False
+    supervisor.check()
+    assert supervisor.watched["postgres"].restart_at is None and server.starts == 0
