@@ -10,6 +10,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.credit_notes import domain
+from services.credit_notes.batches import PaymentBatches, posting_details
 from services.credit_notes.commands import AutomaticCreditNotes, add_to_item
 from services.credit_notes.queries import locked_payment
 from services.credit_notes.reversals import auto_apply, void_payment_credit
@@ -23,7 +24,7 @@ from shared.contracts.events import (
     PaymentStatusChanged,
 )
 from shared.errors import Rejected
-from shared.messaging import Subscription
+from shared.messaging import EventHandler, Subscription
 from shared.receivables import ITEM_EVENT_TYPES, receivable_items
 
 # --- billing.receivables.v1: what a credit note can be applied to ---
@@ -58,15 +59,7 @@ async def on_receivable_issued(session: AsyncSession, envelope: Envelope) -> Non
 
 async def on_payment_posted(session: AsyncSession, envelope: Envelope) -> None:
     posted = parse_data(envelope, PaymentPosted)
-    allocated = min(posted.amount.amount, posted.item.due.amount)
-    details = {
-        "payment_date": posted.payment_date,
-        "method": posted.method,
-        "channel": posted.channel,
-        "payment_type": posted.item.payment_type.value,
-        "item_reference": posted.item.item_reference,
-        "allocated": allocated,
-    }
+    details = posting_details(posted)
     statement = pg_insert(payments).values(
         receipt_number=posted.receipt_number,
         payment_id=posted.payment_id,
@@ -88,7 +81,11 @@ async def on_payment_posted(session: AsyncSession, envelope: Envelope) -> None:
     ).first()
     if first_sight is not None:
         await add_to_item(
-            session, posted.item.payment_type, posted.item.item_reference, posted.consumer.account_number, allocated
+            session,
+            posted.item.payment_type,
+            posted.item.item_reference,
+            posted.consumer.account_number,
+            details["allocated"],
         )
 
 
@@ -189,18 +186,20 @@ def subscriptions(number_format: domain.NumberFormat) -> list[Subscription]:
     arrives on the payments topic with the events that keep the payments read model, so it shares their
     subscription (and its order within a partition: a payment is posted before it is credited)."""
     automatic = AutomaticCreditNotes(number_format)
+    handlers: dict[str, EventHandler] = {
+        "payment.posted": on_payment_posted,
+        "payment.overpaid": automatic.on_payment_overpaid,
+        "payment.cancelled": on_payment_cancelled,
+        "payment.status_changed": on_payment_status_changed,
+        "payment.partially_refunded": on_payment_partially_refunded,
+        "payment.adjusted": on_payment_adjusted,
+    }
     return [
         Subscription(
             "payments",
             Topic.PAYMENTS_EVENTS,
-            {
-                "payment.posted": on_payment_posted,
-                "payment.overpaid": automatic.on_payment_overpaid,
-                "payment.cancelled": on_payment_cancelled,
-                "payment.status_changed": on_payment_status_changed,
-                "payment.partially_refunded": on_payment_partially_refunded,
-                "payment.adjusted": on_payment_adjusted,
-            },
+            handlers,
+            batch_handler=PaymentBatches(handlers, number_format).apply,
         ),
         Subscription(
             "billing",

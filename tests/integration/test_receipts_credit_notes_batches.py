@@ -12,6 +12,11 @@ from typing import Any
 import pytest
 from sqlalchemy import event, func, select
 
+from services.credit_notes.app import CreditNotesService
+from services.credit_notes.app import create_service as create_credit_notes
+from services.credit_notes.settings import CreditNotesSettings
+from services.credit_notes.storage import credit_notes, open_items
+from services.credit_notes.storage import payments as credit_notes_payments
 from services.receipts.app import create_service as create_receipts
 from services.receipts.app import document_style
 from services.receipts.domain import receipt_document, state_when_posted
@@ -22,7 +27,7 @@ from shared.contracts.events import CreditNoteIssued, Money, PaymentCancelled, P
 from shared.messaging import Delivery, EventConsumer
 from shared.service import Service
 from tests.conftest import Infra
-from tests.support.helpers import counter_payment, running, unique_account
+from tests.support.helpers import counter_payment, payment_overpaid, running, unique_account
 
 pytestmark = pytest.mark.kafka
 
@@ -33,6 +38,16 @@ async def receipts(infra: Infra) -> AsyncIterator[Service]:
         database_url=infra.database_url, kafka_bootstrap_servers=infra.bootstrap_servers, development=True
     )
     async with running(create_receipts(settings)) as service:
+        yield service
+
+
+@pytest.fixture(scope="module")
+async def credit_notes_service(infra: Infra) -> AsyncIterator[CreditNotesService]:
+    settings = CreditNotesSettings(
+        database_url=infra.database_url, kafka_bootstrap_servers=infra.bootstrap_servers, development=True
+    )
+    service = create_credit_notes(settings)
+    async with running(service):
         yield service
 
 
@@ -201,3 +216,74 @@ class TestReceiptsBatches:
         # The whole batch again, as after a crash before its offsets were committed.
         assert await payments_consumer.deliver(batch) == ["duplicate", "dead_lettered", "duplicate"]
         assert await announced(receipts, account) == 2
+
+
+async def notes_of(service: CreditNotesService, account: str) -> list[Any]:
+    async with service.sessions() as session:
+        query = select(credit_notes).where(credit_notes.c.account_number == account).order_by(credit_notes.c.seq)
+        return list((await session.execute(query)).all())
+
+
+class TestCreditNotesBatches:
+    async def test_postings_and_overpayments_in_a_fixed_number_of_statements_one_note_each_numbers_ascending(
+        self, credit_notes_service: CreditNotesService
+    ) -> None:
+        """INVARIANT: exactly one automatic credit note per overpayment, each with a number never used before."""
+        account = unique_account()
+        posted = postings(account, 30, over=10)
+        batch: list[Envelope] = []
+        for n, envelope in enumerate(posted):
+            batch += [envelope, payment_overpaid(envelope)] if n < 10 else [envelope]
+        with counted_statements(credit_notes_service) as seen:
+            outcomes = await consumer(credit_notes_service, Topic.PAYMENTS_EVENTS).deliver(records(batch))
+        assert outcomes == ["applied"] * 40
+        statements = the_batch_transaction(seen, "credit_notes")
+        # Inbox claim, payments, items; overpayments: guard, locks, earlier notes, settings, numbers, notes, audit,
+        # payments, outbox. One at a time: 2 per posting, about 10 per overpayment.
+        assert len(statements) <= 13, statements
+        notes = await notes_of(credit_notes_service, account)
+        overpaid = [parse_data(e, PaymentPosted).receipt_number for e in posted[:10]]
+        assert [note.receipt_number for note in notes] == overpaid, "one note per overpayment, in batch order"
+        assert all(note.amount == Decimal("4.50") and note.automatic for note in notes)
+        assert [note.seq for note in notes] == sorted({note.seq for note in notes})
+        async with credit_notes_service.sessions() as session:
+            paid = dict(
+                (
+                    await session.execute(
+                        select(open_items.c.item_reference, open_items.c.paid).where(
+                            open_items.c.account_number == account
+                        )
+                    )
+                ).all()
+            )
+            credited = (
+                await session.execute(
+                    select(func.sum(credit_notes_payments.c.credited)).where(
+                        credit_notes_payments.c.account_number == account
+                    )
+                )
+            ).scalar_one()
+        assert set(paid.values()) == {Decimal("100.00")} and len(paid) == 30
+        assert credited == Decimal("45.00")
+        assert await announced(credit_notes_service, account) == 10
+        # The same overpayments announced again under new ids: no second note.
+        again = [payment_overpaid(envelope) for envelope in posted[:10]]
+        outcomes = await consumer(credit_notes_service, Topic.PAYMENTS_EVENTS).deliver(records(again))
+        assert outcomes == ["applied"] * 10
+        assert len(await notes_of(credit_notes_service, account)) == 10
+
+    async def test_an_overpayment_refused_by_a_rule_goes_to_the_dlq_alone(
+        self, credit_notes_service: CreditNotesService
+    ) -> None:
+        """INVARIANT: a refused credit note never holds back or doubles the others of its batch."""
+        account = unique_account()
+        cancelled, fine, later = postings(account, 3, over=3)
+        payments_consumer = consumer(credit_notes_service, Topic.PAYMENTS_EVENTS)
+        assert await payments_consumer.deliver(records([cancelled, cancellation(cancelled)])) == ["applied"] * 2
+        batch = records([fine, payment_overpaid(fine), payment_overpaid(cancelled), later, payment_overpaid(later)])
+        assert await payments_consumer.deliver(batch) == ["applied", "applied", "dead_lettered", "applied", "applied"]
+        notes = await notes_of(credit_notes_service, account)
+        receipts_of = [parse_data(e, PaymentPosted).receipt_number for e in (fine, later)]
+        assert [note.receipt_number for note in notes] == receipts_of
+        assert await payments_consumer.deliver(batch) == ["duplicate", "duplicate", "dead_lettered"] + ["duplicate"] * 2
+        assert len(await notes_of(credit_notes_service, account)) == 2
