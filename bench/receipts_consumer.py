@@ -4,9 +4,11 @@ rendered per second behind it (a benchmark, never a test; prints figures).
 Starts an embedded Postgres, migrates the receipts schema, and hands `--events` distinct `payment.posted`
 envelopes to the service's own `EventConsumer.deliver` in batches of `--batch` (as Kafka would: one transaction
 and one inbox claim per batch), then, where the service has a render worker, runs its passes until no document
-waits. No broker: the figures are the consumer's and Postgres's, not the network's.
+waits. No broker: the figures are the consumer's and Postgres's, not the network's. Besides events per second
+(which follow the machine's load) it prints the CPU per event, the consumer's and its Postgres backends', and the
+SQL statements per event, which do not.
 
-    .venv/bin/python bench/receipts_consumer.py [--events 2000] [--batch 200]
+    .venv/bin/python bench/receipts_consumer.py [--events 2000] [--batch 200] [--skip-render]
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.consumer_meter import ConsumerMeter  # noqa: E402
 from paydesk.embedded import EmbeddedPostgres  # noqa: E402
 from paydesk.migrations import upgrade  # noqa: E402
 from services.receipts.samples import sample_payment, usd  # noqa: E402
@@ -44,7 +47,7 @@ def deliveries(count: int) -> list[Delivery]:
     return out
 
 
-async def measure(url: str, events: int, batch: int) -> None:
+async def measure(url: str, data_dir: Path, events: int, batch: int, render: bool) -> None:
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # never contacted: deliver() needs no broker
     os.environ["PAYDESK_OTEL_EXPORTER"] = "none"
@@ -53,14 +56,18 @@ async def measure(url: str, events: int, batch: int) -> None:
     service = create_service()
     consumer = next(c for c in service.event_consumers if c.topic == "payments.events.v1")
     records = deliveries(events)
-    started = time.perf_counter()
+    meter = ConsumerMeter(service.engine, data_dir)
+    meter.start()
     for at in range(0, len(records), batch):
         outcomes = await consumer.deliver(records[at : at + batch])
         assert all(o == "applied" for o in outcomes), outcomes
-    applied = time.perf_counter() - started
-    print(f"applied     {events:,} payment.posted in {applied:.2f} s: {events / applied:,.1f} events/s", flush=True)
+    meter.stop()
+    applied = meter.wall
+    print(meter.report("payment.posted", events), flush=True)
     worker = getattr(service, "render_worker", None)
-    if worker is not None:
+    if not render:
+        print("rendered    skipped (--skip-render)", flush=True)
+    elif worker is not None:
         started = time.perf_counter()
         rendered = 0
         while (stored := await worker.run_once()) > 0:
@@ -77,14 +84,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=200)
+    parser.add_argument("--skip-render", action="store_true", help="measure the consumer only")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="paydesk-bench-receipts-") as workdir:
-        postgres = EmbeddedPostgres(Path(workdir) / "pgdata", delete_on_stop=True)
+        data_dir = Path(workdir) / "pgdata"
+        postgres = EmbeddedPostgres(data_dir, delete_on_stop=True)
         url = postgres.start()
         try:
             upgrade("receipts", url)
             print(f"load        {os.getloadavg()[0]:.1f} {os.getloadavg()[1]:.1f} (uptime load average)", flush=True)
-            asyncio.run(measure(url, args.events, args.batch))
+            asyncio.run(measure(url, data_dir, args.events, args.batch, not args.skip_render))
             print(f"load        {os.getloadavg()[0]:.1f} {os.getloadavg()[1]:.1f} (uptime load average)", flush=True)
         finally:
             postgres.stop()

@@ -11,6 +11,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.credit_notes import domain
+from services.credit_notes.batches import PaymentBatches, posting_details
 from services.credit_notes.commands import AutomaticCreditNotes, add_to_item
 from services.credit_notes.queries import load_policy, locked_payment
 from services.credit_notes.reversals import auto_apply, void_payment_credit
@@ -25,7 +26,7 @@ from shared.contracts.events import (
     PaymentType,
 )
 from shared.errors import Rejected
-from shared.messaging import Applying, Subscription
+from shared.messaging import Applying, EventHandler, Subscription
 from shared.receivables import ITEM_EVENT_TYPES, latest_items, receivable_items
 
 # --- billing.receivables.v1: what a credit note can be applied to ---
@@ -98,15 +99,7 @@ async def on_billing_batch(session: AsyncSession, batch: Sequence[Applying]) -> 
 
 async def on_payment_posted(session: AsyncSession, envelope: Envelope) -> None:
     posted = parse_data(envelope, PaymentPosted)
-    allocated = min(posted.amount.amount, posted.item.due.amount)
-    details = {
-        "payment_date": posted.payment_date,
-        "method": posted.method,
-        "channel": posted.channel,
-        "payment_type": posted.item.payment_type.value,
-        "item_reference": posted.item.item_reference,
-        "allocated": allocated,
-    }
+    details = posting_details(posted)
     statement = pg_insert(payments).values(
         receipt_number=posted.receipt_number,
         payment_id=posted.payment_id,
@@ -128,7 +121,11 @@ async def on_payment_posted(session: AsyncSession, envelope: Envelope) -> None:
     ).first()
     if first_sight is not None:
         await add_to_item(
-            session, posted.item.payment_type, posted.item.item_reference, posted.consumer.account_number, allocated
+            session,
+            posted.item.payment_type,
+            posted.item.item_reference,
+            posted.consumer.account_number,
+            details["allocated"],
         )
 
 
@@ -229,18 +226,20 @@ def subscriptions(number_format: domain.NumberFormat) -> list[Subscription]:
     arrives on the payments topic with the events that keep the payments read model, so it shares their
     subscription (and its order within a partition: a payment is posted before it is credited)."""
     automatic = AutomaticCreditNotes(number_format)
+    handlers: dict[str, EventHandler] = {
+        "payment.posted": on_payment_posted,
+        "payment.overpaid": automatic.on_payment_overpaid,
+        "payment.cancelled": on_payment_cancelled,
+        "payment.status_changed": on_payment_status_changed,
+        "payment.partially_refunded": on_payment_partially_refunded,
+        "payment.adjusted": on_payment_adjusted,
+    }
     return [
         Subscription(
             "payments",
             Topic.PAYMENTS_EVENTS,
-            {
-                "payment.posted": on_payment_posted,
-                "payment.overpaid": automatic.on_payment_overpaid,
-                "payment.cancelled": on_payment_cancelled,
-                "payment.status_changed": on_payment_status_changed,
-                "payment.partially_refunded": on_payment_partially_refunded,
-                "payment.adjusted": on_payment_adjusted,
-            },
+            handlers,
+            batch_handler=PaymentBatches(handlers, number_format).apply,
         ),
         Subscription(
             "billing",

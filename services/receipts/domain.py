@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -198,9 +198,28 @@ class Document:
         raise KeyError(label)
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["as_of"] = self.as_of.astimezone(UTC).isoformat()
-        return data
+        # Spelled out rather than `dataclasses.asdict`, which deep-copies every leaf: the same dict (tuples kept as
+        # tuples, fields in their order) at a fifth of the cost; it runs twice per document stored (hash, content).
+        letterhead = self.letterhead
+        return {
+            "kind": self.kind,
+            "number": self.number,
+            "account_number": self.account_number,
+            "title": self.title,
+            "letterhead": {"name": letterhead.name, "address": letterhead.address, "contact": letterhead.contact},
+            "status": self.status,
+            "void": self.void,
+            "sections": tuple(
+                {
+                    "title": section.title,
+                    "lines": tuple({"label": line.label, "value": line.value} for line in section.lines),
+                }
+                for section in self.sections
+            ),
+            "stamp": self.stamp,
+            "as_of": self.as_of.astimezone(UTC).isoformat(),
+            "document_hash": self.document_hash,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Document:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Callable
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -23,6 +22,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.receipts import domain
+from services.receipts.batches import PaymentBatches, store_documents
 from services.receipts.domain import Document, DocumentStyle, PaymentState
 from services.receipts.rendering import PdfRenderer
 from services.receipts.storage import (
@@ -33,7 +33,7 @@ from services.receipts.storage import (
     receipt_versions,
     receipts,
 )
-from shared.contracts import Envelope, Topic, new_envelope, parse_data
+from shared.contracts import Envelope, Topic, parse_data
 from shared.contracts.events import (
     CreditNoteApplied,
     CreditNoteExpired,
@@ -45,13 +45,9 @@ from shared.contracts.events import (
     PaymentPosted,
     PaymentStatusChanged,
     PaymentVerified,
-    ReceiptAvailable,
 )
 from shared.errors import Rejected
-from shared.messaging import Subscription
-from shared.outbox import stage
-
-SOURCE = "receipts"
+from shared.messaging import EventHandler, Subscription
 
 
 async def _lock(session: AsyncSession, kind: str, number: str) -> None:
@@ -66,18 +62,22 @@ class Documents:
         self.renderer = renderer
         self.style = style
 
+    def payment_handlers(self) -> dict[str, EventHandler]:
+        return {
+            "payment.posted": self.on_payment_posted,
+            "payment.status_changed": self.on_payment_status_changed,
+            "payment.verified": self.on_payment_verified,
+            "payment.cancelled": self.on_payment_cancelled,
+            "payment.adjusted": self.on_payment_adjusted,
+        }
+
     def subscriptions(self) -> list[Subscription]:
         return [
             Subscription(
                 "payments",
                 Topic.PAYMENTS_EVENTS,
-                {
-                    "payment.posted": self.on_payment_posted,
-                    "payment.status_changed": self.on_payment_status_changed,
-                    "payment.verified": self.on_payment_verified,
-                    "payment.cancelled": self.on_payment_cancelled,
-                    "payment.adjusted": self.on_payment_adjusted,
-                },
+                self.payment_handlers(),
+                batch_handler=PaymentBatches(self).apply,
             ),
             Subscription(
                 "credit_notes",
@@ -399,56 +399,8 @@ class Documents:
         await self._store(session, domain.credit_note_document(issued, activity, self.style))
 
     async def _store(self, session: AsyncSession, document: Document) -> None:
-        """Keep what the document now says unless the stored one already says exactly this (same hash).
-
-        The PDF is not rendered here: the render worker (`commands.RenderWorker`) renders it off this hot path,
-        and a GET renders it on demand meanwhile. `receipt.available` tells other systems it can be fetched."""
-        stored_at = datetime.now(UTC)
-        insert = pg_insert(documents).values(
-            kind=document.kind,
-            number=document.number,
-            account_number=document.account_number,
-            revision=1,
-            document_hash=document.document_hash,
-            content=document.to_json(),
-        )
-        # One statement: a new document, or new content under the next revision, and nothing at all when the stored
-        # one already says exactly this (same hash; then no row comes back). Whatever PDF was rendered before says
-        # something else now: cleared, so the document is back in the render worker's queue.
-        changed = (
-            await session.execute(
-                insert.on_conflict_do_update(
-                    index_elements=["kind", "number"],
-                    set_={
-                        "account_number": insert.excluded.account_number,
-                        "revision": documents.c.revision + 1,
-                        "document_hash": insert.excluded.document_hash,
-                        "content": insert.excluded.content,
-                        "sha256": None,
-                        "pdf": None,
-                        "rendered_at": None,
-                    },
-                    where=documents.c.document_hash != insert.excluded.document_hash,
-                ).returning(documents.c.revision)
-            )
-        ).first()
-        if changed is None:
-            return
-        revision = changed.revision
-        available = ReceiptAvailable(
-            document=document.kind,
-            number=document.number,
-            account_number=document.account_number,
-            revision=revision,
-            document_hash=document.document_hash,
-            status=document.status,
-            available_at=stored_at,
-        )
-        await stage(
-            session,
-            Topic.RECEIPTS_EVENTS,
-            new_envelope("receipt.available", source=SOURCE, subject=document.account_number, data=available),
-        )
+        """Keep what the document now says unless the stored one already says exactly this (same hash)."""
+        await store_documents(session, [(document, None)])
 
 
 async def _load_state(session: AsyncSession, receipt_number: str) -> PaymentState | None:

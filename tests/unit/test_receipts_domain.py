@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -18,7 +19,14 @@ from services.receipts.domain import (
     receipt_document,
     state_when_posted,
 )
-from services.receipts.samples import STYLE, sample_credit_note, sample_payment, usd
+from services.receipts.samples import (
+    STYLE,
+    sample_credit_note,
+    sample_credit_note_document,
+    sample_payment,
+    sample_receipt_document,
+    usd,
+)
 from shared.contracts.events import ItemSnapshot, PaymentType
 
 T0 = datetime(2025, 4, 20, 14, 0, tzinfo=UTC)
@@ -151,3 +159,18 @@ class TestReceiptDocument:
         document = receipt_document(sample_payment(), state_when_posted(sample_payment(), None), [], STYLE)
         again = Document.from_json(document.to_json())
         assert again == document and again.sealed().document_hash == document.document_hash
+
+    def test_a_documents_json_is_exactly_what_asdict_made_so_hashes_and_stored_content_stay_the_same(self) -> None:
+        """INVARIANT: the content hash of a document never changes with how its JSON is built."""
+        posted = sample_payment()
+        cancelled = state_when_posted(posted, None).cancelled("Admin", "wrong account", T0 + timedelta(days=1))
+        documents = [
+            sample_receipt_document(),
+            sample_credit_note_document(),
+            receipt_document(posted, cancelled, [sample_credit_note()], STYLE, void_notes=frozenset({"CN-46129"})),
+        ]
+        for document in documents:
+            expected = dataclasses.asdict(document)
+            expected["as_of"] = document.as_of.astimezone(UTC).isoformat()
+            assert document.to_json() == expected
+            assert list(document.to_json()) == list(expected), "fields in the same order"

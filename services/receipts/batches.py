@@ -1,0 +1,252 @@
+"""Receipts' consumer of `payments.events.v1` a delivery batch at a time.
+
+The `payment.posted` events of a batch (what a lockbox file or a morning at the counters is made of) are stored
+with a fixed handful of statements whatever their number: one advisory lock statement for all their receipts, one
+insert of the receipts, one read and one upsert of their payment states, one read of credit notes that arrived
+first, one upsert of the documents and one insert into the outbox. One event at a time took seven statements each,
+and building those statements cost more CPU than Postgres spent running them.
+
+Other event types in the batch (status changes, verifications, cancellations, adjustments) are applied by their
+own handlers, in their place, so the order within a partition holds. Anything out of the ordinary for the batch
+path (a receipt posted before, or twice in one batch) raises `OneByOne`: the batch rolls back and the consumer
+applies each event alone, with retries and the DLQ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from opentelemetry import context as otel_context
+from opentelemetry.context import Context
+from sqlalchemy import Text, bindparam, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.receipts import domain
+from services.receipts.domain import Document, PaymentState
+from services.receipts.storage import credit_note_activity, credit_notes, documents, payment_states, receipts
+from shared.contracts import Topic, new_envelope, parse_data
+from shared.contracts.events import CreditNoteIssued, PaymentPosted, ReceiptAvailable
+from shared.messaging import Applying
+from shared.outbox import Outgoing, stage_all
+
+if TYPE_CHECKING:
+    from services.receipts.projections import Documents
+
+SOURCE = "receipts"
+POSTED = "payment.posted"
+
+# The per-receipt advisory locks of `projections._lock`, taken for many receipts in one statement, in the order
+# given (unnest yields the array in order): callers pass them sorted, so two batches never wait in a circle.
+_LOCK_RECEIPTS = text(
+    "SELECT pg_advisory_xact_lock(hashtextextended('receipts:' || :kind || ':' || number, 0)) "
+    "FROM unnest(:numbers) AS number"
+).bindparams(bindparam("numbers", type_=ARRAY(Text)))
+
+_STATE_FIELDS = (
+    "status",
+    "status_at",
+    "verification",
+    "verified_by",
+    "verified_at",
+    "cancelled_at",
+    "cancelled_by",
+    "cancel_reason",
+)
+
+
+class OneByOne(Exception):
+    """The batch needs the one-event-at-a-time path."""
+
+
+class PaymentBatches:
+    """The batch handler of receipts' payments consumer: runs of `payment.posted` stored together."""
+
+    def __init__(self, documents: Documents) -> None:
+        self.documents = documents
+        self.handlers = documents.payment_handlers()
+
+    async def apply(self, session: AsyncSession, batch: Sequence[Applying]) -> None:
+        """Apply a batch in order in the caller's transaction; raises if the batch path cannot take it."""
+        run: list[Applying] = []
+        for applying in batch:
+            if applying.envelope.type == POSTED:
+                run.append(applying)
+                continue
+            await self.post(session, run)
+            run = []
+            # Under the event's own trace, as the consumer would have applied it.
+            token = otel_context.attach(applying.context)
+            try:
+                await self.handlers[applying.envelope.type](session, applying.envelope)
+            finally:
+                otel_context.detach(token)
+        await self.post(session, run)
+
+    async def post(self, session: AsyncSession, run: Sequence[Applying]) -> None:
+        """Store the receipts of consecutive `payment.posted` events, each announced under its event's trace."""
+        if not run:
+            return
+        posted = [parse_data(applying.envelope, PaymentPosted) for applying in run]
+        numbers = [p.receipt_number for p in posted]
+        if len(set(numbers)) != len(numbers):
+            raise OneByOne("a receipt posted twice in one batch")
+        await session.execute(_LOCK_RECEIPTS, {"kind": domain.RECEIPT, "numbers": sorted(numbers)})
+        inserted = {
+            row.receipt_number: row.version
+            for row in await session.execute(
+                pg_insert(receipts)
+                .values(
+                    [
+                        {
+                            "receipt_number": p.receipt_number,
+                            "payment_id": p.payment_id,
+                            "account_number": p.consumer.account_number,
+                            "consumer_name": p.consumer.name,
+                            "amount": p.amount.amount,
+                            "currency": p.amount.currency,
+                            "amount_text": domain.amount_line(p),
+                            "posted_at": p.posted_at,
+                            "payment": p.model_dump(mode="json"),
+                        }
+                        for p in posted
+                    ]
+                )
+                .on_conflict_do_nothing(index_elements=["receipt_number"])
+                .returning(receipts.c.receipt_number, receipts.c.version)
+            )
+        }
+        if len(inserted) != len(numbers):
+            # A redelivery under a new id, or a receipt re-issued since: the stored payment is what it shows.
+            raise OneByOne("a receipt was posted before")
+        earlier = {
+            row.receipt_number: PaymentState(**{field: row._mapping[field] for field in _STATE_FIELDS})
+            for row in await session.execute(select(payment_states).where(payment_states.c.receipt_number.in_(numbers)))
+        }
+        states = [domain.state_when_posted(p, earlier.get(p.receipt_number)) for p in posted]
+        state_rows = [
+            {
+                "receipt_number": p.receipt_number,
+                "payment_id": p.payment_id,
+                "account_number": p.consumer.account_number,
+                **{field: getattr(state, field) for field in _STATE_FIELDS},
+            }
+            for p, state in zip(posted, states, strict=True)
+        ]
+        upsert = pg_insert(payment_states).values(state_rows)
+        await session.execute(
+            upsert.on_conflict_do_update(
+                index_elements=["receipt_number"],
+                set_={field: upsert.excluded[field] for field in _STATE_FIELDS},
+            )
+        )
+        notes, void_notes = await _credit_notes_of(session, numbers)
+        style = self.documents.style
+        await store_documents(
+            session,
+            [
+                (
+                    domain.receipt_document(
+                        p,
+                        state,
+                        notes.get(p.receipt_number, []),
+                        style,
+                        void_notes=void_notes,
+                        version=inserted[p.receipt_number],
+                    ),
+                    applying.context,
+                )
+                for applying, p, state in zip(run, posted, states, strict=True)
+            ],
+        )
+
+
+async def _credit_notes_of(
+    session: AsyncSession, receipt_numbers: Sequence[str]
+) -> tuple[dict[str, list[CreditNoteIssued]], frozenset[str]]:
+    """Credit notes already issued on these receipts (one can arrive before its payment), and which are void."""
+    notes: dict[str, list[CreditNoteIssued]] = {}
+    for row in await session.execute(
+        select(credit_notes.c.receipt_number, credit_notes.c.issued).where(
+            credit_notes.c.receipt_number.in_(receipt_numbers)
+        )
+    ):
+        notes.setdefault(row.receipt_number, []).append(CreditNoteIssued.model_validate(row.issued))
+    if not notes:  # most payments have none: no second round trip for them
+        return notes, frozenset()
+    void = (
+        await session.execute(
+            select(credit_note_activity.c.credit_note_number).where(
+                credit_note_activity.c.credit_note_number.in_(
+                    [n.credit_note_number for listed in notes.values() for n in listed]
+                ),
+                credit_note_activity.c.status == "Voided",
+            )
+        )
+    ).scalars()
+    return notes, frozenset(void)
+
+
+async def store_documents(session: AsyncSession, changed: Sequence[tuple[Document, Context | None]]) -> None:
+    """Keep what each document now says unless the stored one already says exactly this (same hash), and announce
+    each one kept with `receipt.available` (continuing the trace given with it; None: the current one).
+
+    The PDF is not rendered here: the render worker (`commands.RenderWorker`) renders it off this hot path, and a GET
+    renders it on demand meanwhile. `receipt.available` tells other systems it can be fetched."""
+    if not changed:
+        return
+    stored_at = datetime.now(UTC)
+    insert = pg_insert(documents).values(
+        [
+            {
+                "kind": document.kind,
+                "number": document.number,
+                "account_number": document.account_number,
+                "revision": 1,
+                "document_hash": document.document_hash,
+                "content": document.to_json(),
+            }
+            for document, _ in changed
+        ]
+    )
+    # One statement: new documents, or new content under the next revision, and nothing at all for one the stored
+    # row already says exactly (same hash; then no row comes back). Whatever PDF was rendered before says something
+    # else now: cleared, so the document is back in the render worker's queue.
+    revisions = {
+        (row.kind, row.number): row.revision
+        for row in await session.execute(
+            insert.on_conflict_do_update(
+                index_elements=["kind", "number"],
+                set_={
+                    "account_number": insert.excluded.account_number,
+                    "revision": documents.c.revision + 1,
+                    "document_hash": insert.excluded.document_hash,
+                    "content": insert.excluded.content,
+                    "sha256": None,
+                    "pdf": None,
+                    "rendered_at": None,
+                },
+                where=documents.c.document_hash != insert.excluded.document_hash,
+            ).returning(documents.c.kind, documents.c.number, documents.c.revision)
+        )
+    }
+    announced = []
+    for document, context in changed:
+        revision = revisions.get((document.kind, document.number))
+        if revision is None:
+            continue
+        available = ReceiptAvailable(
+            document=document.kind,
+            number=document.number,
+            account_number=document.account_number,
+            revision=revision,
+            document_hash=document.document_hash,
+            status=document.status,
+            available_at=stored_at,
+        )
+        envelope = new_envelope("receipt.available", source=SOURCE, subject=document.account_number, data=available)
+        announced.append(Outgoing(Topic.RECEIPTS_EVENTS, envelope, context))
+    await stage_all(session, announced)
