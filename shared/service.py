@@ -35,9 +35,8 @@ from shared.contracts.envelope import Envelope
 from shared.db import create_engine, is_infrastructure_down, session_factory
 from shared.errors import Rejected
 from shared.inbox import inbox_table
-from shared.kafka_client import ConsumerHealth
 from shared.limits import BodySizeLimit, RefuseNulCharacters
-from shared.messaging import EventConsumer, Subscription, create_broker, provision_topics
+from shared.messaging import ConsumerHealth, EventConsumer, Subscription, create_broker, provision_topics
 from shared.openapi import document_problems
 from shared.outbox import OUTBOX_TABLE, OutboxRelay, fetch_cluster_id, outbox_tables, wake_relay_after_commit
 from shared.settings import ServiceSettings

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from shared.kafka_client import OncePerKind
+from shared.messaging import OncePerKind
 from shared.outbox import RepeatedFailureLog
 
 
