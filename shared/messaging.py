@@ -40,13 +40,8 @@ from sqlalchemy import Table, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from shared.contracts.envelope import (
-    Envelope,
-    EnvelopeError,
-    decode_envelope,
-    describe_validation_error,
-    peek_type,
-)
+from shared.contracts import peek_type
+from shared.contracts.envelope import Envelope, EnvelopeError, decode_envelope, describe_validation_error
 from shared.contracts.topics import ALL_TOPICS, dlq
 from shared.db import is_infrastructure_down
 from shared.errors import Rejected
