@@ -34,6 +34,7 @@ from sqlalchemy import Table, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from shared.contracts import peek_type
 from shared.contracts.envelope import Envelope, EnvelopeError, decode_envelope, describe_validation_error
 from shared.contracts.topics import dlq
 from shared.db import is_infrastructure_down
@@ -168,6 +169,10 @@ class EventConsumer:
         self._watched_since: float | None = None
         self._applied_at: float | None = None
         self._topic_missing_since: float | None = None
+        # The metric children, looked up once rather than per event.
+        self._ignored = IGNORED.labels(service, name)
+        self._duplicates = DUPLICATES.labels(service, name)
+        self._processed: dict[str, Any] = {}
 
     @property
     def group_id(self) -> str:
@@ -236,8 +241,15 @@ class EventConsumer:
         outcomes = [""] * len(deliveries)
         handled: list[tuple[int, Envelope, EventHandler]] = []
         for index, delivery in enumerate(deliveries):
+            headers = dict(delivery.headers)
+            if (kind := peek_type(delivery.value, headers)) is not None and kind not in self.handlers:
+                # Another consumer's event (most of a shared topic's traffic for some): skipped undecoded. Whether
+                # it is valid is for the consumers that handle it to say (they dead-letter it if it is not).
+                self._ignored.inc()
+                outcomes[index] = "ignored"
+                continue
             try:
-                envelope = decode_envelope(delivery.value, dict(delivery.headers))
+                envelope = decode_envelope(delivery.value, headers)
             except EnvelopeError as exc:
                 with self._event_span(delivery):
                     await self.dead_letter(delivery, f"invalid envelope: {exc}")
@@ -245,7 +257,7 @@ class EventConsumer:
                 continue
             handler = self.handlers.get(envelope.type)
             if handler is None:
-                IGNORED.labels(self.service, self.name).inc()
+                self._ignored.inc()
                 outcomes[index] = "ignored"
                 continue
             handled.append((index, envelope, handler))
@@ -317,10 +329,14 @@ class EventConsumer:
 
     def _count(self, envelope: Envelope, outcome: str) -> None:
         if outcome != "applied":
-            DUPLICATES.labels(self.service, self.name).inc()
+            self._duplicates.inc()
             return
-        PROCESSED.labels(self.service, self.name, envelope.type).inc()
-        log.info(
+        if (processed := self._processed.get(envelope.type)) is None:
+            processed = self._processed[envelope.type] = PROCESSED.labels(self.service, self.name, envelope.type)
+        processed.inc()
+        if not log.isEnabledFor(logging.DEBUG):
+            return  # a JSON line per event was a tenth of a light consumer's CPU; the spans and counters tell it
+        log.debug(
             "event applied",
             extra={
                 "consumer": self.group_id,

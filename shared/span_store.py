@@ -64,12 +64,18 @@ CREATE INDEX IF NOT EXISTS spans_business_ids ON {SCHEMA}.spans USING gin (busin
 CREATE INDEX IF NOT EXISTS spans_start_time ON {SCHEMA}.spans (start_time);
 """
 
-INSERT = f"""
-INSERT INTO {SCHEMA}.spans (trace_id, span_id, parent_span_id, service, name, kind, start_time, end_time,
-    duration_ms, status, error, attributes, business_ids)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (trace_id, span_id) DO NOTHING
-"""
+COLUMNS = (
+    "trace_id, span_id, parent_span_id, service, name, kind, start_time, end_time, duration_ms, status, error, "
+    "attributes, business_ids"
+)
+# A batch is copied into a session-local table, then moved in one statement that skips a span stored already:
+# COPY costs the exporter thread and Postgres a fraction of a row-by-row insert, and cannot skip a row itself.
+INCOMING = f"CREATE TEMPORARY TABLE IF NOT EXISTS incoming_spans (LIKE {SCHEMA}.spans) ON COMMIT DELETE ROWS"
+COPY_IN = f"COPY incoming_spans ({COLUMNS}) FROM STDIN"
+MOVE_IN = (
+    f"INSERT INTO {SCHEMA}.spans ({COLUMNS}) SELECT {COLUMNS} FROM incoming_spans "
+    "ON CONFLICT (trace_id, span_id) DO NOTHING"
+)
 
 
 def psycopg_conninfo(database_url: str) -> dict[str, Any]:
@@ -141,7 +147,7 @@ def span_row(span: ReadableSpan, default_service: str) -> tuple[Any, ...]:
 
 
 class PostgresSpanExporter(SpanExporter):
-    """Writes each batch of finished spans to `telemetry.spans` in one transaction."""
+    """Writes each batch of finished spans to `telemetry.spans` in one transaction (a COPY and one insert)."""
 
     def __init__(self, database_url: str, service: str) -> None:
         self.database_url = database_url
@@ -155,6 +161,8 @@ class PostgresSpanExporter(SpanExporter):
         if self._conn is None or self._conn.closed:
             self._conn = connect(self.database_url)
             ensure_schema(self._conn)
+            with self._conn.transaction():
+                self._conn.execute(INCOMING)
         return self._conn
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
@@ -163,7 +171,10 @@ class PostgresSpanExporter(SpanExporter):
             try:
                 conn = self._connection()
                 with conn.transaction(), conn.cursor() as cursor:
-                    cursor.executemany(INSERT, rows)
+                    with cursor.copy(COPY_IN) as copy:
+                        for row in rows:
+                            copy.write_row(row)
+                    cursor.execute(MOVE_IN)
                 self._prune(conn)
                 return SpanExportResult.SUCCESS
             except Exception as exc:

@@ -85,7 +85,7 @@ class Projections:
                     status=posted.status,
                 )
                 .on_conflict_do_nothing()
-                .returning(payments.c.receipt_number)
+                .returning(*payments.c)  # the new row, locked by its insert: no second read
             )
         ).first()
         if inserted is None:
@@ -96,11 +96,9 @@ class Projections:
             .values(name=posted.consumer.name)
         )
         if counts_as_collected(posted.status):
-            payment = await _locked_payment(session, posted.receipt_number)
-            assert payment is not None, "inserted above, in this transaction"
-            await self._apply(session, payment, due=posted.item.due.amount)
-            properties = await self._payment_properties(session, posted)
-            if properties["plan_id"] is not None:
+            arrangement_id = await self._apply(session, inserted, due=posted.item.due.amount)
+            if arrangement_id is not None:  # only a plan's payment is tracked: a bill's is not read back for it
+                properties = await self._payment_properties(session, posted)
                 await track(session, "plan_payment_recorded", posted.received_by, properties, at=self.desk.clock.now())
         await worklist.refresh_account(session, posted.consumer.account_number, self.desk)
 
@@ -153,7 +151,8 @@ class Projections:
         ).scalar_one_or_none()
         return covered, None
 
-    async def _apply(self, session: AsyncSession, payment: Row[Any], *, due: Decimal) -> None:
+    async def _apply(self, session: AsyncSession, payment: Row[Any], *, due: Decimal) -> str | None:
+        """Count the payment toward its item or its arrangement; returns the arrangement's id (None: an item)."""
         arrangement_id, first = await self._arrangement_for(session, payment)
         await _keep_promises(session, payment.account_number, payment.amount)
         if arrangement_id is None:
@@ -162,7 +161,7 @@ class Projections:
             await session.execute(
                 update(payments).where(payments.c.receipt_number == payment.receipt_number).values(item_share=share)
             )
-            return
+            return None
         # A re-aged arrangement's money goes to the settlement plan that took its balance over.
         arrangement = await commands.locked_arrangement(session, arrangement_id)
         while arrangement.status == ArrangementStatus.REAGED.value:
@@ -230,6 +229,7 @@ class Projections:
                     actor=domain.SYSTEM,
                     desk=self.desk,
                 )
+        return arrangement_id
 
     async def _reverse(self, session: AsyncSession, payment: Row[Any]) -> None:
         """Undo exactly what the payment did: its installment shares, or its share of an item."""

@@ -1,6 +1,6 @@
 """Event contracts: topics, the CloudEvents envelope and every payload, versioned with their topic."""
 
-from shared.contracts.envelope import CONTENT_TYPE, Envelope, EnvelopeError, decode_envelope, new_envelope
+from shared.contracts.envelope import CONTENT_TYPE, Envelope, EnvelopeError, decode_envelope, new_envelope, peek_type
 from shared.contracts.events import EVENT_TYPES, PaymentStatus, counts_as_collected, parse_data
 from shared.contracts.topics import ALL_TOPICS, Topic, dlq
 
@@ -17,4 +17,5 @@ __all__ = [
     "dlq",
     "new_envelope",
     "parse_data",
+    "peek_type",
 ]

@@ -22,6 +22,7 @@ from sqlalchemy import text
 
 from paydesk.embedded import free_port
 from paydesk.launcher import publish_reference_data
+from paydesk.oncall import SpanRecord, load_trace
 from paydesk.registry import SERVICES
 from shared.auth import Role, mint_token
 from shared.db import create_engine
@@ -67,7 +68,7 @@ def system(infra: Infra) -> Iterator[System]:
         **os.environ,
         **infra.env(),
         "PAYDESK_JWT_SECRET": SECRET,
-        "PAYDESK_OTEL_EXPORTER": "none",
+        "PAYDESK_OTEL_EXPORTER": "postgres",  # the trace is followed where `paydesk trace` reads it
         "STRIPE_WEBHOOK_SECRET": stripe_fake.SECRET,
     }
     env.update({f"{PREFIXES[name]}HTTP_PORT": str(port) for name, port in ports.items()})
@@ -102,6 +103,18 @@ def system(infra: Infra) -> Iterator[System]:
                 process.wait(30)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def applied_in_trace(infra: Infra, trace_id: str, service: str, event_type: str) -> list[SpanRecord]:
+    """The spans of `service`'s consumers applying `event_type` in the trace, as `paydesk trace` finds them."""
+    return [
+        span
+        for span in load_trace(infra.database_url, trace_id)
+        if span.service == service
+        and span.kind == "CONSUMER"
+        and span.attributes.get("paydesk.event_type") == event_type
+        and span.status != "ERROR"
+    ]
 
 
 def wait_for(check: Callable[[], T], timeout: float = 30) -> T:
@@ -180,22 +193,13 @@ async def test_a_counter_payment_reaches_receipts_and_kpi_in_one_trace(system: S
     await engine.dispose()
     assert row == (payment["payment_id"], "$145.50")
 
-    def applied_in(service: str) -> list[dict[str, Any]]:
-        return [
-            line
-            for line in system.log_lines(service)
-            if line.get("message") == "event applied"
-            and line.get("event_type") == "payment.posted"
-            and line.get("account") == "WU-10001"  # other tests' events share the topic
-        ]
-
     for consumer in ("receipts", "kpi"):
-        applied = wait_for(lambda c=consumer: applied_in(c))  # type: ignore[misc]
-        assert applied, f"{consumer} logged no applied payment.posted"
-        assert applied[0]["trace_id"] == trace_id, f"{consumer} applied the event outside the request's trace"
+        applied = wait_for(lambda c=consumer: applied_in_trace(infra, trace_id, c, "payment.posted"))  # type: ignore[misc]
+        assert applied, f"{consumer} applied no payment.posted in the request's trace"
+        assert applied[0].attributes["paydesk.account"] == "WU-10001"
 
 
-def test_an_online_payment_from_a_stripe_webhook_is_posted_receipted_and_traced(system: System) -> None:
+def test_an_online_payment_from_a_stripe_webhook_is_posted_receipted_and_traced(system: System, infra: Infra) -> None:
     """A signed webhook for the seed's April bill: gateway_bridge -> payments -> receipts, in one trace."""
     intent = stripe_fake.new_id("pi")
     meta = stripe_fake.metadata("WU-10001", "INV-2025-001567")
@@ -224,14 +228,8 @@ def test_an_online_payment_from_a_stripe_webhook_is_posted_receipted_and_traced(
     assert payment["payment_information"]["webhook_status"] == "In Settlement"
     assert payment["payment_information"]["settlement_status"] == "In Progress"
 
-    def traced(service: str, event_type: str) -> list[dict[str, Any]]:
-        return [
-            line
-            for line in system.log_lines(service)
-            if line.get("message") == "event applied"
-            and line.get("event_type") == event_type
-            and line.get("trace_id") == trace_id
-        ]
+    def traced(service: str, event_type: str) -> list[SpanRecord]:
+        return applied_in_trace(infra, trace_id, service, event_type)
 
     assert wait_for(lambda: traced("payments", "gateway.payment_status_changed")), "payments lost the webhook's trace"
     assert wait_for(lambda: traced("receipts", "payment.posted")), "receipts lost the webhook's trace"

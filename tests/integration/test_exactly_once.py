@@ -11,6 +11,7 @@ import os
 import random
 import subprocess
 import sys
+import uuid
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -22,7 +23,7 @@ from services.kpi.app import create_service as create_kpi
 from services.kpi.settings import KpiSettings
 from services.kpi.storage import daily_collections
 from shared.contracts import CONTENT_TYPE, Envelope, Topic, dlq
-from shared.messaging import DEAD_LETTERED, DUPLICATES, PROCESSED, Delivery
+from shared.messaging import DEAD_LETTERED, DUPLICATES, IGNORED, PROCESSED, Delivery
 from shared.service import Service
 from tests.conftest import Infra
 from tests.support.helpers import (
@@ -172,3 +173,21 @@ async def test_a_refused_event_in_a_batch_goes_to_the_dlq_and_every_other_event_
         again = await consumer.deliver(batch)
         assert again == ["duplicate", "duplicate", "dead_lettered", "duplicate", "duplicate"]
         assert await day_totals(service, day) == (3, Decimal("6.00"))
+
+
+async def test_an_event_the_consumer_does_not_handle_is_skipped_and_a_broken_one_it_handles_is_dead_lettered(
+    infra: Infra,
+) -> None:
+    """INVARIANT: skipping other consumers' events by their type, undecoded, never lets a broken event through."""
+    day = unique_day()
+    good = payment_posted("ACC-SKIP", "2.00", day, number=1)
+    not_ours = good.model_copy(update={"id": uuid.uuid4(), "type": "payment.overpaid"})
+    broken = good.model_copy(update={"id": uuid.uuid4()}).to_bytes().replace(b'"time":"', b'"time":"yesterday ')
+    records = as_records([not_ours, good])
+    records.insert(1, Delivery(broken, {"content-type": CONTENT_TYPE.encode()}, b"ACC-SKIP"))
+    ignored_before = IGNORED.labels("kpi", "payments")._value.get()
+    async with running(kpi(infra)) as service:
+        consumer = next(c for c in service.event_consumers if c.name == "payments")
+        assert await consumer.deliver(records) == ["ignored", "dead_lettered", "applied"]
+        assert await day_totals(service, day) == (1, Decimal("2.00"))
+    assert IGNORED.labels("kpi", "payments")._value.get() == ignored_before + 1

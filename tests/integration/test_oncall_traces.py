@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import date
 from decimal import Decimal
 
 import pytest
 from opentelemetry import propagate, trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
 from typer.testing import CliRunner
 
 from paydesk import oncall
@@ -131,3 +131,34 @@ async def test_a_dead_lettered_command_shows_as_an_error_in_its_trace(
     lines = oncall.render_trace(trace_id, spans)
     assert "ERRORS: " in lines[0]
     assert any("process payments.commands.v1" in line and "ERROR dead-lettered: unknown_item" in line for line in lines)
+
+
+def test_a_batch_of_spans_exported_again_is_stored_once_with_its_attributes(infra: Infra) -> None:
+    """The exporter copies a batch in and skips the spans already stored (a batch can be sent twice)."""
+    ended: list[ReadableSpan] = []
+
+    class Keep(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            ended.extend(spans)
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(Keep()))
+    tracer = provider.get_tracer(__name__)
+    with tracer.start_as_current_span("process payments.events.v1", kind=trace.SpanKind.CONSUMER) as root:
+        root.set_attributes({"paydesk.payment_id": "PAY-COPY-1", "paydesk.event_type": "payment.posted"})
+        for n in range(3):
+            with tracer.start_as_current_span(f"step {n}", attributes={"paydesk.receipt_number": f"R-COPY-{n}"}):
+                pass
+    exporter = PostgresSpanExporter(infra.database_url, "tests")
+    try:
+        assert exporter.export(ended[:2]) is SpanExportResult.SUCCESS
+        assert exporter.export(ended) is SpanExportResult.SUCCESS  # the first two again, with two new ones
+    finally:
+        exporter.shutdown()
+    trace_id = format(root.get_span_context().trace_id, "032x")
+    spans = oncall.load_trace(infra.database_url, trace_id)
+    assert sorted(span.name for span in spans) == ["process payments.events.v1", "step 0", "step 1", "step 2"]
+    consumer = next(span for span in spans if span.kind == "CONSUMER")
+    assert consumer.attributes == {"paydesk.payment_id": "PAY-COPY-1", "paydesk.event_type": "payment.posted"}
+    assert oncall.find_traces(infra.database_url, "R-COPY-2") == [trace_id]

@@ -9,9 +9,18 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from shared.contracts.envelope import CONTENT_TYPE, Envelope, EnvelopeError, decode_envelope, new_envelope
+from shared.contracts.envelope import (
+    CONTENT_TYPE,
+    Envelope,
+    EnvelopeError,
+    decode_envelope,
+    new_envelope,
+    peek_type,
+)
 from shared.contracts.events import Money, PaymentRecordRequested, PaymentType
 
 EVENT_ID = "3f1c8f0e-8b1e-4c7b-9f51-1a2b3c4d5e6f"
@@ -306,3 +315,37 @@ class TestMoneyInEvents:
                     "cash_received": 150.0,
                 }
             )
+
+
+class TestPeekingAtTheType:
+    """A consumer skips events it does not handle by their peeked type, undecoded: the peek must never be wrong."""
+
+    @given(
+        kind=st.from_regex(r"[a-z_]{1,20}\.[a-z_]{1,20}", fullmatch=True),
+        data=st.dictionaries(
+            st.sampled_from(["type", "id", "note", "payment_type"]),
+            st.text(alphabet=st.characters(codec="utf-8"), max_size=30),
+            max_size=4,
+        ),
+    )
+    def test_the_type_of_an_envelope_we_wrote_is_read_from_its_first_bytes(
+        self, kind: str, data: dict[str, Any]
+    ) -> None:
+        envelope = new_envelope(kind, source="payments", subject="WU-10001", data=data)
+        assert peek_type(envelope.to_bytes(), {}) == kind == decode_envelope(envelope.to_bytes(), {}).type
+
+    def test_binary_mode_is_peeked_from_the_ce_type_header(self) -> None:
+        assert peek_type(json.dumps(DATA).encode(), binary_headers()) == "payment.posted"
+
+    @pytest.mark.parametrize(
+        "value",
+        [
+            json.dumps({"data": {"type": "not.this"}, **without(structured(), "data")}).encode(),  # data first
+            json.dumps(structured(), indent=1).encode(),  # another writer's spacing
+            json.dumps({"type": "payment.posted"}).encode(),  # no id: not ours, decoding says what is wrong
+            b"not json",
+            b"",
+        ],
+    )
+    def test_anything_else_is_left_to_decoding(self, value: bytes) -> None:
+        assert peek_type(value, {}) is None
