@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
+import asyncpg  # noqa: E402
 import httpx  # noqa: E402
 import psutil  # noqa: E402
 from aiokafka import AIOKafkaConsumer  # noqa: E402
@@ -90,24 +91,35 @@ async def watch_posted(bootstrap: str, seen: dict[str, float], stop: asyncio.Eve
         await consumer.stop()
 
 
-def cpu_seconds(processes: list[psutil.Process]) -> float:
-    """User and system CPU time of these processes so far (those that ended count as nothing)."""
-    total = 0.0
-    for process in processes:
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process and every child it has or had (ended children once reaped)."""
+    process = psutil.Process(pid)
+    times = process.cpu_times()
+    total = times.user + times.system + times.children_user + times.children_system
+    for child in process.children(recursive=True):
         try:
-            times = process.cpu_times()
+            child_times = child.cpu_times()
         except psutil.NoSuchProcess:
             continue
-        total += times.user + times.system
-    return total
+        total += child_times.user + child_times.system
+    return float(total)
 
 
-def postgres_processes(data_dir: Path) -> list[psutil.Process]:
-    """This run's Postgres: the server started on `data_dir` and its backends (not other Postgres on the box)."""
-    for process in psutil.process_iter(["cmdline"]):
-        if str(data_dir) in " ".join(process.info["cmdline"] or []):
-            return [process, *process.children(recursive=True)]
-    return []
+def postmaster(data_dir: Path) -> int:
+    """This run's Postgres server (not another Postgres on the box): its backends are its children."""
+    for process in psutil.process_iter(["name", "cmdline"]):
+        if process.info["name"] == "postgres" and str(data_dir) in " ".join(process.info["cmdline"] or []):
+            return int(process.pid)
+    raise SystemExit(f"no Postgres found for {data_dir}")
+
+
+async def database_sessions(dsn: str) -> int:
+    """Connections the database has accepted so far (a pool that keeps re-connecting shows here)."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        return int(await connection.fetchval("SELECT sessions FROM pg_stat_database WHERE datname = 'paydesk'"))
+    finally:
+        await connection.close()
 
 
 async def tellers(
@@ -118,10 +130,12 @@ async def tellers(
     seconds: float,
     payments_pid: int,
     data_dir: Path,
+    dsn: str,
 ) -> None:
     token = mint_token(SECRET, user="Bench Clerk", roles=[Role.CUSTOMER_EXECUTIVE])
     latencies: list[float] = []
     answered: dict[str, float] = {}
+    committed: dict[str, float] = {}  # when the answer came: the transaction had committed
     statuses: collections.Counter[int] = collections.Counter()
     posted: dict[str, float] = {}
     stop = asyncio.Event()
@@ -156,25 +170,33 @@ async def tellers(
                 statuses[status] += 1
                 latencies.append((finished - started) * 1000)
                 if status == 201:
-                    answered[json.loads(payload)["payment_id"]] = started
+                    payment_id = json.loads(payload)["payment_id"]
+                    answered[payment_id], committed[payment_id] = started, finished
 
     warm_until = time.perf_counter() + 3
     await asyncio.gather(*(teller(n, warm_until, record=False) for n in range(count)))  # connections and plans
     # CPU per accepted payment: less at the mercy of other processes on the machine than the latencies are.
-    measured = {"payments": [psutil.Process(payments_pid)], "postgres": postgres_processes(data_dir)}
-    cpu_before = {name: cpu_seconds(processes) for name, processes in measured.items()}
+    measured = {"payments": payments_pid, "postgres": postmaster(data_dir)}
+    cpu_before = {name: cpu_seconds(pid) for name, pid in measured.items()}
+    sessions_before = await database_sessions(dsn)
     started = time.perf_counter()
     await asyncio.gather(*(teller(n, started + seconds, record=True) for n in range(count)))
     elapsed = time.perf_counter() - started
-    cpu_used = {name: cpu_seconds(processes) - cpu_before[name] for name, processes in measured.items()}
+    cpu_used = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in measured.items()}
+    new_sessions = await database_sessions(dsn) - sessions_before - 2  # the two counting connections
     deadline = time.perf_counter() + 60
     while time.perf_counter() < deadline and any(p not in posted for p in answered):  # noqa: ASYNC110 - polls a dict
         await asyncio.sleep(0.2)
     stop.set()
     await watcher
     relay = [(posted[p] - t) * 1000 for p, t in answered.items() if p in posted]
+    after_answer = [(posted[p] - t) * 1000 for p, t in committed.items() if p in posted]
     print(f"statuses {dict(statuses)}; accepted {statuses[201] / elapsed:.1f}/s over {elapsed:.1f} s", flush=True)
-    for title, values in (("POST /payments answered", latencies), ("payment -> posted on Kafka", relay)):
+    for title, values in (
+        ("POST /payments answered", latencies),
+        ("payment -> posted on Kafka", relay),
+        ("answer -> posted on Kafka", after_answer),
+    ):
         print(
             f"{title:<28} n={len(values):>6}  p50={percentile(values, 50):8.1f} ms  "
             f"p95={percentile(values, 95):8.1f} ms  p99={percentile(values, 99):8.1f} ms  "
@@ -187,6 +209,7 @@ async def tellers(
         + ", ".join(f"{name} {1000 * used / accepted:.1f} ms" for name, used in cpu_used.items()),
         flush=True,
     )
+    print(f"database connections opened during the run: {new_sessions}", flush=True)
     missing = len(answered) - len(relay)
     if missing:
         print(f"{missing} accepted payments not seen on Kafka within 60 s", flush=True)
@@ -259,6 +282,7 @@ def main() -> None:
                 args.seconds,
                 process.pid,
                 workdir / "pgdata",
+                url.replace("postgresql+asyncpg://", "postgresql://"),
             )
         )
         print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
