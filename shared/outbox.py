@@ -50,7 +50,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from shared.contracts.envelope import CONTENT_TYPE, Envelope
@@ -303,7 +303,11 @@ class OutboxRelay:
         self._wake.set()
 
     async def run(self) -> None:
-        """Relay until stopped; only the instance holding the advisory lock relays for this service."""
+        """Relay until stopped; only the instance holding the advisory lock relays for this service.
+
+        The leader publishes on the connection that holds the lock, not on one from the pool: the pool is the
+        requests' and consumers', and under load the relay queued there behind them (hundreds of ms after each
+        commit). And rows are only marked published on the session that still holds the lock."""
         lock_key = f"paydesk.outbox.{self.service}"
         while not self._stopping:
             try:
@@ -316,8 +320,9 @@ class OutboxRelay:
                         await self._sleep(1.0)
                         continue
                     try:
-                        await self._relay_while_leader()
+                        await self._relay_while_leader(lock_conn)
                     finally:
+                        await lock_conn.rollback()  # a send that failed may have left the batch's transaction open
                         await lock_conn.execute(select(func.pg_advisory_unlock(func.hashtext(lock_key))))
                         await lock_conn.commit()
             except asyncio.CancelledError:
@@ -329,14 +334,14 @@ class OutboxRelay:
                 self._failures.failed(exc, service=self.service)
                 await self._sleep(1.0)
 
-    async def _relay_while_leader(self) -> None:
+    async def _relay_while_leader(self, conn: AsyncConnection) -> None:
         if self._renew_producer:
             await self.renew_producer()
         await self.check_incarnation()
         last_housekeeping = 0.0
         loop = asyncio.get_running_loop()
         while True:
-            published = await self.publish_pending()
+            published = await self.publish_pending(conn)
             if self._stopping and published == 0:
                 return  # drained: everything staged before shutdown has left
             now = loop.time()
@@ -390,45 +395,53 @@ class OutboxRelay:
             await conn.execute(statement, {"name": self.service, "cluster_id": cluster_id})
             return replayed > 0
 
-    async def publish_pending(self) -> int:
-        """Publish one batch of unpublished rows in id order; returns how many were published."""
-        async with self.engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(
-                        self.outbox.c.id,
-                        self.outbox.c.event_id,
-                        self.outbox.c.topic,
-                        self.outbox.c.key,
-                        self.outbox.c.headers,
-                        self.outbox.c.value,
-                    )
-                    .where(self.outbox.c.published_at.is_(None))
-                    .order_by(self.outbox.c.id)
-                    .limit(self.batch_size)
-                )
-            ).all()
-            PENDING.labels(self.service).set(len(rows))
-            if not rows:
-                return 0
-            futures = []
-            for row in rows:
-                futures.append(await self._send(row.topic, row.key, row.headers, row.value, str(row.event_id)))
-            # Bounded: an idempotent producer retries a send forever (e.g. to a topic a wiped broker lost), and a
-            # relay stuck here would never look at the broker again to find out why.
-            results = await asyncio.wait_for(asyncio.gather(*futures), timeout=self.send_timeout_seconds)
+    async def publish_pending(self, conn: AsyncConnection | None = None) -> int:
+        """Publish one batch of unpublished rows in id order; returns how many were published.
+
+        On `conn` (the leader's own connection) when given, else on one from the pool."""
+        if conn is None:
+            async with self.engine.connect() as pooled:
+                return await self._publish_batch(pooled)
+        return await self._publish_batch(conn)
+
+    async def _publish_batch(self, conn: AsyncConnection) -> int:
+        rows = (
             await conn.execute(
-                update(self.outbox)
-                .where(self.outbox.c.id == bindparam("row_id"))
-                .values(published_at=bindparam("now"), partition=bindparam("p"), offset=bindparam("o")),
-                [
-                    {"row_id": row.id, "now": datetime.now(UTC), "p": md.partition, "o": md.offset}
-                    for row, md in zip(rows, results, strict=True)
-                ],
+                select(
+                    self.outbox.c.id,
+                    self.outbox.c.event_id,
+                    self.outbox.c.topic,
+                    self.outbox.c.key,
+                    self.outbox.c.headers,
+                    self.outbox.c.value,
+                )
+                .where(self.outbox.c.published_at.is_(None))
+                .order_by(self.outbox.c.id)
+                .limit(self.batch_size)
             )
-            await conn.commit()
-            RELAYED.labels(self.service).inc(len(rows))
-            return len(rows)
+        ).all()
+        PENDING.labels(self.service).set(len(rows))
+        if not rows:
+            await conn.commit()  # no transaction left open on the leader's connection between polls
+            return 0
+        futures = []
+        for row in rows:
+            futures.append(await self._send(row.topic, row.key, row.headers, row.value, str(row.event_id)))
+        # Bounded: an idempotent producer retries a send forever (e.g. to a topic a wiped broker lost), and a
+        # relay stuck here would never look at the broker again to find out why.
+        results = await asyncio.wait_for(asyncio.gather(*futures), timeout=self.send_timeout_seconds)
+        await conn.execute(
+            update(self.outbox)
+            .where(self.outbox.c.id == bindparam("row_id"))
+            .values(published_at=bindparam("now"), partition=bindparam("p"), offset=bindparam("o")),
+            [
+                {"row_id": row.id, "now": datetime.now(UTC), "p": md.partition, "o": md.offset}
+                for row, md in zip(rows, results, strict=True)
+            ],
+        )
+        await conn.commit()
+        RELAYED.labels(self.service).inc(len(rows))
+        return len(rows)
 
     async def _send(
         self, topic: str, key: str, headers: Mapping[str, str], value: bytes, event_id: str

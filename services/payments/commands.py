@@ -163,16 +163,20 @@ async def lock_item(session: AsyncSession, account_number: str, payment_type: st
 
 
 async def allocate(session: AsyncSession, account_number: str, item: Row[Any], applied: Decimal) -> None:
-    """Take `applied` off the item and the account; negative gives it back (cancellation, refund)."""
-    await session.execute(
+    """Take `applied` off the item and the account; negative gives it back (cancellation, refund).
+
+    One statement (the item's update in a WITH): a round trip less on every payment, while the item stays locked."""
+    item_taken = (
         update(receivables)
         .where(receivables.c.payment_type == item.payment_type, receivables.c.item_reference == item.item_reference)
         .values(outstanding=receivables.c.outstanding - applied)
+        .cte("item_taken")
     )
     await session.execute(
         update(accounts)
         .where(accounts.c.account_number == account_number)
         .values(collected_since_report=accounts.c.collected_since_report + applied)
+        .add_cte(item_taken)
     )
 
 
@@ -319,22 +323,33 @@ class RecordPayment:
     notes: str | None = None
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """What `record_payment` did: the payment id, and the payment as posted just now (None for a replay)."""
+
+    payment_id: str
+    posted: Row[Any] | None = None
+    account: Row[Any] | None = None
+
+
 async def record_payment(
     session: AsyncSession, command: RecordPayment, *, received_by: str, idempotency_key: str
-) -> tuple[str, bool]:
-    """Post a payment exactly once for `idempotency_key`; returns its payment id (the first one on a retry) and
-    whether it was posted just now."""
+) -> Recorded:
+    """Post a payment exactly once for `idempotency_key`: the payment id (the first one on a retry) and, when it
+    was posted just now, its row and its item-with-account row (the response needs no read back)."""
     fingerprint = idempotency.request_fingerprint(command)
     key = {"operation": RECORD_PAYMENT, "key": idempotency_key}
     earlier = await idempotency.claim(session, idempotency_keys, **key, fingerprint=fingerprint)
     if earlier is not None:
-        return earlier, False
-    payment_id = await _post_payment(session, command, received_by=received_by)
-    await idempotency.remember(session, idempotency_keys, **key, result=payment_id)
-    return payment_id, True
+        return Recorded(earlier)
+    payment, account = await _post_payment(session, command, received_by=received_by)
+    await idempotency.remember(session, idempotency_keys, **key, result=payment.payment_id)
+    return Recorded(payment.payment_id, payment, account)
 
 
-async def _post_payment(session: AsyncSession, command: RecordPayment, *, received_by: str) -> str:
+async def _post_payment(
+    session: AsyncSession, command: RecordPayment, *, received_by: str
+) -> tuple[Row[Any], Row[Any]]:
     config = await load_settings(session)
     channel = command.channel or config.default_channel
     config.check(channel=channel, method=command.method)
@@ -401,7 +416,7 @@ async def _post_payment(session: AsyncSession, command: RecordPayment, *, receiv
         channel=channel,
     )
     await stage_all(session, [*posting_events(payment, account, item), tracked])
-    return payment_id
+    return payment, account
 
 
 # --- staff actions on a payment ---

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import date
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import Row, Select, select, tuple_
@@ -203,6 +204,28 @@ async def payment_with_context(session: AsyncSession, payment_id_or_receipt: str
     if row is None:
         raise NotFound("payment_not_found", f"no payment {payment_id_or_receipt}")
     return row
+
+
+# A payment with its consumer and item: read (`payment_with_context`) or as just posted (`posted_with_context`).
+PaymentContext = Row[Any] | SimpleNamespace
+
+
+def posted_with_context(payment: Row[Any], item_with_account: Row[Any]) -> SimpleNamespace:
+    """What `payment_with_context` reads for a payment, from the rows it was posted with (no round trip).
+
+    `payment` as inserted (RETURNING every column), `item_with_account` as locked before posting: posting changes
+    neither the item's description, dates and amount nor the account's name and contacts."""
+    return SimpleNamespace(
+        **payment._mapping,
+        consumer_name_now=item_with_account.name,
+        service_address=item_with_account.service_address,
+        phone=item_with_account.phone,
+        email=item_with_account.email,
+        item_description=item_with_account.description,
+        period_or_date=item_with_account.period_or_date,
+        item_due_date=item_with_account.due_date,
+        item_amount=item_with_account.amount,
+    )
 
 
 # --- the payments list: search, filters, sort and keyset paging ---

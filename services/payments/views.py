@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Row
 
@@ -17,11 +17,14 @@ from shared.export import Cell
 from shared.money import money_json
 from shared.receivables import parse_installment_reference
 
+if TYPE_CHECKING:
+    from services.payments.queries import PaymentContext
+
 _OUTCOME_WORDS = {"exact": "Exact payment", "over": "Over paid", "under": "Under paid"}
 _DUE_LABELS = {"bill": "Billed amount", "service": "Service amount", "installment": "Installment amount"}
 
 
-def _item_details(row: Row[Any]) -> dict[str, Any]:
+def _item_details(row: PaymentContext) -> dict[str, Any]:
     if row.payment_type == PaymentType.BILL:
         return {"invoice_id": row.item_reference, "service_period": row.period_or_date}
     if row.payment_type == PaymentType.SERVICE:
@@ -94,8 +97,9 @@ def adjustment_view(adjustment: Row[Any]) -> dict[str, Any]:
     }
 
 
-def payment_detail(row: Row[Any], now: datetime, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The seed's payment details view; the `POST /payments` response is the same document."""
+def payment_detail(row: PaymentContext, now: datetime, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The seed's payment details view; the `POST /payments` response is the same document (`row`: a
+    `queries.payment_with_context` row, or `queries.posted_with_context` for a payment posted just now)."""
     analysis = domain.Analysis(due=row.due, paid=row.amount)
     currency = row.currency
     extra = extra or {"credit_notes": [], "disputes": [], "attachments": [], "adjustments": []}

@@ -1,0 +1,302 @@
+"""`POST /payments` with N tellers in a closed loop over keep-alive connections, against payments as a process.
+
+A benchmark, never a test; it prints figures. Issue 17's HTTP target: p99 < 100 ms with 16 tellers.
+
+    .venv/bin/python bench/payments_tellers.py [--tellers 16] [--seconds 30] [--accounts 2000] [--profile]
+
+It starts an embedded Postgres and Apache Kafka, migrates payments, runs `paydesk service payments` with the
+settings `make run` gives it (spans exported to Postgres, INFO logs, the default pool) unless told otherwise,
+loads the accounts through `billing.receivables.v1`, and then each teller posts a payment against its own bills,
+one request after the other, for `--seconds`. Besides the answer's latency it reads `payments.events.v1` and
+reports how long each accepted payment took to reach Kafka (the outbox relay). With `--profile`, py-spy samples
+the payments process during the run and the busiest functions are printed (the raw stacks go to `--out`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import aiohttp  # noqa: E402
+import asyncpg  # noqa: E402
+import httpx  # noqa: E402
+import psutil  # noqa: E402
+from aiokafka import AIOKafkaConsumer  # noqa: E402
+
+from bench.payments import percentile, publish_accounts, wait_for_bills  # noqa: E402
+from paydesk.embedded import EmbeddedPostgres, broker_from_environment, free_port  # noqa: E402
+from paydesk.migrations import upgrade  # noqa: E402
+from shared.auth import Role, mint_token  # noqa: E402
+from shared.contracts import Topic  # noqa: E402
+from shared.messaging import provision_topics  # noqa: E402
+
+SECRET = "benchmark-secret-that-is-long-enough-for-hs256"
+
+
+def start_payments(workdir: Path, url: str, bootstrap: str, port: int, extra_env: dict[str, str]) -> Any:
+    env = os.environ | {
+        "DATABASE_URL": url,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "PAYDESK_JWT_SECRET": SECRET,
+        "PAYMENTS_HTTP_PORT": str(port),
+        **extra_env,
+    }
+    log = open(workdir / "payments.log", "wb")  # noqa: SIM115 - held open for the process lifetime
+    process = subprocess.Popen(
+        [sys.executable, "-m", "paydesk.cli", "service", "payments"], env=env, stdout=log, stderr=log
+    )
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"payments did not start; see {workdir / 'payments.log'}")
+
+
+async def watch_posted(bootstrap: str, seen: dict[str, float], stop: asyncio.Event) -> None:
+    """Note when each payment.posted event is read from Kafka (the relay's latency, plus a fetch)."""
+    consumer = AIOKafkaConsumer(
+        Topic.PAYMENTS_EVENTS, bootstrap_servers=bootstrap, auto_offset_reset="latest", fetch_max_wait_ms=20
+    )
+    await consumer.start()
+    try:
+        await consumer.seek_to_end()
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=100)
+            now = time.perf_counter()
+            for records in batches.values():
+                for record in records:
+                    event = json.loads(record.value)
+                    if event.get("type") == "payment.posted":
+                        seen.setdefault(event["data"]["payment_id"], now)
+    finally:
+        await consumer.stop()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process and every child it has or had (ended children once reaped)."""
+    process = psutil.Process(pid)
+    times = process.cpu_times()
+    total = times.user + times.system + times.children_user + times.children_system
+    for child in process.children(recursive=True):
+        try:
+            child_times = child.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += child_times.user + child_times.system
+    return float(total)
+
+
+def postmaster(data_dir: Path) -> int:
+    """This run's Postgres server (not another Postgres on the box): its backends are its children."""
+    for process in psutil.process_iter(["name", "cmdline"]):
+        if process.info["name"] == "postgres" and str(data_dir) in " ".join(process.info["cmdline"] or []):
+            return int(process.pid)
+    raise SystemExit(f"no Postgres found for {data_dir}")
+
+
+async def database_sessions(dsn: str) -> int:
+    """Connections the database has accepted so far (a pool that keeps re-connecting shows here)."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        return int(await connection.fetchval("SELECT sessions FROM pg_stat_database WHERE datname = 'paydesk'"))
+    finally:
+        await connection.close()
+
+
+async def tellers(
+    base: str,
+    bootstrap: str,
+    bills: list[tuple[str, str]],
+    count: int,
+    seconds: float,
+    payments_pid: int,
+    data_dir: Path,
+    dsn: str,
+) -> None:
+    token = mint_token(SECRET, user="Bench Clerk", roles=[Role.CUSTOMER_EXECUTIVE])
+    latencies: list[float] = []
+    answered: dict[str, float] = {}
+    committed: dict[str, float] = {}  # when the answer came: the transaction had committed
+    statuses: collections.Counter[int] = collections.Counter()
+    posted: dict[str, float] = {}
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(watch_posted(bootstrap, posted, stop))
+    await asyncio.sleep(2)  # the watcher has its partitions before the first payment
+
+    async def teller(n: int, until: float, record: bool) -> None:
+        # One keep-alive connection per teller, as a counter's browser would hold.
+        connector = aiohttp.TCPConnector(limit=1)
+        async with aiohttp.ClientSession(base_url=base, connector=connector) as client:
+            turn = 0
+            while time.perf_counter() < until:
+                account, invoice = bills[(n + turn * count) % len(bills)]
+                turn += 1
+                body = {
+                    "account_number": account,
+                    "payment_type": "bill",
+                    "item_reference": invoice,
+                    "method": "Cash",
+                    "amount": "1.00",
+                    "cash_received": "5.00",
+                    "payment_date": "2025-04-20",
+                }
+                headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": f"bench-{uuid.uuid4()}"}
+                started = time.perf_counter()
+                async with client.post("/payments", json=body, headers=headers) as response:
+                    payload = await response.read()
+                    status = response.status
+                finished = time.perf_counter()
+                if not record:
+                    continue
+                statuses[status] += 1
+                latencies.append((finished - started) * 1000)
+                if status == 201:
+                    payment_id = json.loads(payload)["payment_id"]
+                    answered[payment_id], committed[payment_id] = started, finished
+
+    warm_until = time.perf_counter() + 3
+    await asyncio.gather(*(teller(n, warm_until, record=False) for n in range(count)))  # connections and plans
+    # CPU per accepted payment: less at the mercy of other processes on the machine than the latencies are.
+    measured = {"payments": payments_pid, "postgres": postmaster(data_dir)}
+    cpu_before = {name: cpu_seconds(pid) for name, pid in measured.items()}
+    sessions_before = await database_sessions(dsn)
+    started = time.perf_counter()
+    await asyncio.gather(*(teller(n, started + seconds, record=True) for n in range(count)))
+    elapsed = time.perf_counter() - started
+    cpu_used = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in measured.items()}
+    new_sessions = await database_sessions(dsn) - sessions_before - 2  # the two counting connections
+    deadline = time.perf_counter() + 60
+    while time.perf_counter() < deadline and any(p not in posted for p in answered):  # noqa: ASYNC110 - polls a dict
+        await asyncio.sleep(0.2)
+    stop.set()
+    await watcher
+    relay = [(posted[p] - t) * 1000 for p, t in answered.items() if p in posted]
+    after_answer = [(posted[p] - t) * 1000 for p, t in committed.items() if p in posted]
+    print(f"statuses {dict(statuses)}; accepted {statuses[201] / elapsed:.1f}/s over {elapsed:.1f} s", flush=True)
+    for title, values in (
+        ("POST /payments answered", latencies),
+        ("payment -> posted on Kafka", relay),
+        ("answer -> posted on Kafka", after_answer),
+    ):
+        print(
+            f"{title:<28} n={len(values):>6}  p50={percentile(values, 50):8.1f} ms  "
+            f"p95={percentile(values, 95):8.1f} ms  p99={percentile(values, 99):8.1f} ms  "
+            f"max={max(values):8.1f} ms",
+            flush=True,
+        )
+    accepted = max(1, statuses[201])
+    print(
+        "CPU per accepted payment (during the tellers' run, relay included): "
+        + ", ".join(f"{name} {1000 * used / accepted:.1f} ms" for name, used in cpu_used.items()),
+        flush=True,
+    )
+    print(f"database connections opened during the run: {new_sessions}", flush=True)
+    missing = len(answered) - len(relay)
+    if missing:
+        print(f"{missing} accepted payments not seen on Kafka within 60 s", flush=True)
+
+
+def busiest(raw: Path, top: int = 25) -> None:
+    """Print the functions py-spy saw most, by own samples and by samples with the function on the stack."""
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        samples = int(count)
+        frames = [f.split(" (")[0] + " " + f.split("(")[-1].split(":")[0] for f in stack.split(";")]
+        total += samples
+        own[frames[-1]] += samples
+        for frame in set(frames):
+            inclusive[frame] += samples
+    print(f"py-spy: {total} samples of the payments process", flush=True)
+    for title, counter in (("own", own), ("on the stack", inclusive)):
+        print(f"  busiest ({title}):", flush=True)
+        for frame, samples in counter.most_common(top):
+            print(f"    {100 * samples / total:5.1f}%  {frame}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--accounts", type=int, default=2000)
+    parser.add_argument("--tellers", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--profile", action="store_true", help="sample the payments process with py-spy")
+    parser.add_argument("--out", type=Path, default=None, help="where py-spy's stacks go")
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="NAME=VALUE", help="extra settings for the payments process"
+    )
+    args = parser.parse_args()
+    extra_env = dict(item.split("=", 1) for item in args.env)
+
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    workdir = Path(tempfile.mkdtemp(prefix="paydesk-tellers-"))
+    postgres = EmbeddedPostgres(workdir / "pgdata", delete_on_stop=True)
+    kafka = broker_from_environment(workdir)
+    url = postgres.start()
+    bootstrap = kafka.start()
+    process = profiler = None
+    try:
+        asyncio.run(provision_topics(bootstrap, partitions=3))
+        upgrade("payments", url)
+        port = free_port()
+        process = start_payments(workdir, url, bootstrap, port, extra_env)
+        asyncio.run(publish_accounts(bootstrap, args.accounts))
+        bills = asyncio.run(wait_for_bills(url.replace("postgresql+asyncpg://", "postgresql://"), args.accounts))
+        print(f"{len(bills)} bills; {args.tellers} tellers for {args.seconds:g} s; env {extra_env}", flush=True)
+        if args.profile:
+            out = args.out or Path(f"bench-results/tellers-{time.strftime('%Y%m%d-%H%M%S')}")
+            out.mkdir(parents=True, exist_ok=True)
+            raw = out / "payments.raw.txt"
+            spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+            profiler = subprocess.Popen(
+                [spy, "record", "--pid", str(process.pid), "--format", "raw", "--output", str(raw), "--rate", "200"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        asyncio.run(
+            tellers(
+                f"http://127.0.0.1:{port}",
+                bootstrap,
+                bills,
+                args.tellers,
+                args.seconds,
+                process.pid,
+                workdir / "pgdata",
+                url.replace("postgresql+asyncpg://", "postgresql://"),
+            )
+        )
+        print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)
+            profiler.wait(60)
+            busiest(raw)
+    finally:
+        if process is not None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(30)
+        kafka.stop()
+        postgres.stop()
+
+
+if __name__ == "__main__":
+    main()
