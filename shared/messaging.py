@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
@@ -26,6 +26,7 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.message import StreamMessage
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from prometheus_client import Counter
@@ -83,6 +84,33 @@ class Subscription:
     on_rejected: RejectionHandler | None = None
     # Optional: applies all of a batch's handled events at once (fewer statements); `handlers` stay the fallback.
     batch_handler: BatchHandler | None = None
+
+
+async def apply_in_runs(
+    session: AsyncSession,
+    batch: Sequence[Applying],
+    together: Collection[str],
+    apply_run: BatchHandler,
+    handlers: Mapping[str, EventHandler],
+) -> None:
+    """The usual shape of a batch handler: each run of consecutive events of the `together` types is applied at once
+    by `apply_run`, every other event by its own handler in its place and under its own trace, so the order within
+    a partition holds."""
+    run: list[Applying] = []
+    for applying in batch:
+        if applying.envelope.type in together:
+            run.append(applying)
+            continue
+        if run:
+            await apply_run(session, run)
+            run = []
+        token = otel_context.attach(applying.context)
+        try:
+            await handlers[applying.envelope.type](session, applying.envelope)
+        finally:
+            otel_context.detach(token)
+    if run:
+        await apply_run(session, run)
 
 
 PROCESSED = Counter("paydesk_events_processed_total", "Events applied", ["service", "consumer", "type"])

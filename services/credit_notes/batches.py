@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from opentelemetry import context as otel_context
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -33,7 +32,7 @@ from services.credit_notes.storage import audit_log, credit_note_number_seq, cre
 from shared import audit, ledger
 from shared.contracts import PaymentStatus, Topic, parse_data
 from shared.contracts.events import PaymentOverpaid, PaymentPosted
-from shared.messaging import Applying, EventHandler
+from shared.messaging import Applying, EventHandler, apply_in_runs
 from shared.outbox import Outgoing, stage_all
 
 POSTED = "payment.posted"
@@ -53,20 +52,7 @@ class PaymentBatches:
 
     async def apply(self, session: AsyncSession, batch: Sequence[Applying]) -> None:
         """Apply a batch in order in the caller's transaction; raises if the batch path cannot take it."""
-        run: list[Applying] = []
-        for applying in batch:
-            if applying.envelope.type in (POSTED, OVERPAID):
-                run.append(applying)
-                continue
-            await self.post(session, run)
-            run = []
-            # Under the event's own trace, as the consumer would have applied it.
-            token = otel_context.attach(applying.context)
-            try:
-                await self.handlers[applying.envelope.type](session, applying.envelope)
-            finally:
-                otel_context.detach(token)
-        await self.post(session, run)
+        await apply_in_runs(session, batch, (POSTED, OVERPAID), self.post, self.handlers)
 
     async def post(self, session: AsyncSession, run: Sequence[Applying]) -> None:
         """Consecutive postings and overpayments: every posting first, then the overpayments' credit notes, which

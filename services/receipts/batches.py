@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 from sqlalchemy import Text, bindparam, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -30,7 +29,7 @@ from services.receipts.domain import Document, PaymentState
 from services.receipts.storage import credit_note_activity, credit_notes, documents, payment_states, receipts
 from shared.contracts import Topic, new_envelope, parse_data
 from shared.contracts.events import CreditNoteIssued, PaymentPosted, ReceiptAvailable
-from shared.messaging import Applying
+from shared.messaging import Applying, apply_in_runs
 from shared.outbox import Outgoing, stage_all
 
 if TYPE_CHECKING:
@@ -71,20 +70,7 @@ class PaymentBatches:
 
     async def apply(self, session: AsyncSession, batch: Sequence[Applying]) -> None:
         """Apply a batch in order in the caller's transaction; raises if the batch path cannot take it."""
-        run: list[Applying] = []
-        for applying in batch:
-            if applying.envelope.type == POSTED:
-                run.append(applying)
-                continue
-            await self.post(session, run)
-            run = []
-            # Under the event's own trace, as the consumer would have applied it.
-            token = otel_context.attach(applying.context)
-            try:
-                await self.handlers[applying.envelope.type](session, applying.envelope)
-            finally:
-                otel_context.detach(token)
-        await self.post(session, run)
+        await apply_in_runs(session, batch, (POSTED,), self.post, self.handlers)
 
     async def post(self, session: AsyncSession, run: Sequence[Applying]) -> None:
         """Store the receipts of consecutive `payment.posted` events, each announced under its event's trace."""
