@@ -71,7 +71,12 @@ async def test_a_day_is_reconciled_three_ways_a_till_closed_and_the_queue_worked
     await publish(kafka, Topic.BILLING_RECEIVABLES, billing_events(account, "Walter Walk"))
 
     async def consumer_ready() -> bool:
-        return (await pay.get(f"/consumers/{account}", headers=TELLER)).status_code == 200
+        """The account and all seven of its items: billing's events may reach payments in more than one batch."""
+        response = await pay.get(f"/consumers/{account}", headers=TELLER)
+        if response.status_code != 200:
+            return False
+        body = response.json()
+        return len(body["unpaid_bills"]) + len(body["unpaid_services"]) + len(body["unpaid_installments"]) == 7
 
     await eventually(consumer_ready)
 
