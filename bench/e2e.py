@@ -52,6 +52,8 @@ import psutil  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
+from bench.e2e_internals import internals  # noqa: E402
+from bench.e2e_internals import lines as internal_lines  # noqa: E402
 from bench.e2e_report import number, per_second, percentiles, rate, table  # noqa: E402
 from paydesk.embedded import EmbeddedBroker, EmbeddedKafka, EmbeddedPostgres, free_port  # noqa: E402
 from paydesk.launcher import choose_broker, publish_reference_data, supervise_services, wait_ready  # noqa: E402
@@ -486,6 +488,10 @@ def latency_rows(tracker: Tracker, http_latency: dict[str, float | None]) -> tup
             found = percentiles(values)
             figures[f"{path}_{attribute}_ms"] = found
             rows.append([f"{path}: payment -> {label}", *(number(found[k]) for k in ("p50", "p95", "p99", "max"))])
+        # The hop behind "fully processed" once posted: the relay, the fetch and receipts' consumer.
+        hop = percentiles([(p.available - p.posted) * 1000 for p in payments if p.available and p.posted])
+        figures[f"{path}_posted_to_available_ms"] = hop
+        rows.append([f"{path}: posted -> receipt available", *(number(hop[k]) for k in ("p50", "p95", "p99", "max"))])
     return rows, figures
 
 
@@ -555,6 +561,7 @@ async def measure(
     print(f"lockbox     {args.lockbox:,} commands at once ...", flush=True)
     box = await lockbox(bootstrap, tracker, bills[half:], args.lockbox, today)
     box["drained"] = await drain(tracker, "lockbox", args.drain_timeout)
+    inside = await internals(dsn, box["started"])
     await asyncio.sleep(1.0)  # one more KPI sample after the last payment
     sampler.recording.clear()
     profiles = stop_profilers(profilers, out) if profilers else {}
@@ -567,6 +574,7 @@ async def measure(
         "origin": origin,
         "profiles": profiles,
         "ingest_seconds": ingest_seconds,
+        "internals": inside,
     }
 
 
@@ -708,6 +716,10 @@ def report(
         "",
         f"KPI check: received today {kpi[1]:,} payments, {kpi[2]:,} USD; posted {posted:,} payments, "
         f"{tracker.posted_total:,} USD: {'EXACT' if exact else 'MISMATCH'}",
+        "",
+        "Inside the lockbox path (read back from the services' inboxes and outboxes):",
+        "",
+        *internal_lines(run["internals"]),
     ]
     for name, result in run["profiles"].items():
         lines.append(f"profile {name}: {result}")
@@ -733,6 +745,7 @@ def report(
             "exact": exact,
         },
         "profiles": run["profiles"],
+        "internals": run["internals"],
     }
     (out / "result.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     chart(tracker, sampler, run["origin"], out / "chart.png")
