@@ -201,8 +201,11 @@ async def stage_all(session: AsyncSession, events: Sequence[Outgoing]) -> None:
             }
         )
     session.info[STAGED] = True
-    # One statement, rows in the given order: the identity ids (the relay's order) follow it.
-    await session.execute(outbox.insert().values(rows))
+    # One multi-row INSERT with rows in the given order, so the identity ids (the relay's order) follow it. Passed as
+    # executemany parameters with RETURNING, SQLAlchemy compiles the statement once and renders the VALUES list itself
+    # ("insertmanyvalues", in order, a page of 1,000 rows per statement); `.values(rows)` was compiled bind by bind
+    # for every batch, a tenth of a posting consumer's CPU.
+    await session.execute(outbox.insert().returning(outbox.c.id), rows)
 
 
 def wake_relay_after_commit(sessions: async_sessionmaker[AsyncSession], relay: OutboxRelay) -> None:

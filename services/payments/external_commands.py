@@ -260,9 +260,10 @@ async def _claim_keys(
         }
         for applying, command, drawn in zip(batch, commands, numbers, strict=True)
     ]
+    # executemany parameters: compiled once, sent as one multi-row INSERT (see shared.inbox.claim_many).
     claimed = (
         await session.execute(
-            pg_insert(idempotency_keys).values(rows).on_conflict_do_nothing().returning(idempotency_keys.c.key)
+            pg_insert(idempotency_keys).on_conflict_do_nothing().returning(idempotency_keys.c.key), rows
         )
     ).all()
     if len(claimed) != len(rows):
