@@ -6,7 +6,7 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 
 from services.receipts import api, domain, projections
-from services.receipts.commands import Renderings, RenderWorker
+from services.receipts.commands import Renderings, RenderWorker, lower_render_priority
 from services.receipts.domain import DocumentStyle, Letterhead
 from services.receipts.rendering import PdfRenderer
 from services.receipts.settings import ReceiptsSettings
@@ -25,6 +25,19 @@ def document_style(settings: ReceiptsSettings) -> DocumentStyle:
     return style
 
 
+def render_pool(settings: ReceiptsSettings) -> ProcessPoolExecutor | None:
+    """The render processes beside the service, at a lower CPU priority than it; None to render in a thread."""
+    if not settings.render_processes:
+        return None
+    # Spawned, not forked: the service's threads and connections stay in the service.
+    return ProcessPoolExecutor(
+        max_workers=settings.render_processes,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=lower_render_priority,
+        initargs=(settings.render_niceness,),
+    )
+
+
 class ReceiptsService(Service):
     """A service with one more background task: the render worker, which turns stored documents into PDFs."""
 
@@ -38,11 +51,8 @@ class ReceiptsService(Service):
 
     async def start(self) -> None:
         await super().start()
-        processes = self.settings.render_processes if isinstance(self.settings, ReceiptsSettings) else 0
-        if processes:
-            # Spawned, not forked: the service's threads and connections stay in the service.
-            context = multiprocessing.get_context("spawn")
-            self.renderings.processes = ProcessPoolExecutor(max_workers=processes, mp_context=context)
+        if isinstance(self.settings, ReceiptsSettings):
+            self.renderings.processes = render_pool(self.settings)
         self.render_worker.start()
 
     async def stop(self) -> None:

@@ -23,3 +23,5 @@ class ReceiptsSettings(ServiceSettings):
     render_idle_seconds: float = Field(default=0.1, gt=0, le=60)
     # Render processes beside the service (0: render in a thread of the service itself).
     render_processes: int = Field(default=1, ge=0, le=16)
+    # How much lower than the service the render processes run (os.nice): they take only the CPU the hot path leaves.
+    render_niceness: int = Field(default=10, ge=0, le=19)
