@@ -433,12 +433,13 @@ class OutboxRelay:
         # Bounded: an idempotent producer retries a send forever (e.g. to a topic a wiped broker lost), and a
         # relay stuck here would never look at the broker again to find out why.
         results = await asyncio.wait_for(asyncio.gather(*futures), timeout=self.send_timeout_seconds)
+        published_at = datetime.now(UTC)  # one for the batch: rows sharing it were one relay batch (bench/e2e.py)
         await conn.execute(
             update(self.outbox)
             .where(self.outbox.c.id == bindparam("row_id"))
             .values(published_at=bindparam("now"), partition=bindparam("p"), offset=bindparam("o")),
             [
-                {"row_id": row.id, "now": datetime.now(UTC), "p": md.partition, "o": md.offset}
+                {"row_id": row.id, "now": published_at, "p": md.partition, "o": md.offset}
                 for row, md in zip(rows, results, strict=True)
             ],
         )
