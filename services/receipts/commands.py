@@ -5,7 +5,8 @@ render worker here renders those documents in batches, in a worker thread, and s
 in one transaction that stages `receipt.rendered`. Rendering took most of the consumers' time when it was done
 eagerly in their transaction; now a burst of payments is stored at the pace of the database and rendered behind.
 The worker renders in a separate process (`RECEIPTS_RENDER_PROCESSES`, 1): Typst is CPU work, and in a thread
-of the service it would share the interpreter with the event consumers; in its own process it uses the other core.
+of the service it would share the interpreter with the event consumers; in its own process it uses the other core,
+at a lower CPU priority (`RECEIPTS_RENDER_NICENESS`, 10), so it never takes a core from the event path.
 
 Several workers (several receipts processes) never wait on each other nor on the consumers: the rows a worker
 updates are taken with FOR UPDATE SKIP LOCKED, and a document whose content changed while it was being rendered
