@@ -243,3 +243,52 @@ def plan_compliance(kept: int, late: int, missed: int) -> Decimal | None:
     if decided <= 0:
         return None
     return _two_places(Decimal(kept) / Decimal(decided) * HUNDRED)
+
+
+# --- billing's items a batch at a time ---
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDue:
+    """What kpi keeps of one receivable item: when it falls due and how much (`receivables`)."""
+
+    due_date: date
+    amount: Decimal
+    currency: str
+
+
+# A `daily_dues` row: due date, currency, item type.
+DuesKey = tuple[date, str, str]
+ItemKey = tuple[str, str]  # payment type, item reference
+
+
+@dataclass
+class DuesMoves:
+    """What a run of issued items changes: each item's stored due as it ends, and what moves between due days."""
+
+    stored: dict[ItemKey, StoredDue]
+    # Items and money added to (or taken from) each day, in the order first touched; a day an item passed through
+    # nets to zero but is still there, because one event at a time creates its row too.
+    moves: dict[DuesKey, tuple[int, Decimal]]
+
+
+def fold_dues(earlier: dict[ItemKey, StoredDue], issued: list[tuple[ItemKey, StoredDue]]) -> DuesMoves:
+    """Issue the items in order over what was stored before, as one event at a time would: an item issued again
+    as it stands changes nothing; a re-issued one leaves its old due day (its currency stays the first one's,
+    as the row keeps it) and joins its new one."""
+    stored: dict[ItemKey, StoredDue] = {}
+    moves: dict[DuesKey, tuple[int, Decimal]] = {}
+
+    def move(key: DuesKey, items: int, amount: Decimal) -> None:
+        count, total = moves.get(key, (0, Decimal(0)))
+        moves[key] = (count + items, total + amount)
+
+    for key, due in issued:
+        before = stored.get(key, earlier.get(key))
+        if before == due:
+            continue
+        if before is not None:
+            move((before.due_date, before.currency, key[0]), -1, -before.amount)
+        move((due.due_date, due.currency, key[0]), 1, due.amount)
+        stored[key] = due if before is None else StoredDue(due.due_date, due.amount, before.currency)
+    return DuesMoves(stored, moves)

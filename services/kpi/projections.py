@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.kpi import domain
 from services.kpi.alerts import Alerts
+from services.kpi.batches import CREDIT_NOTE_EVENTS, KpiBatches, credit_note_counts
 from services.kpi.domain import CountedEvent
 from services.kpi.settings import KpiSettings
 from services.kpi.storage import (
@@ -37,11 +38,6 @@ from services.kpi.storage import (
 )
 from shared.contracts import Envelope, PaymentStatus, Topic, counts_as_collected, parse_data
 from shared.contracts.events import (
-    CreditNoteApplied,
-    CreditNoteExpired,
-    CreditNoteIssued,
-    CreditNoteRefundRequested,
-    CreditNoteVoided,
     PaymentAdjusted,
     PaymentCancelled,
     PaymentDisputeClosed,
@@ -52,8 +48,8 @@ from shared.contracts.events import (
     PaymentVerified,
 )
 from shared.errors import Rejected
-from shared.messaging import Subscription
-from shared.receivables import ReceivableItem, receivable_items
+from shared.messaging import EventHandler, Subscription
+from shared.receivables import ITEM_EVENT_TYPES, ReceivableItem, receivable_items
 
 log = logging.getLogger(__name__)
 
@@ -176,46 +172,37 @@ class Projections:
         self.alerts = alerts
         self.replaying = replaying
 
+    def payment_handlers(self) -> dict[str, EventHandler]:
+        return {
+            "payment.posted": self.on_payment_posted,
+            "payment.cancelled": self.on_payment_cancelled,
+            "payment.status_changed": self.on_payment_status_changed,
+            "payment.verified": self.on_payment_verified,
+            "payment.partially_refunded": self.on_payment_partially_refunded,
+            "payment.adjusted": self.on_payment_adjusted,
+            "payment.dispute_opened": self.on_payment_dispute_opened,
+            "payment.dispute_closed": self.on_payment_dispute_closed,
+        }
+
+    def billing_handlers(self) -> dict[str, EventHandler]:
+        return {event_type: self.on_receivable_issued for event_type in ITEM_EVENT_TYPES}
+
     def subscriptions(self) -> list[Subscription]:
-        """The names are the consumer groups' (and inbox's) last part: the live service and the rebuild share them."""
+        """The names are the consumer groups' (and inbox's) last part: the live service and the rebuild share them.
+        Each applies a delivery batch at a time (services.kpi.batches); its handlers are the one-by-one fallback."""
+        batches = KpiBatches(self)
         return [
-            Subscription(
-                "payments",
-                Topic.PAYMENTS_EVENTS,
-                {
-                    "payment.posted": self.on_payment_posted,
-                    "payment.cancelled": self.on_payment_cancelled,
-                    "payment.status_changed": self.on_payment_status_changed,
-                    "payment.verified": self.on_payment_verified,
-                    "payment.partially_refunded": self.on_payment_partially_refunded,
-                    "payment.adjusted": self.on_payment_adjusted,
-                    "payment.dispute_opened": self.on_payment_dispute_opened,
-                    "payment.dispute_closed": self.on_payment_dispute_closed,
-                },
-            ),
+            Subscription("payments", Topic.PAYMENTS_EVENTS, self.payment_handlers(), batch_handler=batches.payments),
             Subscription(
                 "credit_notes",
                 Topic.CREDITNOTES_EVENTS,
-                {
-                    "credit_note.issued": self.on_credit_note_issued,
-                    "credit_note.applied": self.on_credit_note_applied,
-                    "credit_note.expired": self.on_credit_note_expired,
-                    "credit_note.voided": self.on_credit_note_voided,
-                    "credit_note.refund_requested": self.on_credit_note_refund_requested,
-                },
+                dict.fromkeys(CREDIT_NOTE_EVENTS, self.on_credit_note_event),
+                batch_handler=batches.credit_notes,
             ),
-            Subscription(
-                "billing",
-                Topic.BILLING_RECEIVABLES,
-                {
-                    "bill.issued": self.on_receivable_issued,
-                    "service_charge.issued": self.on_receivable_issued,
-                    "installment_plan.created": self.on_receivable_issued,
-                },
-            ),
+            Subscription("billing", Topic.BILLING_RECEIVABLES, self.billing_handlers(), batch_handler=batches.billing),
         ]
 
-    def _day(self, moment: Any) -> date:
+    def day(self, moment: Any) -> date:
         return domain.local_day(moment, self.time_zone)
 
     # --- alerts: never while replaying history ---
@@ -230,9 +217,9 @@ class Projections:
 
     # --- payments.events.v1 ---
 
-    async def on_payment_posted(self, session: AsyncSession, envelope: Envelope) -> None:
-        posted = parse_data(envelope, PaymentPosted)
-        row = {
+    def payment_row(self, posted: PaymentPosted) -> dict[str, Any]:
+        """The payment as kpi keeps it (`payments`), with the local day it was posted and whether it is counted."""
+        return {
             "payment_id": posted.payment_id,
             "receipt_number": posted.receipt_number,
             "account_number": posted.consumer.account_number,
@@ -244,12 +231,16 @@ class Projections:
             "currency": posted.amount.currency,
             "payment_date": posted.payment_date,
             "posted_at": posted.posted_at,
-            "posted_day": self._day(posted.posted_at),
+            "posted_day": self.day(posted.posted_at),
             "collection_days": domain.days_to_collect(posted.item.issued_on, posted.payment_date),
             "status": posted.status,
             "verification": posted.verification,
             "counted": counts_as_collected(posted.status),
         }
+
+    async def on_payment_posted(self, session: AsyncSession, envelope: Envelope) -> None:
+        posted = parse_data(envelope, PaymentPosted)
+        row = self.payment_row(posted)
         inserted = (await session.execute(_POST_PAYMENT, row)).scalar_one()
         if not inserted:
             # Posted once per payment: a second announcement (a new event id for the same payment) adds nothing.
@@ -276,7 +267,7 @@ class Projections:
         )
         await _count_event(
             session,
-            self._day(cancelled.cancelled_at),
+            self.day(cancelled.cancelled_at),
             CountedEvent.PAYMENTS_CANCELLED,
             payment["currency"],
             payment["amount"],
@@ -303,7 +294,7 @@ class Projections:
             }.get(changed.status)
             if went_back is not None:
                 await _count_event(
-                    session, self._day(changed.changed_at), went_back, payment["currency"], payment["amount"]
+                    session, self.day(changed.changed_at), went_back, payment["currency"], payment["amount"]
                 )
         elif counted_now and not payment["counted"]:
             await _collect(session, payment, +1)
@@ -328,7 +319,7 @@ class Projections:
         ).first()
         if first_time is None:
             return
-        await _count_event(session, self._day(changed.changed_at), CountedEvent.ONLINE_PAYMENTS_FAILED, self.currency)
+        await _count_event(session, self.day(changed.changed_at), CountedEvent.ONLINE_PAYMENTS_FAILED, self.currency)
         hour = domain.hour_window(changed.changed_at)
         statement = pg_insert(hourly_failures).values(hour=hour, failures=1)
         failures = (
@@ -391,7 +382,7 @@ class Projections:
         )
         await _count_event(
             session,
-            self._day(refund.refunded_at),
+            self.day(refund.refunded_at),
             CountedEvent.PAYMENTS_PARTIALLY_REFUNDED,
             payment["currency"],
             amount,
@@ -415,7 +406,7 @@ class Projections:
         )
         await _count_event(
             session,
-            self._day(adjusted.adjusted_at),
+            self.day(adjusted.adjusted_at),
             CountedEvent.PAYMENTS_ADJUSTED,
             adjusted.amount.currency,
             adjusted.amount.amount,
@@ -424,58 +415,25 @@ class Projections:
 
     async def on_payment_dispute_opened(self, session: AsyncSession, envelope: Envelope) -> None:
         opened = parse_data(envelope, PaymentDisputeOpened)
-        day = self._day(opened.opened_at)
+        day = self.day(opened.opened_at)
         await _count_event(session, day, CountedEvent.DISPUTES_OPENED, opened.amount.currency, opened.amount.amount)
 
     async def on_payment_dispute_closed(self, session: AsyncSession, envelope: Envelope) -> None:
         closed = parse_data(envelope, PaymentDisputeClosed)
         event = CountedEvent.DISPUTES_WON if closed.outcome == "won" else CountedEvent.DISPUTES_LOST
-        await _count_event(session, self._day(closed.closed_at), event, closed.amount.currency, closed.amount.amount)
+        await _count_event(session, self.day(closed.closed_at), event, closed.amount.currency, closed.amount.amount)
 
-    # --- creditnotes.events.v1 ---
+    # --- creditnotes.events.v1: each event only adds to `daily_events` (services.kpi.batches) ---
 
-    async def on_credit_note_voided(self, session: AsyncSession, envelope: Envelope) -> None:
-        """Credit given back: counted as voided, and applications reversed leave the days they were counted in."""
-        voided = parse_data(envelope, CreditNoteVoided)
-        currency = voided.voided.currency
-        given_back = voided.voided.amount
-        for reversal in voided.reversed:
-            given_back += reversal.amount.amount
+    async def on_credit_note_event(self, session: AsyncSession, envelope: Envelope) -> None:
+        for key, count, amount in credit_note_counts(envelope, self.day):
+            day, event, currency = key
             await _bump(
                 session,
                 daily_events,
-                {
-                    "day": self._day(reversal.applied_at),
-                    "event": CountedEvent.CREDIT_NOTES_APPLIED.value,
-                    "currency": currency,
-                },
-                {"count": 0, "amount": -reversal.amount.amount},
+                {"day": day, "event": event, "currency": currency},
+                {"count": count, "amount": amount},
             )
-        await _count_event(session, self._day(voided.voided_at), CountedEvent.CREDIT_NOTES_VOIDED, currency, given_back)
-
-    async def on_credit_note_refund_requested(self, session: AsyncSession, envelope: Envelope) -> None:
-        refund = parse_data(envelope, CreditNoteRefundRequested)
-        amount = refund.amount
-        await _count_event(
-            session, self._day(refund.requested_at), CountedEvent.CREDIT_NOTES_REFUNDED, amount.currency, amount.amount
-        )
-
-    async def on_credit_note_issued(self, session: AsyncSession, envelope: Envelope) -> None:
-        issued = parse_data(envelope, CreditNoteIssued)
-        day = self._day(issued.created_at)
-        await _count_event(session, day, CountedEvent.CREDIT_NOTES_ISSUED, issued.amount.currency, issued.amount.amount)
-
-    async def on_credit_note_applied(self, session: AsyncSession, envelope: Envelope) -> None:
-        applied = parse_data(envelope, CreditNoteApplied)
-        day = self._day(applied.applied_at)
-        amount = applied.applied
-        await _count_event(session, day, CountedEvent.CREDIT_NOTES_APPLIED, amount.currency, amount.amount)
-
-    async def on_credit_note_expired(self, session: AsyncSession, envelope: Envelope) -> None:
-        expired = parse_data(envelope, CreditNoteExpired)
-        day = self._day(expired.expired_at)
-        amount = expired.remaining
-        await _count_event(session, day, CountedEvent.CREDIT_NOTES_EXPIRED, amount.currency, amount.amount)
 
     # --- billing.receivables.v1: what falls due, the collection rate's denominator ---
 
