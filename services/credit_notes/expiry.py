@@ -3,8 +3,6 @@ and on demand from the `paydesk expire-credit-notes` command."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from datetime import UTC, datetime
 
@@ -18,6 +16,7 @@ from shared import audit
 from shared.contracts import Topic, new_envelope
 from shared.contracts.events import CreditNoteExpired, Money
 from shared.outbox import stage
+from shared.scheduling import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -80,35 +79,19 @@ async def run_expiry_pass(
             return total
 
 
-class ExpirySchedule:
+class ExpirySchedule(Periodic[int]):
     """Runs an expiry pass every `every_seconds` while the service runs."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], *, every_seconds: float) -> None:
+        # The next pass retries a failed one; nothing was half-done, each batch is one transaction.
+        super().__init__(
+            every_seconds=every_seconds, name="credit_notes-expiry", failure="credit-note expiry pass failed", log=log
+        )
         self.sessions = sessions
-        self.every_seconds = every_seconds
-        self._task: asyncio.Task[None] | None = None
 
-    async def run_once(self, now: datetime | None = None) -> int:
-        """One expiry pass; returns how many credit notes expired."""
+    async def check(self, now: datetime | None) -> int:
+        """One expiry pass (at the wall clock's now, or at `now`); returns how many credit notes expired."""
         count = await run_expiry_pass(self.sessions, now=now)
         if count:
             log.info("credit notes expired", extra={"count": count})
         return count
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="credit_notes-expiry")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except Exception:
-                # The next pass retries; nothing was half-done, each batch is one transaction.
-                log.exception("credit-note expiry pass failed")
-            await asyncio.sleep(self.every_seconds)

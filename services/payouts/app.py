@@ -8,10 +8,11 @@ from zoneinfo import ZoneInfo
 from services.payouts import api, disbursement, projections
 from services.payouts.execution import AfterSend
 from services.payouts.rendering import StatementRenderer
-from services.payouts.scheduling import Clock, RunScheduler
+from services.payouts.scheduling import RunScheduler
 from services.payouts.settings import PayoutsSettings
 from services.payouts.storage import plumbing
 from shared.contracts import Topic
+from shared.scheduling import Clock
 from shared.service import Service
 
 

@@ -12,12 +12,9 @@ A scheduled run is created like a manual one (maker `scheduler`) and waits for a
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import date, datetime, timedelta
 
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -26,32 +23,12 @@ from services.payouts import domain, runs
 from services.payouts.settings import PayoutsSettings
 from services.payouts.storage import scheduled_runs
 from shared.errors import Rejected
+from shared.scheduling import Clock, Periodic
 
 log = logging.getLogger(__name__)
 
 # The maker of scheduled runs; any billing manager may approve them.
 SCHEDULER = "scheduler"
-
-
-class Clock:
-    """The service's idea of now: the wall clock, or a moment a test (or an operator) sets."""
-
-    def __init__(self, zone: ZoneInfo, fixed: datetime | None = None) -> None:
-        self.zone = zone
-        self.fixed = fixed
-
-    def now(self) -> datetime:
-        return self.fixed or datetime.now(UTC)
-
-    def today(self) -> date:
-        """The utility's calendar day: pay periods start on its Mondays and 1sts."""
-        return self.now().astimezone(self.zone).date()
-
-    def set(self, moment: datetime | None) -> None:
-        """Freeze the clock at `moment` (None: back to the wall clock)."""
-        if moment is not None and moment.tzinfo is None:
-            raise ValueError("the clock is set to an aware datetime")
-        self.fixed = moment
 
 
 @dataclass(frozen=True)
@@ -121,7 +98,7 @@ async def make_due_runs(
     return made
 
 
-class RunScheduler:
+class RunScheduler(Periodic[list[ScheduledRun]]):
     """Checks every `every_seconds` while the service runs (0: never; runs are then made by `run_once`)."""
 
     def __init__(
@@ -132,38 +109,19 @@ class RunScheduler:
         *,
         every_seconds: float,
     ) -> None:
+        # The next check retries a failed one: nothing of a failed check was committed.
+        super().__init__(
+            every_seconds=every_seconds, name="payouts-scheduler", failure="payout schedule check failed", log=log
+        )
         self.sessions = sessions
         self.settings = settings
         self.clock = clock
-        self.every_seconds = every_seconds
-        self._task: asyncio.Task[None] | None = None
-        self._lock = asyncio.Lock()
 
-    async def run_once(self, now: datetime | None = None) -> list[ScheduledRun]:
+    async def check(self, now: datetime | None) -> list[ScheduledRun]:
         """One check now (or at `now`, which also sets the clock)."""
         if now is not None:
             self.clock.set(now)
-        async with self._lock:  # the timer and an on-demand check never overlap within one process
-            made = await make_due_runs(self.sessions, self.settings, self.clock)
+        made = await make_due_runs(self.sessions, self.settings, self.clock)
         for done in made:
             log.info("scheduled payout run", extra={"schedule": done.schedule, "outcome": done.outcome})
         return made
-
-    def start(self) -> None:
-        if self.every_seconds > 0:
-            self._task = asyncio.create_task(self._run(), name="payouts-scheduler")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except Exception:
-                # The next check retries: nothing of a failed check was committed.
-                log.exception("payout schedule check failed")
-            await asyncio.sleep(self.every_seconds)

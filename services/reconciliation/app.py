@@ -7,10 +7,11 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from services.reconciliation import api, projections
-from services.reconciliation.scheduler import Clock, MissingPass, MissingSchedule
+from services.reconciliation.scheduler import MissingPass, MissingSchedule
 from services.reconciliation.settings import ReconciliationSettings
 from services.reconciliation.storage import plumbing
 from shared.contracts import Topic
+from shared.scheduling import Clock
 from shared.service import Service
 
 PUBLISHES = [

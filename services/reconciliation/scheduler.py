@@ -10,12 +10,9 @@ no second `reconciliation.exception_raised`.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
-from zoneinfo import ZoneInfo
+from datetime import date, datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -23,29 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.reconciliation import commands, domain
 from services.reconciliation.domain import ItemStatus
 from services.reconciliation.storage import expected_items
+from shared.scheduling import Clock, Periodic
 
 log = logging.getLogger(__name__)
-
-
-class Clock:
-    """The service's idea of now: the wall clock, or a moment a test (or an operator) sets."""
-
-    def __init__(self, zone: ZoneInfo, fixed: datetime | None = None) -> None:
-        self.zone = zone
-        self.fixed = fixed
-
-    def now(self) -> datetime:
-        return self.fixed or datetime.now(UTC)
-
-    def today(self) -> date:
-        """The utility's calendar day: windows are counted in it."""
-        return self.now().astimezone(self.zone).date()
-
-    def set(self, moment: datetime | None) -> None:
-        """Freeze the clock at `moment` (None: back to the wall clock)."""
-        if moment is not None and moment.tzinfo is None:
-            raise ValueError("the clock is set to an aware datetime")
-        self.fixed = moment
 
 
 @dataclass(frozen=True)
@@ -75,39 +52,22 @@ async def mark_missing(session: AsyncSession, *, today: date, now: datetime) -> 
     return MissingPass(len(late), await commands.raise_missing(session, late, now=now))
 
 
-class MissingSchedule:
+class MissingSchedule(Periodic[MissingPass]):
     """Runs a pass every `every_seconds` while the service runs; `run_once` runs one now (or at a set moment)."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], clock: Clock, *, every_seconds: float) -> None:
+        # The next pass retries a failed one: a failed pass changed nothing (one transaction).
+        super().__init__(
+            every_seconds=every_seconds, name="reconciliation-missing", failure="missing items pass failed", log=log
+        )
         self.sessions = sessions
         self.clock = clock
-        self.every_seconds = every_seconds
-        self._task: asyncio.Task[None] | None = None
-        self._lock = asyncio.Lock()
 
-    async def run_once(self, now: datetime | None = None) -> MissingPass:
+    async def check(self, now: datetime | None) -> MissingPass:
         if now is not None:
             self.clock.set(now)
-        async with self._lock, self.sessions() as session, session.begin():
+        async with self.sessions() as session, session.begin():
             result = await mark_missing(session, today=self.clock.today(), now=self.clock.now())
         if result.items:
             log.info("missing items pass", extra={"items": result.items, "exceptions": result.exceptions})
         return result
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="reconciliation-missing")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except Exception:
-                # The next pass retries: a failed pass changed nothing (one transaction).
-                log.exception("missing items pass failed")
-            await asyncio.sleep(self.every_seconds)

@@ -1,10 +1,24 @@
-"""The pure helpers of the end-to-end benchmark (bench/e2e.py): percentiles, rates, buckets and the table."""
+"""The pure helpers of the end-to-end benchmark (bench/e2e.py): percentiles, rates, buckets, the table and the paced
+run's memory verdict."""
 
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from bench.e2e_report import number, per_second, percentile, percentiles, rate, table
+from bench.e2e_paced import paced_report
+from bench.e2e_report import (
+    Memory,
+    memory_over_run,
+    memory_rows,
+    number,
+    per_second,
+    percentile,
+    percentiles,
+    rate,
+    table,
+)
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -41,3 +55,53 @@ def test_table_pads_columns_and_aligns_figures_right() -> None:
         "| receipt |          - |",
     ]
     assert number(12000) == "12,000"
+
+
+class TestMemoryOverAPacedRun:
+    def test_the_baseline_is_the_first_sample_after_warm_up_and_the_end_the_last_before_the_load_stopped(self) -> None:
+        samples = [(0.0, 80.0), (30.0, 95.0), (60.0, 100.0), (300.0, 112.0), (600.0, 104.0), (601.0, 200.0)]
+        found = memory_over_run("payments", samples, warm_at=60.0, end_at=600.0)
+        assert found == Memory("payments", warm=100.0, end=104.0, most=112.0)
+        assert found is not None and round(found.growth, 3) == 0.12 and not found.flat  # 12% above, at 300 s
+
+    def test_growth_of_at_most_ten_percent_is_flat_and_shrinking_is_fine(self) -> None:
+        assert Memory("kpi", warm=100.0, end=110.0, most=110.0).flat
+        assert not Memory("kpi", warm=100.0, end=100.0, most=110.5).flat
+        assert Memory("kpi", warm=100.0, end=60.0, most=100.0).flat
+
+    def test_no_sample_between_warm_up_and_the_end_gives_no_figure(self) -> None:
+        assert memory_over_run("kpi", [(10.0, 50.0)], warm_at=60.0, end_at=600.0) is None
+        assert memory_over_run("kpi", [], warm_at=0.0, end_at=1.0) is None
+
+    def test_rows_give_each_process_its_figures_and_verdict_and_none_to_the_benchmark(self) -> None:
+        rows = memory_rows(
+            [Memory("bench", 100.0, 300.0, 300.0), Memory("receipts", 128.0, 160.0, 170.0)], not_judged=["bench"]
+        )
+        assert rows == [
+            ["bench", "100", "300", "300", "+200.0%", "-"],
+            ["receipts", "128", "160", "170", "+32.8%", "no"],
+        ]
+
+    @given(st.lists(st.floats(min_value=1, max_value=1e5), min_size=1, max_size=50))
+    def test_the_verdict_is_that_no_sample_rose_ten_percent_above_the_baseline(self, rss: list[float]) -> None:
+        found = memory_over_run("p", [(float(t), value) for t, value in enumerate(rss)], warm_at=0.0, end_at=1e9)
+        assert found is not None
+        assert (found.warm, found.end) == (rss[0], rss[-1])
+        assert found.flat == all(value <= rss[0] * 1.1 for value in rss)
+
+
+def test_the_paced_report_judges_every_process_but_the_benchmark_and_says_whether_the_pace_was_kept() -> None:
+    every_30s = [float(t) for t in range(0, 601, 30)]
+    samples = {
+        "bench": [(t, 1.0, 100.0 + t) for t in every_30s],  # grows: it keeps every payment
+        "payments": [(t, 5.0, 120.0 + (t % 60) / 10) for t in every_30s],
+        "receipts": [(t, 5.0, 128.0 + t / 10) for t in every_30s],
+    }
+    phase = {"rate": 50.0, "late_sends": 3, "late_ms": {"p99": 12.5}}
+    lines, memory = paced_report({"lockbox": phase}, samples, origin=0.0, warmup=60.0, load_ended=600.0)
+    assert lines[0] == "lockbox at 50/s: 3 sends more than 1 s late (p99 12.5 ms behind their moment)"
+    assert memory["payments"]["flat"] and not memory["receipts"]["flat"]
+    assert (memory["receipts"]["rss_warm_mib"], memory["receipts"]["rss_end_mib"]) == (134.0, 188.0)
+    assert "| bench " in "\n".join(lines) and lines[-2] == "Memory flat within 10% in every process: no"
+    del samples["receipts"]
+    assert paced_report({"lockbox": phase}, samples, 0.0, 60.0, 600.0)[0][-2].endswith(": yes")
