@@ -202,10 +202,8 @@ async def open_ledger(
         created = {
             row.account_number: dict(row._mapping)
             for row in await session.execute(
-                pg_insert(accounts)
-                .values([{"account_number": account} for account in missing])
-                .on_conflict_do_nothing()
-                .returning(*accounts.c)
+                pg_insert(accounts).on_conflict_do_nothing().returning(*accounts.c),
+                [{"account_number": account} for account in missing],
             )
         }
         if len(created) != len(missing):
@@ -301,13 +299,12 @@ class Batches:
         ]
         if not mine:
             return
+        # Executed with many rows: compiled once and cached, where .values([...]) compiles each time.
         inserted = set(
             (
                 await session.execute(
-                    pg_insert(payments)
-                    .values([_payment_row(p, shares[p.receipt_number]) for _, p in mine])
-                    .on_conflict_do_nothing()
-                    .returning(payments.c.receipt_number)
+                    pg_insert(payments).on_conflict_do_nothing().returning(payments.c.receipt_number),
+                    [_payment_row(p, shares[p.receipt_number]) for _, p in mine],
                 )
             ).scalars()
         )
