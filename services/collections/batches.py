@@ -245,10 +245,12 @@ class Batches:
                 if owners:
                     events.append((applying, owners.pop(), found))
                     touches.extend((item.account_number, (item.kind.value, item.reference)) for item in found)
+        if not events:
+            return  # only our own plans coming back: nothing to apply
         ledger = await open_ledger(session, self.desk, touches, special=())
         alone = [applying for applying, account, _ in events if account not in ledger.rows]
         await apply_in_runs(session, alone, (), _no_run, self.billing)
-        issued: dict[Key, dict[str, Any]] = {}
+        issued: dict[Key, None] = {}  # in first-seen order
         for applying, account, what in events:
             if account not in ledger.rows:
                 continue
@@ -257,7 +259,7 @@ class Batches:
                 continue
             for item in what:
                 ledger.issue(item)
-                issued[(item.kind.value, item.reference)] = {}
+                issued[(item.kind.value, item.reference)] = None
             ledger.refresh(account, applying.context)
         if issued:
             statement = pg_insert(items)

@@ -17,7 +17,7 @@ from sqlalchemy import event, insert, select
 
 from services.collections.app import CollectionsService, create_service
 from services.collections.settings import CollectionsSettings
-from services.collections.storage import accounts, activities, items, payments, plumbing
+from services.collections.storage import accounts, activities, arrangements, installments, items, payments, plumbing
 from shared.contracts import CONTENT_TYPE, Envelope, Topic, new_envelope
 from shared.contracts.events import (
     AccountUpserted,
@@ -90,8 +90,8 @@ def paid(account: str, receipt: str, reference: str, amount: str, due: str, **kw
 
 def billing_history(p: str) -> list[Envelope]:
     """A: billed past the threshold (eligible), the bill re-issued lower (cleared), a second old bill (eligible
-    again); B: billed before it is described, in euros; C: an open promise to pay (the handlers' path); D: billing's
-    own installment plan."""
+    again); B: billed before it is described, in euros; C: an open promise to pay and F an arrangement (the
+    handlers' path); D: billing's own installment plan."""
     return [
         described(f"{p}A", "Ada"),
         bill(f"{p}A", f"INV-{p}A1", "100.00", date(2026, 9, 1)),
@@ -101,6 +101,7 @@ def billing_history(p: str) -> list[Envelope]:
         described(f"{p}B", "Bob", currency="EUR"),
         bill(f"{p}C", f"INV-{p}C1", "80.00", date(2026, 8, 1)),
         described(f"{p}C", "Cy"),
+        bill(f"{p}F", f"INV-{p}F2", "10.00", date(2026, 12, 20)),
         new_envelope(
             "installment_plan.created",
             source="billing",
@@ -120,13 +121,16 @@ def billing_history(p: str) -> list[Envelope]:
 
 def payment_history(p: str) -> list[Envelope]:
     """Several payments for A in one batch (the second old bill paid: cleared; part of the first); a payment for
-    an account and a bill never seen (E); C's payment keeps its promise; D pays an installment; a failed online
+    an account and a bill never seen (E); C's payment keeps its promise; D pays an installment; F pays its covered
+    bill and an installment of its arrangement; a failed online
     payment for B; a cancellation in the middle of the run."""
     return [
         paid(f"{p}A", f"R-{p}1", f"INV-{p}A2", "70.00", "70.00"),
         paid(f"{p}E", f"R-{p}2", f"INV-{p}E1", "15.00", "40.00", consumer_name="Eve"),
         paid(f"{p}A", f"R-{p}3", f"INV-{p}A1", "10.00", "30.00"),
         paid(f"{p}C", f"R-{p}4", f"INV-{p}C1", "25.00", "80.00"),
+        paid(f"{p}F", f"R-{p}9", f"INV-{p}F1", "30.00", "100.00"),
+        paid(f"{p}F", f"R-{p}90", f"PA-{p}/2", "20.00", "50.00", payment_type=PaymentType.INSTALLMENT),
         paid(f"{p}D", f"R-{p}5", f"PP-{p}D/1", "60.00", "60.00", payment_type=PaymentType.INSTALLMENT),
         new_envelope(
             "payment.cancelled",
@@ -169,11 +173,72 @@ async def promise(service: CollectionsService, account: str) -> None:
         )
 
 
+async def arrangement(service: CollectionsService, p: str) -> None:
+    """F's active arrangement: two installments of 50.00, covering its bill F1."""
+    plan = f"PA-{p}"
+    async with service.sessions() as session, session.begin():
+        await session.execute(
+            insert(arrangements).values(
+                arrangement_id=plan,
+                seq=uuid.uuid4().int % 2**62,
+                account_number=f"{p}F",
+                status="Active",
+                plan_id=plan,
+                total=Decimal("100.00"),
+                currency="USD",
+                installment_count=2,
+                frequency="monthly",
+                first_due_date=date(2026, 11, 1),
+                grace_days=5,
+                covered=[{"payment_type": "bill", "item_reference": f"INV-{p}F1", "amount": "100.00"}],
+                executive="Rita Recovery",
+                created_by="Rita Recovery",
+                created_at=NOW,
+            )
+        )
+        await session.execute(
+            insert(installments),
+            [
+                {
+                    "plan_id": plan,
+                    "number": 1,
+                    "arrangement_id": plan,
+                    "amount": Decimal("50.00"),
+                    "due_date": date(2026, 11, 1),
+                },
+                {
+                    "plan_id": plan,
+                    "number": 2,
+                    "arrangement_id": plan,
+                    "amount": Decimal("50.00"),
+                    "due_date": date(2026, 12, 15),
+                },
+            ],
+        )
+        await session.execute(
+            insert(items).values(
+                payment_type="bill",
+                item_reference=f"INV-{p}F1",
+                account_number=f"{p}F",
+                amount=Decimal("100.00"),
+                currency="USD",
+                due_date=date(2026, 10, 1),
+                arrangement_id=plan,
+            )
+        )
+
+
 async def state(service: CollectionsService, p: str) -> dict[str, Any]:
     """The rows and staged events the events left, with the prefix taken out so two runs compare."""
 
     def plain(value: Any) -> Any:
-        return value.replace(p, "P-") if isinstance(value, str) else value
+        if isinstance(value, str):
+            return value.replace(p, "P-")
+        if isinstance(value, list):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
 
     def rows(found: Any, leave: tuple[str, ...] = ()) -> list[dict[str, Any]]:
         return [{k: plain(v) for k, v in row.items() if k not in leave} for row in found.mappings()]
@@ -232,6 +297,7 @@ async def test_a_batch_leaves_the_rows_and_events_one_by_one_leaves(
     billing, paying = consumer(service, Topic.BILLING_RECEIVABLES), consumer(service, Topic.PAYMENTS_EVENTS)
     for prefix in (together, alone):
         await promise(service, f"{prefix}C")
+        await arrangement(service, prefix)
 
     with caplog.at_level(logging.WARNING, logger="shared.messaging"):
         assert set(await billing.deliver(deliveries(billing_history(together)))) == {"applied"}
@@ -260,7 +326,17 @@ async def test_a_batch_leaves_the_rows_and_events_one_by_one_leaves(
     assert (rows["P-E"]["name"], rows["P-E"]["amount_owed"]) == ("Test Consumer", Decimal("0.00"))
     assert batched["promises"][0]["promise_status"] == "Kept"
     assert next(i for i in batched["items"] if i["item_reference"] == "INV-P-E1")["paid"] == Decimal("40.00")
-    assert [p["receipt_number"] for p in batched["payments"]] == [f"R-P-{n}" for n in range(1, 9)]
+    assert [p["receipt_number"] for p in batched["payments"]] == [f"R-P-{n}" for n in (1, 2, 3, 4, 5, 6, 7, 8, 9, 90)]
+    # F's payments went to its arrangement: 30.00 to installment 1, then 20.00 named for installment 2.
+    assert [p["allocations"] for p in batched["payments"] if p["account_number"] == "P-F"] == [
+        [["PA-P-", 1, "30.00"]],
+        [["PA-P-", 2, "20.00"]],
+    ]
+    assert [kind for _, kind, _ in batched["staged"]["P-F"]] == [
+        "disconnection.hold_placed",  # its first refresh, by billing's new bill
+        "arrangement.payment_applied",
+        "arrangement.payment_applied",
+    ]
 
 
 async def test_a_payment_announced_again_in_a_later_batch_changes_nothing(service: CollectionsService) -> None:
