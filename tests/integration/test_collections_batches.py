@@ -8,11 +8,13 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import event, insert, select
 
 from services.collections.app import CollectionsService, create_service
@@ -384,3 +386,70 @@ async def test_a_batch_of_payments_takes_a_fixed_number_of_statements(service: C
         [kind for _, kind, _ in events] == ["disconnection.eligible", "disconnection.cleared"]
         for events in found["staged"].values()
     )
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """Deliveries of billing or payment events for three accounts (descriptions, bills and re-issues, payments in
+    full, in part or failed, cancellations), each delivery split into batches by the draw."""
+    account = st.sampled_from("ABC")
+    billing_step = st.one_of(
+        st.tuples(st.just("describe"), account, st.sampled_from(["Ann", "Bo"]), st.sampled_from(["USD", "EUR"])),
+        st.tuples(st.just("bill"), account, st.integers(0, 2), st.integers(1, 200), st.integers(-120, 30)),
+    )
+    payment_step = st.one_of(
+        st.tuples(st.just("pay"), account, st.integers(0, 2), st.integers(1, 150), st.integers(0, 200), st.booleans()),
+        st.tuples(st.just("cancel"), st.integers(0, 9)),
+    )
+    deliveries_: list[tuple[str, list[tuple[Any, ...]]]] = []
+    for _ in range(draw(st.integers(1, 4))):
+        topic = draw(st.sampled_from([Topic.BILLING_RECEIVABLES, Topic.PAYMENTS_EVENTS]))
+        steps = draw(st.lists(billing_step if topic == Topic.BILLING_RECEIVABLES else payment_step, max_size=12))
+        deliveries_.append((topic, steps))
+    return deliveries_
+
+
+def envelopes_of(p: str, steps: list[tuple[Any, ...]], receipts: list[str]) -> list[Envelope]:
+    out = []
+    for step in steps:
+        if step[0] == "describe":
+            out.append(described(f"{p}{step[1]}", step[2], currency=step[3]))
+        elif step[0] == "bill":
+            _, letter, n, amount, due = step
+            out.append(bill(f"{p}{letter}", f"INV-{p}{letter}{n}", f"{amount}.00", date(2026, 12, 1) + timedelta(due)))
+        elif step[0] == "pay":
+            _, letter, n, amount, due, ok = step
+            receipt = f"R-{p}{len(receipts)}"
+            receipts.append(receipt)
+            posted = paid(f"{p}{letter}", receipt, f"INV-{p}{letter}{n}", f"{amount}.00", f"{due}.00")
+            out.append(posted if ok else failed(posted))
+        else:
+            receipt = receipts[step[1] % len(receipts)] if receipts else f"R-{p}none"
+            data = PaymentCancelled(
+                payment_id=f"PAY-{receipt}",
+                receipt_number=receipt,
+                account_number=receipt,
+                amount=Money(amount=Decimal("1.00")),
+                cancelled_by="Admin",
+                reason="test",
+                cancelled_at=NOW,
+            )
+            out.append(new_envelope("payment.cancelled", source="payments", subject=f"{p}X", data=data))
+    return out
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@given(history=histories(), cut=st.integers(1, 12))
+async def test_any_history_applied_in_batches_leaves_what_one_by_one_leaves(
+    service: CollectionsService, history: list[tuple[str, list[tuple[Any, ...]]]], cut: int
+) -> None:
+    together, alone = f"HB{uuid.uuid4().hex[:6].upper()}-", f"HA{uuid.uuid4().hex[:6].upper()}-"
+    receipts: dict[str, list[str]] = {together: [], alone: []}
+    for topic, steps in history:
+        batched = envelopes_of(together, steps, receipts[together])
+        for at in range(0, len(batched), cut):
+            outcomes = await consumer(service, topic).deliver(deliveries(batched[at : at + cut]))
+            assert set(outcomes) <= {"applied"}
+        for envelope in envelopes_of(alone, steps, receipts[alone]):
+            assert await consumer(service, topic).deliver(deliveries([envelope])) == ["applied"]
+    assert await state(service, together) == await state(service, alone)
