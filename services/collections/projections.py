@@ -10,7 +10,7 @@ from sqlalchemy import Row, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.collections import commands, domain, worklist
+from services.collections import batches, commands, domain, worklist
 from services.collections.domain import ArrangementStatus
 from services.collections.runtime import SOURCE, Desk, publish, track
 from services.collections.storage import accounts, activities, arrangements, installments, items, payments, recoveries
@@ -393,20 +393,16 @@ async def _keep_promises(session: AsyncSession, account: str, amount: Decimal) -
 
 def subscriptions(desk: Desk) -> list[Subscription]:
     handlers = Projections(desk)
+    billing = {"account.upserted": handlers.on_account_upserted} | dict.fromkeys(
+        ITEM_EVENT_TYPES, handlers.on_receivable_issued
+    )
+    paid = {
+        "payment.posted": handlers.on_payment_posted,
+        "payment.cancelled": handlers.on_payment_cancelled,
+        "payment.status_changed": handlers.on_payment_status_changed,
+    }
+    together = batches.Batches(desk, billing=billing, payments=paid)
     return [
-        Subscription(
-            "billing",
-            Topic.BILLING_RECEIVABLES,
-            {"account.upserted": handlers.on_account_upserted}
-            | dict.fromkeys(ITEM_EVENT_TYPES, handlers.on_receivable_issued),
-        ),
-        Subscription(
-            "payments",
-            Topic.PAYMENTS_EVENTS,
-            {
-                "payment.posted": handlers.on_payment_posted,
-                "payment.cancelled": handlers.on_payment_cancelled,
-                "payment.status_changed": handlers.on_payment_status_changed,
-            },
-        ),
+        Subscription("billing", Topic.BILLING_RECEIVABLES, billing, batch_handler=together.on_billing_batch),
+        Subscription("payments", Topic.PAYMENTS_EVENTS, paid, batch_handler=together.on_payments_batch),
     ]

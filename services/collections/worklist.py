@@ -99,14 +99,32 @@ def _event_types(before: str, after: Disconnection) -> list[str]:
 async def refresh_account(session: AsyncSession, account: str, desk: Desk) -> Row[Any]:
     """Recompute the account's worklist row for the clock's today; stage the disconnection events it implies."""
     row = await lock_account(session, account)
-    today = desk.clock.today()
     arrangement = await latest_arrangement(session, account)
     plan = await position(session, arrangement) if arrangement is not None else None
-    owed = domain.delinquency(await open_items(session, account), plan, today)
+    values, announced = review(account, row.currency, row.disconnection, plan, await open_items(session, account), desk)
+    for kind, changed in announced:
+        await publish(session, kind, account, changed)
+    await session.execute(update(accounts).where(accounts.c.account_number == account).values(**values))
+    return row
+
+
+def review(
+    account: str,
+    currency: str,
+    disconnection: str,
+    plan: domain.ArrangementPosition | None,
+    owing: list[domain.OpenItem],
+    desk: Desk,
+) -> tuple[dict[str, Any], list[tuple[str, DisconnectionChanged]]]:
+    """The worklist row's new values for the clock's today, and the disconnection events (type, data) the change
+    from `disconnection` implies: what `refresh_account` writes and stages, without I/O (the batches use it too)."""
+    today = desk.clock.today()
+    owed = domain.delinquency(owing, plan, today)
     days = domain.days_overdue(owed.oldest_overdue_due, today)
-    plan_status = ArrangementStatus(arrangement.status) if arrangement is not None else None
+    plan_status = plan.status if plan is not None else None
+    arrangement_id = plan.arrangement_id if plan is not None else None
     state, reason = domain.disconnection_answer(
-        plan_status, arrangement.arrangement_id if arrangement else None, owed.amount_overdue, days, desk.disconnection
+        plan_status, arrangement_id, owed.amount_overdue, days, desk.disconnection
     )
     values: dict[str, Any] = {
         "amount_owed": owed.amount_owed,
@@ -114,27 +132,25 @@ async def refresh_account(session: AsyncSession, account: str, desk: Desk) -> Ro
         "oldest_overdue_due": owed.oldest_overdue_due,
         "next_change_on": _next_check(owed, plan_status, state, days, desk, today),
         "refreshed_on": today,
-        "arrangement_id": arrangement.arrangement_id if arrangement else None,
+        "arrangement_id": arrangement_id,
         "plan_status": plan_status.value if plan_status else None,
         "disconnection_reason": reason,
     }
-    kinds = _event_types(row.disconnection, state)
-    if kinds:
-        now = desk.clock.now()
-        values |= {"disconnection": state.value, "disconnection_since": now}
-        changed = DisconnectionChanged(
-            account_number=account,
-            state=state.value,
-            reason=reason,
-            arrangement_id=values["arrangement_id"],
-            amount_overdue=Money(amount=owed.amount_overdue, currency=row.currency),
-            days_overdue=days,
-            changed_at=now,
-        )
-        for kind in kinds:
-            await publish(session, kind, account, changed)
-    await session.execute(update(accounts).where(accounts.c.account_number == account).values(**values))
-    return row
+    kinds = _event_types(disconnection, state)
+    if not kinds:
+        return values, []
+    now = desk.clock.now()
+    values |= {"disconnection": state.value, "disconnection_since": now}
+    changed = DisconnectionChanged(
+        account_number=account,
+        state=state.value,
+        reason=reason,
+        arrangement_id=arrangement_id,
+        amount_overdue=Money(amount=owed.amount_overdue, currency=currency),
+        days_overdue=days,
+        changed_at=now,
+    )
+    return values, [(kind, changed) for kind in kinds]
 
 
 def _next_check(
