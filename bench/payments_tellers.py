@@ -122,6 +122,43 @@ async def database_sessions(dsn: str) -> int:
         await connection.close()
 
 
+async def sample_waits(dsn: str, stop: asyncio.Event, every: float = 0.05) -> None:
+    """What the payments process's database sessions are doing, sampled every 50 ms: each sample counts every
+    backend of the `paydesk` database but this one by state and wait event, and names the statements that wait
+    on a lock. Where the time of a request goes that the CPU figures do not show."""
+    connection = await asyncpg.connect(dsn)
+    seen: collections.Counter[str] = collections.Counter()
+    locked: collections.Counter[str] = collections.Counter()
+    busy: list[int] = []
+    samples = 0
+    try:
+        while not stop.is_set():
+            rows = await connection.fetch(
+                "SELECT state, wait_event_type, wait_event, left(query, 90) AS query FROM pg_stat_activity"
+                " WHERE datname = 'paydesk' AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+            )
+            samples += 1
+            busy.append(sum(1 for r in rows if r["state"] != "idle"))
+            for r in rows:
+                seen[f"{r['state']} / {r['wait_event_type'] or '-'}:{r['wait_event'] or '-'}"] += 1
+                if r["wait_event_type"] == "Lock":
+                    locked[" ".join(r["query"].split())] += 1
+            await asyncio.sleep(every)
+    finally:
+        await connection.close()
+    if not samples:
+        return
+    print(
+        f"pg_stat_activity, {samples} samples every {1000 * every:.0f} ms: backends not idle per sample "
+        f"p50 {percentile(busy, 50)}, max {max(busy)}; mean backends per sample by state / wait:",
+        flush=True,
+    )
+    for what, count in seen.most_common(12):
+        print(f"  {count / samples:6.2f}  {what}", flush=True)
+    for query, count in locked.most_common(5):
+        print(f"  lock wait {count / samples:5.2f}  {query}", flush=True)
+
+
 async def tellers(
     base: str,
     bootstrap: str,
@@ -140,6 +177,7 @@ async def tellers(
     posted: dict[str, float] = {}
     stop = asyncio.Event()
     watcher = asyncio.create_task(watch_posted(bootstrap, posted, stop))
+    waits_done = asyncio.Event()
     await asyncio.sleep(2)  # the watcher has its partitions before the first payment
 
     async def teller(n: int, until: float, record: bool) -> None:
@@ -177,18 +215,30 @@ async def tellers(
     await asyncio.gather(*(teller(n, warm_until, record=False) for n in range(count)))  # connections and plans
     # CPU per accepted payment: less at the mercy of other processes on the machine than the latencies are.
     measured = {"payments": payments_pid, "postgres": postmaster(data_dir)}
+    # What the processes burn with no request (consumers polling, the relay, spans): taken off below, so the
+    # CPU per payment does not grow just because a loaded machine let fewer payments through.
+    idle_before = {name: cpu_seconds(pid) for name, pid in measured.items()}
+    idle_started = time.perf_counter()
+    await asyncio.sleep(5)
+    idle_rate = {
+        name: (cpu_seconds(pid) - idle_before[name]) / (time.perf_counter() - idle_started)
+        for name, pid in measured.items()
+    }
     cpu_before = {name: cpu_seconds(pid) for name, pid in measured.items()}
     sessions_before = await database_sessions(dsn)
     started = time.perf_counter()
+    sampler = asyncio.create_task(sample_waits(dsn, waits_done))
     await asyncio.gather(*(teller(n, started + seconds, record=True) for n in range(count)))
     elapsed = time.perf_counter() - started
+    waits_done.set()
     cpu_used = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in measured.items()}
-    new_sessions = await database_sessions(dsn) - sessions_before - 2  # the two counting connections
+    new_sessions = await database_sessions(dsn) - sessions_before - 3  # the counting and sampling connections
     deadline = time.perf_counter() + 60
     while time.perf_counter() < deadline and any(p not in posted for p in answered):  # noqa: ASYNC110 - polls a dict
         await asyncio.sleep(0.2)
     stop.set()
     await watcher
+    await sampler
     relay = [(posted[p] - t) * 1000 for p, t in answered.items() if p in posted]
     after_answer = [(posted[p] - t) * 1000 for p, t in committed.items() if p in posted]
     print(f"statuses {dict(statuses)}; accepted {statuses[201] / elapsed:.1f}/s over {elapsed:.1f} s", flush=True)
@@ -206,7 +256,13 @@ async def tellers(
     accepted = max(1, statuses[201])
     print(
         "CPU per accepted payment (during the tellers' run, relay included): "
-        + ", ".join(f"{name} {1000 * used / accepted:.1f} ms" for name, used in cpu_used.items()),
+        + ", ".join(f"{name} {1000 * used / accepted:.1f} ms" for name, used in cpu_used.items())
+        + "; less the idle rate ("
+        + ", ".join(f"{name} {100 * rate:.1f}% of a core" for name, rate in idle_rate.items())
+        + "): "
+        + ", ".join(
+            f"{name} {1000 * (used - idle_rate[name] * elapsed) / accepted:.1f} ms" for name, used in cpu_used.items()
+        ),
         flush=True,
     )
     print(f"database connections opened during the run: {new_sessions}", flush=True)
@@ -241,6 +297,7 @@ def main() -> None:
     parser.add_argument("--tellers", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--profile", action="store_true", help="sample the payments process with py-spy")
+    parser.add_argument("--idle", action="store_true", help="with --profile: count waiting stacks too")
     parser.add_argument("--out", type=Path, default=None, help="where py-spy's stacks go")
     parser.add_argument(
         "--env", action="append", default=[], metavar="NAME=VALUE", help="extra settings for the payments process"
@@ -268,8 +325,9 @@ def main() -> None:
             out.mkdir(parents=True, exist_ok=True)
             raw = out / "payments.raw.txt"
             spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+            record = ["record", "--pid", str(process.pid), "--format", "raw", "--output", str(raw), "--rate", "200"]
             profiler = subprocess.Popen(
-                [spy, "record", "--pid", str(process.pid), "--format", "raw", "--output", str(raw), "--rate", "200"],
+                [spy, *record, *(["--idle"] if args.idle else [])],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )

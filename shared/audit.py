@@ -9,7 +9,7 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import Column, DateTime, MetaData, String, Table, Text, func, select
+from sqlalchemy import Column, DateTime, Insert, MetaData, String, Table, Text, func, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -76,6 +76,45 @@ class AuditEntry:
         }
 
 
+def entry(
+    *,
+    actor: str,
+    action: str,
+    subject: str,
+    before: Any = None,
+    after: Any = None,
+    reason: str | None = None,
+    at: datetime | None = None,
+) -> AuditEntry:
+    """An entry as `record` writes it; for a caller that writes it inside a larger statement (a CTE)."""
+    if at is not None and at.tzinfo is None:
+        raise ValueError("audit times are timezone-aware")
+    return AuditEntry(
+        id=str(uuid.uuid4()),
+        at=(at or datetime.now(UTC)).astimezone(UTC),
+        actor=actor,
+        action=action,
+        subject=subject,
+        before=as_json(before),
+        after=as_json(after),
+        reason=reason,
+    )
+
+
+def insert(table: Table, written: AuditEntry) -> Insert:
+    """The insert of one entry into a service's audit table."""
+    return table.insert().values(
+        id=written.id,
+        at=written.at,
+        actor=written.actor,
+        action=written.action,
+        subject=written.subject,
+        before=written.before,
+        after=written.after,
+        reason=written.reason,
+    )
+
+
 async def record(
     session: AsyncSession,
     table: Table,
@@ -89,31 +128,9 @@ async def record(
     at: datetime | None = None,
 ) -> AuditEntry:
     """Add an entry in the caller's transaction, so it stands or falls with the change it describes."""
-    if at is not None and at.tzinfo is None:
-        raise ValueError("audit times are timezone-aware")
-    entry = AuditEntry(
-        id=str(uuid.uuid4()),
-        at=(at or datetime.now(UTC)).astimezone(UTC),
-        actor=actor,
-        action=action,
-        subject=subject,
-        before=as_json(before),
-        after=as_json(after),
-        reason=reason,
-    )
-    await session.execute(
-        table.insert().values(
-            id=entry.id,
-            at=entry.at,
-            actor=actor,
-            action=action,
-            subject=subject,
-            before=entry.before,
-            after=entry.after,
-            reason=reason,
-        )
-    )
-    return entry
+    written = entry(actor=actor, action=action, subject=subject, before=before, after=after, reason=reason, at=at)
+    await session.execute(insert(table, written))
+    return written
 
 
 async def history(session: AsyncSession, table: Table, subject: str) -> list[AuditEntry]:

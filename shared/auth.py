@@ -7,6 +7,8 @@ cannot learn which account numbers exist.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -78,19 +80,61 @@ def mint_token(
 
 def decode_token(secret: str, token: str) -> Actor:
     """Verify signature, expiry and issuer; raises `jwt.InvalidTokenError` otherwise."""
+    return _verify(secret, token)[0]
+
+
+def _verify(secret: str, token: str) -> tuple[Actor, float]:
+    """The token's actor and its expiry (seconds since the epoch), once signature, expiry and issuer hold."""
     claims = jwt.decode(token, secret, algorithms=[ALGORITHM], issuer=ISSUER, options={"require": ["exp", "sub"]})
     roles = frozenset(Role(r) for r in claims.get("roles", []) if r in Role.__members__.values())
     account = claims.get("account_number")
     if Role.CUSTOMER in roles and not account:
         raise jwt.InvalidTokenError("a customer token must name its account_number")
     payee_id = claims.get("payee_id")
-    return Actor(
+    actor = Actor(
         user_id=str(claims["sub"]),
         name=str(claims.get("name", claims["sub"])),
         roles=roles,
         account_number=str(account) if account else None,
         payee_id=str(payee_id) if payee_id is not None else None,
     )
+    return actor, float(claims["exp"])
+
+
+class VerifiedTokens:
+    """Tokens whose signature was checked lately, by their exact text: a counter's browser sends the same token
+    with every request, and HS256 verification and claim parsing cost 0.1-0.8 ms of a request's ~10 ms CPU.
+
+    An entry answers for at most `seconds` after its check and never at or past the token's own `exp`; only valid
+    tokens are kept (a bad one is verified, and refused, every time). At `size` entries the oldest goes first.
+    """
+
+    def __init__(self, *, size: int = 4096, seconds: float = 60.0, clock: Callable[[], float] = time.time) -> None:
+        self.size = size
+        self.seconds = seconds
+        self.clock = clock
+        self._entries: dict[tuple[str, str], tuple[Actor, float]] = {}
+
+    def actor(self, secret: str, token: str) -> Actor:
+        """The token's actor, verified now or within the last `seconds`; `jwt.InvalidTokenError` if invalid."""
+        key = (secret, token)
+        now = self.clock()
+        cached = self._entries.get(key)
+        if cached is not None:
+            if now < cached[1]:
+                return cached[0]
+            del self._entries[key]
+        actor, expires = _verify(secret, token)
+        if len(self._entries) >= self.size:
+            del self._entries[next(iter(self._entries))]
+        self._entries[key] = (actor, min(expires, now + self.seconds))
+        return actor
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+_verified = VerifiedTokens()
 
 
 _bearer = HTTPBearer(auto_error=False)
@@ -108,7 +152,7 @@ def _authenticated(request: Request, credentials: HTTPAuthorizationCredentials |
         )
     secret: str = request.app.state.jwt_secret
     try:
-        return decode_token(secret, credentials.credentials)
+        return _verified.actor(secret, credentials.credentials)
     except jwt.InvalidTokenError as exc:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, f"invalid token: {exc}", headers={"WWW-Authenticate": "Bearer"}

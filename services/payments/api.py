@@ -11,7 +11,7 @@ from fastapi import APIRouter, Body, Header, Query, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, BeforeValidator, Field
 
-from services.payments import adjustments, commands, disputes, domain, intents, queries, views
+from services.payments import adjustments, commands, disputes, domain, intents, queries, setting_changes, views
 from shared.auth import Actor, Role, require_account, require_roles
 from shared.contracts.events import PaymentType
 from shared.export import OPENAPI_RESPONSES, ExportFormat, export_response
@@ -444,7 +444,7 @@ def router(service: Service, gateway: stripe.StripeClient) -> APIRouter:
     @routes.put("/settings/channels", tags=["settings"])
     async def put_channels(body: ChoicesRequest, actor: Annotated[Actor, require_roles(Role.ADMIN)]) -> dict[str, Any]:
         async with service.sessions() as session, session.begin():
-            changed = await commands.change_choices(session, "channels", body.values, actor.name)
+            changed = await setting_changes.change_choices(session, "channels", body.values, actor.name)
         return views.settings_view(changed)
 
     @routes.get("/settings/payment-methods", tags=["settings"])
@@ -454,7 +454,7 @@ def router(service: Service, gateway: stripe.StripeClient) -> APIRouter:
     @routes.put("/settings/payment-methods", tags=["settings"])
     async def put_methods(body: ChoicesRequest, actor: Annotated[Actor, require_roles(Role.ADMIN)]) -> dict[str, Any]:
         async with service.sessions() as session, session.begin():
-            changed = await commands.change_choices(session, "payment_methods", body.values, actor.name)
+            changed = await setting_changes.change_choices(session, "payment_methods", body.values, actor.name)
         return views.settings_view(changed)
 
     @routes.get("/settings/overpayment-threshold", tags=["settings"])
@@ -466,7 +466,7 @@ def router(service: Service, gateway: stripe.StripeClient) -> APIRouter:
         body: ThresholdRequest, actor: Annotated[Actor, require_roles(Role.ADMIN)]
     ) -> dict[str, Any]:
         async with service.sessions() as session, session.begin():
-            changed = await commands.change_overpayment_threshold(session, body.amount, actor.name)
+            changed = await setting_changes.change_overpayment_threshold(session, body.amount, actor.name)
         return views.settings_view(changed)
 
     @routes.put("/settings/adjustment-approval-limit", tags=["settings"])
@@ -475,7 +475,7 @@ def router(service: Service, gateway: stripe.StripeClient) -> APIRouter:
     ) -> dict[str, Any]:
         """Adjustments moving more than this wait for a billing manager's approval."""
         async with service.sessions() as session, session.begin():
-            changed = await commands.save_setting(
+            changed = await setting_changes.save_setting(
                 session, "adjustment_approval_limit", f"{body.amount:.2f}", actor.name
             )
         return views.settings_view(changed)
@@ -491,7 +491,7 @@ def router(service: Service, gateway: stripe.StripeClient) -> APIRouter:
     ) -> dict[str, Any]:
         requested = {kind: domain.NumberFormat(**fmt.model_dump()) for kind, fmt in body.items()}
         async with service.sessions() as session, session.begin():
-            changed = await commands.change_number_formats(session, requested, actor.name)
+            changed = await setting_changes.change_number_formats(session, requested, actor.name)
         return views.settings_view(changed)
 
     return routes

@@ -48,8 +48,14 @@ async def check_payable(session: AsyncSession, payment_type: str, reference: str
             )
         )
     ).first()
-    if hold is not None and HoldKind(hold.kind).holds:
-        raise domain.held_item(payment_type, reference, HoldKind(hold.kind), hold.arrangement_id)
+    if hold is not None:
+        refuse_if_held(payment_type, reference, hold.kind, hold.arrangement_id)
+
+
+def refuse_if_held(payment_type: str, reference: str, kind: str | None, arrangement_id: str | None) -> None:
+    """`check_payable` for a hold read by the caller (`kind` None: no arrangement ever held the item)."""
+    if kind is not None and HoldKind(kind).holds:
+        raise domain.held_item(payment_type, reference, HoldKind(kind), str(arrangement_id))
 
 
 async def any_held(session: AsyncSession, keys: Iterable[tuple[str, str]]) -> bool:

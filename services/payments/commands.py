@@ -1,4 +1,4 @@
-"""Payments' state changes: recording a payment (at the counter or by command), verifying, cancelling, settings.
+"""Payments' state changes: recording a payment (at the counter or by command), verifying, cancelling.
 
 Each runs inside the caller's transaction and stages its events there (`shared.outbox.stage`), so a change and
 its events commit together. Also the building blocks the online payments (`online.py`) and the credit-note
@@ -14,8 +14,7 @@ from typing import Any
 
 from opentelemetry.context import Context
 from pydantic import BaseModel
-from sqlalchemy import Row, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import Row, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.payments import arrangements, domain
@@ -25,13 +24,13 @@ from services.payments.storage import (
     accounts,
     audit_log,
     idempotency_keys,
+    item_holds,
     payment_id_seq,
     payments,
     receipt_number_seq,
     receivables,
     transaction_id_seq,
 )
-from services.payments.storage import settings as settings_table
 from shared import audit, idempotency
 from shared.contracts import PaymentStatus, Topic, counts_as_collected, new_envelope
 from shared.contracts.events import (
@@ -74,44 +73,6 @@ async def track(session: AsyncSession, event: str, user: str, subject: str, **pr
     await stage_all(session, [usage_event(event, user, subject, **properties)])
 
 
-# --- settings: an admin changes them, each change in the audit trail ---
-
-
-async def save_setting(session: AsyncSession, key: str, value: Any, actor: str) -> domain.PaymentSettings:
-    """Change one setting, with its before and after in the audit log. Locks the row against a racing change."""
-    before = (
-        await session.execute(select(settings_table.c.value).where(settings_table.c.key == key).with_for_update())
-    ).scalar_one_or_none()
-    await session.execute(
-        pg_insert(settings_table)
-        .values(key=key, value=value, updated_by=actor)
-        .on_conflict_do_update(
-            index_elements=["key"], set_={"value": value, "updated_by": actor, "updated_at": datetime.now(UTC)}
-        )
-    )
-    await audit.record(
-        session, audit_log, actor=actor, action="settings.changed", subject=key, before=before, after=value
-    )
-    return await load_settings(session)
-
-
-async def change_choices(session: AsyncSession, key: str, values: list[str], actor: str) -> domain.PaymentSettings:
-    """Replace the channels or the payment methods staff may choose from."""
-    return await save_setting(session, key, list(domain.check_choices(values, "values")), actor)
-
-
-async def change_overpayment_threshold(session: AsyncSession, amount: Decimal, actor: str) -> domain.PaymentSettings:
-    return await save_setting(session, "overpayment_threshold", f"{amount:.2f}", actor)
-
-
-async def change_number_formats(
-    session: AsyncSession, requested: dict[str, domain.NumberFormat], actor: str
-) -> domain.PaymentSettings:
-    """Change some document number formats; the others keep theirs, and no number is ever issued twice."""
-    formats = domain.change_number_formats(await load_settings(session), requested)
-    return await save_setting(session, "number_formats", {k: vars(v) for k, v in formats.items()}, actor)
-
-
 # --- building blocks of every way a payment comes in ---
 
 
@@ -123,6 +84,13 @@ async def next_numbers(session: AsyncSession, config: domain.PaymentSettings, ye
     """
     draw = select(*(SEQUENCES[kind].next_value().label(kind) for kind in domain.NUMBER_KINDS))
     values = (await session.execute(draw)).one()._mapping
+    return await _unused_numbers(session, config, year, values)
+
+
+async def _unused_numbers(
+    session: AsyncSession, config: domain.PaymentSettings, year: int, values: Any
+) -> dict[str, str]:
+    """The numbers `values` (drawn from the sequences) render to, or fresh ones if an edited format met old ones."""
     numbers = {kind: config.format_for(kind).render(int(values[kind]), year) for kind in domain.NUMBER_KINDS}
     if config.number_formats is None:
         return numbers  # never edited: one format over never-repeating values, so nothing to look up
@@ -180,26 +148,57 @@ async def allocate(session: AsyncSession, account_number: str, item: Row[Any], a
     )
 
 
-async def lock_item_with_account(
-    session: AsyncSession, account_number: str, payment_type: str, reference: str
-) -> Row[Any]:
-    """`lock_item` and `find_account` in one round trip: the item's columns plus the account's name and contacts
-    (the item locked, the account not, as before); the same errors when either is missing."""
+# The item a payment goes to (locked), its account's name and contacts, any arrangement's hold on it and the
+# payment's three numbers from their sequences: one round trip, built once (each request only binds values).
+# A refused payment leaves its numbers unused, as a rolled-back one always did: unique, never reused, not gapless.
+_ITEM_FOR_PAYMENT = (
+    select(
+        receivables,
+        accounts.c.name,
+        accounts.c.service_address,
+        accounts.c.phone,
+        accounts.c.email,
+        item_holds.c.kind.label("hold_kind"),
+        item_holds.c.arrangement_id.label("hold_arrangement"),
+        *(SEQUENCES[kind].next_value().label(kind) for kind in domain.NUMBER_KINDS),
+    )
+    .join(accounts, accounts.c.account_number == receivables.c.account_number)
+    .outerjoin(
+        item_holds,
+        (item_holds.c.payment_type == receivables.c.payment_type)
+        & (item_holds.c.item_reference == receivables.c.item_reference),
+    )
+    .where(
+        receivables.c.payment_type == bindparam("payment_type"),
+        receivables.c.item_reference == bindparam("item_reference"),
+        receivables.c.account_number == bindparam("account_number"),
+    )
+    .with_for_update(of=receivables)
+)
+
+
+async def lock_item_for_payment(session: AsyncSession, command: RecordPayment) -> Row[Any]:
+    """The item (locked, the account not), its account's name and contacts and three freshly drawn numbers; the
+    same refusals, in the same order, as checking the arrangement's hold, then the account, then the item."""
     item = (
         await session.execute(
-            select(receivables, accounts.c.name, accounts.c.service_address, accounts.c.phone, accounts.c.email)
-            .join(accounts, accounts.c.account_number == receivables.c.account_number)
-            .where(
-                receivables.c.payment_type == payment_type,
-                receivables.c.item_reference == reference,
-                receivables.c.account_number == account_number,
-            )
-            .with_for_update(of=receivables)
+            _ITEM_FOR_PAYMENT,
+            {
+                "payment_type": command.payment_type,
+                "item_reference": command.item_reference,
+                "account_number": command.account_number,
+            },
         )
     ).first()
     if item is None:
-        await find_account(session, account_number)
-        raise NotFound("unknown_item", f"no {payment_type} {reference} on this account", field="item_reference")
+        await arrangements.check_payable(session, command.payment_type, command.item_reference)
+        await find_account(session, command.account_number)
+        raise NotFound(
+            "unknown_item",
+            f"no {command.payment_type} {command.item_reference} on this account",
+            field="item_reference",
+        )
+    arrangements.refuse_if_held(command.payment_type, command.item_reference, item.hold_kind, item.hold_arrangement)
     return item
 
 
@@ -332,6 +331,62 @@ class Recorded:
     account: Row[Any] | None = None
 
 
+# Item and account allocation, the payment, its audit entry and the key's result: one statement, built once.
+# Data-modifying CTEs run once each whether referenced or not.
+_POSTED_COLUMNS = (
+    *domain.NUMBER_KINDS,
+    "account_number",
+    "consumer_name",
+    "payment_type",
+    "item_reference",
+    "channel",
+    "method",
+    "amount",
+    "currency",
+    "payment_date",
+    "status",
+    "verification",
+    "received_by",
+    "due",
+    "applied",
+    "outcome",
+    "cash_received",
+    "change_given",
+    "notes",
+    "recorded_at",
+    "posted_at",
+)
+_APPLIED = bindparam("new_applied", type_=payments.c.applied.type)
+_POST_PAYMENT = (
+    payments.insert()
+    .values({c: bindparam(f"new_{c}", type_=payments.c[c].type) for c in _POSTED_COLUMNS})
+    .returning(payments)
+    .add_cte(
+        update(receivables)
+        .where(
+            receivables.c.payment_type == bindparam("new_payment_type"),
+            receivables.c.item_reference == bindparam("new_item_reference"),
+        )
+        .values(outstanding=receivables.c.outstanding - _APPLIED)
+        .cte("item_taken"),
+        update(accounts)
+        .where(accounts.c.account_number == bindparam("new_account_number"))
+        .values(collected_since_report=accounts.c.collected_since_report + _APPLIED)
+        .cte("account_taken"),
+        audit_log.insert()
+        .values({c.name: bindparam(f"audit_{c.name}", type_=c.type) for c in audit_log.c})
+        .cte("audited"),
+        update(idempotency_keys)
+        .where(
+            idempotency_keys.c.operation == bindparam("key_operation"),
+            idempotency_keys.c.key == bindparam("key_value"),
+        )
+        .values(result=bindparam("new_payment_id"))
+        .cte("remembered"),
+    )
+)
+
+
 async def record_payment(
     session: AsyncSession, command: RecordPayment, *, received_by: str, idempotency_key: str
 ) -> Recorded:
@@ -342,70 +397,63 @@ async def record_payment(
     earlier = await idempotency.claim(session, idempotency_keys, **key, fingerprint=fingerprint)
     if earlier is not None:
         return Recorded(earlier)
-    payment, account = await _post_payment(session, command, received_by=received_by)
-    await idempotency.remember(session, idempotency_keys, **key, result=payment.payment_id)
+    payment, account = await _post_payment(session, command, received_by=received_by, idempotency_key=idempotency_key)
     return Recorded(payment.payment_id, payment, account)
 
 
 async def _post_payment(
-    session: AsyncSession, command: RecordPayment, *, received_by: str
+    session: AsyncSession, command: RecordPayment, *, received_by: str, idempotency_key: str
 ) -> tuple[Row[Any], Row[Any]]:
+    """Four round trips after the key's claim: the settings, the item with its numbers, one statement writing the
+    allocation, the payment, its audit entry and the key's result, and the outbox insert. Each round trip waits
+    for the event loop too, so under load they cost far more than Postgres's share."""
     config = await load_settings(session)
     channel = command.channel or config.default_channel
     config.check(channel=channel, method=command.method)
-    # Before the item's row lock, so concurrent payments for one item do not queue behind this read.
-    await arrangements.check_payable(session, command.payment_type, command.item_reference)
-    # One row is both: the item (locked) and its account's name and contacts.
-    item = account = await lock_item_with_account(
-        session, command.account_number, command.payment_type, command.item_reference
-    )
+    # One row is the item (locked), its account's name and contacts, its hold and the drawn numbers.
+    item = account = await lock_item_for_payment(session, command)
     amount = quantize(command.amount, item.currency)
     allocation = domain.allocate(item.outstanding, amount, config.overpayment_threshold)
     change = domain.change_given(amount, command.cash_received)
     analysis = domain.Analysis(due=item.outstanding, paid=amount)
 
     now = datetime.now(UTC)
-    year = command.payment_date.year
-    numbers = await next_numbers(session, config, year)
+    numbers = await _unused_numbers(session, config, command.payment_date.year, item._mapping)
     payment_id = numbers["payment_id"]
-    await allocate(session, command.account_number, item, allocation.applied)
-    payment = (
-        await session.execute(
-            payments.insert()
-            .values(
-                **numbers,
-                account_number=command.account_number,
-                consumer_name=account.name,
-                payment_type=command.payment_type,
-                item_reference=command.item_reference,
-                channel=channel,
-                method=command.method,
-                amount=amount,
-                currency=item.currency,
-                payment_date=command.payment_date,
-                status=PaymentStatus.POSTED,
-                verification=Verification.VERIFIED,
-                received_by=received_by,
-                due=analysis.due,
-                applied=allocation.applied,
-                outcome=analysis.outcome,
-                cash_received=command.cash_received,
-                change_given=change,
-                notes=command.notes,
-                recorded_at=now,
-                posted_at=now,
-            )
-            .returning(payments)
-        )
-    ).one()
-    await audit.record(
-        session,
-        audit_log,
+    posted = audit.entry(
         actor=received_by,
         action="payment.posted",
         subject=payment_id,
-        after={"amount": amount, "item": command.item_reference, "receipt_number": payment.receipt_number},
+        after={"amount": amount, "item": command.item_reference, "receipt_number": numbers["receipt_number"]},
     )
+    values = {
+        **numbers,
+        "account_number": command.account_number,
+        "consumer_name": account.name,
+        "payment_type": command.payment_type,
+        "item_reference": command.item_reference,
+        "channel": channel,
+        "method": command.method,
+        "amount": amount,
+        "currency": item.currency,
+        "payment_date": command.payment_date,
+        "status": PaymentStatus.POSTED,
+        "verification": Verification.VERIFIED,
+        "received_by": received_by,
+        "due": analysis.due,
+        "applied": allocation.applied,
+        "outcome": analysis.outcome,
+        "cash_received": command.cash_received,
+        "change_given": change,
+        "notes": command.notes,
+        "recorded_at": now,
+        "posted_at": now,
+    }
+    written = {f"new_{column}": value for column, value in values.items()}
+    written |= {f"audit_{column}": value for column, value in vars(posted).items()}
+    # No parameter is named like a column: SQLAlchemy would add it to the SET of an UPDATE here.
+    written |= {"key_operation": RECORD_PAYMENT, "key_value": idempotency_key}
+    payment = (await session.execute(_POST_PAYMENT, written)).one()
     # Posted, overpaid and the usage event in one insert.
     tracked = usage_event(
         "payment_processed",

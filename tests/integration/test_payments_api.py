@@ -313,11 +313,40 @@ async def test_a_counter_payment_costs_a_fixed_handful_of_statements(api: Api) -
         event.remove(engine, "before_cursor_execute", count)
     request = next(conn for conn, statement in seen if statement.startswith("INSERT INTO payments.idempotency_keys"))
     statements = [statement for conn, statement in seen if conn == request]
-    # Key claim, settings, arrangement hold, item lock with its account, numbers (and, once an earlier test has
-    # edited the number formats, the taken-number check), item and account in one update, payment, audit, outbox,
-    # key's result; no read back. It was 12-13 before.
-    assert len(statements) <= 11, statements
+    # Key claim, settings, the item locked with its account, its hold and the numbers (and, once an earlier test
+    # has edited the number formats, the taken-number check), one write of item, account, payment, audit entry
+    # and the key's result, the outbox; no read back. It was 12-13, then 10-11.
+    assert len(statements) <= 6, statements
+    writes = [s for s in statements if "INSERT INTO payments.payments" in s]
+    assert len(writes) == 1 and all(
+        table in writes[0] for table in ("receivables", "accounts", "audit_log", "idempotency_keys")
+    ), writes
     assert not any("FROM payments.payments JOIN payments.accounts" in s for s in statements), "read back"
+
+
+async def test_a_payment_to_an_unknown_account_or_item_names_the_field_and_writes_nothing(api: Api) -> None:
+    """The item, its hold and the numbers come in one statement; when it finds no item, the refusal still says
+    which part is wrong, and the key stays free: the corrected request under the same key is posted."""
+    account, _ = await seeded(api)
+    key = f"typo-{uuid.uuid4()}"
+    ghost = await api.pay(bill_payment(f"{account}-X", item_reference=f"INV-{account}-1"), key=key)
+    assert (ghost.status_code, ghost.json()["code"], ghost.json()["field"]) == (
+        404,
+        "unknown_account",
+        "account_number",
+    )
+    wrong_item = await api.pay(bill_payment(account, item_reference=f"INV-{account}-99"), key=key)
+    assert (wrong_item.status_code, wrong_item.json()["code"], wrong_item.json()["field"]) == (
+        404,
+        "unknown_item",
+        "item_reference",
+    )
+    assert (await api.get("/payments", q=account)).json()["payments"] == []
+    posted = await api.pay(bill_payment(account), key=key)
+    assert posted.status_code == 201, posted.text
+    assert [p["payment_id"] for p in (await api.get("/payments", q=account)).json()["payments"]] == [
+        posted.json()["payment_id"]
+    ]
 
 
 # --- the list, search, filters, details (AC 31-35) ---

@@ -12,6 +12,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from shared import auth
 from shared.auth import ALGORITHM, ISSUER, Actor, Role, decode_token, mint_token, require_account, require_roles
 
 SECRET = "unit-test-secret-that-is-long-enough-for-hs256"
@@ -206,3 +207,86 @@ class TestPayeeTokens:
         assert (payee.roles, payee.payee_id) == (frozenset({Role.PAYEE}), "PE-10001")
         assert not payee.has_any((Role.BILLING_MANAGER,))
         assert decode_token(SECRET, mint_token(SECRET, user="Jane Doe", roles=[Role.ADMIN])).payee_id is None
+
+
+class TestVerifiedTokens:
+    """The cache of verified tokens answers for a short while, never at or past a token's expiry, and only for
+    the secret and exact text that were verified."""
+
+    @pytest.fixture
+    def decodes(self, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+        """Every signature check the cache asks PyJWT for."""
+        seen: list[str] = []
+        real = jwt.decode
+
+        def counting(token: str, *args: object, **kwargs: object) -> dict[str, object]:
+            seen.append(token)
+            return real(token, *args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(jwt, "decode", counting)  # the module auth.py calls it through
+        return seen
+
+    def test_a_token_is_verified_once_then_answered_from_the_cache(self, decodes: list[str]) -> None:
+        now = datetime.now(UTC).timestamp()
+        cache = auth.VerifiedTokens(seconds=60, clock=lambda: now)
+        token = mint_token(SECRET, user="Jane Doe", roles=[Role.CUSTOMER_EXECUTIVE])
+        first, second = cache.actor(SECRET, token), cache.actor(SECRET, token)
+        assert first == second and first.name == "Jane Doe" and decodes == [token]
+
+    def test_an_entry_answers_for_at_most_its_seconds(self, decodes: list[str]) -> None:
+        clock = [datetime.now(UTC).timestamp()]
+        cache = auth.VerifiedTokens(seconds=60, clock=lambda: clock[0])
+        token = mint_token(SECRET, user="Jane Doe", roles=[Role.CUSTOMER_EXECUTIVE])
+        cache.actor(SECRET, token)
+        clock[0] += 59.9
+        cache.actor(SECRET, token)
+        assert len(decodes) == 1
+        clock[0] += 0.1
+        cache.actor(SECRET, token)
+        assert len(decodes) == 2
+
+    def test_never_at_or_past_the_token_expiry(self, decodes: list[str]) -> None:
+        token = mint_token(SECRET, user="Jane Doe", roles=[Role.CUSTOMER_EXECUTIVE], ttl=timedelta(seconds=30))
+        expires = float(jwt.decode(token, SECRET, algorithms=[ALGORITHM], issuer=ISSUER)["exp"])
+        decodes.clear()
+        clock = [expires - 20]
+        cache = auth.VerifiedTokens(seconds=3600, clock=lambda: clock[0])
+        cache.actor(SECRET, token)
+        clock[0] = expires - 0.001
+        cache.actor(SECRET, token)
+        assert len(decodes) == 1
+        clock[0] = expires  # the cache lets go; PyJWT (on the real clock here) decides again
+        cache.actor(SECRET, token)
+        assert len(decodes) == 2
+
+    def test_an_expired_token_is_refused_even_when_it_was_cached(self) -> None:
+        expired = mint_token(SECRET, user="Jane Doe", roles=[Role.ADMIN], ttl=timedelta(seconds=-1))
+        cache = auth.VerifiedTokens()
+        with pytest.raises(jwt.ExpiredSignatureError):
+            cache.actor(SECRET, expired)
+        assert len(cache) == 0
+
+    def test_invalid_tokens_are_checked_every_time_and_never_kept(self, decodes: list[str]) -> None:
+        cache = auth.VerifiedTokens()
+        forged = mint_token(OTHER_SECRET, user="Mallory", roles=[Role.ADMIN])
+        for _ in range(2):
+            with pytest.raises(jwt.InvalidSignatureError):
+                cache.actor(SECRET, forged)
+        assert len(decodes) == 2 and len(cache) == 0
+
+    def test_a_token_verified_under_one_secret_is_not_taken_under_another(self) -> None:
+        cache = auth.VerifiedTokens()
+        token = mint_token(SECRET, user="Jane Doe", roles=[Role.ADMIN])
+        cache.actor(SECRET, token)
+        with pytest.raises(jwt.InvalidSignatureError):
+            cache.actor(OTHER_SECRET, token)
+
+    def test_the_cache_is_bounded_and_drops_the_oldest_first(self, decodes: list[str]) -> None:
+        cache = auth.VerifiedTokens(size=2)
+        tokens = [mint_token(SECRET, user=f"Teller {n}", roles=[Role.CUSTOMER_EXECUTIVE]) for n in range(3)]
+        for token in tokens:
+            cache.actor(SECRET, token)
+        assert len(cache) == 2
+        cache.actor(SECRET, tokens[2])
+        cache.actor(SECRET, tokens[0])
+        assert decodes == [*tokens, tokens[0]]
