@@ -7,7 +7,10 @@ broker: the figures are the consumer's and Postgres's, not the network's. Beside
 the machine's load) it prints the CPU per event, the consumer's and its Postgres backends', and the SQL statements
 per event, which do not. Then it checks that the KPI totals equal the sum of the payments posted, exactly.
 
-    .venv/bin/python bench/kpi_consumer.py [--payments 4000] [--accounts 2000] [--batch 200]
+With `--alert-rules`, a billing manager's collection-rate and pending-verification thresholds are set first, so
+every event's effect on them is checked (as in a utility that uses alerts).
+
+    .venv/bin/python bench/kpi_consumer.py [--payments 4000] [--accounts 2000] [--batch 200] [--alert-rules]
 """
 
 from __future__ import annotations
@@ -72,16 +75,31 @@ async def deliver_all(consumer: object, records: list[Delivery], batch: int) -> 
         assert not refused, refused[:3]
 
 
-async def measure(url: str, data_dir: Path, payments: int, accounts: int, batch: int) -> None:
+async def measure(url: str, data_dir: Path, payments: int, accounts: int, batch: int, alert_rules: bool) -> None:
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # never contacted: deliver() needs no broker
     os.environ["PAYDESK_OTEL_EXPORTER"] = "none"
     from sqlalchemy import func, select
 
     from services.kpi.app import create_service
+    from services.kpi.storage import alert_rules as rules
     from services.kpi.storage import daily_collections, daily_receipts
 
     service = create_service()
+    if alert_rules:
+        async with service.sessions() as session, session.begin():
+            await session.execute(
+                rules.insert().values(created_by="bench"),
+                [
+                    {"alert_id": "AL-RATE", "metric": "collection_rate", "comparison": "below", "threshold": 90},
+                    {
+                        "alert_id": "AL-PENDING",
+                        "metric": "pending_verifications",
+                        "comparison": "above",
+                        "threshold": 50,
+                    },
+                ],
+            )
     by_topic = {c.topic: c for c in service.event_consumers}
     meter = ConsumerMeter(service.engine, data_dir)
 
@@ -122,6 +140,7 @@ def main() -> None:
     parser.add_argument("--payments", type=int, default=4000)
     parser.add_argument("--accounts", type=int, default=2000, help="accounts, each an account.upserted and a bill")
     parser.add_argument("--batch", type=int, default=200)
+    parser.add_argument("--alert-rules", action="store_true", help="set collection-rate and pending thresholds first")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="paydesk-bench-kpi-") as workdir:
         data_dir = Path(workdir) / "pgdata"
@@ -130,7 +149,7 @@ def main() -> None:
         try:
             upgrade("kpi", url)
             print(f"load        {os.getloadavg()[0]:.1f} {os.getloadavg()[1]:.1f} (uptime load average)", flush=True)
-            asyncio.run(measure(url, data_dir, args.payments, args.accounts, args.batch))
+            asyncio.run(measure(url, data_dir, args.payments, args.accounts, args.batch, args.alert_rules))
             print(f"load        {os.getloadavg()[0]:.1f} {os.getloadavg()[1]:.1f} (uptime load average)", flush=True)
         finally:
             postgres.stop()

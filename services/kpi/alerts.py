@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -24,6 +25,19 @@ from shared.contracts.events import AlertRaised
 from shared.outbox import stage
 
 log = logging.getLogger(__name__)
+
+
+# One state row written back with what the checks left (executed with many rows).
+_SET_STATE = (
+    update(alert_states)
+    .where(alert_states.c.alert_id == bindparam("s_alert_id"), alert_states.c.window == bindparam("s_window"))
+    .values(
+        breached=bindparam("s_breached"),
+        value=bindparam("s_value"),
+        raised_count=bindparam("s_raised_count"),
+        last_raised_at=bindparam("s_last_raised_at"),
+    )
+)
 
 
 class AlertRuleCache:
@@ -80,6 +94,37 @@ class Alerts:
             return
         missed = await queries.missed_installments(session, day)
         await self._check(session, Metric.MISSED_INSTALLMENTS_PER_DAY, day.isoformat(), Decimal(missed))
+
+    async def check_in_order(self, session: AsyncSession, checks: Sequence[tuple[Metric, str, Decimal | None]]) -> None:
+        """The checks one event at a time makes (metric, window, value after the event), in its order, with the
+        states read and written once for all: the same alerts raised at the same checks, the same state rows."""
+        rules = {metric: await self.rules.for_metric(session, metric) for metric in {m for m, _, _ in checks}}
+        pairs = sorted({(rule.alert_id, window) for metric, window, _ in checks for rule in rules[metric]})
+        if not pairs:
+            return
+        await session.execute(
+            pg_insert(alert_states).on_conflict_do_nothing(),
+            [{"alert_id": alert_id, "window": window, "breached": False} for alert_id, window in pairs],
+        )
+        found = await session.execute(
+            select(alert_states)
+            .where(tuple_(alert_states.c.alert_id, alert_states.c.window).in_(pairs))
+            .order_by(alert_states.c.alert_id, alert_states.c.window)
+            .with_for_update()
+        )
+        states = {(row.alert_id, row.window): dict(row._mapping) for row in found}
+        for metric, window, value in checks:
+            for rule in rules[metric]:
+                state = states[(rule.alert_id, window)]
+                breached = rule.breached_by(value)
+                if domain.should_raise(state["breached"], breached):
+                    assert value is not None  # a breach always has a value
+                    now = datetime.now(UTC)
+                    await self._raise(session, rule, metric, window, value, now)
+                    state["raised_count"] += 1
+                    state["last_raised_at"] = now
+                state["breached"], state["value"] = breached, value
+        await session.execute(_SET_STATE, [{f"s_{name}": v for name, v in state.items()} for state in states.values()])
 
     async def _check(self, session: AsyncSession, metric: Metric, window: str, value: Decimal | None) -> None:
         """Compare `value` with every rule on `metric` in `window`; raise an alert on each crossing into breach."""

@@ -3,21 +3,22 @@
 A lockbox file or a morning at the counters is a stream of `payment.posted`, and month-end a bill for every
 account. One event at a time cost one to three statements each, and building them cost more CPU than Postgres
 spent running them. Here a run of consecutive events of those types takes a fixed handful of statements whatever
-its length: one insert of the payments (or one read of the items they re-issue and one upsert of them), then one
-upsert per aggregate table with the run's changes summed per row, in key order so two batches never wait in a
+its length: one insert of the payments (for billing items, one locked read of what they were due and one upsert
+of them), then one upsert per aggregate table with the run's changes summed per row, in key order so two batches never wait in a
 circle. Other event types are applied by their own handlers, in their place, so the order within a partition
 holds.
 
 Alerts: a threshold is checked after every event that moves its metric, and an alert is raised by the event that
-crosses it, so the value after each event matters. While a rule watches a metric a run moves, the run is applied
-one event at a time by the ordinary handlers (same statements, same alerts, in the same transaction); with no rule
-on it, no event stages anything and only the sums remain, which a batch leaves exactly as one by one does.
+crosses it, so the value after each event matters. While a rule watches a metric a run moves, the run reads the
+figures once before it moves them, works out the value after each of its events in the order one event at a
+time would, and has `Alerts.check_in_order` check them all: the same alerts raised by the same events, in the same
+order, and the same alert states left.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import date
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -28,8 +29,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import String
 
-from services.kpi import domain
-from services.kpi.domain import CountedEvent, Metric, StoredDue
+from services.kpi import domain, queries
+from services.kpi.domain import CountedEvent, DuesKey, Metric, StoredDue
 from services.kpi.storage import (
     BACKLOG_SCOPE,
     daily_collections,
@@ -49,7 +50,8 @@ from shared.contracts.events import (
     CreditNoteVoided,
     PaymentPosted,
 )
-from shared.messaging import Applying, EventHandler, apply_in_runs
+from shared.messaging import Applying, apply_in_runs
+from shared.money import quantize
 from shared.receivables import ITEM_EVENT_TYPES, receivable_items
 
 if TYPE_CHECKING:
@@ -148,34 +150,23 @@ class KpiBatches:
         self.projections = projections
         self.alerts = projections.alerts
 
-    async def _watched(self, session: AsyncSession, *metrics: Metric) -> bool:
-        """Whether an alert rule watches any of `metrics` (never while replaying history: no alert is raised)."""
-        if self.projections.replaying:
-            return False
-        for metric in metrics:
-            if await self.alerts.rules.for_metric(session, metric):
-                return True
-        return False
+    async def _rate_figures(self, session: AsyncSession, periods: Iterable[str]) -> dict[str, tuple[Decimal, Decimal]]:
+        """Collected and due in each period, in the currency the collection rate is measured in, as they stand."""
+        figures = {}
+        for period in sorted(set(periods)):
+            start, end = domain.month_bounds(period)
+            collected = await queries.collections(session, start, end, self.alerts.currency)
+            figures[period] = (collected.collected, await queries.due(session, start, end, self.alerts.currency))
+        return figures
 
-    async def _in_runs(
-        self,
-        session: AsyncSession,
-        batch: Sequence[Applying],
-        together: Sequence[str],
-        apply_run: Callable[[AsyncSession, Sequence[Applying]], Any],
-        handlers: Mapping[str, EventHandler],
-        watched: Sequence[Metric],
-    ) -> None:
-        if watched and any(a.envelope.type in together for a in batch) and await self._watched(session, *watched):
-            together = ()  # the value after each event decides which event raises an alert: one by one
-        await apply_in_runs(session, batch, together, apply_run, handlers)
+    def _rate(self, collected: Decimal, due: Decimal) -> Decimal | None:
+        currency = self.alerts.currency
+        return domain.collection_rate(quantize(collected, currency), quantize(due, currency))
 
     # --- payments.events.v1 ---
 
     async def payments(self, session: AsyncSession, batch: Sequence[Applying]) -> None:
-        handlers = self.projections.payment_handlers()
-        watched = (Metric.COLLECTION_RATE, Metric.PENDING_VERIFICATIONS)
-        await self._in_runs(session, batch, (POSTED,), self.post_payments, handlers, watched)
+        await apply_in_runs(session, batch, (POSTED,), self.post_payments, self.projections.payment_handlers())
 
     async def post_payments(self, session: AsyncSession, run: Sequence[Applying]) -> None:
         """Record the run's payments and add the new ones to the aggregates, in four statements at most."""
@@ -189,14 +180,50 @@ class KpiBatches:
             envelopes[row["payment_id"]] = applying.envelope
             rows.append(row)
         inserted = {found.payment_id for found in await session.execute(_INSERT_PAYMENTS, rows)}
-        counted = []
+        fresh = []
         for row in rows:
-            if row["payment_id"] not in inserted:
+            if row["payment_id"] in inserted:
+                fresh.append(row)
+            else:
                 _already_counted(row["payment_id"], envelopes[row["payment_id"]])
-            elif row["counted"]:
-                counted.append(row)
-        if not counted:
-            return
+        checks = await self._payment_checks(session, fresh)
+        counted = [row for row in fresh if row["counted"]]
+        if counted:
+            await self._collect(session, counted)
+        if checks:
+            await self.alerts.check_in_order(session, checks)
+
+    async def _payment_checks(
+        self, session: AsyncSession, fresh: Sequence[dict[str, Any]]
+    ) -> list[tuple[Metric, str, Decimal | None]]:
+        """The alert checks one event at a time makes after each new payment: the collection rate of its payment
+        date's period, then the pending verifications. Read before the aggregates move."""
+        if self.projections.replaying or not fresh:
+            return []
+        rate_rules = await self.alerts.rules.for_metric(session, Metric.COLLECTION_RATE)
+        pending_rules = await self.alerts.rules.for_metric(session, Metric.PENDING_VERIFICATIONS)
+        if not rate_rules and not pending_rules:
+            return []
+        periods = (domain.period_of(r["payment_date"]) for r in fresh)
+        figures = await self._rate_figures(session, periods) if rate_rules else {}
+        pending = await queries.pending_verifications(session) if pending_rules else 0
+        checks: list[tuple[Metric, str, Decimal | None]] = []
+        for row in fresh:
+            if rate_rules:
+                period = domain.period_of(row["payment_date"])
+                collected, due = figures[period]
+                if row["counted"] and row["currency"] == self.alerts.currency:
+                    collected += row["amount"]
+                    figures[period] = (collected, due)
+                checks.append((Metric.COLLECTION_RATE, period, self._rate(collected, due)))
+            if pending_rules:
+                if row["counted"] and row["verification"] == domain.PENDING_VERIFICATION:
+                    pending += 1
+                checks.append((Metric.PENDING_VERIFICATIONS, "current", Decimal(pending)))
+        return checks
+
+    async def _collect(self, session: AsyncSession, counted: Sequence[dict[str, Any]]) -> None:
+        """Add the counted payments to the collections, the receipts and the verification backlog."""
         collections = _summed(
             (
                 (row["payment_date"], row["currency"], row["channel"], row["method"], row["payment_type"]),
@@ -219,8 +246,7 @@ class KpiBatches:
     # --- billing.receivables.v1 ---
 
     async def billing(self, session: AsyncSession, batch: Sequence[Applying]) -> None:
-        handlers = self.projections.billing_handlers()
-        await self._in_runs(session, batch, ITEM_EVENT_TYPES, self.items_fall_due, handlers, (Metric.COLLECTION_RATE,))
+        await apply_in_runs(session, batch, ITEM_EVENT_TYPES, self.items_fall_due, self.projections.billing_handlers())
 
     async def items_fall_due(self, session: AsyncSession, run: Sequence[Applying]) -> None:
         """The run's items in three statements: read (and lock) what they were due, store them, move the dues."""
@@ -244,6 +270,7 @@ class KpiBatches:
         )
         if not folded.moves:
             return
+        checks = await self._dues_checks(session, folded.steps)
         await session.execute(
             _SET_DUES,
             [
@@ -264,6 +291,25 @@ class KpiBatches:
                 for (day, currency, kind), (items, due) in sorted(folded.moves.items())
             ],
         )
+        if checks:
+            await self.alerts.check_in_order(session, checks)
+
+    async def _dues_checks(
+        self, session: AsyncSession, steps: Sequence[tuple[DuesKey, int, Decimal]]
+    ) -> list[tuple[Metric, str, Decimal | None]]:
+        """One collection-rate check after each move of a due (its period), as one event at a time makes them."""
+        if self.projections.replaying or not await self.alerts.rules.for_metric(session, Metric.COLLECTION_RATE):
+            return []
+        figures = await self._rate_figures(session, (domain.period_of(day) for (day, _, _), _, _ in steps))
+        checks: list[tuple[Metric, str, Decimal | None]] = []
+        for (day, currency, _), _, amount in steps:
+            period = domain.period_of(day)
+            collected, due = figures[period]
+            if currency == self.alerts.currency:
+                due += amount
+                figures[period] = (collected, due)
+            checks.append((Metric.COLLECTION_RATE, period, self._rate(collected, due)))
+        return checks
 
     # --- creditnotes.events.v1: every event only adds to `daily_events` ---
 

@@ -270,6 +270,8 @@ class DuesMoves:
     # Items and money added to (or taken from) each day, in the order first touched; a day an item passed through
     # nets to zero but is still there, because one event at a time creates its row too.
     moves: dict[DuesKey, tuple[int, Decimal]]
+    # Each move in the order one event at a time makes it: after each, that day's period is checked for alerts.
+    steps: list[tuple[DuesKey, int, Decimal]]
 
 
 def fold_dues(earlier: dict[ItemKey, StoredDue], issued: list[tuple[ItemKey, StoredDue]]) -> DuesMoves:
@@ -278,10 +280,12 @@ def fold_dues(earlier: dict[ItemKey, StoredDue], issued: list[tuple[ItemKey, Sto
     as the row keeps it) and joins its new one."""
     stored: dict[ItemKey, StoredDue] = {}
     moves: dict[DuesKey, tuple[int, Decimal]] = {}
+    steps: list[tuple[DuesKey, int, Decimal]] = []
 
     def move(key: DuesKey, items: int, amount: Decimal) -> None:
         count, total = moves.get(key, (0, Decimal(0)))
         moves[key] = (count + items, total + amount)
+        steps.append((key, items, amount))
 
     for key, due in issued:
         before = stored.get(key, earlier.get(key))
@@ -291,4 +295,4 @@ def fold_dues(earlier: dict[ItemKey, StoredDue], issued: list[tuple[ItemKey, Sto
             move((before.due_date, before.currency, key[0]), -1, -before.amount)
         move((due.due_date, due.currency, key[0]), 1, due.amount)
         stored[key] = due if before is None else StoredDue(due.due_date, due.amount, before.currency)
-    return DuesMoves(stored, moves)
+    return DuesMoves(stored, moves, steps)

@@ -27,6 +27,7 @@ from services.kpi.projections import subscriptions
 from services.kpi.settings import KpiSettings
 from services.kpi.storage import (
     alert_rules,
+    alert_states,
     daily_collections,
     daily_dues,
     daily_events,
@@ -411,26 +412,31 @@ async def test_the_common_case_is_a_fixed_handful_of_statements(kpi: tuple[Servi
 
 
 @asynccontextmanager
-async def collection_rate_rule(run: Run, threshold: str) -> AsyncIterator[str]:
-    alert_id = f"AL-{run.prefix}"
+async def alert_rules_of(run: Run, *rules: tuple[str, str, str]) -> AsyncIterator[list[str]]:
+    ids = [f"AL-{run.prefix}-{n}" for n in range(len(rules))]
     async with run.service.sessions() as session, session.begin():
         await session.execute(
-            insert(alert_rules).values(
-                alert_id=alert_id,
-                metric="collection_rate",
-                comparison="below",
-                threshold=Decimal(threshold),
-                created_by="Test",
-            )
+            insert(alert_rules),
+            [
+                {
+                    "alert_id": alert_id,
+                    "metric": metric,
+                    "comparison": comparison,
+                    "threshold": Decimal(threshold),
+                    "created_by": "Test",
+                }
+                for alert_id, (metric, comparison, threshold) in zip(ids, rules, strict=True)
+            ],
         )
     try:
-        yield alert_id
+        yield ids
     finally:
         async with run.service.sessions() as session, session.begin():
-            await session.execute(delete(alert_rules).where(alert_rules.c.alert_id == alert_id))
+            await session.execute(delete(alert_rules).where(alert_rules.c.alert_id.in_(ids)))
 
 
-async def raised(run: Run, alert_id: str) -> list[tuple[str, str]]:
+async def raised(run: Run, alert_ids: list[str], pending_before: int) -> list[tuple[str, str, str]]:
+    """The alerts staged for these rules, in order; pending verifications counted from where the run began."""
     async with run.service.sessions() as session:
         found = await session.execute(
             select(plumbing.outbox.c.value)
@@ -438,24 +444,67 @@ async def raised(run: Run, alert_id: str) -> list[tuple[str, str]]:
             .order_by(plumbing.outbox.c.id)
         )
         alerts = [json.loads(value)["data"] for (value,) in found]
-    return [(a["period"], a["value"]) for a in alerts if a["alert_id"] == alert_id]
+    return [
+        (
+            a["metric"],
+            a["period"],
+            str(int(Decimal(a["value"])) - pending_before) if a["metric"] == "pending_verifications" else a["value"],
+        )
+        for a in alerts
+        if a["alert_id"] in alert_ids
+    ]
 
 
-async def test_alerts_are_raised_by_the_same_events_in_a_batch(kpi: tuple[Service, KpiSettings]) -> None:
-    """While a rule watches the collection rate, the value after each event decides: 0 % (the bill), 30 % and
-    70 % (two payments), 30 % (the second refunded: a crossing again), 80 %."""
-    outcomes = []
+async def rate_states(run: Run, alert_id: str) -> list[tuple[Any, ...]]:
+    async with run.service.sessions() as session:
+        found = await session.execute(
+            select(alert_states.c.window, alert_states.c.breached, alert_states.c.value, alert_states.c.raised_count)
+            .where(alert_states.c.alert_id == alert_id)
+            .order_by(alert_states.c.window)
+        )
+        return [tuple(row) for row in found]
+
+
+async def test_alerts_are_raised_by_the_same_events_in_a_batch(
+    kpi: tuple[Service, KpiSettings], caplog: pytest.LogCaptureFixture
+) -> None:
+    """While rules watch the collection rate and the pending verifications, the value after each event decides.
+    Rate below 50 %: the bill (0 %), moved to April (March has no rate, April 0 %) and back (0 %); payments 30 %,
+    70 %, the second refunded (30 %: a crossing again), 80 %, 81 %. Pending verifications above one more than
+    before: the second Pending payment, the third after the refund took one off, the fourth after a verification
+    did."""
+    caplog.set_level(logging.WARNING, logger="shared.messaging")
+    outcomes: list[Any] = []
     for together in (True, False):
         run = Run(*kpi)
-        async with collection_rate_rule(run, "50") as alert_id:
-            await run.deliver(Topic.BILLING_RECEIVABLES, [run.bill(9, "100.00", date(2031, 3, 20))], together=together)
+        pending_before = await backlog(run.service)
+        rules = (("collection_rate", "below", "50"), ("pending_verifications", "above", str(pending_before + 1)))
+        async with alert_rules_of(run, *rules) as alert_ids:
+            march, april = date(2031, 3, 20), date(2031, 4, 5)
+            bills = [run.bill(9, "100.00", march), run.bill(9, "100.00", april), run.bill(9, "100.00", march)]
+            await run.deliver(Topic.BILLING_RECEIVABLES, bills, together=together)
             history = [
-                run.posted(1, "30.00"),
-                run.posted(2, "40.00"),
+                run.posted(1, "30.00", verification="Pending"),
+                run.posted(2, "40.00", verification="Pending"),
                 run.status(2, "Posted", "Refunded"),
-                run.posted(3, "50.00"),
+                run.posted(3, "50.00", verification="Pending"),
+                run.verified(1),
+                run.posted(4, "1.00", verification="Pending"),
             ]
             await run.deliver(Topic.PAYMENTS_EVENTS, history, together=together)
-            outcomes.append((await raised(run, alert_id), await run.rows()))
-    assert outcomes[0] == outcomes[1]
-    assert outcomes[0][0] == [("2031-03", "0.00"), ("2031-03", "30.00")]
+            outcomes.append((await raised(run, alert_ids, pending_before), await rate_states(run, alert_ids[0])))
+            outcomes.append(await run.rows())
+    assert not [r for r in caplog.records if r.getMessage().startswith("batch rolled back")]
+    assert outcomes[0] == outcomes[2]
+    assert outcomes[1] == outcomes[3]
+    alerts, states = outcomes[0]
+    assert alerts == [
+        ("collection_rate", "2031-03", "0.00"),
+        ("collection_rate", "2031-04", "0.00"),
+        ("collection_rate", "2031-03", "0.00"),
+        ("pending_verifications", "current", "2"),
+        ("collection_rate", "2031-03", "30.00"),
+        ("pending_verifications", "current", "2"),
+        ("pending_verifications", "current", "2"),
+    ]
+    assert states == [("2031-03", False, Decimal("81.00"), 3), ("2031-04", False, None, 1)]

@@ -44,6 +44,11 @@ def test_a_run_folded_at_once_leaves_the_rows_one_at_a_time_leaves(
     stored, rows = one_at_a_time(earlier, issued)
     assert {**earlier, **folded.stored} == stored
     assert folded.moves == rows  # the same rows, those that net to zero included
+    summed: dict[DuesKey, tuple[int, Decimal]] = {}
+    for day, items, amount in folded.steps:
+        count, total = summed.get(day, (0, Decimal(0)))
+        summed[day] = (count + items, total + amount)
+    assert summed == folded.moves
 
 
 @given(EARLIER, ISSUED)
@@ -63,7 +68,7 @@ def test_items_and_money_are_conserved_where_no_currency_changes(
 def test_a_single_item_one_event_at_a_time() -> None:
     march, april = date(2031, 3, 20), date(2031, 4, 5)
     first = StoredDue(march, Decimal("100.00"), "USD")
-    assert fold_dues({("bill", "A"): first}, [(("bill", "A"), first)]) == DuesMoves({}, {})
+    assert fold_dues({("bill", "A"): first}, [(("bill", "A"), first)]) == DuesMoves({}, {}, [])
     moved = fold_dues({("bill", "A"): first}, [(("bill", "A"), StoredDue(april, Decimal("120.00"), "EUR"))])
     # Re-issued in another currency: the row keeps its first, as the table's upsert leaves it.
     assert moved.stored == {("bill", "A"): StoredDue(april, Decimal("120.00"), "USD")}
@@ -71,3 +76,8 @@ def test_a_single_item_one_event_at_a_time() -> None:
         (march, "USD", "bill"): (-1, Decimal("-100.00")),
         (april, "EUR", "bill"): (1, Decimal("120.00")),
     }
+    # In the order one event at a time moves them: out of its old day, then into its new one.
+    assert moved.steps == [
+        ((march, "USD", "bill"), -1, Decimal("-100.00")),
+        ((april, "EUR", "bill"), 1, Decimal("120.00")),
+    ]
