@@ -4,9 +4,9 @@ A lockbox file or a morning at the counters is a stream of `payment.posted`, and
 account. One event at a time cost one to three statements each, and building them cost more CPU than Postgres
 spent running them. Here a run of consecutive events of those types takes a fixed handful of statements whatever
 its length: one insert of the payments (for billing items, one locked read of what they were due and one upsert
-of them), then one upsert per aggregate table with the run's changes summed per row, in key order so two batches never wait in a
-circle. Other event types are applied by their own handlers, in their place, so the order within a partition
-holds.
+of them), then one upsert per aggregate table with the run's changes summed per row, in key order so two batches
+never wait in a circle. Other event types are applied by their own handlers, in their place, so the order within a
+partition holds.
 
 Alerts: a threshold is checked after every event that moves its metric, and an alert is raised by the event that
 crosses it, so the value after each event matters. While a rule watches a metric a run moves, the run reads the
