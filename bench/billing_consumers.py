@@ -4,7 +4,9 @@ Issue 17 asks for at least 5,000 billing events per second per consuming service
 `billing.receivables.v1` alone: an embedded Postgres, the service's migrations, and `--accounts` generated accounts
 (an `account.upserted` and a `bill.issued` each, as `paydesk.sample_data.generate_accounts` makes them) handed to
 the service's own `EventConsumer.deliver` in batches of `--batch`, as Kafka would hand them. No broker: the
-figures are the consumer's and Postgres's, not the network's.
+figures are the consumer's and Postgres's, not the network's. Besides events per second (which follow the machine's
+load) it prints each consumer's CPU per event, its own and its Postgres backends', the events per CPU-second that
+makes, and SQL statements per event, which do not.
 
     .venv/bin/python bench/billing_consumers.py [--accounts 5000] [--batch 200] [--services payments,kpi]
 """
@@ -17,12 +19,12 @@ import importlib
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.consumer_meter import ConsumerMeter  # noqa: E402
 from paydesk.embedded import EmbeddedPostgres  # noqa: E402
 from paydesk.migrations import upgrade  # noqa: E402
 from paydesk.sample_data import generate_accounts  # noqa: E402
@@ -39,16 +41,18 @@ def deliveries(accounts: int) -> list[Delivery]:
     ]
 
 
-async def measure(service_name: str, records: list[Delivery], batch: int) -> float:
+async def measure(service_name: str, records: list[Delivery], batch: int, data_dir: Path) -> ConsumerMeter:
     service = importlib.import_module(f"services.{service_name}.app").create_service()
     consumer = next(c for c in service.event_consumers if c.topic == Topic.BILLING_RECEIVABLES)
+    meter = ConsumerMeter(service.engine, data_dir)
     try:
-        started = time.perf_counter()
+        meter.start()
         for at in range(0, len(records), batch):
             outcomes = await consumer.deliver(records[at : at + batch])
             refused = [o for o in outcomes if o not in ("applied", "ignored")]
             assert not refused, f"{service_name}: {refused[:3]}"
-        return time.perf_counter() - started
+        meter.stop()
+        return meter
     finally:
         await service.engine.dispose()
 
@@ -62,7 +66,8 @@ def main() -> None:
     services = [name for name in args.services.split(",") if name]
     records = deliveries(args.accounts)
     with tempfile.TemporaryDirectory(prefix="paydesk-bench-billing-") as workdir:
-        postgres = EmbeddedPostgres(Path(workdir) / "pgdata", delete_on_stop=True)
+        data_dir = Path(workdir) / "pgdata"
+        postgres = EmbeddedPostgres(data_dir, delete_on_stop=True)
         url = postgres.start()
         os.environ["DATABASE_URL"] = url
         os.environ.setdefault("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # never contacted: deliver() needs no broker
@@ -71,9 +76,15 @@ def main() -> None:
             print(f"load        {os.getloadavg()[0]:.1f} {os.getloadavg()[1]:.1f} (uptime load average)", flush=True)
             for name in services:
                 upgrade(name, url)
-                took = asyncio.run(measure(name, records, args.batch))
-                rate = len(records) / took
-                print(f"{name:<14} {len(records):,} billing events in {took:6.2f} s: {rate:8,.1f} events/s", flush=True)
+                meter = asyncio.run(measure(name, records, args.batch, data_dir))
+                count, cpu = len(records), meter.cpu + meter.postgres_cpu
+                print(
+                    f"{name:<14} {count:,} billing events in {meter.wall:6.2f} s: {count / meter.wall:8,.1f} events/s; "
+                    f"CPU {1000 * meter.cpu / count:.3f} + {1000 * meter.postgres_cpu / count:.3f} ms/event "
+                    f"(consumer + postgres) = {count / max(cpu, 1e-9):8,.0f} events per CPU-second; "
+                    f"{meter.statements / count:.3f} statements/event",
+                    flush=True,
+                )
             print(f"load        {os.getloadavg()[0]:.1f} {os.getloadavg()[1]:.1f} (uptime load average)", flush=True)
         finally:
             postgres.stop()
