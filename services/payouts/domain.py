@@ -459,3 +459,20 @@ def month_of(day: date) -> tuple[date, date]:
     start = day.replace(day=1)
     following = (start + timedelta(days=32)).replace(day=1)
     return start, following
+
+
+@dataclass(frozen=True)
+class Agent:
+    """A payee that earns on what it collects: through a channel, and as one user of it if `user` is set."""
+
+    payee_id: str
+    payee_group: str | None
+    channel: str
+    user: str | None
+
+
+def agent_for(agents: Iterable[Agent], channel: str, received_by: str) -> Agent | None:
+    """The agent earning on a payment: the one linked to its channel and user, else to the channel alone; the
+    lowest payee id where several are linked alike, so every path picks the same one."""
+    linked = [a for a in agents if a.channel == channel and a.user in (None, received_by)]
+    return min(linked, key=lambda a: (a.user is None, a.payee_id), default=None)

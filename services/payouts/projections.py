@@ -11,7 +11,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.payouts import domain, runs
+from services.payouts import batches, domain, runs
 from services.payouts.commands import add_line
 from services.payouts.domain import LineKind, LineStatus
 from services.payouts.payees import customer_payee
@@ -25,7 +25,7 @@ from shared.contracts.events import (
     PaymentStatusChanged,
     PayoutBankStatusReported,
 )
-from shared.messaging import Subscription
+from shared.messaging import EventHandler, Subscription
 
 
 def commission_line_id(receipt_number: str) -> str:
@@ -38,7 +38,7 @@ async def agent_for(session: AsyncSession, channel: str, received_by: str) -> An
     statement = (
         select(c.payee_id, c.payee_group)
         .where(c.agent_channel == channel, (c.agent_user == received_by) | c.agent_user.is_(None))
-        .order_by(c.agent_user.is_(None))
+        .order_by(c.agent_user.is_(None), c.payee_id)  # as domain.agent_for picks for a batch
         .limit(1)
     )
     return (await session.execute(statement)).first()
@@ -255,15 +255,14 @@ async def on_payout_bank_status_reported(session: AsyncSession, envelope: Envelo
 
 
 def subscriptions() -> list[Subscription]:
+    paid: dict[str, EventHandler] = {
+        "payment.posted": on_payment_posted,
+        "payment.cancelled": on_payment_cancelled,
+        "payment.status_changed": on_payment_status_changed,
+    }
     return [
         Subscription(
-            "payments",
-            Topic.PAYMENTS_EVENTS,
-            {
-                "payment.posted": on_payment_posted,
-                "payment.cancelled": on_payment_cancelled,
-                "payment.status_changed": on_payment_status_changed,
-            },
+            "payments", Topic.PAYMENTS_EVENTS, paid, batch_handler=batches.PaymentBatches(paid).on_payments_batch
         ),
         Subscription(
             "creditnotes", Topic.CREDITNOTES_EVENTS, {"credit_note.refund_requested": on_credit_note_refund_requested}

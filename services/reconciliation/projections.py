@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import and_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.reconciliation import commands, domain
+from services.reconciliation import batches, commands, domain
 from services.reconciliation.domain import ExceptionKind, ItemStatus
 from services.reconciliation.settings import ReconciliationSettings
 from services.reconciliation.storage import expected_items, gateway_intents, payments, payouts
@@ -22,7 +23,7 @@ from shared.contracts.events import (
     PaymentPosted,
     PaymentStatusChanged,
 )
-from shared.messaging import Subscription
+from shared.messaging import EventHandler, Subscription
 
 ONLINE = "Online"
 CLOSED_STATUSES = ("Cancelled", "Refunded", "Failed")
@@ -37,9 +38,11 @@ class ExpectedSide:
     def window(self, channel: str) -> int:
         return self.settings.window_days.get(channel, self.settings.default_window_days)
 
-    async def on_payment_posted(self, session: AsyncSession, envelope: Envelope) -> None:
-        posted = parse_data(envelope, PaymentPosted)
-        row = {
+    online = ONLINE
+
+    def payment_row(self, posted: PaymentPosted) -> dict[str, Any]:
+        """The payment as payments announced it."""
+        return {
             "payment_id": posted.payment_id,
             "receipt_number": posted.receipt_number,
             "account_number": posted.consumer.account_number,
@@ -53,9 +56,35 @@ class ExpectedSide:
             "payment_date": posted.payment_date,
             "status": posted.status,
         }
+
+    def expected_item(self, posted: PaymentPosted) -> dict[str, Any]:
+        """What the bank should show for a payment not paid online: a counter deposit or a transfer."""
+        counter = domain.is_counter_cash(posted.method, self.settings.counter_methods)
+        branch = self.settings.teller_branches.get(posted.received_by, posted.channel)
+        return {
+            "item_id": f"pay:{posted.payment_id}",
+            "kind": "counter" if counter else "transfer",
+            "channel": posted.channel,
+            # A transfer names its invoice in the remittance text; a counter deposit is found by its group.
+            "reference": posted.payment_id if counter else posted.item.item_reference,
+            "group_key": domain.deposit_group(branch, posted.payment_date, posted.method) if counter else None,
+            "amount": posted.amount.amount,
+            "currency": posted.amount.currency,
+            "origin_date": posted.payment_date,
+            "window_days": self.window(posted.channel),
+            "status": ItemStatus.EXPECTED,
+            "payment_id": posted.payment_id,
+            "account_number": posted.consumer.account_number,
+        }
+
+    async def on_payment_posted(self, session: AsyncSession, envelope: Envelope) -> None:
+        posted = parse_data(envelope, PaymentPosted)
         first = (
             await session.execute(
-                pg_insert(payments).values(**row).on_conflict_do_nothing().returning(payments.c.payment_id)
+                pg_insert(payments)
+                .values(**self.payment_row(posted))
+                .on_conflict_do_nothing()
+                .returning(payments.c.payment_id)
             )
         ).first()
         if first is None:
@@ -63,27 +92,7 @@ class ExpectedSide:
         if posted.channel == ONLINE:
             await self._link_online(session, posted)
             return  # its money reaches the bank in a Stripe payout (gateway.payout_listed)
-        counter = domain.is_counter_cash(posted.method, self.settings.counter_methods)
-        branch = self.settings.teller_branches.get(posted.received_by, posted.channel)
-        await session.execute(
-            pg_insert(expected_items)
-            .values(
-                item_id=f"pay:{posted.payment_id}",
-                kind="counter" if counter else "transfer",
-                channel=posted.channel,
-                # A transfer names its invoice in the remittance text; a counter deposit is found by its group.
-                reference=posted.payment_id if counter else posted.item.item_reference,
-                group_key=domain.deposit_group(branch, posted.payment_date, posted.method) if counter else None,
-                amount=posted.amount.amount,
-                currency=posted.amount.currency,
-                origin_date=posted.payment_date,
-                window_days=self.window(posted.channel),
-                status=ItemStatus.EXPECTED,
-                payment_id=posted.payment_id,
-                account_number=posted.consumer.account_number,
-            )
-            .on_conflict_do_nothing()
-        )
+        await session.execute(pg_insert(expected_items).values(**self.expected_item(posted)).on_conflict_do_nothing())
 
     async def _link_online(self, session: AsyncSession, posted: PaymentPosted) -> None:
         # payment.posted does not carry the payment intent: the one unlinked intent of the same account, item
@@ -293,15 +302,17 @@ async def _payment_gone(session: AsyncSession, payment_id: str, status: str, amo
 
 def subscriptions(settings: ReconciliationSettings) -> list[Subscription]:
     side = ExpectedSide(settings)
+    paid: dict[str, EventHandler] = {
+        "payment.posted": side.on_payment_posted,
+        "payment.cancelled": on_payment_cancelled,
+        "payment.status_changed": on_payment_status_changed,
+    }
     return [
         Subscription(
             "payments",
             Topic.PAYMENTS_EVENTS,
-            {
-                "payment.posted": side.on_payment_posted,
-                "payment.cancelled": on_payment_cancelled,
-                "payment.status_changed": on_payment_status_changed,
-            },
+            paid,
+            batch_handler=batches.PaymentBatches(side, paid).on_payments_batch,
         ),
         Subscription(
             "gateway",

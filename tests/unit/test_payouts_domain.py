@@ -409,3 +409,49 @@ class TestSmallRules:
     def test_month_bounds(self):
         assert domain.month_of(date(2025, 12, 15)) == (date(2025, 12, 1), date(2026, 1, 1))
         assert date(2025, 1, 1) + timedelta(days=0) == date(2025, 1, 1)
+
+
+class TestAgentFor:
+    def agents(self) -> list[domain.Agent]:
+        return [
+            domain.Agent("PE-3", None, "Walk-in", None),
+            domain.Agent("PE-2", "north", "Walk-in", "Jane Smith"),
+            domain.Agent("PE-1", None, "Lockbox", None),
+        ]
+
+    def test_the_agent_linked_to_the_user_earns_before_the_one_linked_to_the_channel(self) -> None:
+        assert domain.agent_for(self.agents(), "Walk-in", "Jane Smith") == self.agents()[1]
+
+    def test_another_user_of_the_channel_earns_the_channel_agent(self) -> None:
+        assert domain.agent_for(self.agents(), "Walk-in", "Rick Roe") == self.agents()[0]
+
+    def test_a_channel_without_an_agent_earns_nobody(self) -> None:
+        assert domain.agent_for(self.agents(), "Online", "Jane Smith") is None
+        assert domain.agent_for([], "Walk-in", "Jane Smith") is None
+
+    @given(
+        st.lists(
+            st.builds(
+                domain.Agent,
+                st.sampled_from(["PE-1", "PE-2", "PE-3", "PE-4"]),
+                st.none(),
+                st.sampled_from(["Walk-in", "Lockbox"]),
+                st.sampled_from([None, "Jane Smith", "Rick Roe"]),
+            ),
+            max_size=6,
+        ),
+        st.sampled_from(["Walk-in", "Lockbox", "Online"]),
+        st.sampled_from(["Jane Smith", "Rick Roe"]),
+    )
+    def test_the_chosen_agent_is_linked_and_the_same_whatever_the_order(
+        self, agents: list[domain.Agent], channel: str, user: str
+    ) -> None:
+        chosen = domain.agent_for(agents, channel, user)
+        assert chosen == domain.agent_for(list(reversed(agents)), channel, user)
+        linked = [a for a in agents if a.channel == channel and a.user in (None, user)]
+        if chosen is None:
+            assert not linked
+        else:
+            assert chosen.channel == channel and chosen.user in (None, user)
+            # A user's own agent wins over the channel's.
+            assert chosen.user == user or not any(a.user == user for a in linked)
