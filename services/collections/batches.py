@@ -22,7 +22,8 @@ from decimal import Decimal
 from typing import Any
 
 from opentelemetry.context import Context
-from sqlalchemy import bindparam, select, tuple_, update
+from sqlalchemy import String, any_, bindparam, func, select, tuple_, union, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -58,6 +59,67 @@ ROW_COLUMNS = (
 Key = tuple[str, str]  # (payment_type, item_reference)
 
 
+# The reads below take their lists as one array each, not IN (...) with a parameter per value: their text is then the
+# same for every batch, so asyncpg prepares each once, where every new list length was a new statement to prepare.
+_wanted = bindparam("wanted", type_=ARRAY(String))
+_LOCK_ACCOUNTS = (
+    select(accounts)
+    .where(accounts.c.account_number == any_(_wanted))
+    .order_by(accounts.c.account_number)
+    .with_for_update()
+)
+_SPECIAL = union(
+    select(arrangements.c.account_number).where(
+        arrangements.c.account_number == any_(_wanted),
+        arrangements.c.status.not_in(worklist.SUPERSEDED_STATUSES),
+    ),
+    select(activities.c.account_number).where(
+        activities.c.account_number == any_(_wanted),
+        activities.c.promise_status == domain.PromiseStatus.OPEN.value,
+    ),
+)
+_key_list = (
+    func.unnest(bindparam("types", type_=ARRAY(String)), bindparam("references", type_=ARRAY(String)))
+    .table_valued("payment_type", "item_reference")
+    .render_derived(name="k")
+)
+_keys = select(_key_list.c.payment_type, _key_list.c.item_reference)
+_LOCK_ITEMS = (
+    select(items)
+    .where(
+        (
+            (items.c.account_number == any_(bindparam("simple", type_=ARRAY(String))))
+            & items.c.arrangement_id.is_(None)
+            & (items.c.amount > items.c.paid)
+        )
+        | tuple_(items.c.payment_type, items.c.item_reference).in_(_keys)
+    )
+    .with_for_update()
+)
+
+
+# Executed with many rows: compiled once and cached, where `.values([...])` would compile each time.
+_WRITE_ROWS = (
+    update(accounts)
+    .where(accounts.c.account_number == bindparam("b_account"))
+    .values({name: bindparam(f"b_{name}") for name in ROW_COLUMNS})
+)
+_CREATE_ROWS = pg_insert(accounts).on_conflict_do_nothing().returning(accounts.c.account_number)
+
+
+def new_row(account: str) -> dict[str, Any]:
+    """A worklist row as `worklist.lock_account` creates it (the table's defaults), before anything changed it."""
+    return {column.name: None for column in accounts.c} | {
+        "account_number": account,
+        "name": "",
+        "currency": "USD",
+        "amount_owed": domain.ZERO,
+        "amount_overdue": domain.ZERO,
+        "disconnection": domain.Disconnection.CLEAR.value,
+        "disconnection_reason": "nothing overdue",
+    }
+
+
 class OneByOne(Exception):
     """The batch needs the one-event-at-a-time path."""
 
@@ -71,6 +133,7 @@ class Ledger:
     rows: dict[str, dict[str, Any]]
     seen: set[str]  # accounts that exist at this point of the one-by-one order (a name is filled in only then)
     items: dict[Key, dict[str, Any]]
+    created: set[str] = field(default_factory=set)  # accounts not in the table yet: inserted by `write`
     staged: list[Outgoing] = field(default_factory=list)
     paid: dict[Key, Decimal] = field(default_factory=dict)  # what the batch's payments added to each item
     _owned: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # the items by account
@@ -127,33 +190,28 @@ class Ledger:
         """The rows and the events, each in one statement (items are the caller's: billing and payments differ)."""
         if self.rows.keys() - self.seen:
             raise OneByOne("an account the events would not have created")  # e.g. only payments seen before
-        if self.rows:
-            statement = (
-                update(accounts)
-                .where(accounts.c.account_number == bindparam("b_account"))
-                .values({name: bindparam(f"b_{name}") for name in ROW_COLUMNS})
-            )
-            await session.execute(
-                statement,
-                [
-                    {"b_account": account} | {f"b_{name}": row[name] for name in ROW_COLUMNS}
-                    for account, row in self.rows.items()
-                ],
-            )
+        changed = [
+            {"b_account": account} | {f"b_{name}": row[name] for name in ROW_COLUMNS}
+            for account, row in self.rows.items()
+            if account not in self.created
+        ]
+        if changed:
+            await session.execute(_WRITE_ROWS, changed)
+        if self.created:
+            new = [
+                {"account_number": account} | {name: self.rows[account][name] for name in ROW_COLUMNS}
+                for account in sorted(self.created)
+            ]
+            inserted = (await session.execute(_CREATE_ROWS, new)).scalars().all()
+            if len(inserted) != len(new):
+                raise OneByOne("an account was created meanwhile")
         await stage_all(session, self.staged)
 
 
 async def _special_accounts(session: AsyncSession, wanted: Collection[str]) -> set[str]:
     """The accounts whose rows do not follow from their items alone: an arrangement speaks for them, or a payment
     counts toward an open promise to pay."""
-    with_plan = select(arrangements.c.account_number).where(
-        arrangements.c.account_number.in_(wanted), arrangements.c.status.not_in(worklist.SUPERSEDED_STATUSES)
-    )
-    promised = select(activities.c.account_number).where(
-        activities.c.account_number.in_(wanted),
-        activities.c.promise_status == domain.PromiseStatus.OPEN.value,
-    )
-    return set((await session.execute(with_plan.union(promised))).scalars())
+    return set((await session.execute(_SPECIAL, {"wanted": list(wanted)})).scalars())
 
 
 async def open_ledger(
@@ -165,24 +223,14 @@ async def open_ledger(
     wanted = sorted({account for account, _ in touches})
     keys = sorted({key for _, key in touches if key is not None})
     found = {
-        row.account_number: dict(row._mapping)
-        for row in await session.execute(
-            select(accounts)
-            .where(accounts.c.account_number.in_(wanted))
-            .order_by(accounts.c.account_number)
-            .with_for_update()
-        )
+        row.account_number: dict(row._mapping) for row in await session.execute(_LOCK_ACCOUNTS, {"wanted": wanted})
     }
     simple = set(wanted) - set(special) - await _special_accounts(session, wanted)
-    owned = (
-        items.c.account_number.in_(sorted(simple)) & items.c.arrangement_id.is_(None) & (items.c.amount > items.c.paid)
-    )
     stored = {
         (row.payment_type, row.item_reference): dict(row._mapping)
         for row in await session.execute(
-            select(items)
-            .where(owned | tuple_(items.c.payment_type, items.c.item_reference).in_(keys))
-            .with_for_update()
+            _LOCK_ITEMS,
+            {"simple": sorted(simple), "types": [k[0] for k in keys], "references": [k[1] for k in keys]},
         )
     }
     owner: dict[Key, str] = {}
@@ -195,24 +243,15 @@ async def open_ledger(
             raise OneByOne("an item stored under another account")
         if key in stored and stored[key]["arrangement_id"] is not None:
             simple.discard(account)
+    # Accounts not there yet are created by `Ledger.write`, with their final values: one row version, not one
+    # with `lock_account`'s defaults and then another (every index, trigram ones included, written twice).
     missing = sorted(simple - found.keys())
-    if missing:
-        # Created here as `lock_account` would (its defaults) and locked by the insert; when the one-by-one order
-        # would have created each is `Ledger.seen`'s business.
-        created = {
-            row.account_number: dict(row._mapping)
-            for row in await session.execute(
-                pg_insert(accounts).on_conflict_do_nothing().returning(*accounts.c),
-                [{"account_number": account} for account in missing],
-            )
-        }
-        if len(created) != len(missing):
-            raise OneByOne("an account was created meanwhile")
-        found |= created
+    found |= {account: new_row(account) for account in missing}
     return Ledger(
         desk,
         rows={account: found[account] for account in sorted(simple)},
         seen=simple - set(missing),
+        created=set(missing),
         items={key: item for key, item in stored.items() if item["account_number"] in simple},
     )
 

@@ -18,8 +18,10 @@ from hypothesis import strategies as st
 from sqlalchemy import event, insert, select
 
 from services.collections.app import CollectionsService, create_service
+from services.collections.batches import new_row
 from services.collections.settings import CollectionsSettings
 from services.collections.storage import accounts, activities, arrangements, installments, items, payments, plumbing
+from services.collections.worklist import lock_account
 from shared.contracts import CONTENT_TYPE, Envelope, Topic, new_envelope
 from shared.contracts.events import (
     AccountUpserted,
@@ -376,10 +378,11 @@ async def test_a_batch_of_payments_takes_a_fixed_number_of_statements(service: C
     payments_ = [paid(f"{p}{n}", f"R-{p}{n}", f"INV-{p}{n}", "75.00", "75.00") for n in range(size)]
     with counted_statements(service) as payment_statements:
         assert set(await paying.deliver(deliveries(payments_))) == {"applied"}
-    # The inbox claim; the accounts locked, whether any has an arrangement or a promise, their items; the new
-    # accounts made (billing) or the payments inserted (payments); the items and the rows written; the events staged.
+    # The inbox claim; the accounts locked, whether any has an arrangement or a promise, their items; the items
+    # written; the new accounts made with their rows (billing) or the payments inserted and the rows written
+    # (payments); the events staged.
     working = [s for s in billing_statements if not s.startswith(("BEGIN", "COMMIT"))]
-    assert len(working) == 8, working
+    assert len(working) == 7, working
     working = [s for s in payment_statements if not s.startswith(("BEGIN", "COMMIT"))]
     assert len(working) == 8, working
     found = await state(service, p)
@@ -388,6 +391,14 @@ async def test_a_batch_of_payments_takes_a_fixed_number_of_statements(service: C
         [kind for _, kind, _ in events] == ["disconnection.eligible", "disconnection.cleared"]
         for events in found["staged"].values()
     )
+
+
+async def test_an_account_a_batch_creates_starts_as_one_created_alone_starts(service: CollectionsService) -> None:
+    """The batch writes a new account's row once, from `new_row`; it must start from what `lock_account` makes."""
+    account = f"CS{uuid.uuid4().hex[:6].upper()}-NEW"
+    async with service.sessions() as session, session.begin():
+        created = dict((await lock_account(session, account))._mapping)
+    assert new_row(account) == created
 
 
 @st.composite
