@@ -29,7 +29,7 @@ from services.payouts.storage import (
 )
 from shared import approvals as maker_checker
 from shared import audit, idempotency
-from shared.contracts import Topic, new_envelope
+from shared.contracts import Envelope, Topic, new_envelope
 from shared.contracts.events import EarningLine, Money
 from shared.errors import Conflict, NotFound, Rejected
 from shared.outbox import stage
@@ -44,6 +44,11 @@ RUN_APPROVAL = "payout_run"
 
 async def stage_line_event(session: AsyncSession, row: dict[str, Any]) -> None:
     """`earning.accrued` (or `earning.reversed` for a reversal) for a line that now counts."""
+    await stage(session, Topic.PAYOUTS_EVENTS, line_event(row))
+
+
+def line_event(row: dict[str, Any]) -> Envelope:
+    """The event that announces a line that now counts."""
     event_type = "earning.reversed" if row["kind"] == LineKind.REVERSAL else "earning.accrued"
     data = EarningLine(
         line_id=row["line_id"],
@@ -57,9 +62,7 @@ async def stage_line_event(session: AsyncSession, row: dict[str, Any]) -> None:
         created_by=row["created_by"],
         created_at=row["created_at"],
     )
-    await stage(
-        session, Topic.PAYOUTS_EVENTS, new_envelope(event_type, source=SOURCE, subject=row["payee_id"], data=data)
-    )
+    return new_envelope(event_type, source=SOURCE, subject=row["payee_id"], data=data)
 
 
 async def add_line(session: AsyncSession, row: dict[str, Any]) -> bool:

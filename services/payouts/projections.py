@@ -3,19 +3,25 @@ credit-note refund requests, and payout statuses from the gateway's transfer and
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
-from decimal import Decimal
-from typing import Any
+from datetime import UTC, datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.payouts import batches, domain, runs
 from services.payouts.commands import add_line
 from services.payouts.domain import LineKind, LineStatus
+from services.payouts.earning import (
+    agent_for,
+    commission_line,
+    commission_line_id,
+    month_to_date,
+    payee_lock,
+    rule_in_force,
+)
 from services.payouts.payees import customer_payee
-from services.payouts.storage import lines, payees, payments, rules
+from services.payouts.storage import lines, payments
 from shared.contracts import Envelope, PaymentStatus, Topic, parse_data
 from shared.contracts.events import (
     CreditNoteRefundRequested,
@@ -26,81 +32,6 @@ from shared.contracts.events import (
     PayoutBankStatusReported,
 )
 from shared.messaging import EventHandler, Subscription
-
-
-def commission_line_id(receipt_number: str) -> str:
-    return f"COM-{receipt_number}"
-
-
-async def agent_for(session: AsyncSession, channel: str, received_by: str) -> Any:
-    """The agent payee earning on a payment: the one linked to its channel and user, else to the channel alone."""
-    c = payees.c
-    statement = (
-        select(c.payee_id, c.payee_group)
-        .where(c.agent_channel == channel, (c.agent_user == received_by) | c.agent_user.is_(None))
-        .order_by(c.agent_user.is_(None), c.payee_id)  # as domain.agent_for picks for a batch
-        .limit(1)
-    )
-    return (await session.execute(statement)).first()
-
-
-def _rule(row: Any) -> domain.CommissionRule:
-    return domain.CommissionRule(
-        rule_id=row.rule_id,
-        kind=domain.RuleKind(row.kind),
-        currency=row.currency,
-        effective_from=row.effective_from,
-        effective_to=row.effective_to,
-        percent=row.percent,
-        fixed=row.fixed,
-        tiers=tuple(domain.Tier(Decimal(t["from_volume"]), Decimal(t["percent"])) for t in row.tiers),
-        minimum_per_payment=row.minimum_per_payment,
-        cap_per_payment=row.cap_per_payment,
-        cap_per_month=row.cap_per_month,
-        payee_id=row.payee_id,
-        payee_group=row.payee_group,
-    )
-
-
-async def rule_in_force(
-    session: AsyncSession, payee_id: str, group: str | None, day: date
-) -> domain.CommissionRule | None:
-    scope = rules.c.payee_id == payee_id
-    if group:
-        scope = scope | (rules.c.payee_group == group)
-    found = [_rule(r) for r in await session.execute(select(rules).where(scope))]
-    return domain.choose_rule(found, payee_id=payee_id, group=group, day=day)
-
-
-async def month_to_date(
-    session: AsyncSession, payee_id: str, currency: str, day: date, receipt: str
-) -> domain.MonthToDate:
-    """The payee's collected volume (payments still counting) and commissions earlier in `day`'s month."""
-    start, end = domain.month_of(day)
-    volume = (
-        await session.execute(
-            select(func.coalesce(func.sum(payments.c.amount), 0)).where(
-                payments.c.payee_id == payee_id,
-                payments.c.currency == currency,
-                payments.c.payment_date >= start,
-                payments.c.payment_date < end,
-                payments.c.status == PaymentStatus.POSTED,
-                payments.c.receipt_number != receipt,
-            )
-        )
-    ).scalar_one()
-    earned = (
-        await session.execute(
-            select(func.coalesce(func.sum(lines.c.amount), 0)).where(
-                lines.c.payee_id == payee_id,
-                lines.c.currency == currency,
-                lines.c.kind == LineKind.COMMISSION,
-                lines.c.earned_on >= start,
-                lines.c.earned_on < end,
-            )
-        )
-    ).scalar_one()
-    return domain.MonthToDate(Decimal(volume), Decimal(earned))
 
 
 async def on_payment_posted(session: AsyncSession, envelope: Envelope) -> None:
@@ -128,8 +59,7 @@ async def on_payment_posted(session: AsyncSession, envelope: Envelope) -> None:
     ).first()
     if first_sight is None or agent is None:
         return
-    # One payee's month-to-date figures are read and extended by one transaction at a time.
-    await session.execute(select(func.pg_advisory_xact_lock(func.hashtext(f"payouts.payee:{agent.payee_id}"))))
+    await session.execute(payee_lock(agent.payee_id))
     rule = await rule_in_force(session, agent.payee_id, agent.payee_group, posted.payment_date)
     if rule is None:
         return
@@ -138,31 +68,7 @@ async def on_payment_posted(session: AsyncSession, envelope: Envelope) -> None:
     commission = domain.commission_for(rule, posted.amount.amount, currency, month)
     if commission.amount == 0:
         return
-    await add_line(
-        session,
-        {
-            "line_id": commission_line_id(posted.receipt_number),
-            "payee_id": agent.payee_id,
-            "kind": LineKind.COMMISSION.value,
-            "amount": commission.amount,
-            "currency": currency,
-            "earned_on": posted.payment_date,
-            "source_ref": posted.receipt_number,
-            "description": f"Commission on {posted.receipt_number} ({posted.channel}, {posted.received_by})",
-            "rule_id": rule.rule_id,
-            "calculation": {
-                "rule": rule.describe(),
-                "payment": format(posted.amount.amount, "f"),
-                "month_volume_before": format(month.volume, "f"),
-                "month_commission_before": format(month.commission, "f"),
-                "steps": commission.explanation,
-                "rounding": domain.ROUNDING_RULE,
-            },
-            "status": LineStatus.OPEN.value,
-            "created_by": domain.SYSTEM,
-            "created_at": posted.posted_at,
-        },
-    )
+    await add_line(session, commission_line(posted, agent.payee_id, rule, month, commission))
 
 
 async def _reverse_commission(

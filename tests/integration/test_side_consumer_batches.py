@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -17,7 +18,7 @@ from sqlalchemy import Table, insert, select
 from services.payouts.app import PayoutsService
 from services.payouts.app import create_service as create_payouts
 from services.payouts.commands import add_rule
-from services.payouts.domain import CommissionRule, RuleKind
+from services.payouts.domain import CommissionRule, RuleKind, Tier
 from services.payouts.payees import PayeeDraft, create_payee
 from services.payouts.settings import PayoutsSettings
 from services.payouts.storage import lines
@@ -158,8 +159,9 @@ class History:
             }
 
 
-async def agent(service: PayoutsService, channel: str) -> str:
-    """An agent paid 2% of what it collects through `channel`."""
+async def agent(service: PayoutsService, channel: str, *, tiered: bool = False) -> str:
+    """An agent paid 2% of what it collects through `channel`; `tiered`: 1% of the month's first 150, then 5%,
+    at most 12.00 a month."""
     draft = PayeeDraft(
         name=f"Agent {channel}",
         payee_type="agent",
@@ -179,6 +181,14 @@ async def agent(service: PayoutsService, channel: str) -> str:
             percent=Decimal("2"),
             payee_id=payee_id,
         )
+        if tiered:
+            rule = replace(
+                rule,
+                kind=RuleKind.TIERED,
+                percent=None,
+                tiers=(Tier(Decimal(0), Decimal(1)), Tier(Decimal(150), Decimal(5))),
+                cap_per_month=Decimal("12.00"),
+            )
         await add_rule(session, rule, actor="test")
     return payee_id
 
@@ -212,7 +222,17 @@ class TestPayoutsBatches:
                     p.receipt_number.startswith(run.prefix),
                 ),
                 lines: (
-                    (ln.line_id, ln.payee_id, ln.kind, ln.amount, ln.source_ref, ln.description, ln.status),
+                    (
+                        ln.line_id,
+                        ln.payee_id,
+                        ln.kind,
+                        ln.amount,
+                        ln.source_ref,
+                        ln.description,
+                        ln.status,
+                        ln.calculation["month_volume_before"].astext,
+                        ln.calculation["month_commission_before"].astext,
+                    ),
                     ln.source_ref.startswith(run.prefix),
                 ),
             },
@@ -242,6 +262,42 @@ class TestPayoutsBatches:
             ("COM-P-R5", Decimal("1.60")),
             ("REV-COM-P-R2", Decimal("-2.00")),
             ("REV-COM-P-R3", Decimal("-5.00")),
+        ]
+
+    async def test_tiered_commissions_on_the_month_to_date_are_the_ones_one_by_one_works_out(
+        self, payouts: PayoutsService
+    ) -> None:
+        """Each payment's commission depends on the agent's month so far: the run's earlier payments and
+        commissions, a cancellation between two runs, another month, and the monthly cap."""
+        batched, alone = History(), History()
+        results = []
+        for run, together in ((batched, True), (alone, False)):
+            channel = f"Agent {run.prefix}"
+            payee_id = await agent(payouts, channel, tiered=True)
+            later = run.posted(6, "90.00", channel=channel)
+            later.data["payment_date"] = "2031-06-02"
+            history = [
+                run.posted(1, "100.00", channel=channel),
+                run.posted(2, "80.00", channel=channel),
+                run.posted(3, "20.00"),
+                later,
+                run.cancelled(1, "100.00"),
+                run.posted(4, "120.00", channel=channel),
+                run.posted(5, "200.00", channel=channel),
+                again(run.posted(4, "120.00", channel=channel)),
+            ]
+            await deliver(payouts, history, together=together)
+            results.append(await self.rows(payouts, run, payee_id))
+        assert results[0] == results[1]
+        commissions = [(r[0], r[3], r[7], r[8]) for r in results[0]["earning_lines"]]
+        assert commissions == [
+            ("COM-P-R1", Decimal("1.00"), "0", "0"),
+            ("COM-P-R2", Decimal("2.00"), "100.00", "1.00"),  # 50 at 1%, 30 at 5%
+            # R1 cancelled: 80 collected so far; 70 at 1%, 50 at 5%. Its commission still counts toward the cap.
+            ("COM-P-R4", Decimal("3.20"), "80.00", "3.00"),
+            ("COM-P-R5", Decimal("5.80"), "200.00", "6.20"),  # 10.00 at 5%, capped at 12.00 for the month
+            ("COM-P-R6", Decimal("0.90"), "0", "0"),  # June starts afresh
+            ("REV-COM-P-R1", Decimal("-1.00"), None, None),
         ]
 
     async def test_payments_no_agent_earns_on_take_a_fixed_handful_of_statements(self, payouts: PayoutsService) -> None:
