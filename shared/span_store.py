@@ -23,6 +23,7 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import StatusCode
+from psycopg.errors import UniqueViolation
 from psycopg.types.json import Jsonb
 from sqlalchemy.engine import make_url
 
@@ -68,8 +69,10 @@ COLUMNS = (
     "trace_id, span_id, parent_span_id, service, name, kind, start_time, end_time, duration_ms, status, error, "
     "attributes, business_ids"
 )
-# A batch is copied into a session-local table, then moved in one statement that skips a span stored already:
-# COPY costs the exporter thread and Postgres a fraction of a row-by-row insert, and cannot skip a row itself.
+# A batch is copied straight into the table: COPY costs the exporter thread and Postgres a fraction of a row-by-row
+# insert. COPY cannot skip a row, so a batch with a span stored already (sent again after a lost answer) fails on the
+# primary key and is copied instead into a session-local table, then moved in by one statement that skips those.
+COPY_DIRECT = f"COPY {SCHEMA}.spans ({COLUMNS}) FROM STDIN"
 INCOMING = f"CREATE TEMPORARY TABLE IF NOT EXISTS incoming_spans (LIKE {SCHEMA}.spans) ON COMMIT DELETE ROWS"
 COPY_IN = f"COPY incoming_spans ({COLUMNS}) FROM STDIN"
 MOVE_IN = (
@@ -161,8 +164,6 @@ class PostgresSpanExporter(SpanExporter):
         if self._conn is None or self._conn.closed:
             self._conn = connect(self.database_url)
             ensure_schema(self._conn)
-            with self._conn.transaction():
-                self._conn.execute(INCOMING)
         return self._conn
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
@@ -170,11 +171,17 @@ class PostgresSpanExporter(SpanExporter):
         with self._lock:
             try:
                 conn = self._connection()
-                with conn.transaction(), conn.cursor() as cursor:
-                    with cursor.copy(COPY_IN) as copy:
+                try:
+                    with conn.transaction(), conn.cursor() as cursor, cursor.copy(COPY_DIRECT) as copy:
                         for row in rows:
                             copy.write_row(row)
-                    cursor.execute(MOVE_IN)
+                except UniqueViolation:
+                    with conn.transaction(), conn.cursor() as cursor:
+                        cursor.execute(INCOMING)
+                        with cursor.copy(COPY_IN) as copy:
+                            for row in rows:
+                                copy.write_row(row)
+                        cursor.execute(MOVE_IN)
                 self._prune(conn)
                 return SpanExportResult.SUCCESS
             except Exception as exc:
