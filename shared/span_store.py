@@ -16,7 +16,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -72,9 +72,13 @@ COLUMNS = (
 # A batch is copied straight into the table: COPY costs the exporter thread and Postgres a fraction of a row-by-row
 # insert. COPY cannot skip a row, so a batch with a span stored already (sent again after a lost answer) fails on the
 # primary key and is copied instead into a session-local table, then moved in by one statement that skips those.
-COPY_DIRECT = f"COPY {SCHEMA}.spans ({COLUMNS}) FROM STDIN"
+# In COPY's binary format with the column types given, psycopg writes each value in C without looking up a dumper:
+# 9 instead of 15 us per span of the exporter thread's CPU.
+COPY_DIRECT = f"COPY {SCHEMA}.spans ({COLUMNS}) FROM STDIN (FORMAT BINARY)"
+# The types of COLUMNS, in order.
+COPY_TYPES = ("text",) * 6 + ("timestamptz", "timestamptz", "float8", "text", "text", "jsonb", "text[]")
 INCOMING = f"CREATE TEMPORARY TABLE IF NOT EXISTS incoming_spans (LIKE {SCHEMA}.spans) ON COMMIT DELETE ROWS"
-COPY_IN = f"COPY incoming_spans ({COLUMNS}) FROM STDIN"
+COPY_IN = f"COPY incoming_spans ({COLUMNS}) FROM STDIN (FORMAT BINARY)"
 MOVE_IN = (
     f"INSERT INTO {SCHEMA}.spans ({COLUMNS}) SELECT {COLUMNS} FROM incoming_spans "
     "ON CONFLICT (trace_id, span_id) DO NOTHING"
@@ -121,7 +125,7 @@ def span_row(span: ReadableSpan, default_service: str) -> tuple[Any, ...]:
     """One `telemetry.spans` row for a finished span."""
     context = span.get_span_context()
     assert context is not None
-    attributes: Mapping[str, Any] = span.attributes or {}
+    attributes = dict(span.attributes or {})  # read once: each lookup in the SDK's mapping goes through abc's Mapping
     resource_service = span.resource.attributes.get("service.name") if span.resource else None
     service = str(resource_service or default_service).removeprefix("paydesk-")
     error = None
@@ -173,12 +177,14 @@ class PostgresSpanExporter(SpanExporter):
                 conn = self._connection()
                 try:
                     with conn.transaction(), conn.cursor() as cursor, cursor.copy(COPY_DIRECT) as copy:
+                        copy.set_types(COPY_TYPES)
                         for row in rows:
                             copy.write_row(row)
                 except UniqueViolation:
                     with conn.transaction(), conn.cursor() as cursor:
                         cursor.execute(INCOMING)
                         with cursor.copy(COPY_IN) as copy:
+                            copy.set_types(COPY_TYPES)
                             for row in rows:
                                 copy.write_row(row)
                         cursor.execute(MOVE_IN)
