@@ -6,8 +6,8 @@ through each service's own billing consumer, then hands each service's `payments
 (`EventConsumer.deliver`, in batches of `--batch`, as Kafka would) the traffic payments publishes for
 `--payments` counter payments: `payment.posted` for each, plus the events that consumer does not handle
 (`payment.overpaid` for every tenth, `approval.requested`, `usage.tracked`-like noise) at `--noise` per payment.
-Logging and tracing are set up as a service process does them (`PAYDESK_OTEL_EXPORTER`, default `postgres`;
-JSON log lines to a file), so their share is counted.
+Logging and tracing are set up as a service process does them (`PAYDESK_OTEL_EXPORTER`, default `postgres`, and
+`PAYDESK_TRACE_SAMPLE_RATIO`, default 1; JSON log lines to a file), so their share is counted.
 
 For each consumer it prints the process CPU (this process: the consumer, its spans' export thread, its
 logging) and Postgres's CPU (every server process, via psutil) per event, and events per second. No broker:
@@ -145,7 +145,12 @@ async def measure(service_name: str, args: argparse.Namespace, postgres_pid: int
 
     configure_logging(service_name, os.environ.get("PAYDESK_LOG_LEVEL", "INFO"))
     # As `Service.start` does (once per process): the spans go where a running service's go.
-    configure_tracing(service_name, os.environ["PAYDESK_OTEL_EXPORTER"], os.environ["DATABASE_URL"])
+    configure_tracing(
+        service_name,
+        os.environ["PAYDESK_OTEL_EXPORTER"],
+        os.environ["DATABASE_URL"],
+        sample_ratio=float(os.environ.get("PAYDESK_TRACE_SAMPLE_RATIO", "1")),
+    )
     root = logging.getLogger()
     root.handlers[0].setStream(log_file.open("a"))  # type: ignore[attr-defined]
     module = __import__(f"services.{service_name}.app", fromlist=["create_service"])
@@ -193,7 +198,10 @@ def main() -> None:
             for name in names:
                 upgrade(name, url)
             load = os.getloadavg()
-            print(f"load {load[0]:.1f} {load[1]:.1f} (uptime); exporter {os.environ['PAYDESK_OTEL_EXPORTER']}")
+            print(
+                f"load {load[0]:.1f} {load[1]:.1f} (uptime); exporter {os.environ['PAYDESK_OTEL_EXPORTER']}, "
+                f"trace sample ratio {os.environ.get('PAYDESK_TRACE_SAMPLE_RATIO', '1')}"
+            )
             for name in names:
                 asyncio.run(measure(name, args, postgres_pid, Path(workdir) / f"{name}.log"))
             load = os.getloadavg()

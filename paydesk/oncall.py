@@ -76,7 +76,10 @@ def find_traces(database_url: str, business_id: str) -> list[str]:
 def render_trace(trace_id: str, spans: list[SpanRecord], *, verbose: bool = False) -> list[str]:
     """The span tree: one line per span, indented under its parent, with service, duration and errors."""
     if not spans:
-        return [f"trace {trace_id}: no spans stored (are the services run with PAYDESK_OTEL_EXPORTER=postgres?)"]
+        return [
+            f"trace {trace_id}: no spans stored (are the services run with PAYDESK_OTEL_EXPORTER=postgres? "
+            "With PAYDESK_TRACE_SAMPLE_RATIO below 1, a trace not sampled where it started is stored by no service.)"
+        ]
     known = {span.span_id for span in spans}
     children: dict[str | None, list[SpanRecord]] = defaultdict(list)
     for span in spans:

@@ -47,7 +47,7 @@ from shared.kafka_clients import ObservedConsumer, ServiceBroker
 from shared.kafka_clients import OncePerKind as OncePerKind
 from shared.kafka_clients import create_broker as create_broker
 from shared.kafka_clients import provision_topics as provision_topics
-from shared.telemetry import tag_business_ids
+from shared.telemetry import business_ids
 
 if TYPE_CHECKING:
     from aiokafka import ConsumerRecord
@@ -201,6 +201,15 @@ class EventConsumer:
         self._ignored = IGNORED.labels(service, name)
         self._duplicates = DUPLICATES.labels(service, name)
         self._processed: dict[str, Any] = {}
+        # What every span of this consumer says, built once rather than per event.
+        self._span_name = f"process {topic}"
+        self._span_attributes: dict[str, str] = {
+            "messaging.system": "kafka",
+            "messaging.destination.name": topic,
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "process",
+            "messaging.consumer.group.name": self.group_id,
+        }
 
     @property
     def group_id(self) -> str:
@@ -379,30 +388,21 @@ class EventConsumer:
         """Continue the trace the record carries, so each event (not the batch) is one step of its payment's trace.
 
         Named and tagged by OpenTelemetry's messaging conventions, plus the event's business ids for `paydesk trace`.
+        Tagged only when recorded: an unsampled trace gets a non-recording span (its ids still reach the logs and the
+        events this one stages) and no attributes built for nothing.
         """
         parent = propagate.extract(delivery.text_headers())
-        attributes: dict[str, str] = {
-            "messaging.system": "kafka",
-            "messaging.destination.name": self.topic,
-            "messaging.operation.type": "process",
-            "messaging.operation.name": "process",
-            "messaging.consumer.group.name": self.group_id,
-        }
-        if delivery.key:
-            attributes["messaging.kafka.message.key"] = delivery.key.decode(errors="replace")
-        if envelope is not None:
-            attributes.update(
-                {
-                    "messaging.message.id": str(envelope.id),
-                    "paydesk.account": envelope.subject,
-                    "paydesk.event_type": envelope.type,
-                }
-            )
-        with tracer.start_as_current_span(
-            f"process {self.topic}", context=parent, kind=trace.SpanKind.CONSUMER, attributes=attributes
-        ) as span:
-            if envelope is not None:
-                tag_business_ids(envelope.data, span)
+        with tracer.start_as_current_span(self._span_name, context=parent, kind=trace.SpanKind.CONSUMER) as span:
+            if span.is_recording():
+                attributes = dict(self._span_attributes)
+                if delivery.key:
+                    attributes["messaging.kafka.message.key"] = delivery.key.decode(errors="replace")
+                if envelope is not None:
+                    attributes["messaging.message.id"] = str(envelope.id)
+                    attributes["paydesk.account"] = envelope.subject
+                    attributes["paydesk.event_type"] = envelope.type
+                    attributes.update(business_ids(envelope.data))
+                span.set_attributes(attributes)  # once: each call takes the span's lock and checks every value
             yield span
 
     async def _apply_with_retries(self, handler: EventHandler, envelope: Envelope) -> str:

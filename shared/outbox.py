@@ -58,6 +58,7 @@ from shared.telemetry import tag_business_ids
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("paydesk.outbox")
+TRACEPARENT = "traceparent"
 
 
 class RepeatedFailureLog:
@@ -451,20 +452,24 @@ class OutboxRelay:
         self, topic: str, key: str, headers: Mapping[str, str], value: bytes, event_id: str
     ) -> asyncio.Future[Any]:
         # Continue the trace of the request that staged the event, so one trace spans HTTP -> Kafka -> consumers.
-        parent = propagate.extract(dict(headers))
-        attributes = {
-            "messaging.system": "kafka",
-            "messaging.destination.name": topic,
-            "messaging.operation.type": "send",
-            "messaging.operation.name": "send",
-            "messaging.message.id": event_id,
-            "messaging.kafka.message.key": key,
-        }
-        with tracer.start_as_current_span(
-            f"send {topic}", context=parent, kind=trace.SpanKind.PRODUCER, attributes=attributes
-        ):
-            carrier = dict(headers)
-            propagate.inject(carrier)
+        parent = propagate.extract(headers)
+        with tracer.start_as_current_span(f"send {topic}", context=parent, kind=trace.SpanKind.PRODUCER) as span:
+            recording = span.is_recording()
+            if recording:
+                span.set_attributes(
+                    {
+                        "messaging.system": "kafka",
+                        "messaging.destination.name": topic,
+                        "messaging.operation.type": "send",
+                        "messaging.operation.name": "send",
+                        "messaging.message.id": event_id,
+                        "messaging.kafka.message.key": key,
+                    }
+                )
+            carrier = headers  # an unsampled trace: its staged traceparent carries its id on to the consumers as it is
+            if recording or TRACEPARENT not in headers:
+                carrier = dict(headers)
+                propagate.inject(carrier)
             kafka_headers = [(k, v.encode()) for k, v in carrier.items()]
             future: asyncio.Future[Any] = await self._producer().send(
                 topic, value=value, key=key.encode(), headers=kafka_headers

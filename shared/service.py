@@ -205,7 +205,11 @@ class Service:
         self.settings.check_secrets()
         settings = self.settings
         configure_tracing(
-            settings.service_name, settings.otel_exporter, settings.database_url, settings.otel_exporter_otlp_endpoint
+            settings.service_name,
+            settings.otel_exporter,
+            settings.database_url,
+            settings.otel_exporter_otlp_endpoint,
+            sample_ratio=settings.trace_sample_ratio,
         )
         await self.relay.renew_producer()
         self._relay_task = asyncio.create_task(self.relay.run(), name=f"{self.settings.service_name}-outbox-relay")

@@ -120,6 +120,15 @@ class ServiceSettings(BaseSettings):
         validation_alias=_env("OTEL_EXPORTER_OTLP_ENDPOINT"),
         description="Base URL of an OTLP/HTTP collector (e.g. Jaeger's :4318) for PAYDESK_OTEL_EXPORTER=otlp.",
     )
+    trace_sample_ratio: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        validation_alias=_env("PAYDESK_TRACE_SAMPLE_RATIO"),
+        description="Share of new traces recorded and exported (1: all). Decided once, where a trace starts, and "
+        "followed by every service it reaches, so a trace is whole or absent; an unrecorded trace still has its id in "
+        "the logs, the X-Trace-Id header and the Kafka headers.",
+    )
     log_level: str = Field(default="INFO", validation_alias=_env("PAYDESK_LOG_LEVEL"))
     outbox_poll_seconds: float = Field(default=0.05, gt=0, validation_alias=_env("PAYDESK_OUTBOX_POLL_SECONDS"))
     outbox_retention_days: int = Field(default=7, ge=1, validation_alias=_env("PAYDESK_OUTBOX_RETENTION_DAYS"))

@@ -16,13 +16,14 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import StatusCode
+from psycopg.errors import UniqueViolation
 from psycopg.types.json import Jsonb
 from sqlalchemy.engine import make_url
 
@@ -68,10 +69,16 @@ COLUMNS = (
     "trace_id, span_id, parent_span_id, service, name, kind, start_time, end_time, duration_ms, status, error, "
     "attributes, business_ids"
 )
-# A batch is copied into a session-local table, then moved in one statement that skips a span stored already:
-# COPY costs the exporter thread and Postgres a fraction of a row-by-row insert, and cannot skip a row itself.
+# A batch is copied straight into the table: COPY costs the exporter thread and Postgres a fraction of a row-by-row
+# insert. COPY cannot skip a row, so a batch with a span stored already (sent again after a lost answer) fails on the
+# primary key and is copied instead into a session-local table, then moved in by one statement that skips those.
+# In COPY's binary format with the column types given, psycopg writes each value in C without looking up a dumper:
+# 9 instead of 15 us per span of the exporter thread's CPU.
+COPY_DIRECT = f"COPY {SCHEMA}.spans ({COLUMNS}) FROM STDIN (FORMAT BINARY)"
+# The types of COLUMNS, in order.
+COPY_TYPES = ("text",) * 6 + ("timestamptz", "timestamptz", "float8", "text", "text", "jsonb", "text[]")
 INCOMING = f"CREATE TEMPORARY TABLE IF NOT EXISTS incoming_spans (LIKE {SCHEMA}.spans) ON COMMIT DELETE ROWS"
-COPY_IN = f"COPY incoming_spans ({COLUMNS}) FROM STDIN"
+COPY_IN = f"COPY incoming_spans ({COLUMNS}) FROM STDIN (FORMAT BINARY)"
 MOVE_IN = (
     f"INSERT INTO {SCHEMA}.spans ({COLUMNS}) SELECT {COLUMNS} FROM incoming_spans "
     "ON CONFLICT (trace_id, span_id) DO NOTHING"
@@ -118,7 +125,7 @@ def span_row(span: ReadableSpan, default_service: str) -> tuple[Any, ...]:
     """One `telemetry.spans` row for a finished span."""
     context = span.get_span_context()
     assert context is not None
-    attributes: Mapping[str, Any] = span.attributes or {}
+    attributes = dict(span.attributes or {})  # read once: each lookup in the SDK's mapping goes through abc's Mapping
     resource_service = span.resource.attributes.get("service.name") if span.resource else None
     service = str(resource_service or default_service).removeprefix("paydesk-")
     error = None
@@ -161,8 +168,6 @@ class PostgresSpanExporter(SpanExporter):
         if self._conn is None or self._conn.closed:
             self._conn = connect(self.database_url)
             ensure_schema(self._conn)
-            with self._conn.transaction():
-                self._conn.execute(INCOMING)
         return self._conn
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
@@ -170,11 +175,19 @@ class PostgresSpanExporter(SpanExporter):
         with self._lock:
             try:
                 conn = self._connection()
-                with conn.transaction(), conn.cursor() as cursor:
-                    with cursor.copy(COPY_IN) as copy:
+                try:
+                    with conn.transaction(), conn.cursor() as cursor, cursor.copy(COPY_DIRECT) as copy:
+                        copy.set_types(COPY_TYPES)
                         for row in rows:
                             copy.write_row(row)
-                    cursor.execute(MOVE_IN)
+                except UniqueViolation:
+                    with conn.transaction(), conn.cursor() as cursor:
+                        cursor.execute(INCOMING)
+                        with cursor.copy(COPY_IN) as copy:
+                            copy.set_types(COPY_TYPES)
+                            for row in rows:
+                                copy.write_row(row)
+                        cursor.execute(MOVE_IN)
                 self._prune(conn)
                 return SpanExportResult.SUCCESS
             except Exception as exc:

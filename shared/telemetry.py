@@ -9,7 +9,7 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import TracerProvider, sampling
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from pythonjsonlogger.json import JsonFormatter
 
@@ -49,14 +49,28 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def trace_sampler(ratio: float) -> sampling.Sampler:
+    """Where a trace starts, `ratio` of them are recorded; everywhere else a span follows its parent's decision, which
+    the W3C traceparent carries across HTTP and Kafka, so a trace is recorded by every service or by none."""
+    root = sampling.ALWAYS_ON if ratio >= 1 else sampling.TraceIdRatioBased(ratio)
+    return sampling.ParentBased(root)
+
+
 def configure_tracing(
-    service: str, exporter: str, database_url: str | None = None, otlp_endpoint: str | None = None
+    service: str,
+    exporter: str,
+    database_url: str | None = None,
+    otlp_endpoint: str | None = None,
+    *,
+    sample_ratio: float = 1.0,
 ) -> None:
     """Install the tracer provider once per process; `exporter` is `none`, `console`, `otlp` or `postgres`."""
     global _configured
     if _configured:
         return
-    provider = TracerProvider(resource=Resource.create({"service.name": f"paydesk-{service}"}))
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": f"paydesk-{service}"}), sampler=trace_sampler(sample_ratio)
+    )
     span_exporter: SpanExporter | None = None
     if exporter == "console":
         span_exporter = ConsoleSpanExporter(out=sys.stderr)
@@ -85,15 +99,21 @@ BUSINESS_FIELDS = {
 }
 
 
-def tag_business_ids(data: Mapping[str, Any], span: trace.Span | None = None) -> None:
-    """Put the payload's business ids (payment id, receipt number, ...) on `span`, the current one by default."""
-    target = span or trace.get_current_span()
-    if not target.is_recording():
-        return
+def business_ids(data: Mapping[str, Any]) -> dict[str, str]:
+    """The payload's business ids (payment id, receipt number, ...) as span attributes."""
+    found = {}
     for field, attribute in BUSINESS_FIELDS.items():
         value = data.get(field)
         if isinstance(value, str) and value:
-            target.set_attribute(attribute, value)
+            found[attribute] = value
+    return found
+
+
+def tag_business_ids(data: Mapping[str, Any], span: trace.Span | None = None) -> None:
+    """Put the payload's business ids (payment id, receipt number, ...) on `span`, the current one by default."""
+    target = span or trace.get_current_span()
+    if target.is_recording():
+        target.set_attributes(business_ids(data))
 
 
 # Path parameters that name a business object, and their span attribute; `payment_id_or_receipt` is either.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import date
 from decimal import Decimal
@@ -22,7 +23,7 @@ from shared.contracts.events import PaymentRecordRequested, PaymentType
 from shared.span_store import PostgresSpanExporter
 from shared.telemetry import configure_tracing
 from tests.conftest import Infra
-from tests.support.helpers import eventually, publish_raw, running
+from tests.support.helpers import eventually, publish_raw, read_topic, running
 from tests.support.payments import Api, bill_payment, payments_api, seeded, year_of
 
 pytestmark = pytest.mark.kafka
@@ -131,6 +132,50 @@ async def test_a_dead_lettered_command_shows_as_an_error_in_its_trace(
     lines = oncall.render_trace(trace_id, spans)
     assert "ERRORS: " in lines[0]
     assert any("process payments.commands.v1" in line and "ERROR dead-lettered: unknown_item" in line for line in lines)
+
+
+async def test_a_trace_its_caller_did_not_sample_is_stored_by_no_service_yet_its_id_travels_with_the_events(
+    api: Api, infra: Infra, stored_spans: BatchSpanProcessor
+) -> None:
+    """INVARIANT: a trace is whole or absent. A lockbox command whose traceparent says "not sampled" is posted and
+    counted, its trace id goes on in the Kafka headers of what it caused, and no service stores a span of it."""
+    account, _ = await seeded(api)
+    unsampled = uuid.uuid4().hex
+    command = new_envelope(
+        "payment.record_requested",
+        source="lockbox",
+        subject=account,
+        data=PaymentRecordRequested(
+            account_number=account,
+            payment_type=PaymentType.BILL,
+            item_reference=f"INV-{account}-1",
+            method="Cash",
+            amount=Decimal("145.50"),
+            payment_date=date(year_of(account), 4, 20),
+        ),
+    )
+    headers = [("content-type", CONTENT_TYPE.encode()), ("traceparent", f"00-{unsampled}-00f067aa0ba902b7-00".encode())]
+    await publish_raw(infra.bootstrap_servers, Topic.PAYMENTS_COMMANDS, command.to_bytes(), account.encode(), headers)
+
+    async def posted_in_its_trace() -> str | None:
+        for record in await read_topic(infra.bootstrap_servers, Topic.PAYMENTS_EVENTS):
+            traceparent = dict(record.headers).get("traceparent", b"").decode()
+            if record.key == account.encode() and unsampled in traceparent and b'"payment.posted"' in record.value:
+                return str(traceparent)
+        return None
+
+    traceparent = await eventually(posted_in_its_trace, within=120)
+    assert not int(traceparent.rsplit("-", 1)[1], 16) & 1, "it goes on unsampled"
+
+    # A recorded payment of the same account after it: once kpi stored that one's span, it had applied the first.
+    response = await api.pay(bill_payment(account, item_reference=f"INV-{account}-2", amount="152.25"))
+    assert response.status_code == 201, response.text
+    await eventually(
+        lambda: stored(stored_spans, infra.database_url, response.headers["X-Trace-Id"], "process payments.events.v1"),
+        within=60,
+    )
+    await asyncio.to_thread(stored_spans.force_flush)
+    assert await asyncio.to_thread(oncall.load_trace, infra.database_url, unsampled) == []
 
 
 def test_a_batch_of_spans_exported_again_is_stored_once_with_its_attributes(infra: Infra) -> None:

@@ -61,6 +61,9 @@ class TestTheSpanTree:
     def test_an_unknown_trace_says_how_spans_get_stored(self) -> None:
         assert "PAYDESK_OTEL_EXPORTER=postgres" in render_trace("nope", [])[0]
 
+    def test_an_unknown_trace_says_it_may_not_have_been_sampled(self) -> None:
+        assert "PAYDESK_TRACE_SAMPLE_RATIO" in render_trace("nope", [])[0]
+
 
 class TestDeadLetterIds:
     def test_a_topic_partition_and_offset(self) -> None:
