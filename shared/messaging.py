@@ -15,7 +15,9 @@ and the order within each partition is kept either way.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -32,6 +34,7 @@ from opentelemetry.context import Context
 from prometheus_client import Counter
 from pydantic import ValidationError
 from sqlalchemy import Table, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
@@ -128,6 +131,25 @@ DLQ_REASON_HEADER = "x-dlq-reason"
 async def _raw_body(message: StreamMessage[Any]) -> bytes:
     # Envelopes are decoded by `decode_envelope`, which accepts both CloudEvents modes and reports errors.
     return message.body
+
+
+BATCH_RETRIED = Counter(
+    "paydesk_batches_retried_total",
+    "Batch transactions tried together again after a deadlock or serialization failure",
+    ["service", "consumer"],
+)
+BATCH_ONE_BY_ONE = Counter(
+    "paydesk_batches_one_by_one_total", "Batches rolled back and applied one event at a time", ["service", "consumer"]
+)
+# Tries of a batch transaction that met a deadlock or serialization failure, and the pause bound (s) per try.
+BATCH_ATTEMPTS = 3
+BATCH_RETRY_PAUSE = 0.05
+# SQLSTATE 40P01 deadlock detected, 40001 serialization failure: Postgres aborted one of two conflicting transactions.
+LOCK_CONFLICT_SQLSTATES = frozenset({"40P01", "40001"})
+
+
+def _is_lock_conflict(exc: BaseException) -> bool:
+    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in LOCK_CONFLICT_SQLSTATES
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -310,9 +332,12 @@ class EventConsumer:
         return outcomes
 
     async def _apply_together(
-        self, deliveries: Sequence[Delivery], handled: Sequence[tuple[int, Envelope, EventHandler]]
+        self, deliveries: Sequence[Delivery], handled: Sequence[tuple[int, Envelope, EventHandler]], attempt: int = 1
     ) -> dict[int, tuple[str, trace.SpanContext]] | None:
-        """The common case: every event in one transaction. None if anything failed (and nothing was applied)."""
+        """The common case: every event in one transaction. None if anything failed (and nothing was applied).
+
+        A deadlock or serialization failure says nothing about the events: the batch is tried together again
+        (bounded, after a random pause so the two transactions do not meet again) before going one by one."""
         outcomes: dict[int, tuple[str, trace.SpanContext]] = {}
         try:
             async with self.session_factory() as session, session.begin():
@@ -334,6 +359,11 @@ class EventConsumer:
                 if batch and self.batch_handler is not None:
                     await self.batch_handler(session, batch)
         except Exception as exc:
+            if attempt < BATCH_ATTEMPTS and _is_lock_conflict(exc):
+                BATCH_RETRIED.labels(self.service, self.name).inc()
+                await asyncio.sleep(random.uniform(0, BATCH_RETRY_PAUSE * attempt))
+                return await self._apply_together(deliveries, handled, attempt + 1)
+            BATCH_ONE_BY_ONE.labels(self.service, self.name).inc()
             log.warning(
                 "batch rolled back, applying its events one by one",
                 extra={"consumer": self.group_id, "events": len(handled), "reason": repr(exc)[:500]},

@@ -1,9 +1,10 @@
 """Receipts' consumer of `payments.events.v1` a delivery batch at a time.
 
 The `payment.posted` events of a batch (what a lockbox file or a morning at the counters is made of) are stored
-with a fixed handful of statements whatever their number: one advisory lock statement for all their receipts, one
-insert of the receipts, one read and one upsert of their payment states, one read of credit notes that arrived
-first, one upsert of the documents and one insert into the outbox. One event at a time took seven statements each,
+with a fixed handful of statements whatever their number: one advisory lock statement for the receipts of the
+whole batch (taken up front in `domain.lock_order`, as the credit notes consumer's batches take theirs), one insert
+of the receipts, one read and one upsert of their payment states, one read of credit notes that arrived first, one
+upsert of the documents and one insert into the outbox. One event at a time took seven statements each,
 and building those statements cost more CPU than Postgres spent running them.
 
 Other event types in the batch (status changes, verifications, cancellations, adjustments) are applied by their
@@ -14,7 +15,7 @@ applies each event alone, with retries and the DLQ.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -38,12 +39,68 @@ if TYPE_CHECKING:
 SOURCE = "receipts"
 POSTED = "payment.posted"
 
-# The per-receipt advisory locks of `projections._lock`, taken for many receipts in one statement, in the order
-# given (unnest yields the array in order): callers pass them sorted, so two batches never wait in a circle.
-_LOCK_RECEIPTS = text(
-    "SELECT pg_advisory_xact_lock(hashtextextended('receipts:' || :kind || ':' || number, 0)) "
-    "FROM unnest(:numbers) AS number"
-).bindparams(bindparam("numbers", type_=ARRAY(Text)))
+# The advisory locks of the documents a transaction touches, taken in one statement in the order given (unnest
+# yields the array in order): callers pass `domain.lock_order`, so no two transactions wait on each other in a circle.
+_LOCK_DOCUMENTS = text("SELECT pg_advisory_xact_lock(hashtextextended(key, 0)) FROM unnest(:keys) AS key").bindparams(
+    bindparam("keys", type_=ARRAY(Text))
+)
+
+# session.info key: the transaction whose locks are recorded, and the (kind, number) documents it holds.
+_LOCKED = "receipts.locked"
+
+# The documents each handler locks, named by the fields of its event's data: a batch takes them all up front.
+PAYMENT_LOCKS = {
+    event_type: ((domain.RECEIPT, "receipt_number"),)
+    for event_type in (
+        "payment.posted",
+        "payment.status_changed",
+        "payment.verified",
+        "payment.cancelled",
+        "payment.adjusted",
+    )
+}
+CREDIT_NOTE_LOCKS = {
+    "credit_note.issued": ((domain.RECEIPT, "receipt_number"), (domain.CREDIT_NOTE, "credit_note_number")),
+    "credit_note.voided": ((domain.RECEIPT, "receipt_number"), (domain.CREDIT_NOTE, "credit_note_number")),
+    "credit_note.applied": ((domain.CREDIT_NOTE, "credit_note_number"),),
+    "credit_note.expired": ((domain.CREDIT_NOTE, "credit_note_number"),),
+    "credit_note.refund_requested": ((domain.CREDIT_NOTE, "credit_note_number"),),
+}
+
+
+async def lock_documents(session: AsyncSession, touched: Iterable[tuple[str, str]]) -> None:
+    """Serialise, until commit, every transaction that touches these (kind, number) documents.
+
+    Locks already held by this transaction are not asked for again. Advisory locks are re-entrant, but a handler that
+    locks its document after the batch locked them all would cost one more round trip per event."""
+    transaction = session.sync_session.get_transaction()
+    held_by, held = session.info.get(_LOCKED, (None, set()))
+    if held_by is not transaction:
+        held = set()
+    wanted = [document for document in domain.lock_order(touched) if document not in held]
+    if wanted:
+        keys = [f"receipts:{kind}:{number}" for kind, number in wanted]
+        await session.execute(_LOCK_DOCUMENTS, {"keys": keys})
+        held.update(wanted)
+    session.info[_LOCKED] = (transaction, held)
+
+
+async def lock_batch(
+    session: AsyncSession, batch: Sequence[Applying], locks: Mapping[str, Sequence[tuple[str, str]]]
+) -> None:
+    """Take every lock the batch's handlers will take, up front, in lock order and one statement.
+
+    Taken event by event, two batches (the payments and credit notes consumers run side by side) could each hold a
+    receipt the other waits for: Postgres then aborts one as a deadlock and the whole batch went one by one. An
+    event whose data lacks a number locks nothing here: its handler refuses it after the batch falls back."""
+    touched = []
+    for applying in batch:
+        for kind, field in locks.get(applying.envelope.type, ()):
+            number = applying.envelope.data.get(field)
+            if isinstance(number, str):
+                touched.append((kind, number))
+    await lock_documents(session, touched)
+
 
 _STATE_FIELDS = (
     "status",
@@ -70,6 +127,7 @@ class PaymentBatches:
 
     async def apply(self, session: AsyncSession, batch: Sequence[Applying]) -> None:
         """Apply a batch in order in the caller's transaction; raises if the batch path cannot take it."""
+        await lock_batch(session, batch, PAYMENT_LOCKS)
         await apply_in_runs(session, batch, (POSTED,), self.post, self.handlers)
 
     async def post(self, session: AsyncSession, run: Sequence[Applying]) -> None:
@@ -80,7 +138,7 @@ class PaymentBatches:
         numbers = [p.receipt_number for p in posted]
         if len(set(numbers)) != len(numbers):
             raise OneByOne("a receipt posted twice in one batch")
-        await session.execute(_LOCK_RECEIPTS, {"kind": domain.RECEIPT, "numbers": sorted(numbers)})
+        await lock_documents(session, [(domain.RECEIPT, number) for number in numbers])  # held already in a batch
         # Rows as executemany parameters throughout: each statement is compiled once and sent as one multi-row
         # INSERT ("insertmanyvalues"). Built with `.values(rows)`, compiling them bind by bind was a quarter of the
         # consumer's CPU.
@@ -150,6 +208,22 @@ class PaymentBatches:
                 for applying, p, state in zip(run, posted, states, strict=True)
             ],
         )
+
+
+class CreditNoteBatches:
+    """The batch handler of receipts' credit notes consumer: every lock up front, then each event by its handler."""
+
+    def __init__(self, documents: Documents) -> None:
+        self.handlers = documents.credit_note_handlers()
+
+    async def apply(self, session: AsyncSession, batch: Sequence[Applying]) -> None:
+        """Apply a batch in order in the caller's transaction, each event under its own trace."""
+        await lock_batch(session, batch, CREDIT_NOTE_LOCKS)
+        await apply_in_runs(session, batch, (), _nothing_together, self.handlers)
+
+
+async def _nothing_together(session: AsyncSession, run: Sequence[Applying]) -> None:
+    """No credit note event is stored with others: each is rare enough, and its handler already cheap."""
 
 
 async def _credit_notes_of(

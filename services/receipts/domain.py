@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -128,6 +128,18 @@ NOT_YET_POSTED = datetime(1970, 1, 1, tzinfo=UTC)
 def first_sight(status: str = PaymentStatus.PENDING, at: datetime = NOT_YET_POSTED) -> PaymentState:
     """A payment known only from a later event so far: verification pending until it is posted."""
     return PaymentState(status=status, status_at=at, verification="Pending")
+
+
+# --- the order in which a transaction locks the documents it touches ---
+
+_LOCK_RANK = {RECEIPT: 0, CREDIT_NOTE: 1}
+
+
+def lock_order(touched: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The (kind, number) documents a transaction locks, each once, in the one order every transaction takes them:
+    receipts before credit notes (a credit note's handler locks its receipt first), each kind by number. Two
+    transactions that take their locks in this order never wait on each other in a circle."""
+    return sorted(set(touched), key=lambda document: (_LOCK_RANK[document[0]], document[1]))
 
 
 # --- what the events told us about a credit note after it was issued ---

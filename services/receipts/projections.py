@@ -6,7 +6,9 @@ When an event changes what a document says, its content is stored at once with i
 first GET. Every handler first takes a transaction-scoped advisory lock on
 the receipt (or credit note) it touches: payments and credit notes arrive on different topics, through two
 event consumers running side by side, and without the lock a `credit_note.issued` and the `payment.posted` it
-refers to could each commit without seeing the other, leaving a receipt that never mentions its credit note.
+refers to could each commit without seeing the other, leaving a receipt that never mentions its credit note. A
+batch takes all its events' locks up front in `domain.lock_order` (`batches.lock_batch`), so the two consumers'
+batches never deadlock; a handler then asks only for a lock its transaction does not hold yet.
 """
 
 from __future__ import annotations
@@ -17,12 +19,12 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.receipts import domain
-from services.receipts.batches import PaymentBatches, store_documents
+from services.receipts.batches import CreditNoteBatches, PaymentBatches, lock_documents, store_documents
 from services.receipts.domain import Document, DocumentStyle, PaymentState
 from services.receipts.rendering import PdfRenderer
 from services.receipts.storage import (
@@ -51,8 +53,8 @@ from shared.messaging import EventHandler, Subscription
 
 
 async def _lock(session: AsyncSession, kind: str, number: str) -> None:
-    """Serialise, until commit, every transaction that touches this document."""
-    await session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(f"receipts:{kind}:{number}", 0))))
+    """Serialise, until commit, every transaction that touches this document (nothing more if a batch locked it)."""
+    await lock_documents(session, [(kind, number)])
 
 
 class Documents:
@@ -71,6 +73,15 @@ class Documents:
             "payment.adjusted": self.on_payment_adjusted,
         }
 
+    def credit_note_handlers(self) -> dict[str, EventHandler]:
+        return {
+            "credit_note.issued": self.on_credit_note_issued,
+            "credit_note.applied": self.on_credit_note_applied,
+            "credit_note.expired": self.on_credit_note_expired,
+            "credit_note.voided": self.on_credit_note_voided,
+            "credit_note.refund_requested": self.on_credit_note_refund_requested,
+        }
+
     def subscriptions(self) -> list[Subscription]:
         return [
             Subscription(
@@ -82,13 +93,8 @@ class Documents:
             Subscription(
                 "credit_notes",
                 Topic.CREDITNOTES_EVENTS,
-                {
-                    "credit_note.issued": self.on_credit_note_issued,
-                    "credit_note.applied": self.on_credit_note_applied,
-                    "credit_note.expired": self.on_credit_note_expired,
-                    "credit_note.voided": self.on_credit_note_voided,
-                    "credit_note.refund_requested": self.on_credit_note_refund_requested,
-                },
+                self.credit_note_handlers(),
+                batch_handler=CreditNoteBatches(self).apply,
             ),
         ]
 
