@@ -236,6 +236,22 @@ def create_broker(settings: ServiceSettings) -> KafkaBroker:
     )
 
 
+def outbox_producer(settings: ServiceSettings) -> AIOKafkaProducer:
+    """The outbox relay's producer, not started (aiokafka binds it to the running loop: make it there).
+
+    acks=all and, where the broker has it, idempotent: a send retried after a lost answer is written once and the
+    order within a partition holds. Batches as large as a relay batch needs, so it leaves in one produce request."""
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        client_id=f"paydesk-{settings.service_name}-outbox",
+        acks="all",
+        enable_idempotence=settings.kafka_idempotent_producer,
+        linger_ms=settings.kafka_producer_linger_ms,
+        max_batch_size=settings.kafka_producer_batch_bytes,
+        metadata_max_age_ms=settings.kafka_metadata_max_age_ms,
+    )
+
+
 async def provision_topics(
     bootstrap_servers: str, *, partitions: int, replication_factor: int = 1, topics: tuple[str, ...] = ALL_TOPICS
 ) -> list[str]:
