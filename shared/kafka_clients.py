@@ -50,8 +50,9 @@ class GenerationBoundCoordinator(GroupCoordinator):  # type: ignore[misc]  # aio
     seed 15 lost 9 commands that way, in the broker but skipped). Kafka refuses a commit from an older generation
     (ILLEGAL_GENERATION, CommitFailedError); a retry now does the same, and the records come again (inbox)."""
 
-    async def commit_offsets(self, assignment: Any, offsets: Any) -> None:
-        started_in = (self.generation, self.member_id)
+    async def commit_offsets(self, assignment: Any, offsets: Any, started_in: Any = None) -> None:
+        """`started_in`: the (generation, member id) the offsets were read in, when not now (a commit behind)."""
+        started_in = started_in or (self.generation, self.member_id)
         while True:
             await self.ensure_coordinator_known()
             try:
@@ -81,10 +82,24 @@ class ObservedConsumer(AIOKafkaConsumer):  # type: ignore[misc]  # aiokafka is u
     group generation the commit started in (`GenerationBoundCoordinator`).
 
     aiokafka retries a commit for as long as the error is retriable, e.g. for ever on partitions a wiped broker no
-    longer has, and FastStream's ack waits for it: from outside, a consumer stuck there looks idle."""
+    longer has, and FastStream's ack waits for it: from outside, a consumer stuck there looks idle.
+
+    With `commit_behind`, `commit()` (FastStream's ack of a batch) takes the positions consumed so far and commits
+    them in the background while the next batch is fetched and applied: the commit was a broker round trip in front
+    of every batch (8-14 ms quiet, 97 ms p50 and 856 ms p99 at load 11 for payments' commands consumer). A later
+    batch's positions replace ones still waiting, so at most one commit is in flight. Nothing is lost by it: a batch
+    is applied with its inbox claims before its offsets are committed, so records whose commit never happened (a
+    crash, a rebalance) come again and the inbox drops them. Explicit `commit(offsets)` still waits."""
 
     commit_since: float | None = None
     committed_at: float | None = None
+
+    def __init__(self, *topics: Any, commit_behind: bool = False, **kwargs: Any) -> None:
+        super().__init__(*topics, **kwargs)
+        self.commit_behind = commit_behind
+        # (assignment, (generation, member id), offsets) waiting for the commit in flight, and that commit's task.
+        self._wanted: tuple[Any, Any, Any] | None = None
+        self._committer: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await super().start()
@@ -92,12 +107,48 @@ class ObservedConsumer(AIOKafkaConsumer):  # type: ignore[misc]  # aiokafka is u
             self._coordinator.__class__ = GenerationBoundCoordinator
 
     async def commit(self, offsets: Any = None) -> None:
+        if offsets is None and self.commit_behind:
+            self._commit_behind()
+            return
         self.commit_since = time.monotonic()
         try:
             await super().commit(offsets)
             self.committed_at = time.monotonic()
         finally:
             self.commit_since = None
+
+    def _commit_behind(self) -> None:
+        subscription = self._subscription.subscription
+        assignment = subscription.assignment if subscription is not None else None
+        if assignment is None:
+            return  # nothing assigned any more: whoever holds the partitions now reads them from the last commit
+        coordinator = self._coordinator
+        self._wanted = (assignment, (coordinator.generation, coordinator.member_id), assignment.all_consumed_offsets())
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_wanted(), name=f"commit {self._group_id}")
+
+    async def _commit_wanted(self) -> None:
+        while self._wanted is not None:
+            (assignment, started_in, offsets), self._wanted = self._wanted, None
+            if not assignment.active:
+                continue  # the group rebalanced since: these positions are no longer ours to commit
+            self.commit_since = time.monotonic()
+            try:
+                await self._coordinator.commit_offsets(assignment, offsets, started_in)
+                self.committed_at = time.monotonic()
+            except Exception as exc:
+                # The records come again (the inbox drops them); the next batch's commit covers them otherwise.
+                log.warning("offset commit failed", extra={"consumer": self._group_id, "reason": repr(exc)[:300]})
+            finally:
+                self.commit_since = None
+
+    async def stop(self) -> None:
+        # The last batch's commit is let through first, so a clean stop leaves nothing to deliver again.
+        if self._committer is not None and not self._committer.done():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._committer), timeout=10)
+            self._committer.cancel()
+        await super().stop()
 
 
 class OncePerKind(logging.Filter):
@@ -175,7 +226,7 @@ class ServiceBroker(KafkaBroker):
         builder = await super()._connect()
         # Every subscriber's consumer is built from this: made an ObservedConsumer, so stalls can be told.
         assert isinstance(builder, partial) and builder.func is AIOKafkaConsumer, builder
-        observed = partial(ObservedConsumer, *builder.args, **builder.keywords)
+        observed = partial(ObservedConsumer, *builder.args, **builder.keywords, commit_behind=True)
         self.config.broker_config.builder = observed
         return observed
 
@@ -233,6 +284,22 @@ def create_broker(settings: ServiceSettings) -> KafkaBroker:
             KafkaPrometheusMiddleware(registry=REGISTRY, app_name=f"paydesk_{settings.service_name}"),
         ],
         logger=logging.getLogger(f"paydesk.{settings.service_name}.broker"),
+    )
+
+
+def outbox_producer(settings: ServiceSettings) -> AIOKafkaProducer:
+    """The outbox relay's producer, not started (aiokafka binds it to the running loop: make it there).
+
+    acks=all and, where the broker has it, idempotent: a send retried after a lost answer is written once and the
+    order within a partition holds. Batches as large as a relay batch needs, so it leaves in one produce request."""
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        client_id=f"paydesk-{settings.service_name}-outbox",
+        acks="all",
+        enable_idempotence=settings.kafka_idempotent_producer,
+        linger_ms=settings.kafka_producer_linger_ms,
+        max_batch_size=settings.kafka_producer_batch_bytes,
+        metadata_max_age_ms=settings.kafka_metadata_max_age_ms,
     )
 
 

@@ -35,6 +35,7 @@ from shared.contracts.envelope import Envelope
 from shared.db import create_engine, is_infrastructure_down, session_factory
 from shared.errors import Rejected
 from shared.inbox import inbox_table
+from shared.kafka_clients import outbox_producer
 from shared.limits import BodySizeLimit, RefuseNulCharacters
 from shared.messaging import ConsumerHealth, EventConsumer, Subscription, create_broker, provision_topics
 from shared.openapi import document_problems
@@ -219,14 +220,7 @@ class Service:
 
     async def _new_producer(self) -> AIOKafkaProducer:
         """A started producer for the outbox relay (aiokafka binds it to the running loop: never made in __init__)."""
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap_servers,
-            client_id=f"paydesk-{self.settings.service_name}-outbox",
-            acks="all",
-            enable_idempotence=self.settings.kafka_idempotent_producer,
-            linger_ms=1,
-            metadata_max_age_ms=self.settings.kafka_metadata_max_age_ms,
-        )
+        producer = outbox_producer(self.settings)
         try:
             await producer.start()
         except BaseException:
