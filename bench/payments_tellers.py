@@ -359,6 +359,13 @@ def main() -> None:
         help="payments' api processes besides its workers process (0: one process doing everything); "
         "default: as `paydesk run` starts it",
     )
+    parser.add_argument(
+        "--api-nice",
+        type=int,
+        default=None,
+        help="a diagnosis, not a setting: run payments' api processes at this niceness (below 0 needs root), to "
+        "tell how much of the latency is the process waiting for a core behind other processes",
+    )
     parser.add_argument("--profile", action="store_true", help="sample the payments processes with py-spy")
     parser.add_argument("--idle", action="store_true", help="with --profile: count waiting stacks too")
     parser.add_argument("--out", type=Path, default=None, help="where py-spy's stacks go")
@@ -383,7 +390,11 @@ def main() -> None:
         start_payments(workdir, url, bootstrap, port, args.api_processes, extra_env, processes)
         asyncio.run(publish_accounts(bootstrap, args.accounts))
         bills = asyncio.run(wait_for_bills(url.replace("postgresql+asyncpg://", "postgresql://"), args.accounts))
-        roles = ", ".join(f"{p.name} ({p.role})" for p in processes)
+        if args.api_nice is not None:
+            for role, child in processes.items():
+                if role.role != "workers":
+                    psutil.Process(child.pid).nice(args.api_nice)
+        roles = ", ".join(f"{p.name} ({p.role}, nice {psutil.Process(c.pid).nice()})" for p, c in processes.items())
         print(f"{len(bills)} bills; {args.tellers} tellers, {args.seconds:g} s; {roles}; env {extra_env}", flush=True)
         if args.profile:
             out = args.out or Path(f"bench-results/tellers-{time.strftime('%Y%m%d-%H%M%S')}")
