@@ -61,11 +61,19 @@ from bench.e2e_internals import lines as internal_lines  # noqa: E402
 from bench.e2e_paced import paced_lockbox, paced_report, paced_tellers  # noqa: E402
 from bench.e2e_report import latency_rows, number, per_second, percentiles, stage_rows, table  # noqa: E402
 from bench.e2e_workload import Bill, Payment, Tracker, bills_of, lockbox_command, plan, post_payment  # noqa: E402
+from bench.payments_tellers import lag_quantile, loop_lag  # noqa: E402
 from paydesk.embedded import EmbeddedBroker, EmbeddedKafka, EmbeddedPostgres, free_port  # noqa: E402
-from paydesk.launcher import choose_broker, publish_reference_data, supervise_services, wait_ready  # noqa: E402
+from paydesk.launcher import (  # noqa: E402
+    choose_broker,
+    process_stop_order,
+    publish_reference_data,
+    service_processes,
+    supervise_services,
+    wait_ready,
+)
 from paydesk.migrations import upgrade  # noqa: E402
 from paydesk.registry import INTAKE, START_ORDER  # noqa: E402
-from paydesk.supervisor import Supervisor, stop_order  # noqa: E402
+from paydesk.supervisor import Supervisor  # noqa: E402
 from shared.auth import Role, mint_token  # noqa: E402
 from shared.contracts import CONTENT_TYPE, Topic  # noqa: E402
 from shared.messaging import provision_topics  # noqa: E402
@@ -387,9 +395,16 @@ async def measure(
             phase["drained"] = await drain(tracker, path, args.drain_timeout)
     else:
         print(f"http        {args.tellers} tellers for {args.seconds} s ...", flush=True)
+        # Payments' event loops while the tellers wait on them: a request queued behind other work shows here.
+        lag_ports = {process.port: process.name for process in reversed(service_processes("payments"))}
+        lag_before = {port: await asyncio.to_thread(loop_lag, port) for port in lag_ports}
         phases["http"] = await tellers(
             base["payments"], clerk, tracker, bills[:half], args.tellers, args.seconds, today
         )
+        for port, name in lag_ports.items():
+            after = await asyncio.to_thread(loop_lag, port)
+            quantiles = ", ".join(f"p{q} {lag_quantile(lag_before[port], after, q / 100)}" for q in (50, 95, 99))
+            print(f"http        event-loop lag of {name} during the tellers (a 100 ms timer): {quantiles}", flush=True)
         phases["http"]["drained"] = await drain(tracker, "http", args.drain_timeout)
         print(f"lockbox     {args.lockbox:,} commands at once ...", flush=True)
         phases["lockbox"] = await lockbox(bootstrap, tracker, bills[half:], args.lockbox, today)
@@ -445,6 +460,8 @@ def main() -> None:
     env = dict(os.environ)
     env.pop("PAYDESK_DEVELOPMENT", None)
     env.update({f"{name.upper()}_HTTP_PORT": str(port) for name, port in ports.items()})
+    # A service run as api and workers processes: its workers' health port too, free like the rest.
+    env.update({f"{name.upper()}_WORKERS_HTTP_PORT": str(free_port()) for name in START_ORDER})
     env["PAYDESK_JWT_SECRET"] = secret
     console = ports["console"]
     env["PAYDESK_CORS_ORIGINS"] = f"http://127.0.0.1:{console},http://localhost:{console}"
@@ -496,7 +513,7 @@ def main() -> None:
         print(f"pgbench     one-row INSERT, 8 clients: {pgbench_after:,.0f} TPS (after)", flush=True)
         report(args, run, sampler, pgbench_before, pgbench_after, out, broker_name, time.monotonic() - wall)
     finally:
-        supervisor.stop(stop_order(START_ORDER, INTAKE))
+        supervisor.stop(process_stop_order(START_ORDER, INTAKE))
         if broker is not None:
             broker.stop()
         postgres.stop()

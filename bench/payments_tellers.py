@@ -3,13 +3,17 @@
 A benchmark, never a test; it prints figures. Issue 17's HTTP target: p99 < 100 ms with 16 tellers.
 
     .venv/bin/python bench/payments_tellers.py [--tellers 16] [--seconds 30] [--accounts 2000] [--profile]
+        [--api-processes N]
 
 It starts an embedded Postgres and Apache Kafka, migrates payments, runs `paydesk service payments` with the
 settings `make run` gives it (spans exported to Postgres, INFO logs, the default pool) unless told otherwise,
 loads the accounts through `billing.receivables.v1`, and then each teller posts a payment against its own bills,
 one request after the other, for `--seconds`. Besides the answer's latency it reads `payments.events.v1` and
-reports how long each accepted payment took to reach Kafka (the outbox relay). With `--profile`, py-spy samples
-the payments process during the run and the busiest functions are printed (the raw stacks go to `--out`).
+reports how long each accepted payment took to reach Kafka (the outbox relay). Payments runs as `paydesk run` starts
+it (`paydesk.launcher.service_processes`: api processes on one port and a workers process), or with
+`--api-processes 0` as one process doing everything. After the run it prints each process's event-loop lag
+(`paydesk_event_loop_lag_seconds`). With `--profile`, py-spy samples every payments process during the run and the
+busiest functions of each are printed (the raw stacks go to `--out`).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from aiokafka import AIOKafkaConsumer  # noqa: E402
 
 from bench.payments import percentile, publish_accounts, wait_for_bills  # noqa: E402
 from paydesk.embedded import EmbeddedPostgres, broker_from_environment, free_port  # noqa: E402
+from paydesk.launcher import ServiceProcess, service_processes  # noqa: E402
 from paydesk.migrations import upgrade  # noqa: E402
 from shared.auth import Role, mint_token  # noqa: E402
 from shared.contracts import Topic  # noqa: E402
@@ -48,27 +53,68 @@ from shared.messaging import provision_topics  # noqa: E402
 SECRET = "benchmark-secret-that-is-long-enough-for-hs256"
 
 
-def start_payments(workdir: Path, url: str, bootstrap: str, port: int, extra_env: dict[str, str]) -> Any:
+def start_payments(
+    workdir: Path,
+    url: str,
+    bootstrap: str,
+    port: int,
+    api_processes: int | None,
+    extra_env: dict[str, str],
+    started: dict[ServiceProcess, Any],
+) -> None:
+    """Payments' processes as `paydesk run` starts them (or `api_processes` of them and a workers process), each
+    put in `started` at once (the caller stops them, even when one never became ready)."""
     env = os.environ | {
         "DATABASE_URL": url,
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "PAYDESK_JWT_SECRET": SECRET,
         "PAYMENTS_HTTP_PORT": str(port),
+        "PAYMENTS_WORKERS_HTTP_PORT": str(free_port()),
+        **({"PAYMENTS_API_PROCESSES": str(api_processes)} if api_processes is not None else {}),
         **extra_env,
     }
-    log = open(workdir / "payments.log", "wb")  # noqa: SIM115 - held open for the process lifetime
-    process = subprocess.Popen(
-        [sys.executable, "-m", "paydesk.cli", "service", "payments"], env=env, stdout=log, stderr=log
-    )
+    for role in service_processes("payments", env):
+        log = open(workdir / f"{role.name}.log", "wb")  # noqa: SIM115 - held open for the process lifetime
+        started[role] = subprocess.Popen(
+            [sys.executable, "-m", "paydesk.cli", "service", "payments"],
+            env=env | role.environment(),
+            stdout=log,
+            stderr=log,
+        )
     deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"payments did not start; see {workdir / 'payments.log'}")
+    for role in started:
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{role.port}/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{role.name} did not start; see {workdir / (role.name + '.log')}")
+            time.sleep(0.2)
+
+
+def loop_lag(port: int) -> dict[float, float]:
+    """The event-loop lag histogram of the process answering on `port`: cumulative count per bucket bound."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    buckets = {}
+    for line in text.splitlines():
+        if line.startswith("paydesk_event_loop_lag_seconds_bucket"):
+            bound = line.split('le="')[1].split('"')[0]
+            buckets[float("inf") if bound == "+Inf" else float(bound)] = float(line.rsplit(" ", 1)[1])
+    return buckets
+
+
+def lag_quantile(before: dict[float, float], after: dict[float, float], q: float) -> str:
+    """The bucket bound under which a share `q` of the run's lag samples fell (from the two scrapes' difference)."""
+    counts = {bound: after[bound] - before.get(bound, 0.0) for bound in sorted(after)}
+    total = counts.get(float("inf"), 0.0)
+    if not total:
+        return "-"
+    for bound, count in counts.items():
+        if count >= q * total:
+            return f"<= {1000 * bound:g} ms" if bound != float("inf") else "> 2.5 s"
+    return "-"
 
 
 async def watch_posted(bootstrap: str, seen: dict[str, float], stop: asyncio.Event) -> None:
@@ -165,7 +211,7 @@ async def tellers(
     bills: list[tuple[str, str]],
     count: int,
     seconds: float,
-    payments_pid: int,
+    payments: dict[ServiceProcess, int],
     data_dir: Path,
     dsn: str,
 ) -> None:
@@ -214,7 +260,7 @@ async def tellers(
     warm_until = time.perf_counter() + 3
     await asyncio.gather(*(teller(n, warm_until, record=False) for n in range(count)))  # connections and plans
     # CPU per accepted payment: less at the mercy of other processes on the machine than the latencies are.
-    measured = {"payments": payments_pid, "postgres": postmaster(data_dir)}
+    measured = {process.name: pid for process, pid in payments.items()} | {"postgres": postmaster(data_dir)}
     # What the processes burn with no request (consumers polling, the relay, spans): taken off below, so the
     # CPU per payment does not grow just because a loaded machine let fewer payments through.
     idle_before = {name: cpu_seconds(pid) for name, pid in measured.items()}
@@ -226,11 +272,15 @@ async def tellers(
     }
     cpu_before = {name: cpu_seconds(pid) for name, pid in measured.items()}
     sessions_before = await database_sessions(dsn)
+    # One scrape per process: api processes share a port, so only one of them is read (the kernel picks it).
+    lag_ports = {process.port: process.name for process in payments}
+    lag_before = {port: await asyncio.to_thread(loop_lag, port) for port in lag_ports}
     started = time.perf_counter()
     sampler = asyncio.create_task(sample_waits(dsn, waits_done))
     await asyncio.gather(*(teller(n, started + seconds, record=True) for n in range(count)))
     elapsed = time.perf_counter() - started
     waits_done.set()
+    lag_after = {port: await asyncio.to_thread(loop_lag, port) for port in lag_ports}
     cpu_used = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in measured.items()}
     new_sessions = await database_sessions(dsn) - sessions_before - 3  # the counting and sampling connections
     deadline = time.perf_counter() + 60
@@ -266,6 +316,12 @@ async def tellers(
         flush=True,
     )
     print(f"database connections opened during the run: {new_sessions}", flush=True)
+    for port, name in lag_ports.items():
+        print(
+            f"event-loop lag of {name} (a 100 ms timer, during the run): "
+            + ", ".join(f"p{q:g} {lag_quantile(lag_before[port], lag_after[port], q / 100)}" for q in (50, 95, 99)),
+            flush=True,
+        )
     missing = len(answered) - len(relay)
     if missing:
         print(f"{missing} accepted payments not seen on Kafka within 60 s", flush=True)
@@ -284,7 +340,7 @@ def busiest(raw: Path, top: int = 25) -> None:
         own[frames[-1]] += samples
         for frame in set(frames):
             inclusive[frame] += samples
-    print(f"py-spy: {total} samples of the payments process", flush=True)
+    print(f"py-spy: {total} samples", flush=True)
     for title, counter in (("own", own), ("on the stack", inclusive)):
         print(f"  busiest ({title}):", flush=True)
         for frame, samples in counter.most_common(top):
@@ -296,7 +352,21 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=2000)
     parser.add_argument("--tellers", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--profile", action="store_true", help="sample the payments process with py-spy")
+    parser.add_argument(
+        "--api-processes",
+        type=int,
+        default=None,
+        help="payments' api processes besides its workers process (0: one process doing everything); "
+        "default: as `paydesk run` starts it",
+    )
+    parser.add_argument(
+        "--api-nice",
+        type=int,
+        default=None,
+        help="a diagnosis, not a setting: run payments' api processes at this niceness (below 0 needs root), to "
+        "tell how much of the latency is the process waiting for a core behind other processes",
+    )
+    parser.add_argument("--profile", action="store_true", help="sample the payments processes with py-spy")
     parser.add_argument("--idle", action="store_true", help="with --profile: count waiting stacks too")
     parser.add_argument("--out", type=Path, default=None, help="where py-spy's stacks go")
     parser.add_argument(
@@ -311,26 +381,36 @@ def main() -> None:
     kafka = broker_from_environment(workdir)
     url = postgres.start()
     bootstrap = kafka.start()
-    process = profiler = None
+    processes: dict[ServiceProcess, Any] = {}
+    profilers: dict[str, tuple[Any, Path]] = {}
     try:
         asyncio.run(provision_topics(bootstrap, partitions=3))
         upgrade("payments", url)
         port = free_port()
-        process = start_payments(workdir, url, bootstrap, port, extra_env)
+        start_payments(workdir, url, bootstrap, port, args.api_processes, extra_env, processes)
         asyncio.run(publish_accounts(bootstrap, args.accounts))
         bills = asyncio.run(wait_for_bills(url.replace("postgresql+asyncpg://", "postgresql://"), args.accounts))
-        print(f"{len(bills)} bills; {args.tellers} tellers for {args.seconds:g} s; env {extra_env}", flush=True)
+        if args.api_nice is not None:
+            for role, child in processes.items():
+                if role.role != "workers":
+                    psutil.Process(child.pid).nice(args.api_nice)
+        roles = ", ".join(f"{p.name} ({p.role}, nice {psutil.Process(c.pid).nice()})" for p, c in processes.items())
+        print(f"{len(bills)} bills; {args.tellers} tellers, {args.seconds:g} s; {roles}; env {extra_env}", flush=True)
         if args.profile:
             out = args.out or Path(f"bench-results/tellers-{time.strftime('%Y%m%d-%H%M%S')}")
             out.mkdir(parents=True, exist_ok=True)
-            raw = out / "payments.raw.txt"
             spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-            record = ["record", "--pid", str(process.pid), "--format", "raw", "--output", str(raw), "--rate", "200"]
-            profiler = subprocess.Popen(
-                [spy, *record, *(["--idle"] if args.idle else [])],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            for role, child in processes.items():
+                raw = out / f"{role.name}.raw.txt"
+                record = ["record", "--pid", str(child.pid), "--format", "raw", "--output", str(raw), "--rate", "200"]
+                profilers[role.name] = (
+                    subprocess.Popen(
+                        [spy, *record, *(["--idle"] if args.idle else [])],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    ),
+                    raw,
+                )
         asyncio.run(
             tellers(
                 f"http://127.0.0.1:{port}",
@@ -338,20 +418,22 @@ def main() -> None:
                 bills,
                 args.tellers,
                 args.seconds,
-                process.pid,
+                {role: child.pid for role, child in processes.items()},
                 workdir / "pgdata",
                 url.replace("postgresql+asyncpg://", "postgresql://"),
             )
         )
         print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
-        if profiler is not None:
+        for name, (profiler, raw) in profilers.items():
             profiler.send_signal(signal.SIGINT)
             profiler.wait(60)
+            print(f"{name}:", flush=True)
             busiest(raw)
     finally:
-        if process is not None:
-            process.send_signal(signal.SIGTERM)
-            process.wait(30)
+        for child in processes.values():
+            child.send_signal(signal.SIGTERM)
+        for child in processes.values():
+            child.wait(30)
         kafka.stop()
         postgres.stop()
 

@@ -18,7 +18,8 @@ import asyncio
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -26,7 +27,7 @@ from aiokafka import AIOKafkaProducer
 
 from paydesk.embedded import EmbeddedBroker, EmbeddedKafka, EmbeddedPostgres, EmbeddedTansu, kafka_unavailable
 from paydesk.migrations import upgrade
-from paydesk.registry import DEFAULT_PORTS, INTAKE, START_ORDER
+from paydesk.registry import DEFAULT_PORTS, INTAKE, REGISTRY, START_ORDER
 from paydesk.sample_data import generate_accounts, seed_sample
 from paydesk.supervisor import Supervisor, stop_order
 from shared.contracts import CONTENT_TYPE, Topic
@@ -64,14 +65,52 @@ def _port(name: str) -> int:
     return int(os.environ.get(f"{name.upper()}_HTTP_PORT", DEFAULT_PORTS[name]))
 
 
+@dataclass(frozen=True, slots=True)
+class ServiceProcess:
+    """One process `paydesk run` supervises: a service in a role (`PAYDESK_PROCESS_ROLE`) on a port."""
+
+    name: str  # the supervisor's name for it, and its log file's
+    service: str
+    role: str
+    port: int
+
+    def environment(self) -> dict[str, str]:
+        return {"PAYDESK_PROCESS_ROLE": self.role, f"{self.service.upper()}_HTTP_PORT": str(self.port)}
+
+
+def service_processes(name: str, env: Mapping[str, str] | None = None) -> list[ServiceProcess]:
+    """The processes of one service: itself alone, or its api processes (one port) and its workers process."""
+    env = os.environ if env is None else env
+    entry = REGISTRY[name]
+    prefix = name.upper()
+    port = int(env.get(f"{prefix}_HTTP_PORT", entry.port))
+    api = int(env.get(f"{prefix}_API_PROCESSES", entry.api_processes))
+    if api < 1:
+        return [ServiceProcess(name, name, "all", port)]
+    workers_port = int(env.get(f"{prefix}_WORKERS_HTTP_PORT", entry.workers_port or port + 10))
+    return [
+        *(ServiceProcess(name if n == 1 else f"{name}-api-{n}", name, "api", port) for n in range(1, api + 1)),
+        ServiceProcess(f"{name}-workers", name, "workers", workers_port),
+    ]
+
+
+def process_stop_order(
+    start_order: Sequence[str], intake: Sequence[str], env: Mapping[str, str] | None = None
+) -> list[str]:
+    """`stop_order` over processes: a service's api processes first, then its workers (draining its outbox)."""
+    return [process.name for name in stop_order(start_order, intake) for process in service_processes(name, env)]
+
+
 class StopRequested(Exception):
     """SIGINT/SIGTERM arrived while the system was still starting."""
 
 
 def wait_ready(names: list[str], timeout: float = 90.0, on_wait: Callable[[], None] | None = None) -> None:
+    """Wait until every process of each service answers ready (a service's api processes share one address)."""
     deadline = time.monotonic() + timeout
-    for name in names:
-        url = f"http://127.0.0.1:{_port(name)}/health/ready"
+    ports = {process.port: process.name for name in names for process in reversed(service_processes(name))}
+    for port, name in ports.items():
+        url = f"http://127.0.0.1:{port}/health/ready"
         while True:
             try:
                 if httpx.get(url, timeout=2).status_code == 200:
@@ -86,11 +125,18 @@ def wait_ready(names: list[str], timeout: float = 90.0, on_wait: Callable[[], No
 
 
 def supervise_services(supervisor: Supervisor, env: dict[str, str], log_dir: Path) -> None:
+    """Start every process of every service (`service_processes`), each restarted on its own when it dies."""
+    names = []
     for name in START_ORDER:
-        supervisor.add(
-            name, [sys.executable, "-m", "paydesk.cli", "service", name], env=env, log_file=log_dir / f"{name}.log"
-        )
-    supervisor.start(START_ORDER)
+        for process in service_processes(name, env):
+            supervisor.add(
+                process.name,
+                [sys.executable, "-m", "paydesk.cli", "service", name],
+                env=env | process.environment(),
+                log_file=log_dir / f"{process.name}.log",
+            )
+            names.append(process.name)
+    supervisor.start(names)
 
 
 def choose_broker(root: Path, port: int, log_dir: Path, wanted: str = "auto") -> EmbeddedBroker:
@@ -178,7 +224,7 @@ def run_system(*, data_dir: str, sample_data: bool) -> None:
         print("stop requested while starting", flush=True)
     finally:
         print("stopping services...", flush=True)
-        supervisor.stop(stop_order(START_ORDER, INTAKE))
+        supervisor.stop(process_stop_order(START_ORDER, INTAKE, env))
         if kafka is not None:
             print("stopping kafka", flush=True)
             kafka.stop()

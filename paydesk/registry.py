@@ -16,6 +16,11 @@ from types import ModuleType
 class ServiceEntry:
     name: str
     port: int
+    # More than 0: `paydesk run` starts this many `api` processes sharing `port` (SO_REUSEPORT) and one `workers`
+    # process (consumers, outbox relay) answering health and metrics on `workers_port`, instead of one process
+    # doing everything (`PAYDESK_PROCESS_ROLE`). `<NAME>_API_PROCESSES` and `<NAME>_WORKERS_HTTP_PORT` override.
+    api_processes: int = 0
+    workers_port: int | None = None
 
     @property
     def package(self) -> str:
@@ -41,7 +46,9 @@ ENTRIES = [
     ServiceEntry("kpi", 8105),
     ServiceEntry("receipts", 8104),
     ServiceEntry("credit_notes", 8103),
-    ServiceEntry("payments", 8102),
+    # The counters' requests on a process of its own: no consumer batch or relay pass on its event loop. One api
+    # process, not two: on two cores a second one cost more CPU per payment than it gave (README, session 8).
+    ServiceEntry("payments", 8102, api_processes=1, workers_port=8112),
     ServiceEntry("gateway_bridge", 8101),
     ServiceEntry("collections", 8106),
     ServiceEntry("reconciliation", 8107),

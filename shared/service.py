@@ -1,7 +1,9 @@
 """What every service process is made of: HTTP app, broker, consumers, outbox relay, health and metrics.
 
 A service's `app.py` builds one `Service` from its settings, its tables, its consumers and its routes;
-nothing connects until the HTTP app's lifespan starts it.
+nothing connects until the HTTP app's lifespan starts it. `PAYDESK_PROCESS_ROLE` says which of those this process
+runs: all of them (the default), the routes only (`api`: the counters' requests never wait behind a consumer's
+batch or the relay on the same event loop), or the consumers and the relay only (`workers`).
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -23,7 +27,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from faststream.specification import AsyncAPI
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
-from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Gauge, Histogram, generate_latest
 from sqlalchemy import MetaData, Table, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -62,6 +66,14 @@ CONSUMER_SILENCE = Gauge(
 )
 # How often a service looks at its consumers when nobody asks (for the log line on a stall and on recovery).
 CONSUMER_WATCH_SECONDS = 5.0
+EVENT_LOOP_LAG = Histogram(
+    "paydesk_event_loop_lag_seconds",
+    "How late a 100 ms timer fires on the process's event loop: time the loop spent on other work without yielding, "
+    "plus time the process waited for a CPU",
+    ["service", "role"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+LAG_TICK_SECONDS = 0.1
 
 
 class UnavailableLog:
@@ -135,6 +147,7 @@ class PlumbingTables:
 class Service:
     def __init__(self, settings: ServiceSettings, tables: PlumbingTables, *, title: str) -> None:
         self.settings = settings
+        self.role = settings.process_role
         self.tables = tables
         self.engine = create_engine(settings.database_url, pool_size=settings.database_pool_size)
         self.sessions: async_sessionmaker[AsyncSession] = session_factory(
@@ -156,13 +169,17 @@ class Service:
         self.event_consumers: list[EventConsumer] = []
         self._relay_task: asyncio.Task[None] | None = None
         self._watch_task: asyncio.Task[None] | None = None
+        self._lag_task: asyncio.Task[None] | None = None
         self._stalled: dict[str, str] = {}
         self.http = self._build_http(title)
 
     # --- wiring used by each service's app.py ---
 
     def subscribe(self, *subscriptions: Subscription) -> None:
-        """Bind event consumers: one consumer group per subscription, exactly once, with the DLQ."""
+        """Bind event consumers: one consumer group per subscription, exactly once, with the DLQ. An api process
+        binds none: its service's workers process consumes (and reports the consumers' health)."""
+        if not self.runs_workers:
+            return
         for subscription in subscriptions:
             consumer = EventConsumer(
                 service=self.settings.service_name,
@@ -197,8 +214,15 @@ class Service:
         # Subscribers come out in no fixed order; sorted keys make the committed document reproducible.
         return yaml.safe_dump(yaml.safe_load(spec.to_yaml()), sort_keys=True, allow_unicode=True)
 
+    @property
+    def runs_workers(self) -> bool:
+        """Whether this process consumes events and relays the outbox (an `api` process only stages rows)."""
+        return self.role != "api"
+
     def include(self, router: APIRouter) -> None:
-        self.http.include_router(router)
+        """The service's business routes; a `workers` process serves health and metrics only."""
+        if self.role != "workers":
+            self.http.include_router(router)
 
     # --- lifecycle ---
 
@@ -212,11 +236,20 @@ class Service:
             settings.otel_exporter_otlp_endpoint,
             sample_ratio=settings.trace_sample_ratio,
         )
+        # An api process keeps the producer too: its readiness says whether the broker answers.
         await self.relay.renew_producer()
-        self._relay_task = asyncio.create_task(self.relay.run(), name=f"{self.settings.service_name}-outbox-relay")
-        await self.broker.start()
-        self._watch_task = asyncio.create_task(self._watch_consumers(), name=f"{settings.service_name}-consumer-watch")
-        log.info("service started", extra={"service": self.settings.service_name, "port": self.settings.http_port})
+        if self.runs_workers:
+            # In an api process the rows its requests stage wait for the workers' relay (it polls the outbox).
+            self._relay_task = asyncio.create_task(self.relay.run(), name=f"{settings.service_name}-outbox-relay")
+            await self.broker.start()
+            self._watch_task = asyncio.create_task(
+                self._watch_consumers(), name=f"{settings.service_name}-consumer-watch"
+            )
+        self._lag_task = asyncio.create_task(self._sample_loop_lag(), name=f"{settings.service_name}-loop-lag")
+        log.info(
+            "service started",
+            extra={"service": settings.service_name, "port": settings.http_port, "role": self.role},
+        )
 
     async def _new_producer(self) -> AIOKafkaProducer:
         """A started producer for the outbox relay (aiokafka binds it to the running loop: never made in __init__)."""
@@ -244,9 +277,11 @@ class Service:
 
     async def stop(self) -> None:
         """Stop consumers first, then drain the outbox, then the producer: nothing staged is left behind."""
-        if self._watch_task is not None:
-            self._watch_task.cancel()
-        await self.broker.stop()
+        for task in (self._watch_task, self._lag_task):
+            if task is not None:
+                task.cancel()
+        if self.runs_workers:
+            await self.broker.stop()
         self.relay.stop()
         if self._relay_task is not None:
             try:
@@ -299,6 +334,16 @@ class Service:
         while True:
             await asyncio.sleep(CONSUMER_WATCH_SECONDS)
             self.consumer_health()
+
+    async def _sample_loop_lag(self) -> None:
+        """Where a request's time goes that no span shows: the loop busy with something else (a consumer's
+        batch, the relay, span export) or the process waiting for a core."""
+        lag = EVENT_LOOP_LAG.labels(self.settings.service_name, self.role)
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            await asyncio.sleep(LAG_TICK_SECONDS)
+            lag.observe(max(0.0, loop.time() - started - LAG_TICK_SECONDS))
 
     # --- HTTP ---
 
@@ -400,12 +445,33 @@ class Service:
         return app
 
 
+def shared_listener(host: str, port: int) -> socket.socket:
+    """A listening address several processes bind at once (SO_REUSEPORT): the kernel spreads new connections
+    over them, so each api process of a service answers its share of the counters on the service's one port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    listener.bind((host, port))
+    listener.set_inheritable(True)
+    return listener
+
+
 def run_http(service_factory: Callable[[], Service], settings: ServiceSettings) -> None:
-    """Run one service as a process: JSON logs, then uvicorn serving its HTTP app until SIGINT/SIGTERM."""
+    """Run one service as a process: JSON logs, then uvicorn serving its HTTP app until SIGINT/SIGTERM.
+
+    An `api` process shares its port with the service's other api processes; any other role binds it alone."""
     import uvicorn
 
     configure_logging(settings.service_name, settings.log_level)
     service = service_factory()
-    uvicorn.run(
+    config = uvicorn.Config(
         service.http, host=settings.http_host, port=settings.http_port, log_config=None, timeout_graceful_shutdown=10
     )
+    server = uvicorn.Server(config)
+    if settings.process_role == "api":
+        server.run(sockets=[shared_listener(settings.http_host, settings.http_port)])
+    else:
+        server.run()
+    if not server.started:
+        sys.exit(3)  # uvicorn's own exit code for a failed start-up

@@ -148,6 +148,14 @@ class ServiceSettings(BaseSettings):
         "the logs, the X-Trace-Id header and the Kafka headers.",
     )
     log_level: str = Field(default="INFO", validation_alias=_env("PAYDESK_LOG_LEVEL"))
+    process_role: Literal["all", "api", "workers"] = Field(
+        default="all",
+        validation_alias=_env("PAYDESK_PROCESS_ROLE"),
+        description="What this process of the service runs: `all` (routes, consumers, outbox relay), `api` (the "
+        "routes only, on a port it may share with other api processes: SO_REUSEPORT), or `workers` (consumers and "
+        "the relay, with health and metrics but no business routes). Each role's process is a `paydesk service`; "
+        "`paydesk run` starts the roles its registry entry asks for.",
+    )
     outbox_poll_seconds: float = Field(default=0.05, gt=0, validation_alias=_env("PAYDESK_OUTBOX_POLL_SECONDS"))
     outbox_retention_days: int = Field(default=7, ge=1, validation_alias=_env("PAYDESK_OUTBOX_RETENTION_DAYS"))
     consumer_max_attempts: int = Field(default=5, ge=1, validation_alias=_env("PAYDESK_CONSUMER_MAX_ATTEMPTS"))

@@ -11,7 +11,17 @@ from fastapi import APIRouter, Body, Header, Query, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, BeforeValidator, Field
 
-from services.payments import adjustments, commands, disputes, domain, intents, queries, setting_changes, views
+from services.payments import (
+    adjustments,
+    commands,
+    decisions,
+    disputes,
+    domain,
+    intents,
+    queries,
+    setting_changes,
+    views,
+)
 from shared.auth import Actor, Role, require_account, require_roles
 from shared.contracts.events import PaymentType
 from shared.export import OPENAPI_RESPONSES, ExportFormat, export_response
@@ -295,7 +305,7 @@ def router(service: Service, gateway: stripe.StripeClient) -> APIRouter:
         payment_id_or_receipt: str, actor: Annotated[Actor, require_roles(*APPROVERS)]
     ) -> dict[str, Any]:
         async with service.sessions() as session, session.begin():
-            payment_id = await commands.verify_payment(session, payment_id_or_receipt, verified_by=actor.name)
+            payment_id = await decisions.verify_payment(session, payment_id_or_receipt, verified_by=actor.name)
         return await detail(payment_id)
 
     @routes.post("/payments/{payment_id_or_receipt}/cancel", tags=["payments"])
@@ -303,7 +313,7 @@ def router(service: Service, gateway: stripe.StripeClient) -> APIRouter:
         payment_id_or_receipt: str, body: CancelRequest, actor: Annotated[Actor, require_roles(Role.ADMIN)]
     ) -> dict[str, Any]:
         async with service.sessions() as session, session.begin():
-            payment_id = await commands.cancel_payment(
+            payment_id = await decisions.cancel_payment(
                 session, payment_id_or_receipt, reason=body.reason, cancelled_by=actor.name
             )
         return await detail(payment_id)

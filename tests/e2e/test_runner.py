@@ -20,8 +20,8 @@ import httpx
 import pytest
 
 from paydesk.embedded import free_port
+from paydesk.launcher import process_stop_order, service_processes
 from paydesk.registry import INTAKE, START_ORDER
-from paydesk.supervisor import stop_order
 from tests.support.brokers import TEST_BROKER
 
 pytestmark = [pytest.mark.e2e]
@@ -71,6 +71,10 @@ class Run:
         self.ports = {name: free_port() for name in START_ORDER}
         env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")}
         env.update({f"{name.upper()}_HTTP_PORT": str(port) for name, port in self.ports.items()})
+        env.update({f"{name.upper()}_WORKERS_HTTP_PORT": str(free_port()) for name in START_ORDER})
+        self.env = env
+        # Every process the runner supervises: payments runs as api processes and a workers process.
+        self.processes = [process.name for name in START_ORDER for process in service_processes(name, env)]
         env.update({"PAYDESK_KAFKA_PORT": str(free_port()), "PAYDESK_BROKER": TEST_BROKER})
         env.update({"PAYDESK_OTEL_EXPORTER": "none", "PYTHONPATH": str(ROOT)})
         with self.output.open("wb") as out:
@@ -88,7 +92,7 @@ class Run:
 
     def started(self) -> dict[str, list[int]]:
         pids: dict[str, list[int]] = {}
-        for name, pid in re.findall(r"^started (\w+) \(pid (\d+)\)$", self.text(), re.M):
+        for name, pid in re.findall(r"^started (\S+) \(pid (\d+)\)$", self.text(), re.M):
             pids.setdefault(name, []).append(int(pid))
         return pids
 
@@ -128,7 +132,8 @@ def test_ctrl_c_stops_the_running_system_in_order_and_a_dead_service_is_restarte
     broker = [pid for pid in processes_mentioning(str(run.root / "data" / "kafka")) if pid != postmaster]
     assert broker, "the broker's process names its data directory"
     services = {name: pids[0] for name, pids in run.started().items()}
-    assert sorted(services) == sorted(START_ORDER)
+    assert sorted(services) == sorted(run.processes)
+    assert {"payments", "payments-workers"} <= set(services)
     for pid in [*services.values(), *broker, postmaster]:
         assert os.getpgid(pid) != runner_group, f"{pid} shares the terminal's process group"
 
@@ -141,12 +146,12 @@ def test_ctrl_c_stops_the_running_system_in_order_and_a_dead_service_is_restarte
     os.killpg(run.process.pid, signal.SIGINT)  # Ctrl-C
     assert run.process.wait(300) == 0, run.text()[-5000:]
     text = run.text()
-    stopped = re.findall(r"^stopped (\w+)", text, re.M)
-    assert stopped == [*stop_order(START_ORDER, INTAKE), "kafka", "postgres"], text[-5000:]
-    codes = re.findall(r"^stopped \w+ \(exit code (-?\d+)\)$", text, re.M)
+    stopped = re.findall(r"^stopped (\S+)", text, re.M)
+    assert stopped == [*process_stop_order(START_ORDER, INTAKE, run.env), "kafka", "postgres"], text[-5000:]
+    codes = re.findall(r"^stopped \S+ \(exit code (-?\d+)\)$", text, re.M)
     # Each stopped by its SIGTERM (uvicorn shuts down, then re-raises it: -15), none by the Ctrl-C (-2).
-    assert len(codes) == len(START_ORDER) and set(codes) <= {"0", "-15"}, text[-5000:]
-    for name in START_ORDER:
+    assert len(codes) == len(run.processes) and set(codes) <= {"0", "-15"}, text[-5000:]
+    for name in run.processes:
         assert "Application shutdown complete." in (run.root / "data" / "logs" / f"{name}.log").read_text()
     every_pid = [*[p for pids in run.started().values() for p in pids], *broker, postmaster]
     wait_for(lambda: not any(alive(pid) for pid in every_pid), within=60)

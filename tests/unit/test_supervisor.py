@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from paydesk.launcher import process_stop_order, service_processes
 from paydesk.registry import INTAKE, START_ORDER
 from paydesk.supervisor import Backoff, Supervisor, stop_order
 
@@ -26,6 +27,31 @@ def test_the_runner_stops_intake_first_then_the_pure_consumers_in_reverse_start_
     consumers = [name for name in START_ORDER if name not in INTAKE]
     assert order[3:] == list(reversed(consumers))
     assert order[-1] == "kpi"  # started first, stopped last: it listens until everything upstream has drained
+
+
+def test_payments_runs_as_api_processes_on_its_port_and_one_workers_process_on_another() -> None:
+    processes = service_processes("payments", {})
+    assert [(p.name, p.role, p.port) for p in processes] == [
+        ("payments", "api", 8102),
+        ("payments-workers", "workers", 8112),
+    ]
+    assert processes[-1].environment() == {"PAYDESK_PROCESS_ROLE": "workers", "PAYMENTS_HTTP_PORT": "8112"}
+    env = {"PAYMENTS_HTTP_PORT": "9000", "PAYMENTS_API_PROCESSES": "3", "PAYMENTS_WORKERS_HTTP_PORT": "9001"}
+    assert [(p.name, p.port) for p in service_processes("payments", env)] == [
+        ("payments", 9000),
+        ("payments-api-2", 9000),
+        ("payments-api-3", 9000),
+        ("payments-workers", 9001),
+    ]
+    alone = service_processes("payments", {"PAYMENTS_API_PROCESSES": "0"})
+    assert [(p.name, p.role, p.port) for p in alone] == [("payments", "all", 8102)]
+    assert [(p.name, p.role) for p in service_processes("receipts", {})] == [("receipts", "all")]
+
+
+def test_a_split_service_stops_its_api_processes_before_its_workers_in_the_intake_order() -> None:
+    order = process_stop_order(START_ORDER, INTAKE, {"PAYMENTS_API_PROCESSES": "2"})
+    assert order[:5] == ["gateway_bridge", "payments", "payments-api-2", "payments-workers", "console"]
+    assert order[5:] == stop_order(START_ORDER, INTAKE)[3:]
 
 
 def test_an_intake_service_missing_from_the_start_order_is_refused() -> None:
