@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from sqlalchemy import Table, insert, select
@@ -419,6 +419,8 @@ class TestReconciliationBatches:
     async def test_a_run_of_postings_takes_a_fixed_handful_of_statements(
         self, reconciliation: ReconciliationService
     ) -> None:
+        # A service of its own, not started: the running one's consumers would add their statements to the count.
+        reconciliation = create_reconciliation(cast(ReconciliationSettings, reconciliation.settings))
         run = History()
         await self.intents(reconciliation, run, ("a", 1, "5.00"))
         batch = [run.posted(n, f"{n}.00", method=("Cash", "Check")[n % 2]) for n in range(2, 62)]
