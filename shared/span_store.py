@@ -154,7 +154,7 @@ def span_row(span: ReadableSpan, default_service: str) -> tuple[Any, ...]:
 
 
 class PostgresSpanExporter(SpanExporter):
-    """Writes each batch of finished spans to `telemetry.spans` in one transaction (a COPY and one insert)."""
+    """Writes each batch of finished spans to `telemetry.spans` in one transaction (one binary COPY)."""
 
     def __init__(self, database_url: str, service: str) -> None:
         self.database_url = database_url
