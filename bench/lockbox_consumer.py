@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.consumer_meter import ConsumerMeter  # noqa: E402
-from bench.e2e import bills_of, plan, request_body  # noqa: E402
+from bench.e2e_workload import bills_of, plan, request_body  # noqa: E402
 from paydesk.embedded import EmbeddedPostgres  # noqa: E402
 from paydesk.migrations import upgrade  # noqa: E402
 from paydesk.sample_data import generate_accounts  # noqa: E402

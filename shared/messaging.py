@@ -87,6 +87,8 @@ class Subscription:
     on_rejected: RejectionHandler | None = None
     # Optional: applies all of a batch's handled events at once (fewer statements); `handlers` stay the fallback.
     batch_handler: BatchHandler | None = None
+    # Most records in one batch, where not the service's `consumer_max_batch`.
+    max_batch: int | None = None
 
 
 async def apply_in_runs(

@@ -189,7 +189,7 @@ class Service:
                 session_factory=self.sessions,
                 inbox=self.tables.inbox,
                 max_attempts=self.settings.consumer_max_attempts,
-                max_batch=self.settings.consumer_max_batch,
+                max_batch=subscription.max_batch or self.settings.consumer_max_batch,
                 batch_wait_ms=self.settings.consumer_batch_wait_ms,
                 fetch_max_wait_ms=self.settings.kafka_fetch_max_wait_ms,
                 session_timeout_ms=self.settings.kafka_session_timeout_ms,

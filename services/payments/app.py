@@ -13,7 +13,11 @@ def create_service(settings: PaymentsSettings | None = None) -> Service:
     """The payments service, built from settings; nothing connects until it starts."""
     settings = settings or PaymentsSettings()
     service = Service(settings, plumbing, title="Paydesk payments")
-    service.subscribe(*projections.subscriptions(), *external_commands.subscriptions(), *online.subscriptions())
+    service.subscribe(
+        *projections.subscriptions(),
+        *external_commands.subscriptions(settings.commands_max_batch),
+        *online.subscriptions(),
+    )
     service.subscribe(*settlement.subscriptions())  # Settled when reconciliation finds the money at the bank
     service.subscribe(*arrangements.subscriptions())
     service.publishes(

@@ -270,8 +270,9 @@ async def _claim_keys(
         raise OneByOne("an idempotency key was used before")
 
 
-def subscriptions() -> list[Subscription]:
-    """The consumer of `payments.commands.v1`: a batch at a time, one command at a time when that fails."""
+def subscriptions(max_batch: int | None = None) -> list[Subscription]:
+    """The consumer of `payments.commands.v1`: a batch (of at most `max_batch`) at a time, one command at a time when
+    that fails."""
     return [
         Subscription(
             "commands",
@@ -279,5 +280,6 @@ def subscriptions() -> list[Subscription]:
             {RECORD_REQUESTED: on_payment_record_requested},
             on_command_rejected,
             batch_handler=post_batch,
+            max_batch=max_batch,
         )
     ]

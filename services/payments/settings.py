@@ -9,6 +9,14 @@ class PaymentsSettings(ServiceSettings):
 
     service_name: str = "payments"
     http_port: int = Field(default=8102, ge=1, le=65535)
+    commands_max_batch: int = Field(
+        default=500,
+        ge=1,
+        description="Most commands from `payments.commands.v1` posted in one transaction. A batch costs a fixed "
+        "handful of statements and round trips whatever its size, so a lockbox file goes faster in bigger ones "
+        "(bench/lockbox_consumer.py: 0.79 ms of CPU per command at 200, 0.64 at 500); a bad command still goes "
+        "to the DLQ alone, though its batch is then applied one command at a time.",
+    )
 
     # Customers paying online: payments creates the PaymentIntent; gateway_bridge follows it by webhook.
     # Stripe's names, without our prefix, as gateway_bridge reads them.
