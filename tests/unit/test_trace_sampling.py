@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from pydantic import ValidationError
+from sqlalchemy import MetaData
 
 import shared.messaging as messaging
 import shared.outbox as outbox
@@ -108,7 +109,8 @@ def relayed(monkeypatch: pytest.MonkeyPatch, ratio: float, staged: dict[str, str
     monkeypatch.setattr(outbox, "tracer", tracer_at(ratio))
     producer: Any = SentHeaders()
     unused: Any = None
-    relay = outbox.OutboxRelay(service="test", engine=unused, outbox=unused, relay_state=unused, producer=producer)
+    rows, relay_state = outbox.outbox_tables(MetaData())  # the relay compiles its statements from them, unused here
+    relay = outbox.OutboxRelay(service="test", engine=unused, outbox=rows, relay_state=relay_state, producer=producer)
 
     async def send() -> None:
         await relay._send("payments.events.v1", "WU-10001", staged, b"{}", "event-1")
