@@ -46,9 +46,10 @@ ENTRIES = [
     ServiceEntry("kpi", 8105),
     ServiceEntry("receipts", 8104),
     ServiceEntry("credit_notes", 8103),
-    # The counters' requests on a process of its own: no consumer batch or relay pass on its event loop. One api
-    # process, not two: on two cores a second one cost more CPU per payment than it gave (README, session 8).
-    ServiceEntry("payments", 8102, api_processes=1, workers_port=8112),
+    # One process by default: on two cores the split (PAYMENTS_API_PROCESSES=1) answered tellers slower in the quiet
+    # e2e bench (HTTP 55 vs 82 payments/s, POST p99 544 vs 464 ms): the api's rows then wait for the workers' relay
+    # poll, and the extra process competes for the cores (README, session 8). Kept for machines with cores to spare.
+    ServiceEntry("payments", 8102, api_processes=0, workers_port=8112),
     ServiceEntry("gateway_bridge", 8101),
     ServiceEntry("collections", 8106),
     ServiceEntry("reconciliation", 8107),

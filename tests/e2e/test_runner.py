@@ -72,6 +72,8 @@ class Run:
         env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")}
         env.update({f"{name.upper()}_HTTP_PORT": str(port) for name, port in self.ports.items()})
         env.update({f"{name.upper()}_WORKERS_HTTP_PORT": str(free_port()) for name in START_ORDER})
+        # Not the default: payments split into api and workers, so the split's start, restart and stop order are proven.
+        env["PAYMENTS_API_PROCESSES"] = "1"
         self.env = env
         # Every process the runner supervises: payments runs as api processes and a workers process.
         self.processes = [process.name for name in START_ORDER for process in service_processes(name, env)]

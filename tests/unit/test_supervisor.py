@@ -30,7 +30,8 @@ def test_the_runner_stops_intake_first_then_the_pure_consumers_in_reverse_start_
 
 
 def test_payments_runs_as_api_processes_on_its_port_and_one_workers_process_on_another() -> None:
-    processes = service_processes("payments", {})
+    assert [(p.name, p.role, p.port) for p in service_processes("payments", {})] == [("payments", "all", 8102)]
+    processes = service_processes("payments", {"PAYMENTS_API_PROCESSES": "1"})
     assert [(p.name, p.role, p.port) for p in processes] == [
         ("payments", "api", 8102),
         ("payments-workers", "workers", 8112),
