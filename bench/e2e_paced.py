@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 from aiokafka import AIOKafkaProducer
 
-from bench.e2e_report import Memory, memory_over_run, memory_rows, number, percentiles, table
+from bench.e2e_report import Memory, Sample, memory_over_run, memory_rows, number, percentiles, table
 from bench.e2e_workload import Bill, Payment, Tracker, lockbox_command, plan, post_payment
 from shared.contracts import CONTENT_TYPE, Topic
 
@@ -140,12 +140,12 @@ async def paced_tellers(
 
 
 def memory_table(
-    samples: dict[str, list[tuple[float, float, float]]], warm_at: float, end_at: float
+    samples: dict[str, list[Sample]], warm_at: float, end_at: float
 ) -> tuple[list[list[str]], dict[str, dict[str, Any]]]:
     """Per process: RSS after warm-up, at the end of the load and the most between, and whether it stayed flat."""
     memories: list[Memory] = []
     for name, rows in sorted(samples.items()):
-        found = memory_over_run(name, [(stamp, rss) for stamp, _, rss in rows], warm_at, end_at)
+        found = memory_over_run(name, [(sample.at, sample.rss_mib) for sample in rows], warm_at, end_at)
         if found is not None:
             memories.append(found)
     figures = {
@@ -157,7 +157,7 @@ def memory_table(
 
 def paced_report(
     phases: dict[str, dict[str, Any]],
-    samples: dict[str, list[tuple[float, float, float]]],
+    samples: dict[str, list[Sample]],
     origin: float,
     warmup: float,
     load_ended: float,

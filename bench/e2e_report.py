@@ -3,9 +3,10 @@ unit-tested)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from bench.e2e_workload import Tracker
 
@@ -71,6 +72,79 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
     rule = "|" + "|".join("-" * (width + 2) if i == 0 else "-" * (width + 1) + ":" for i, width in enumerate(widths))
     return "\n".join([line(headers), rule + "|", *(line(row) for row in rows)])
+
+
+class Sample(NamedTuple):
+    """One process (with its children) at one moment, as the benchmark's sampler saw it."""
+
+    at: float  # epoch seconds
+    cpu_percent: float  # of one core, over the second before
+    rss_mib: float
+    cpu_seconds: float  # CPU used since the sampler started, processes that exited since included
+
+
+def cpu_used(samples: Sequence[tuple[float, float]], start: float, end: float) -> float | None:
+    """CPU seconds used between `start` and `end`, from (time, CPU seconds so far) samples taken about once a second,
+    linear between two samples (and flat before the first and after the last). None without samples."""
+    if not samples:
+        return None
+    ordered = sorted(samples)
+
+    def at(moment: float) -> float:
+        if moment <= ordered[0][0]:
+            return ordered[0][1]
+        for (t0, v0), (t1, v1) in itertools.pairwise(ordered):
+            if moment <= t1:
+                return v0 + (v1 - v0) * (moment - t0) / (t1 - t0) if t1 > t0 else v1
+        return ordered[-1][1]
+
+    return max(0.0, at(end) - at(start))
+
+
+def cpu_per_payment(
+    samples: Mapping[str, Sequence[tuple[float, float]]], start: float, end: float, payments: int
+) -> dict[str, float]:
+    """Milliseconds of CPU per payment of each process between `start` and `end` (idle work included: it is what
+    the box spends while it processes `payments`). Empty when no payment was processed."""
+    if payments <= 0:
+        return {}
+    found = {name: cpu_used(rows, start, end) for name, rows in samples.items()}
+    return {name: used * 1000 / payments for name, used in found.items() if used is not None}
+
+
+def ceiling(cores: int, ms_per_payment: float) -> float | None:
+    """Payments per second the machine's cores could carry if CPU were the only limit (None for no CPU)."""
+    return cores * 1000 / ms_per_payment if ms_per_payment > 0 else None
+
+
+def cpu_rows(
+    per_phase: Mapping[str, Mapping[str, float]], cores: int, load_generator: str = "bench"
+) -> tuple[list[list[str]], dict[str, dict[str, float | None]]]:
+    """The CPU table: ms per payment of each process in each phase, the totals with and without the load generator,
+    and the throughput ceiling each total implies on `cores`; and the same as figures."""
+    phases = list(per_phase)
+    names = sorted({name for figures in per_phase.values() for name in figures})
+    rows = [[name, *(number(per_phase[phase].get(name)) for phase in phases)] for name in names]
+    totals: dict[str, dict[str, float | None]] = {}
+    for phase in phases:
+        everything = sum(per_phase[phase].values())
+        system = everything - per_phase[phase].get(load_generator, 0.0)
+        totals[phase] = {
+            "total_ms": everything,
+            "system_ms": system,
+            "ceiling_per_second": ceiling(cores, everything),
+            "system_ceiling_per_second": ceiling(cores, system),
+        }
+    rows += [
+        ["total", *(number(totals[phase]["total_ms"]) for phase in phases)],
+        [f"total without {load_generator}", *(number(totals[phase]["system_ms"]) for phase in phases)],
+        [f"ceiling on {cores} cores (payments/s)", *(number(totals[phase]["ceiling_per_second"]) for phase in phases)],
+        [
+            f"ceiling without {load_generator} (payments/s)",
+            *(number(totals[phase]["system_ceiling_per_second"]) for phase in phases),
+        ],
+    ]
+    return rows, totals
 
 
 FLAT_WITHIN = 0.10  # issue 17: memory of every process flat within 10% over a 10-minute run

@@ -1,5 +1,5 @@
-"""The pure helpers of the end-to-end benchmark (bench/e2e.py): percentiles, rates, buckets, the table and the paced
-run's memory verdict."""
+"""The pure helpers of the end-to-end benchmark (bench/e2e.py): percentiles, rates, buckets, the table, CPU per
+payment and the paced run's memory verdict."""
 
 from __future__ import annotations
 
@@ -10,6 +10,11 @@ from hypothesis import strategies as st
 from bench.e2e_paced import paced_report
 from bench.e2e_report import (
     Memory,
+    Sample,
+    ceiling,
+    cpu_per_payment,
+    cpu_rows,
+    cpu_used,
     memory_over_run,
     memory_rows,
     number,
@@ -93,9 +98,9 @@ class TestMemoryOverAPacedRun:
 def test_the_paced_report_judges_every_process_but_the_benchmark_and_says_whether_the_pace_was_kept() -> None:
     every_30s = [float(t) for t in range(0, 601, 30)]
     samples = {
-        "bench": [(t, 1.0, 100.0 + t) for t in every_30s],  # grows: it keeps every payment
-        "payments": [(t, 5.0, 120.0 + (t % 60) / 10) for t in every_30s],
-        "receipts": [(t, 5.0, 128.0 + t / 10) for t in every_30s],
+        "bench": [Sample(t, 1.0, 100.0 + t, 0.0) for t in every_30s],  # grows: it keeps every payment
+        "payments": [Sample(t, 5.0, 120.0 + (t % 60) / 10, 0.0) for t in every_30s],
+        "receipts": [Sample(t, 5.0, 128.0 + t / 10, 0.0) for t in every_30s],
     }
     phase = {"rate": 50.0, "late_sends": 3, "late_ms": {"p99": 12.5}}
     lines, memory = paced_report({"lockbox": phase}, samples, origin=0.0, warmup=60.0, load_ended=600.0)
@@ -105,3 +110,47 @@ def test_the_paced_report_judges_every_process_but_the_benchmark_and_says_whethe
     assert "| bench " in "\n".join(lines) and lines[-2] == "Memory flat within 10% in every process: no"
     del samples["receipts"]
     assert paced_report({"lockbox": phase}, samples, 0.0, 60.0, 600.0)[0][-2].endswith(": yes")
+
+
+class TestCpuPerPayment:
+    def test_cpu_between_two_moments_is_read_off_the_running_total_linearly_between_samples(self) -> None:
+        samples = [(100.0, 10.0), (101.0, 10.5), (102.0, 11.5), (103.0, 11.5)]
+        assert cpu_used(samples, 101.0, 103.0) == 1.0
+        assert cpu_used(samples, 100.5, 101.5) == 0.25 + 0.5  # half of each second's 0.5 and 1.0
+        assert cpu_used(samples, 90.0, 200.0) == 1.5  # flat before the first sample and after the last
+        assert cpu_used([], 0.0, 1.0) is None
+
+    def test_each_process_gets_its_milliseconds_per_payment_and_nothing_without_payments(self) -> None:
+        samples = {
+            "payments": [(0.0, 0.0), (10.0, 4.0)],  # 4 CPU seconds over the phase
+            "postgres": [(0.0, 2.0), (10.0, 5.0)],  # 3
+            "broker": [(0.0, 1.0), (10.0, 1.5)],  # 0.5
+        }
+        assert cpu_per_payment(samples, 0.0, 10.0, 500) == {"payments": 8.0, "postgres": 6.0, "broker": 1.0}
+        assert cpu_per_payment(samples, 0.0, 10.0, 0) == {}
+
+    def test_the_ceiling_is_the_cores_milliseconds_over_the_milliseconds_one_payment_costs(self) -> None:
+        assert ceiling(2, 20.0) == 100.0
+        assert ceiling(2, 0.0) is None
+
+    def test_the_table_totals_each_phase_with_and_without_the_benchmark_and_gives_the_ceilings(self) -> None:
+        per_phase = {
+            "http": {"payments": 8.0, "postgres": 6.0, "bench": 6.0},
+            "lockbox": {"payments": 3.0, "postgres": 2.0, "bench": 5.0},
+        }
+        rows, totals = cpu_rows(per_phase, cores=2)
+        assert totals["http"] == {
+            "total_ms": 20.0,
+            "system_ms": 14.0,
+            "ceiling_per_second": 100.0,
+            "system_ceiling_per_second": pytest.approx(142.857, abs=1e-3),
+        }
+        assert totals["lockbox"]["ceiling_per_second"] == 200.0
+        assert totals["lockbox"]["system_ceiling_per_second"] == 400.0
+        assert rows[:3] == [["bench", "6.0", "5.0"], ["payments", "8.0", "3.0"], ["postgres", "6.0", "2.0"]]
+        assert rows[3:] == [
+            ["total", "20.0", "10.0"],
+            ["total without bench", "14.0", "5.0"],
+            ["ceiling on 2 cores (payments/s)", "100.0", "200.0"],
+            ["ceiling without bench (payments/s)", "142.9", "400.0"],
+        ]
