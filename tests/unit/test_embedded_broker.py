@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from paydesk import embedded, launcher
-from paydesk.embedded import EmbeddedKafka, EmbeddedKafkaSettings, EmbeddedTansu, kafka_unavailable, new_cluster_id
+from paydesk.embedded import (
+    EmbeddedKafka,
+    EmbeddedKafkaSettings,
+    EmbeddedPostgresSettings,
+    EmbeddedTansu,
+    kafka_unavailable,
+    new_cluster_id,
+)
 
 
 def test_a_cluster_id_is_16_random_bytes_in_base64url_as_kafka_writes_it() -> None:
@@ -65,3 +72,14 @@ def test_on_tansu_the_services_get_no_idempotence_and_the_short_fetch_wait() -> 
 
 def test_a_cluster_id_never_starts_with_a_dash_the_storage_tool_would_take_for_an_option() -> None:
     assert not any(new_cluster_id().startswith("-") for _ in range(2000))
+
+
+def test_postgres_settings_compare_in_the_units_the_server_counts_them_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert embedded.in_units_of("128MB", "8kB") == "16384"
+    assert embedded.in_units_of("1GB", "kB") == "1048576"
+    assert embedded.in_units_of("200", None) == "200"
+    monkeypatch.setenv("PAYDESK_POSTGRES_MAX_CONNECTIONS", "300")
+    monkeypatch.setenv("PAYDESK_POSTGRES_SHARED_BUFFERS", "256MB")
+    assert EmbeddedPostgresSettings().server_settings() == {"max_connections": "300", "shared_buffers": "256MB"}
+    monkeypatch.delenv("PAYDESK_POSTGRES_MAX_CONNECTIONS")
+    assert EmbeddedPostgresSettings().max_connections == 200, "more than the default 100: nine services' pools"
