@@ -83,3 +83,17 @@ def test_postgres_settings_compare_in_the_units_the_server_counts_them_in(monkey
     assert EmbeddedPostgresSettings().server_settings() == {"max_connections": "300", "shared_buffers": "256MB"}
     monkeypatch.delenv("PAYDESK_POSTGRES_MAX_CONNECTIONS")
     assert EmbeddedPostgresSettings().max_connections == 200, "more than the default 100: nine services' pools"
+
+
+def test_the_broker_takes_its_whole_heap_at_start_and_a_formatting_run_does_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(embedded, "_java", lambda: "/opt/java/bin/java")
+    broker = EmbeddedKafka(port=0, data_dir=Path("/nonexistent"), settings=EmbeddedKafkaSettings(heap="384m"))
+    command = broker._java_command("kafka.Kafka", "server.properties", broker=True)
+    assert command[:4] == ["/opt/java/bin/java", "-Xms384m", "-Xmx384m", "-XX:+AlwaysPreTouch"]
+    tool = broker._java_command("kafka.tools.StorageTool", "format")
+    assert "-Xmx384m" in tool and not any(arg.startswith("-Xms") or "PreTouch" in arg for arg in tool)
+    monkeypatch.setenv("PAYDESK_KAFKA_PRE_TOUCH", "false")
+    untouched = EmbeddedKafka(port=0, data_dir=Path("/nonexistent"))._java_command("kafka.Kafka", broker=True)
+    assert untouched[1:3] == ["-Xms256m", "-Xmx256m"] and "-XX:+AlwaysPreTouch" not in untouched
