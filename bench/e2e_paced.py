@@ -142,17 +142,31 @@ async def paced_tellers(
 def memory_table(
     samples: dict[str, list[Sample]], warm_at: float, end_at: float
 ) -> tuple[list[list[str]], dict[str, dict[str, Any]]]:
-    """Per process: RSS after warm-up, at the end of the load and the most between, and whether it stayed flat."""
+    """Per process: memory (PSS; Postgres: USS plus shared pages once) after warm-up, at the end of the load and the
+    most between, and whether it stayed flat."""
     memories: list[Memory] = []
     for name, rows in sorted(samples.items()):
-        found = memory_over_run(name, [(sample.at, sample.rss_mib) for sample in rows], warm_at, end_at)
+        found = memory_over_run(name, [(sample.at, sample.memory_mib) for sample in rows], warm_at, end_at)
         if found is not None:
             memories.append(found)
     figures = {
-        m.process: {"rss_warm_mib": m.warm, "rss_end_mib": m.end, "rss_max_mib": m.most, "flat": m.flat}
+        m.process: {"memory_warm_mib": m.warm, "memory_end_mib": m.end, "memory_max_mib": m.most, "flat": m.flat}
         for m in memories
     }
     return memory_rows(memories, not_judged=("bench",)), figures
+
+
+def shared_line(samples: dict[str, list[Sample]], end_at: float) -> str | None:
+    """Postgres's memory at the end of the load in its two parts, or None without a sample of it."""
+    found = [sample for sample in samples.get("postgres", []) if sample.at <= end_at]
+    if not found:
+        return None
+    last = found[-1]
+    return (
+        f"Postgres at the end of the load: {last.memory_mib - last.shared_mib:,.0f} MiB private (its processes' USS) "
+        f"+ {last.shared_mib:,.0f} MiB shared once = {last.memory_mib:,.0f} MiB; the sum of their RSS was "
+        f"{last.rss_mib:,.0f} MiB."
+    )
 
 
 def paced_report(
@@ -175,12 +189,15 @@ def paced_report(
     lines = [
         *kept,
         "",
-        table(["process", "RSS MiB after warm-up", "at the end", "max", "growth", "flat within 10%"], rows),
+        table(["process", "memory MiB after warm-up", "at the end", "max", "growth", "flat within 10%"], rows),
         "",
-        f"RSS after warm-up: the first sample from {warmup:g} s; at the end: the last before the paced load stopped "
-        f"({load_ended - origin:.0f} s); growth: the max over the RSS after warm-up. The benchmark's own process keeps "
-        "every payment it tracks, so it is not judged; Postgres's RSS is the sum over its processes (shared buffers "
-        "count once per backend that touched them).",
+        "Memory: each process's PSS (proportional set size, /proc/<pid>/smaps_rollup; a service with its children), "
+        "so a shared page counts for its share; Postgres: the sum of its processes' USS plus the pages they share "
+        "(shared buffers) once, where summed RSS counted shared buffers once per backend that touched them.",
+        *([found] if (found := shared_line(samples, load_ended)) else []),
+        f"After warm-up: the first sample from {warmup:g} s; at the end: the last before the paced load stopped "
+        f"({load_ended - origin:.0f} s); growth: the max over the memory after warm-up. The benchmark's own process "
+        "keeps every payment it tracks, so it is not judged.",
         f"Memory flat within 10% in every process: {'yes' if flat else 'no'}",
         "",
     ]

@@ -81,6 +81,43 @@ class Sample(NamedTuple):
     cpu_percent: float  # of one core, over the second before
     rss_mib: float
     cpu_seconds: float  # CPU used since the sampler started, processes that exited since included
+    memory_mib: float  # what the memory check judges: PSS; for Postgres, its USS plus its shared pages once
+    shared_mib: float = 0.0  # of `memory_mib`, the pages shared between the group's processes (Postgres's)
+
+
+class Rollup(NamedTuple):
+    """One process's memory from /proc/<pid>/smaps_rollup, in MiB."""
+
+    rss: float  # every resident page it maps, shared ones in full
+    pss: float  # proportional: a page shared by n processes counts 1/n
+    uss: float  # unique: the pages no other process maps
+
+
+def rollup_of(text: str) -> Rollup:
+    """Parse /proc/<pid>/smaps_rollup (lines like `Pss:  1234 kB`)."""
+    kilobytes: dict[str, int] = {}
+    for line in text.splitlines():
+        name, _, rest = line.partition(":")
+        figures = rest.split()
+        if len(figures) == 2 and figures[1] == "kB" and figures[0].isdigit():
+            kilobytes[name.strip()] = int(figures[0])
+    private = sum(kilobytes.get(name, 0) for name in ("Private_Clean", "Private_Dirty", "Private_Hugetlb"))
+    return Rollup(kilobytes.get("Rss", 0) / 1024, kilobytes.get("Pss", 0) / 1024, private / 1024)
+
+
+def proportional_memory(rollups: Sequence[Rollup]) -> float:
+    """A service (with its children), the broker or the benchmark: the sum of their PSS, so a library page shared
+    with other processes counts only for its share."""
+    return sum(r.pss for r in rollups)
+
+
+def shared_once_memory(rollups: Sequence[Rollup]) -> tuple[float, float]:
+    """Postgres: (the sum of its processes' USS, their shared pages once). Its shared buffers are mapped by every
+    backend that touched them, so summed RSS counts them once per backend; a process's PSS less its USS is its share
+    of the pages it shares, so summed over the processes sharing them each such page counts once."""
+    private = sum(r.uss for r in rollups)
+    shared = sum(max(0.0, r.pss - r.uss) for r in rollups)
+    return private, shared
 
 
 def cpu_used(samples: Sequence[tuple[float, float]], start: float, end: float) -> float | None:
@@ -152,7 +189,7 @@ FLAT_WITHIN = 0.10  # issue 17: memory of every process flat within 10% over a 1
 
 @dataclass(frozen=True)
 class Memory:
-    """One process's RSS over a paced run: after warm-up, at the end of the load, and the most after warm-up."""
+    """One process's memory over a paced run: after warm-up, at the end of the load, and the most after warm-up."""
 
     process: str
     warm: float
@@ -161,24 +198,24 @@ class Memory:
 
     @property
     def growth(self) -> float:
-        """The most it grew after warm-up, as a fraction of its RSS at warm-up (0.1 is 10%)."""
+        """The most it grew after warm-up, as a fraction of its memory at warm-up (0.1 is 10%)."""
         return self.most / self.warm - 1 if self.warm > 0 else 0.0
 
     @property
     def flat(self) -> bool:
-        """Flat: it never grew more than 10% above its RSS at warm-up (shrinking is fine)."""
+        """Flat: it never grew more than 10% above its memory at warm-up (shrinking is fine)."""
         return self.most <= self.warm * (1 + FLAT_WITHIN)
 
 
 def memory_over_run(
     process: str, samples: Sequence[tuple[float, float]], warm_at: float, end_at: float
 ) -> Memory | None:
-    """`samples` are (time, RSS MiB); the warm-up RSS is the first sample at or after `warm_at`, the end the last at
-    or before `end_at`. None when no sample falls between them."""
-    window = sorted((stamp, rss) for stamp, rss in samples if warm_at <= stamp <= end_at)
+    """`samples` are (time, memory MiB); the warm-up figure is the first sample at or after `warm_at`, the end the
+    last at or before `end_at`. None when no sample falls between them."""
+    window = sorted((stamp, mib) for stamp, mib in samples if warm_at <= stamp <= end_at)
     if not window:
         return None
-    return Memory(process, warm=window[0][1], end=window[-1][1], most=max(rss for _, rss in window))
+    return Memory(process, warm=window[0][1], end=window[-1][1], most=max(mib for _, mib in window))
 
 
 def memory_rows(memories: Sequence[Memory], not_judged: Sequence[str] = ()) -> list[list[str]]:

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from bench.e2e_paced import paced_report
 from bench.e2e_report import (
     Memory,
+    Rollup,
     Sample,
     ceiling,
     cpu_per_payment,
@@ -21,7 +22,10 @@ from bench.e2e_report import (
     per_second,
     percentile,
     percentiles,
+    proportional_memory,
     rate,
+    rollup_of,
+    shared_once_memory,
     table,
 )
 
@@ -98,15 +102,15 @@ class TestMemoryOverAPacedRun:
 def test_the_paced_report_judges_every_process_but_the_benchmark_and_says_whether_the_pace_was_kept() -> None:
     every_30s = [float(t) for t in range(0, 601, 30)]
     samples = {
-        "bench": [Sample(t, 1.0, 100.0 + t, 0.0) for t in every_30s],  # grows: it keeps every payment
-        "payments": [Sample(t, 5.0, 120.0 + (t % 60) / 10, 0.0) for t in every_30s],
-        "receipts": [Sample(t, 5.0, 128.0 + t / 10, 0.0) for t in every_30s],
+        "bench": [Sample(t, 1.0, 100.0 + t, 0.0, 100.0 + t) for t in every_30s],  # grows: it keeps every payment
+        "payments": [Sample(t, 5.0, 120.0 + (t % 60) / 10, 0.0, 120.0 + (t % 60) / 10) for t in every_30s],
+        "receipts": [Sample(t, 5.0, 128.0 + t / 10, 0.0, 128.0 + t / 10) for t in every_30s],
     }
     phase = {"rate": 50.0, "late_sends": 3, "late_ms": {"p99": 12.5}}
     lines, memory = paced_report({"lockbox": phase}, samples, origin=0.0, warmup=60.0, load_ended=600.0)
     assert lines[0] == "lockbox at 50/s: 3 sends more than 1 s late (p99 12.5 ms behind their moment)"
     assert memory["payments"]["flat"] and not memory["receipts"]["flat"]
-    assert (memory["receipts"]["rss_warm_mib"], memory["receipts"]["rss_end_mib"]) == (134.0, 188.0)
+    assert (memory["receipts"]["memory_warm_mib"], memory["receipts"]["memory_end_mib"]) == (134.0, 188.0)
     assert "| bench " in "\n".join(lines) and lines[-2] == "Memory flat within 10% in every process: no"
     del samples["receipts"]
     assert paced_report({"lockbox": phase}, samples, 0.0, 60.0, 600.0)[0][-2].endswith(": yes")
@@ -154,3 +158,49 @@ class TestCpuPerPayment:
             ["ceiling on 2 cores (payments/s)", "100.0", "200.0"],
             ["ceiling without bench (payments/s)", "142.9", "400.0"],
         ]
+
+
+SMAPS_ROLLUP = """55d0c0a4c000-7ffd6b955000 ---p 00000000 00:00 0                          [rollup]
+Rss:               40960 kB
+Pss:               12288 kB
+Pss_Shmem:          8192 kB
+Shared_Clean:      20480 kB
+Shared_Dirty:      16384 kB
+Private_Clean:      1024 kB
+Private_Dirty:      3072 kB
+Private_Hugetlb:       0 kB
+"""
+
+
+class TestMemoryThatCountsSharedPagesOnce:
+    def test_a_rollup_gives_rss_pss_and_the_private_pages_as_uss_in_mib(self) -> None:
+        assert rollup_of(SMAPS_ROLLUP) == Rollup(rss=40.0, pss=12.0, uss=4.0)
+        assert rollup_of("") == Rollup(0.0, 0.0, 0.0)
+
+    def test_a_service_with_its_children_is_the_sum_of_their_pss(self) -> None:
+        assert proportional_memory([Rollup(120.0, 90.0, 80.0), Rollup(60.0, 40.0, 35.0)]) == 130.0
+
+    def test_postgres_is_its_private_pages_plus_the_shared_buffers_once_however_many_backends_touched_them(
+        self,
+    ) -> None:
+        # Four backends, each 5 MiB of its own, each mapping the same 100 MiB of shared buffers (PSS 25 each).
+        backends = [Rollup(rss=105.0, pss=30.0, uss=5.0)] * 4
+        private, shared = shared_once_memory(backends)
+        assert (private, shared) == (20.0, 100.0)
+        assert sum(b.rss for b in backends) == 420.0, "what summed RSS said: the buffers four times over"
+
+    def test_a_new_backend_touching_the_same_buffers_adds_only_its_own_pages(self) -> None:
+        before = sum(shared_once_memory([Rollup(105.0, 35.0, 5.0)] * 3))  # 3 backends share 90 MiB: 30 each
+        after = sum(shared_once_memory([Rollup(95.0, 27.5, 5.0)] * 4))  # a fourth maps the same 90 MiB
+        assert (before, after) == (105.0, 110.0)
+
+
+def test_the_paced_verdict_judges_postgres_by_its_shared_once_memory_not_its_summed_rss() -> None:
+    every_30s = [float(t) for t in range(0, 601, 30)]
+    # More backends touch the buffers over time: summed RSS climbs 40%, the memory counted once stays put.
+    samples = {"postgres": [Sample(t, 3.0, 500.0 + t / 3, 0.0, 300.0, 128.0) for t in every_30s]}
+    lines, memory = paced_report({}, samples, origin=0.0, warmup=60.0, load_ended=600.0)
+    assert memory["postgres"]["flat"] and lines[-2].endswith(": yes")
+    assert "Postgres at the end of the load: 172 MiB private (its processes' USS) + 128 MiB shared once" in "\n".join(
+        lines
+    )
