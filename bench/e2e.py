@@ -155,7 +155,8 @@ class Sampler(threading.Thread):
                 else:
                     memory, shared = proportional_memory(rollups), 0.0
                 if self.recording.is_set():
-                    sample = Sample(now, cpu, rss, spent.get(name, 0.0), memory, shared)
+                    shmem = sum(r.shmem for r in rollups)
+                    sample = Sample(now, cpu, rss, spent.get(name, 0.0), memory, shared, shmem, len(rollups))
                     self.samples.setdefault(name, []).append(sample)
             first_round = False
 

@@ -162,10 +162,13 @@ def shared_line(samples: dict[str, list[Sample]], end_at: float) -> str | None:
     if not found:
         return None
     last = found[-1]
+    first = found[0]
     return (
         f"Postgres at the end of the load: {last.memory_mib - last.shared_mib:,.0f} MiB private (its processes' USS) "
         f"+ {last.shared_mib:,.0f} MiB shared once = {last.memory_mib:,.0f} MiB; the sum of their RSS was "
-        f"{last.rss_mib:,.0f} MiB."
+        f"{last.rss_mib:,.0f} MiB. Of it shared memory (shared buffers, bounded by shared_buffers) "
+        f"{first.shmem_mib:,.0f} -> {last.shmem_mib:,.0f} MiB and processes {first.processes} -> {last.processes} "
+        "from the first sample."
     )
 
 

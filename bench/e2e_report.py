@@ -83,6 +83,8 @@ class Sample(NamedTuple):
     cpu_seconds: float  # CPU used since the sampler started, processes that exited since included
     memory_mib: float  # what the memory check judges: PSS; for Postgres, its USS plus its shared pages once
     shared_mib: float = 0.0  # of `memory_mib`, the pages shared between the group's processes (Postgres's)
+    shmem_mib: float = 0.0  # of `memory_mib`, shared memory (Postgres's shared buffers) once, however it is mapped
+    processes: int = 0  # how many processes the group had (Postgres: the postmaster and every backend)
 
 
 class Rollup(NamedTuple):
@@ -91,6 +93,7 @@ class Rollup(NamedTuple):
     rss: float  # every resident page it maps, shared ones in full
     pss: float  # proportional: a page shared by n processes counts 1/n
     uss: float  # unique: the pages no other process maps
+    shmem: float = 0.0  # its proportional share of shared memory (Pss_Shmem): summed over the sharers, counted once
 
 
 def rollup_of(text: str) -> Rollup:
@@ -102,7 +105,12 @@ def rollup_of(text: str) -> Rollup:
         if len(figures) == 2 and figures[1] == "kB" and figures[0].isdigit():
             kilobytes[name.strip()] = int(figures[0])
     private = sum(kilobytes.get(name, 0) for name in ("Private_Clean", "Private_Dirty", "Private_Hugetlb"))
-    return Rollup(kilobytes.get("Rss", 0) / 1024, kilobytes.get("Pss", 0) / 1024, private / 1024)
+    return Rollup(
+        kilobytes.get("Rss", 0) / 1024,
+        kilobytes.get("Pss", 0) / 1024,
+        private / 1024,
+        kilobytes.get("Pss_Shmem", 0) / 1024,
+    )
 
 
 def proportional_memory(rollups: Sequence[Rollup]) -> float:

@@ -174,8 +174,8 @@ Private_Hugetlb:       0 kB
 
 class TestMemoryThatCountsSharedPagesOnce:
     def test_a_rollup_gives_rss_pss_and_the_private_pages_as_uss_in_mib(self) -> None:
-        assert rollup_of(SMAPS_ROLLUP) == Rollup(rss=40.0, pss=12.0, uss=4.0)
-        assert rollup_of("") == Rollup(0.0, 0.0, 0.0)
+        assert rollup_of(SMAPS_ROLLUP) == Rollup(rss=40.0, pss=12.0, uss=4.0, shmem=8.0)
+        assert rollup_of("") == Rollup(0.0, 0.0, 0.0, 0.0)
 
     def test_a_service_with_its_children_is_the_sum_of_their_pss(self) -> None:
         assert proportional_memory([Rollup(120.0, 90.0, 80.0), Rollup(60.0, 40.0, 35.0)]) == 130.0
@@ -198,9 +198,13 @@ class TestMemoryThatCountsSharedPagesOnce:
 def test_the_paced_verdict_judges_postgres_by_its_shared_once_memory_not_its_summed_rss() -> None:
     every_30s = [float(t) for t in range(0, 601, 30)]
     # More backends touch the buffers over time: summed RSS climbs 40%, the memory counted once stays put.
-    samples = {"postgres": [Sample(t, 3.0, 500.0 + t / 3, 0.0, 300.0, 128.0) for t in every_30s]}
+    samples = {
+        "postgres": [
+            Sample(t, 3.0, 500.0 + t / 3, 0.0, 300.0, 128.0, 90.0 + t / 60, 10 + int(t) // 60) for t in every_30s
+        ]
+    }
     lines, memory = paced_report({}, samples, origin=0.0, warmup=60.0, load_ended=600.0)
     assert memory["postgres"]["flat"] and lines[-2].endswith(": yes")
-    assert "Postgres at the end of the load: 172 MiB private (its processes' USS) + 128 MiB shared once" in "\n".join(
-        lines
-    )
+    text = "\n".join(lines)
+    assert "Postgres at the end of the load: 172 MiB private (its processes' USS) + 128 MiB shared once" in text
+    assert "shared memory (shared buffers, bounded by shared_buffers) 90 -> 100 MiB and processes 10 -> 20" in text
