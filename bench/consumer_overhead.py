@@ -1,5 +1,5 @@
-"""CPU per event of the payment-event consumers of kpi, collections, payouts and reconciliation (a benchmark,
-never a test; prints figures).
+"""CPU per event of the payment-event consumers of kpi, collections, payouts, reconciliation and credit_notes (a
+benchmark, never a test; prints figures).
 
 Starts an embedded Postgres, migrates those services' schemas, loads `--accounts` accounts with one bill each
 through each service's own billing consumer, then hands each service's `payments.events.v1` consumer
@@ -7,7 +7,8 @@ through each service's own billing consumer, then hands each service's `payments
 `--payments` counter payments: `payment.posted` for each, plus the events that consumer does not handle
 (`payment.overpaid` for every tenth, `approval.requested`, `usage.tracked`-like noise) at `--noise` per payment.
 Logging and tracing are set up as a service process does them (`PAYDESK_OTEL_EXPORTER`, default `postgres`, and
-`PAYDESK_TRACE_SAMPLE_RATIO`, default 1; JSON log lines to a file), so their share is counted.
+`PAYDESK_TRACE_SAMPLE_RATIO`, default 1; JSON log lines to a file), so their share is counted; the
+start-up heap is frozen out of the garbage collector's reach as `Service.start` does.
 
 For each consumer it prints the process CPU (this process: the consumer, its spans' export thread, its
 logging) and Postgres's CPU (every server process, via psutil) per event, and events per second. No broker:
@@ -42,8 +43,9 @@ from services.receipts.samples import sample_payment, usd  # noqa: E402
 from shared.contracts import CONTENT_TYPE, Envelope, Topic, new_envelope  # noqa: E402
 from shared.contracts.events import ConsumerSnapshot, ItemSnapshot, PaymentOverpaid  # noqa: E402
 from shared.messaging import Delivery, EventConsumer  # noqa: E402
+from shared.service import freeze_start_up_heap  # noqa: E402
 
-SERVICES = ("kpi", "collections", "payouts", "reconciliation")
+SERVICES = ("kpi", "collections", "payouts", "reconciliation", "credit_notes")
 
 
 def delivery(envelope: Envelope) -> Delivery:
@@ -155,6 +157,7 @@ async def measure(service_name: str, args: argparse.Namespace, postgres_pid: int
     root.handlers[0].setStream(log_file.open("a"))  # type: ignore[attr-defined]
     module = __import__(f"services.{service_name}.app", fromlist=["create_service"])
     service = module.create_service()
+    freeze_start_up_heap()  # as `Service.start` does once the service is up
     by_topic = {c.topic: c for c in service.event_consumers}
     billing_records, bills = billing(args.accounts)
     if Topic.BILLING_RECEIVABLES in by_topic:  # the accounts and bills the payments pay

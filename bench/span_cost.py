@@ -2,9 +2,11 @@
 the Postgres exporter (a benchmark, never a test; prints figures).
 
 For each tracer set-up it makes `--spans` event spans (`EventConsumer._event_span`, with a payment's envelope and
-an incoming W3C traceparent) and as many relay spans (`OutboxRelay._send`, to a producer that only returns a done
-future), and prints this process's CPU per span (the SDK's work, and the batch processor's export thread when
-there is one) and, for the Postgres exporter, Postgres's CPU per span. Set-ups:
+an incoming W3C traceparent, made the current span as the one-by-one path does), as many of a batch's event spans
+(`EventConsumer._start_event_span` with the record's trace read once, never made current), and as many relay
+spans (`OutboxRelay._send`, to a producer that only returns a done future), and prints this process's CPU per span
+(the SDK's work, and the batch processor's export thread when there is one) and, for the Postgres exporter,
+Postgres's CPU per span. Set-ups:
 
 - `no-op`: no tracer provider (the API's non-recording spans): the floor;
 - `sampled out`: the SDK with the parent-based ratio sampler at 0, parents unsampled (what an unsampled trace
@@ -36,6 +38,7 @@ from opentelemetry import trace  # noqa: E402
 from opentelemetry.sdk.resources import Resource  # noqa: E402
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider, sampling  # noqa: E402
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult  # noqa: E402
+from sqlalchemy import MetaData  # noqa: E402
 
 import shared.messaging as messaging  # noqa: E402
 import shared.outbox as outbox  # noqa: E402
@@ -73,8 +76,11 @@ def provider(sampler: sampling.Sampler, exporter: SpanExporter | None) -> tuple[
     return made, processor.force_flush
 
 
-async def run(tracer: trace.Tracer, flush: Callable[[], Any], spans: int, traceparent: str) -> tuple[float, float]:
-    """CPU seconds of `spans` event spans, then of `spans` relay spans (the export of each included)."""
+async def run(
+    tracer: trace.Tracer, flush: Callable[[], Any], spans: int, traceparent: str
+) -> tuple[float, float, float]:
+    """CPU seconds of `spans` event spans, of as many batch event spans, then of as many relay spans (the export of
+    each included)."""
     messaging.tracer = tracer  # type: ignore[assignment]
     outbox.tracer = tracer  # type: ignore[assignment]
     unused: Any = None  # neither the database nor Kafka is reached
@@ -82,25 +88,28 @@ async def run(tracer: trace.Tracer, flush: Callable[[], Any], spans: int, tracep
         service="bench", name="payments", topic="payments.events.v1", handlers={}, session_factory=unused, inbox=unused
     )
     producer: Any = DoneProducer()
-    relay = outbox.OutboxRelay(service="bench", engine=unused, outbox=unused, relay_state=unused, producer=producer)
+    rows, relay_state = outbox.outbox_tables(MetaData())  # the relay compiles its statements from them, unused here
+    relay = outbox.OutboxRelay(service="bench", engine=unused, outbox=rows, relay_state=relay_state, producer=producer)
     envelope = new_envelope("payment.posted", source="payments", subject="WU-10001", data=sample_payment())
     headers = {"content-type": CONTENT_TYPE, "traceparent": traceparent}
     delivery = Delivery(envelope.to_bytes(), headers, b"WU-10001")
     figures = []
-    for kind in ("event", "relay"):
+    for kind in ("event", "batch", "relay"):
         flush()
         start = time.process_time()
         for n in range(spans):
             if kind == "event":
                 with consumer._event_span(delivery, envelope):
                     pass
+            elif kind == "batch":
+                consumer._start_event_span(delivery, envelope, delivery.trace_context()).end()
             else:
                 await relay._send("payments.events.v1", "WU-10001", headers, b"{}", str(envelope.id))
             if n % 1000 == 999:
                 flush()  # as the worker would, before its queue (2,048) drops spans
         flush()
         figures.append(time.process_time() - start)
-    return figures[0], figures[1]
+    return figures[0], figures[1], figures[2]
 
 
 def exporter_alone(url: str, pid: int, spans: int) -> tuple[float, float]:
@@ -144,7 +153,10 @@ def main() -> None:
             ]
             load = os.getloadavg()
             print(f"load {load[0]:.1f} {load[1]:.1f} (uptime); {args.spans:,} spans of each kind per set-up")
-            print(f"{'set-up':<16} {'event span us':>14} {'relay span us':>14} {'postgres us/span':>17}")
+            print(
+                f"{'set-up':<16} {'event span us':>14} {'batch span us':>14} {'relay span us':>14} "
+                f"{'postgres us/span':>17}"
+            )
             for _ in range(args.repeat):
                 for name, sampler, exporter, traceparent in setups:
                     if sampler is None:
@@ -154,15 +166,15 @@ def main() -> None:
                         made, flush = provider(sampler, exporter() if exporter else None)
                         tracer = made.get_tracer("bench")
                     pg = postgres_cpu(pid)
-                    event, relay = asyncio.run(run(tracer, flush, args.spans, traceparent))
+                    event, batch, relay = asyncio.run(run(tracer, flush, args.spans, traceparent))
                     pg = postgres_cpu(pid) - pg
                     print(
-                        f"{name:<16} {event / args.spans * 1e6:>14.1f} {relay / args.spans * 1e6:>14.1f} "
-                        f"{pg / (2 * args.spans) * 1e6:>17.1f}",
+                        f"{name:<16} {event / args.spans * 1e6:>14.1f} {batch / args.spans * 1e6:>14.1f} "
+                        f"{relay / args.spans * 1e6:>14.1f} {pg / (3 * args.spans) * 1e6:>17.1f}",
                         flush=True,
                     )
                 here, pg = exporter_alone(url, pid, args.spans)
-                print(f"{'exporter alone':<16} {here * 1e6:>14.1f} {'':>14} {pg * 1e6:>17.1f}", flush=True)
+                print(f"{'exporter alone':<16} {here * 1e6:>14.1f} {'':>14} {'':>14} {pg * 1e6:>17.1f}", flush=True)
             with connect(url) as conn:
                 stored = conn.execute("SELECT count(*) FROM telemetry.spans").fetchone()[0]
             load = os.getloadavg()

@@ -31,6 +31,7 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.kafka.publisher.producer import AioKafkaFastProducerImpl
+from faststream.opentelemetry.middleware import BaseTelemetryMiddleware
 from prometheus_client import REGISTRY
 
 from shared.contracts.topics import ALL_TOPICS
@@ -270,6 +271,30 @@ class ServiceBroker(KafkaBroker):
         log.warning("renewed the DLQ producer for a new broker cluster", extra={"cluster_id": self._producer_cluster})
 
 
+class _PublishTelemetry(BaseTelemetryMiddleware[Any]):
+    """FastStream's telemetry on what it publishes; a consumed batch passes straight through."""
+
+    async def consume_scope(self, call_next: Any, msg: Any) -> Any:
+        return await call_next(msg)
+
+
+class KafkaPublishTelemetryMiddleware(KafkaTelemetryMiddleware):
+    """FastStream's telemetry for what it publishes (the DLQ writes), in the trace of the event that caused it.
+
+    Not for what it consumes: on a batch it started a new trace of its own (a `create` and a `process` span with
+    a link per record) around the handler, every batch, in every consumer. Our consumers give each event its own
+    span in its payment's trace (`shared.messaging`), so those spans only cost CPU."""
+
+    def __call__(self, msg: Any | None, /, *, context: Any) -> BaseTelemetryMiddleware[Any]:
+        return _PublishTelemetry(
+            msg,
+            tracer=self._tracer,
+            metrics_container=self._metrics,
+            settings_provider_factory=self._settings_provider_factory,
+            context=context,
+        )
+
+
 def create_broker(settings: ServiceSettings) -> KafkaBroker:
     """The service's FastStream broker; nothing connects until it is started."""
     quiet_repeated_client_errors(f"paydesk.{settings.service_name}.broker")
@@ -280,7 +305,7 @@ def create_broker(settings: ServiceSettings) -> KafkaBroker:
         acks="all",
         enable_idempotence=settings.kafka_idempotent_producer,
         middlewares=[
-            KafkaTelemetryMiddleware(),
+            KafkaPublishTelemetryMiddleware(),
             KafkaPrometheusMiddleware(registry=REGISTRY, app_name=f"paydesk_{settings.service_name}"),
         ],
         logger=logging.getLogger(f"paydesk.{settings.service_name}.broker"),

@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
@@ -31,6 +31,7 @@ from faststream.message import StreamMessage
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
+from opentelemetry.propagators.textmap import Getter
 from prometheus_client import Counter
 from pydantic import ValidationError
 from sqlalchemy import Table, text
@@ -168,6 +169,22 @@ class ConsumerHealth:
     stalled: str | None
 
 
+class _RecordHeaders(Getter[Mapping[str, "bytes | str"]]):
+    """Reads a trace context straight from a record's headers (Kafka gives bytes), without copying them first."""
+
+    def get(self, carrier: Mapping[str, bytes | str], key: str) -> list[str] | None:
+        value = carrier.get(key)
+        if value is None:
+            return None
+        return [value.decode(errors="replace") if isinstance(value, bytes) else value]
+
+    def keys(self, carrier: Mapping[str, bytes | str]) -> list[str]:
+        return list(carrier)
+
+
+RECORD_HEADERS = _RecordHeaders()
+
+
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """One Kafka record as a consumer sees it."""
@@ -178,6 +195,19 @@ class Delivery:
 
     def text_headers(self) -> dict[str, str]:
         return {k: v.decode(errors="replace") if isinstance(v, bytes) else v for k, v in self.headers.items()}
+
+    def trace_context(self) -> Context:
+        """The trace this record continues (W3C traceparent and baggage headers); empty if it carries none."""
+        return propagate.extract(self.headers, getter=RECORD_HEADERS)
+
+
+class Handled(NamedTuple):
+    """A record of a batch that this consumer handles: where it is in the batch, its event, handler and trace."""
+
+    at: int
+    envelope: Envelope
+    handler: EventHandler
+    parent: Context
 
 
 class EventConsumer:
@@ -300,9 +330,9 @@ class EventConsumer:
     async def deliver(self, deliveries: Sequence[Delivery]) -> list[str]:
         """Apply records in order; returns `applied`, `duplicate`, `ignored` or `dead_lettered` for each."""
         outcomes = [""] * len(deliveries)
-        handled: list[tuple[int, Envelope, EventHandler]] = []
+        handled: list[Handled] = []
         for index, delivery in enumerate(deliveries):
-            headers = dict(delivery.headers)
+            headers = delivery.headers
             if (kind := peek_type(delivery.value, headers)) is not None and kind not in self.handlers:
                 # Another consumer's event (most of a shared topic's traffic for some): skipped undecoded. Whether
                 # it is valid is for the consumers that handle it to say (they dead-letter it if it is not).
@@ -321,22 +351,26 @@ class EventConsumer:
                 self._ignored.inc()
                 outcomes[index] = "ignored"
                 continue
-            handled.append((index, envelope, handler))
+            handled.append(Handled(index, envelope, handler, delivery.trace_context()))
         together = await self._apply_together(deliveries, handled) if len(handled) > 1 else None
-        for index, envelope, handler in handled:
+        for event in handled:
+            index, envelope = event.at, event.envelope
             if together is not None:
                 outcomes[index], span_context = together[index]
-                with trace.use_span(trace.NonRecordingSpan(span_context)):
-                    self._count(envelope, outcomes[index])
+                self._count(envelope, outcomes[index], span_context)
             else:
-                with self._event_span(deliveries[index], envelope):
-                    outcomes[index] = await self._deliver_one(deliveries[index], envelope, handler)
+                with self._event_span(deliveries[index], envelope, event.parent):
+                    outcomes[index] = await self._deliver_one(deliveries[index], envelope, event.handler)
         return outcomes
 
     async def _apply_together(
-        self, deliveries: Sequence[Delivery], handled: Sequence[tuple[int, Envelope, EventHandler]], attempt: int = 1
+        self, deliveries: Sequence[Delivery], handled: Sequence[Handled], attempt: int = 1
     ) -> dict[int, tuple[str, trace.SpanContext]] | None:
         """The common case: every event in one transaction. None if anything failed (and nothing was applied).
+
+        Each event's span is started and ended here without becoming the current span: attaching and detaching a
+        context per event was a visible share of a light consumer's CPU, and a batch handler is handed each event's
+        context (`Applying.context`) for what it stages. Only a per-event handler runs with its span current.
 
         A deadlock or serialization failure says nothing about the events: the batch is tried together again
         (bounded, after a random pause so the two transactions do not meet again) before going one by one."""
@@ -344,20 +378,24 @@ class EventConsumer:
         try:
             async with self.session_factory() as session, session.begin():
                 fresh = await claim_many(
-                    session, self.inbox, self.name, [(envelope.id, envelope.type) for _, envelope, _ in handled]
+                    session, self.inbox, self.name, [(event.envelope.id, event.envelope.type) for event in handled]
                 )
                 batch: list[Applying] = []
-                for index, envelope, handler in handled:
-                    with self._event_span(deliveries[index], envelope) as span:
+                for index, envelope, handler, parent in handled:
+                    span = self._start_event_span(deliveries[index], envelope, parent)
+                    try:
                         if envelope.id in fresh:
                             fresh.discard(envelope.id)  # the same event twice in one batch is applied once
                             if self.batch_handler is None:
-                                await handler(session, envelope)
+                                with trace.use_span(span):  # what the handler stages continues the event's trace
+                                    await handler(session, envelope)
                             else:
-                                batch.append(Applying(envelope, trace.set_span_in_context(span)))
+                                batch.append(Applying(envelope, trace.set_span_in_context(span, parent)))
                             outcomes[index] = ("applied", span.get_span_context())
                         else:
                             outcomes[index] = ("duplicate", span.get_span_context())
+                    finally:
+                        span.end()
                 if batch and self.batch_handler is not None:
                     await self.batch_handler(session, batch)
         except Exception as exc:
@@ -396,7 +434,8 @@ class EventConsumer:
         self._count(envelope, outcome)
         return outcome
 
-    def _count(self, envelope: Envelope, outcome: str) -> None:
+    def _count(self, envelope: Envelope, outcome: str, span_context: trace.SpanContext | None = None) -> None:
+        """Count an outcome; at DEBUG, log it under the event's span (`span_context`, where it is not current)."""
         if outcome != "applied":
             self._duplicates.inc()
             return
@@ -405,37 +444,52 @@ class EventConsumer:
         processed.inc()
         if not log.isEnabledFor(logging.DEBUG):
             return  # a JSON line per event was a tenth of a light consumer's CPU; the spans and counters tell it
-        log.debug(
-            "event applied",
-            extra={
-                "consumer": self.group_id,
-                "event_type": envelope.type,
-                "event_id": str(envelope.id),
-                "account": envelope.subject,
-            },
-        )
+        span = trace.NonRecordingSpan(span_context) if span_context is not None else trace.get_current_span()
+        with trace.use_span(span):
+            log.debug(
+                "event applied",
+                extra={
+                    "consumer": self.group_id,
+                    "event_type": envelope.type,
+                    "event_id": str(envelope.id),
+                    "account": envelope.subject,
+                },
+            )
 
     @contextmanager
-    def _event_span(self, delivery: Delivery, envelope: Envelope | None = None) -> Iterator[trace.Span]:
-        """Continue the trace the record carries, so each event (not the batch) is one step of its payment's trace.
+    def _event_span(
+        self, delivery: Delivery, envelope: Envelope | None = None, parent: Context | None = None
+    ) -> Iterator[trace.Span]:
+        """The event's span (`_start_event_span`) as the current span, ended on leaving: what runs inside it (a
+        handler staging events, a DLQ write) continues the event's trace."""
+        span = self._start_event_span(delivery, envelope, parent)
+        with trace.use_span(span, end_on_exit=True):
+            yield span
+
+    def _start_event_span(
+        self, delivery: Delivery, envelope: Envelope | None, parent: Context | None = None
+    ) -> trace.Span:
+        """Continue the trace the record carries, so each event (not the batch) is one step of its payment's trace;
+        `parent` is that trace when the record's headers were read already. Started, not made current.
 
         Named and tagged by OpenTelemetry's messaging conventions, plus the event's business ids for `paydesk trace`.
         Tagged only when recorded: an unsampled trace gets a non-recording span (its ids still reach the logs and the
         events this one stages) and no attributes built for nothing.
         """
-        parent = propagate.extract(delivery.text_headers())
-        with tracer.start_as_current_span(self._span_name, context=parent, kind=trace.SpanKind.CONSUMER) as span:
-            if span.is_recording():
-                attributes = dict(self._span_attributes)
-                if delivery.key:
-                    attributes["messaging.kafka.message.key"] = delivery.key.decode(errors="replace")
-                if envelope is not None:
-                    attributes["messaging.message.id"] = str(envelope.id)
-                    attributes["paydesk.account"] = envelope.subject
-                    attributes["paydesk.event_type"] = envelope.type
-                    attributes.update(business_ids(envelope.data))
-                span.set_attributes(attributes)  # once: each call takes the span's lock and checks every value
-            yield span
+        if parent is None:
+            parent = delivery.trace_context()
+        span = tracer.start_span(self._span_name, context=parent, kind=trace.SpanKind.CONSUMER)
+        if span.is_recording():
+            attributes = dict(self._span_attributes)
+            if delivery.key:
+                attributes["messaging.kafka.message.key"] = delivery.key.decode(errors="replace")
+            if envelope is not None:
+                attributes["messaging.message.id"] = str(envelope.id)
+                attributes["paydesk.account"] = envelope.subject
+                attributes["paydesk.event_type"] = envelope.type
+                attributes.update(business_ids(envelope.data))
+            span.set_attributes(attributes)  # once: each call takes the span's lock and checks every value
+        return span
 
     async def _apply_with_retries(self, handler: EventHandler, envelope: Envelope) -> str:
         async for attempt in AsyncRetrying(

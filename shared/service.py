@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import socket
 import sys
@@ -144,6 +145,16 @@ class PlumbingTables:
         self.outbox, self.relay_state = outbox_tables(metadata)
 
 
+def freeze_start_up_heap() -> None:
+    """Move what start-up made (modules, tables, compiled models, clients) out of the garbage collector's reach.
+
+    Those objects live as long as the process, yet every full collection walked them all again: with a consumer
+    allocating per event, GC passes were a visible share of a side consumer's CPU. Garbage is collected first, so
+    only live objects are frozen; what is made after this is collected as before."""
+    gc.collect()
+    gc.freeze()
+
+
 class Service:
     def __init__(self, settings: ServiceSettings, tables: PlumbingTables, *, title: str) -> None:
         self.settings = settings
@@ -246,6 +257,7 @@ class Service:
                 self._watch_consumers(), name=f"{settings.service_name}-consumer-watch"
             )
         self._lag_task = asyncio.create_task(self._sample_loop_lag(), name=f"{settings.service_name}-loop-lag")
+        freeze_start_up_heap()
         log.info(
             "service started",
             extra={"service": settings.service_name, "port": settings.http_port, "role": self.role},

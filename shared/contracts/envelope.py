@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -46,7 +47,7 @@ def new_envelope(event_type: str, *, source: str, subject: str, data: BaseModel 
     )
 
 
-def _header(headers: dict[str, bytes | str], name: str) -> str | None:
+def _header(headers: Mapping[str, bytes | str], name: str) -> str | None:
     value = headers.get(name)
     if value is None:
         return None
@@ -58,7 +59,7 @@ def _header(headers: dict[str, bytes | str], name: str) -> str | None:
 _OUR_TYPE = re.compile(rb'\{"id":"[0-9a-f-]{36}","type":"([A-Za-z0-9_.:-]{1,100})",')
 
 
-def peek_type(value: bytes | None, headers: dict[str, bytes | str]) -> str | None:
+def peek_type(value: bytes | None, headers: Mapping[str, bytes | str]) -> str | None:
     """The event type of a record without decoding it, where that is cheap and certain: the `ce_type` header of
     binary mode, or the start of a structured envelope as we write it. None otherwise (decode it to know)."""
     if "ce_id" in headers:
@@ -67,7 +68,7 @@ def peek_type(value: bytes | None, headers: dict[str, bytes | str]) -> str | Non
     return found.group(1).decode() if found else None
 
 
-def decode_envelope(value: bytes | None, headers: dict[str, bytes | str]) -> Envelope:
+def decode_envelope(value: bytes | None, headers: Mapping[str, bytes | str]) -> Envelope:
     """Decode a Kafka record in structured or binary CloudEvents mode, or raise `EnvelopeError`."""
     if not value:
         raise EnvelopeError("empty message value")
