@@ -421,7 +421,19 @@ class OutboxRelay:
         return await self._publish_batch(conn)
 
     async def _publish_batch(self, conn: AsyncConnection) -> int:
-        rows = (
+        rows = await self._pending(conn)
+        PENDING.labels(self.service).set(len(rows))
+        if not rows:
+            await conn.commit()  # no transaction left open on the leader's connection between polls
+            return 0
+        results = await self._produce(rows)
+        await self._mark_sent(conn, rows, results)
+        RELAYED.labels(self.service).inc(len(rows))
+        return len(rows)
+
+    async def _pending(self, conn: AsyncConnection) -> Sequence[Any]:
+        """The next batch of unpublished rows, in id order."""
+        return (
             await conn.execute(
                 select(
                     self.outbox.c.id,
@@ -436,16 +448,18 @@ class OutboxRelay:
                 .limit(self.batch_size)
             )
         ).all()
-        PENDING.labels(self.service).set(len(rows))
-        if not rows:
-            await conn.commit()  # no transaction left open on the leader's connection between polls
-            return 0
+
+    async def _produce(self, rows: Sequence[Any]) -> list[Any]:
+        """Send the rows in order and wait until Kafka has acknowledged every one; their record metadata."""
         futures = []
         for row in rows:
             futures.append(await self._send(row.topic, row.key, row.headers, row.value, str(row.event_id)))
         # Bounded: an idempotent producer retries a send forever (e.g. to a topic a wiped broker lost), and a
         # relay stuck here would never look at the broker again to find out why.
-        results = await asyncio.wait_for(asyncio.gather(*futures), timeout=self.send_timeout_seconds)
+        return list(await asyncio.wait_for(asyncio.gather(*futures), timeout=self.send_timeout_seconds))
+
+    async def _mark_sent(self, conn: AsyncConnection, rows: Sequence[Any], results: Sequence[Any]) -> None:
+        """Mark the batch published, with where each row landed, and commit."""
         published_at = datetime.now(UTC)  # one for the batch: rows sharing it were one relay batch (bench/e2e.py)
         # One statement for the batch (arrays unnested), where an UPDATE per row made Postgres run 500 of them.
         await conn.execute(
@@ -458,8 +472,6 @@ class OutboxRelay:
             },
         )
         await conn.commit()
-        RELAYED.labels(self.service).inc(len(rows))
-        return len(rows)
 
     async def _send(
         self, topic: str, key: str, headers: Mapping[str, str], value: bytes, event_id: str

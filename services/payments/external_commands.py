@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, tuple_, update
+from sqlalchemy import Row, bindparam, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -67,10 +67,10 @@ async def on_command_rejected(session: AsyncSession, envelope: Envelope, reason:
 
 
 async def post_batch(session: AsyncSession, batch: Sequence[Applying]) -> None:
-    """Post every command of a batch, in the order given, in the caller's transaction; raises if any one cannot be."""
-    if any(applying.envelope.type != RECORD_REQUESTED for applying in batch):
-        raise OneByOne("not only payment.record_requested")
-    commands = [_command(applying.envelope) for applying in batch]
+    """Post every command of a batch, in the order given, in the caller's transaction; raises if any one cannot be.
+
+    Each step is a function of its own so `bench/lockbox_pipeline.py` can time it."""
+    commands = _commands(batch)
     config = await load_settings(session)
     channels = [command.channel or config.default_channel for command in commands]
     for command, channel in zip(commands, channels, strict=True):
@@ -90,30 +90,7 @@ async def post_batch(session: AsyncSession, batch: Sequence[Applying]) -> None:
     changes = [domain.change_given(a, c.cash_received) for a, c in zip(amounts, commands, strict=True)]
     numbers = await _draw_numbers(session, config, [c.payment_date.year for c in commands])
     await _claim_keys(session, batch, commands, numbers)
-
-    # Locks were taken item by item in account order; the accounts are updated in that order too.
-    applied_per_item: dict[tuple[str, str], Decimal] = {}
-    applied_per_account: dict[str, Decimal] = {}
-    for command, key, (_, allocation) in zip(commands, keys, allocations, strict=True):
-        applied_per_item[key] = applied_per_item.get(key, Decimal(0)) + allocation.applied
-        applied_per_account[command.account_number] = (
-            applied_per_account.get(command.account_number, Decimal(0)) + allocation.applied
-        )
-    await session.execute(
-        update(receivables)
-        .where(receivables.c.payment_type == bindparam("t"), receivables.c.item_reference == bindparam("r"))
-        .values(outstanding=receivables.c.outstanding - bindparam("applied", type_=receivables.c.outstanding.type)),
-        [{"t": t, "r": r, "applied": applied} for (t, r), applied in sorted(applied_per_item.items())],
-    )
-    await session.execute(
-        update(accounts)
-        .where(accounts.c.account_number == bindparam("a"))
-        .values(
-            collected_since_report=accounts.c.collected_since_report
-            + bindparam("applied", type_=accounts.c.collected_since_report.type)
-        ),
-        [{"a": a, "applied": applied} for a, applied in sorted(applied_per_account.items())],
-    )
+    await _apply_to_balances(session, commands, keys, [allocation for _, allocation in allocations])
 
     now = datetime.now(UTC)
     rows = []
@@ -154,7 +131,53 @@ async def post_batch(session: AsyncSession, batch: Sequence[Applying]) -> None:
                 "posted_at": now,
             }
         )
-    posted = (await session.execute(payments.insert().returning(payments, sort_by_parameter_order=True), rows)).all()
+    posted = await _insert_payments(session, rows, now)
+    await _stage_events(session, batch, posted, [account_rows[p.account_number] for p in posted], items)
+
+
+def _commands(batch: Sequence[Applying]) -> list[RecordPayment]:
+    if any(applying.envelope.type != RECORD_REQUESTED for applying in batch):
+        raise OneByOne("not only payment.record_requested")
+    return [_command(applying.envelope) for applying in batch]
+
+
+async def _apply_to_balances(
+    session: AsyncSession,
+    commands: Sequence[RecordPayment],
+    keys: Sequence[tuple[str, str]],
+    allocations: Sequence[domain.Allocation],
+) -> None:
+    """What the batch applied, off each item's outstanding and onto each account's collected figure."""
+    # Locks were taken item by item in account order; the accounts are updated in that order too.
+    applied_per_item: dict[tuple[str, str], Decimal] = {}
+    applied_per_account: dict[str, Decimal] = {}
+    for command, key, allocation in zip(commands, keys, allocations, strict=True):
+        applied_per_item[key] = applied_per_item.get(key, Decimal(0)) + allocation.applied
+        applied_per_account[command.account_number] = (
+            applied_per_account.get(command.account_number, Decimal(0)) + allocation.applied
+        )
+    await session.execute(
+        update(receivables)
+        .where(receivables.c.payment_type == bindparam("t"), receivables.c.item_reference == bindparam("r"))
+        .values(outstanding=receivables.c.outstanding - bindparam("applied", type_=receivables.c.outstanding.type)),
+        [{"t": t, "r": r, "applied": applied} for (t, r), applied in sorted(applied_per_item.items())],
+    )
+    await session.execute(
+        update(accounts)
+        .where(accounts.c.account_number == bindparam("a"))
+        .values(
+            collected_since_report=accounts.c.collected_since_report
+            + bindparam("applied", type_=accounts.c.collected_since_report.type)
+        ),
+        [{"a": a, "applied": applied} for a, applied in sorted(applied_per_account.items())],
+    )
+
+
+async def _insert_payments(session: AsyncSession, rows: Sequence[dict[str, Any]], now: datetime) -> list[Row[Any]]:
+    """The payments, in the batch's order, and an audit entry for each."""
+    posted = list(
+        (await session.execute(payments.insert().returning(payments, sort_by_parameter_order=True), rows)).all()
+    )
     await session.execute(
         audit_log.insert(),
         [
@@ -173,9 +196,22 @@ async def post_batch(session: AsyncSession, batch: Sequence[Applying]) -> None:
             for payment in posted
         ],
     )
+    return posted
+
+
+async def _stage_events(
+    session: AsyncSession,
+    batch: Sequence[Applying],
+    posted: Sequence[Row[Any]],
+    account_rows: Sequence[Row[Any]],
+    items: dict[tuple[str, str], Any],
+) -> None:
+    """Each payment's events (and its usage event) in the outbox, continuing its command's trace."""
     events: list[Outgoing] = []
-    for applying, payment, key in zip(batch, posted, keys, strict=True):
-        events += posting_events(payment, account_rows[payment.account_number], items[key], applying.context)
+    for applying, payment, account in zip(batch, posted, account_rows, strict=True):
+        events += posting_events(
+            payment, account, items[(payment.payment_type, payment.item_reference)], applying.context
+        )
         tracked = usage_event(
             "payment_processed",
             payment.received_by,
