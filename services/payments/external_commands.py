@@ -17,7 +17,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, bindparam, func, select, tuple_, update
+from sqlalchemy import Row, String, any_, bindparam, func, select, tuple_, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -224,11 +225,42 @@ async def _stage_events(
     await stage_all(session, events)
 
 
+def _texts(name: str) -> Any:
+    return bindparam(name, type_=ARRAY(String))
+
+
+# The batch's reads bind one array per column, so each is one statement text whatever the batch's size: prepared
+# once per connection and its plan cached, where an IN list of a bind per value was a new statement (parsed and
+# planned again) for every batch size.
+_ACCOUNTS = select(accounts).where(accounts.c.account_number == any_(_texts("numbers")))
+_WANTED_ITEMS = (
+    func.unnest(_texts("accounts"), _texts("types"), _texts("references"))
+    .table_valued("account_number", "payment_type", "item_reference")
+    .render_derived(name="wanted")
+)
+_LOCK_ITEMS = (
+    select(receivables)
+    .where(
+        tuple_(receivables.c.account_number, receivables.c.payment_type, receivables.c.item_reference).in_(
+            select(_WANTED_ITEMS.c.account_number, _WANTED_ITEMS.c.payment_type, _WANTED_ITEMS.c.item_reference)
+        )
+    )
+    .order_by(receivables.c.account_number, receivables.c.payment_type, receivables.c.item_reference)
+    .with_for_update(of=receivables)
+)
+_TAKEN_NUMBERS = (
+    select(payments.c.payment_id)
+    .where(
+        (payments.c.payment_id == any_(_texts("payment_ids")))
+        | (payments.c.transaction_id == any_(_texts("transaction_ids")))
+        | (payments.c.receipt_number == any_(_texts("receipt_numbers")))
+    )
+    .limit(1)
+)
+
+
 async def _accounts(session: AsyncSession, numbers: set[str]) -> dict[str, Any]:
-    found = {
-        row.account_number: row
-        for row in await session.execute(select(accounts).where(accounts.c.account_number.in_(sorted(numbers))))
-    }
+    found = {row.account_number: row for row in await session.execute(_ACCOUNTS, {"numbers": sorted(numbers)})}
     missing = numbers - found.keys()
     if missing:
         raise OneByOne(f"unknown accounts {sorted(missing)[:5]}")
@@ -238,14 +270,14 @@ async def _accounts(session: AsyncSession, numbers: set[str]) -> dict[str, Any]:
 async def _lock_items(session: AsyncSession, commands: Sequence[RecordPayment]) -> dict[tuple[str, str], Any]:
     """Every item the batch pays, locked in account order (a counter payment locks one item, then its account;
     so neither it nor another batch can wait in a circle with this one)."""
-    wanted = {(c.account_number, c.payment_type, c.item_reference) for c in commands}
+    wanted = sorted({(c.account_number, c.payment_type, c.item_reference) for c in commands})
     locked = await session.execute(
-        select(receivables)
-        .where(
-            tuple_(receivables.c.account_number, receivables.c.payment_type, receivables.c.item_reference).in_(wanted)
-        )
-        .order_by(receivables.c.account_number, receivables.c.payment_type, receivables.c.item_reference)
-        .with_for_update()
+        _LOCK_ITEMS,
+        {
+            "accounts": [a for a, _, _ in wanted],
+            "types": [t for _, t, _ in wanted],
+            "references": [r for _, _, r in wanted],
+        },
     )
     items = {(row.payment_type, row.item_reference): row for row in locked}
     if len(items) != len(wanted):
@@ -269,12 +301,8 @@ async def _draw_numbers(
     ]
     if config.number_formats is not None:
         # A format edited back onto numbers issued under an older one could meet an old number.
-        taken = select(payments.c.payment_id).where(
-            payments.c.payment_id.in_([n["payment_id"] for n in numbers])
-            | payments.c.transaction_id.in_([n["transaction_id"] for n in numbers])
-            | payments.c.receipt_number.in_([n["receipt_number"] for n in numbers])
-        )
-        if (await session.execute(taken.limit(1))).first() is not None:
+        taken = {f"{kind}s": [n[kind] for n in numbers] for kind in domain.NUMBER_KINDS}
+        if (await session.execute(_TAKEN_NUMBERS, taken)).first() is not None:
             raise OneByOne("a drawn number is taken")
     return numbers
 
