@@ -36,6 +36,7 @@ from opentelemetry import trace  # noqa: E402
 from opentelemetry.sdk.resources import Resource  # noqa: E402
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider, sampling  # noqa: E402
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult  # noqa: E402
+from sqlalchemy import MetaData  # noqa: E402
 
 import shared.messaging as messaging  # noqa: E402
 import shared.outbox as outbox  # noqa: E402
@@ -82,7 +83,8 @@ async def run(tracer: trace.Tracer, flush: Callable[[], Any], spans: int, tracep
         service="bench", name="payments", topic="payments.events.v1", handlers={}, session_factory=unused, inbox=unused
     )
     producer: Any = DoneProducer()
-    relay = outbox.OutboxRelay(service="bench", engine=unused, outbox=unused, relay_state=unused, producer=producer)
+    rows, relay_state = outbox.outbox_tables(MetaData())  # the relay compiles its statements from them, unused here
+    relay = outbox.OutboxRelay(service="bench", engine=unused, outbox=rows, relay_state=relay_state, producer=producer)
     envelope = new_envelope("payment.posted", source="payments", subject="WU-10001", data=sample_payment())
     headers = {"content-type": CONTENT_TYPE, "traceparent": traceparent}
     delivery = Delivery(envelope.to_bytes(), headers, b"WU-10001")
