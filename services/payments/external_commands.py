@@ -19,7 +19,6 @@ from typing import Any
 
 from sqlalchemy import Row, String, any_, bindparam, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.payments import arrangements, domain
@@ -36,6 +35,7 @@ from services.payments.domain import Verification
 from services.payments.queries import load_settings
 from services.payments.storage import accounts, audit_log, idempotency_keys, payments, receivables
 from shared import audit, idempotency
+from shared.bulk_insert import column_arrays, insert_from_arrays
 from shared.contracts import Envelope, PaymentStatus, Topic, parse_data
 from shared.contracts.events import PaymentRecordRejected, PaymentRecordRequested
 from shared.messaging import Applying, Subscription
@@ -176,27 +176,23 @@ async def _apply_to_balances(
 
 async def _insert_payments(session: AsyncSession, rows: Sequence[dict[str, Any]], now: datetime) -> list[Row[Any]]:
     """The payments, in the batch's order, and an audit entry for each."""
-    posted = list(
-        (await session.execute(payments.insert().returning(payments, sort_by_parameter_order=True), rows)).all()
-    )
-    await session.execute(
-        audit_log.insert(),
-        [
-            {
-                "id": str(uuid.uuid4()),
-                "at": now,
-                "actor": payment.received_by,
-                "action": "payment.posted",
-                "subject": payment.payment_id,
-                "before": None,
-                "after": audit.as_json(
-                    {"amount": payment.amount, "item": payment.item_reference, "receipt_number": payment.receipt_number}
-                ),
-                "reason": None,
-            }
-            for payment in posted
-        ],
-    )
+    inserted = await session.execute(_INSERT_PAYMENTS, column_arrays(rows, _PAYMENT_COLUMNS))
+    by_id = {payment.payment_id: payment for payment in inserted}
+    posted = [by_id[row["payment_id"]] for row in rows]
+    entries = [
+        {
+            "id": str(uuid.uuid4()),
+            "at": now,
+            "actor": payment.received_by,
+            "action": "payment.posted",
+            "subject": payment.payment_id,
+            "after": audit.as_json(
+                {"amount": payment.amount, "item": payment.item_reference, "receipt_number": payment.receipt_number}
+            ),
+        }
+        for payment in posted
+    ]
+    await session.execute(_INSERT_AUDIT, column_arrays(entries, _AUDIT_COLUMNS))
     return posted
 
 
@@ -256,6 +252,39 @@ _TAKEN_NUMBERS = (
         | (payments.c.receipt_number == any_(_texts("receipt_numbers")))
     )
     .limit(1)
+)
+
+
+# The batch's inserts, one statement each from one array per column (shared/bulk_insert.py).
+_PAYMENT_COLUMNS = (
+    *domain.NUMBER_KINDS,
+    "account_number",
+    "consumer_name",
+    "payment_type",
+    "item_reference",
+    "channel",
+    "method",
+    "amount",
+    "currency",
+    "payment_date",
+    "status",
+    "verification",
+    "received_by",
+    "due",
+    "applied",
+    "outcome",
+    "cash_received",
+    "change_given",
+    "notes",
+    "recorded_at",
+    "posted_at",
+)
+_INSERT_PAYMENTS = insert_from_arrays(payments, _PAYMENT_COLUMNS).returning(payments)
+_AUDIT_COLUMNS = ("id", "at", "actor", "action", "subject", "after")
+_INSERT_AUDIT = insert_from_arrays(audit_log, _AUDIT_COLUMNS)
+_KEY_COLUMNS = ("operation", "key", "request_hash", "result")
+_CLAIM_KEYS = (
+    insert_from_arrays(idempotency_keys, _KEY_COLUMNS).on_conflict_do_nothing().returning(idempotency_keys.c.key)
 )
 
 
@@ -324,12 +353,7 @@ async def _claim_keys(
         }
         for applying, command, drawn in zip(batch, commands, numbers, strict=True)
     ]
-    # executemany parameters: compiled once, sent as one multi-row INSERT (see shared.inbox.claim_many).
-    claimed = (
-        await session.execute(
-            pg_insert(idempotency_keys).on_conflict_do_nothing().returning(idempotency_keys.c.key), rows
-        )
-    ).all()
+    claimed = (await session.execute(_CLAIM_KEYS, column_arrays(rows, _KEY_COLUMNS))).all()
     if len(claimed) != len(rows):
         raise OneByOne("an idempotency key was used before")
 
