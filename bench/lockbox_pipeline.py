@@ -12,7 +12,11 @@ by Kafka. No other service runs, so the figures are the lockbox path's own:
 - from the process itself (timers the bench wraps around the code, written to a file): what one batch of the
   commands consumer spends in the fetch, the transaction and the offset commit, the gap between batches, the
   relay's batches and how long they take, and how late the event loop wakes a timer (the process short of CPU);
-- from the tables: batch sizes and gaps (inbox `processed_at`) and how long a row waits in the outbox.
+- from the tables: batch sizes and gaps (inbox `processed_at`) and how long a row waits in the outbox;
+- a table of the steps of one commands batch (the inbox claim, then `post_batch`'s reads, number drawing, key
+  claims, balance updates, payment and audit inserts, outbox staging; the rest is parsing, allocating, building
+  rows and the commit) and of one relay batch (select, produce until acknowledged, mark published and commit):
+  ms per batch, total seconds, share of the batch and microseconds per command.
 
     .venv/bin/python bench/lockbox_pipeline.py [--accounts 2000] [--commands 10000] [--idle-seconds 5] [--repeat 1]
         [--profile]
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import itertools
 import json
 import os
@@ -55,6 +60,21 @@ from shared.contracts import CONTENT_TYPE, Topic  # noqa: E402
 from shared.kafka_clients import provision_topics  # noqa: E402
 
 COMMANDS_GROUP = "paydesk.payments.commands"
+# The steps of one commands batch (`post_batch` and the inbox claim before it), in the order they run, and of one
+# relay batch: each timed on its own in the payments process.
+COMMAND_PHASES = [
+    ("shared.messaging", "claim_many"),
+    ("services.payments.external_commands", "load_settings"),
+    ("services.payments.arrangements", "any_held"),
+    ("services.payments.external_commands", "_accounts"),
+    ("services.payments.external_commands", "_lock_items"),
+    ("services.payments.external_commands", "_draw_numbers"),
+    ("services.payments.external_commands", "_claim_keys"),
+    ("services.payments.external_commands", "_apply_to_balances"),
+    ("services.payments.external_commands", "_insert_payments"),
+    ("services.payments.external_commands", "_stage_events"),
+]
+RELAY_PHASES = ["_pending", "_produce", "_mark_sent"]
 
 
 # --- the payments process, with timers around the pipeline's steps (`--serve`) ---
@@ -90,10 +110,23 @@ def serve(stats_path: Path) -> None:
             started = time.monotonic()
             result = await original(self, *args, **kwargs)
             if wanted(self):
-                stats[key].append([started, time.monotonic() - started, float(size(result, args))])
+                stats.setdefault(key, []).append([started, time.monotonic() - started, float(size(result, args))])
             return result
 
         setattr(cls, name, wrapper)
+
+    def timed_function(module_name: str, name: str, key: str) -> None:
+        """A step of `post_batch` (looked up in its module at each call, so replacing it there times it)."""
+        module = importlib.import_module(module_name)
+        original = getattr(module, name)
+
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            started = time.monotonic()
+            result = await original(*args, **kwargs)
+            stats.setdefault(key, []).append([started, time.monotonic() - started, 0.0])
+            return result
+
+        setattr(module, name, wrapper)
 
     timed(
         BatchSubscriber,
@@ -106,6 +139,11 @@ def serve(stats_path: Path) -> None:
     timed(ObservedConsumer, "commit", "commit", lambda s: s._group_id == COMMANDS_GROUP)
     timed(OutboxRelay, "_publish_batch", "relay", lambda s: True, lambda result, args: result)
     timed(Sender, "_send_produce_req", "produce", lambda s: True, lambda result, args: len(args[1]))
+    timed(EventConsumer, "_apply_together", "phase:transaction", lambda s: s.group_id == COMMANDS_GROUP)
+    for step in RELAY_PHASES:
+        timed(OutboxRelay, step, f"relay:{step}", lambda s: True)
+    for module, step in COMMAND_PHASES:
+        timed_function(module, step, f"phase:{step}")
 
     @event.listens_for(Engine, "before_cursor_execute")
     def count(*args: Any) -> None:
@@ -256,6 +294,39 @@ def process_figures(stats: dict[str, Any], since: float, until: float) -> dict[s
     }
 
 
+def phase_table(stats: dict[str, Any], since: float, until: float, commands: int) -> str:
+    """Per step of a commands batch and of a relay batch: ms per batch p50/p99/max, the total, its share."""
+
+    def within(key: str) -> list[float]:
+        return [s[1] for s in stats.get(key, []) if since <= s[0] <= until]
+
+    lines = [f"{'step':<34} {'ms p50 / p99 / max':>24} {'total s':>8} {'share':>6} {'us/command':>10}"]
+
+    def line(name: str, durations: list[float], whole: float) -> None:
+        found = percentiles([d * 1000 for d in durations])
+        total = sum(durations)
+        lines.append(
+            f"{name:<34} {dist(found):>24} {total:>8.2f} {100 * total / max(whole, 1e-9):>5.0f}% "
+            f"{1e6 * total / commands:>10.0f}"
+        )
+
+    transaction = within("phase:transaction")
+    whole = sum(transaction)
+    line(f"commands batch ({len(transaction)} batches)", transaction, whole)
+    for _, step in COMMAND_PHASES:
+        line(f"  {step}", within(f"phase:{step}"), whole)
+    rest = whole - sum(sum(within(f"phase:{step}")) for _, step in COMMAND_PHASES)
+    lines.append(
+        f"{'  rest (parse, allocate, rows, commit)':<34} {'':>24} {rest:>8.2f} {100 * rest / max(whole, 1e-9):>5.0f}%"
+    )
+    relay = [s for s in stats.get("relay", []) if since <= s[0] <= until and s[2] > 0]
+    relay_whole = sum(s[1] for s in relay)
+    line(f"relay batch ({len(relay)} batches)", [s[1] for s in relay], relay_whole)
+    for step in RELAY_PHASES:
+        line(f"  {step}", within(f"relay:{step}"), relay_whole)
+    return "\n".join(lines)
+
+
 def start_profiler(pid: int, raw: Path) -> subprocess.Popen[bytes]:
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     record = ["record", "--pid", str(pid), "--format", "raw", "--output", str(raw), "--rate", "200"]
@@ -306,7 +377,8 @@ async def one_round(
     if profiler is not None:
         profiler.send_signal(signal.SIGINT)
         profiler.wait(60)
-    inside = process_figures(read_stats(payments, stats), since_mono, until_mono)
+    recorded = read_stats(payments, stats)
+    inside = process_figures(recorded, since_mono, until_mono)
     tables = await table_figures(dsn, since_epoch)
     n = args.commands
     less_idle = cpu - idle_rate * relayed
@@ -333,6 +405,7 @@ async def one_round(
         f"load        {load()} (uptime load average, after)",
         flush=True,
     )
+    print(phase_table(recorded, since_mono, until_mono, n), flush=True)
     if profiler is not None:
         busiest(raw, top=40)
 

@@ -7,7 +7,7 @@ leader connection until none is left), once for each producer batch size in `--b
 time, back to back, interleaved `--repeat` times). It prints rows per second (which follow the machine's load) and
 its CPU per row, which does not move with the load as much.
 
-    .venv/bin/python bench/outbox_relay.py [--rows 10000] [--batch-bytes 16384,524288] [--relay-batch 500]
+    .venv/bin/python bench/outbox_relay.py [--rows 10000] [--batch-bytes 16384,524288] [--relay-batch 2000]
         [--repeat 1]
 """
 
@@ -79,7 +79,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=10000)
     parser.add_argument("--batch-bytes", default="16384,524288", help="producer max_batch_size values to compare")
-    parser.add_argument("--relay-batch", default="500", help="relay batch sizes (rows per select) to compare")
+    parser.add_argument("--relay-batch", default="2000", help="relay batch sizes (rows per select) to compare")
     parser.add_argument("--repeat", type=int, default=1, help="run every combination this many times, interleaved")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="paydesk-bench-relay-") as workdir:

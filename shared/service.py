@@ -174,6 +174,7 @@ class Service:
             provision_topics=self._provision_topics,
             poll_seconds=settings.outbox_poll_seconds,
             retention=timedelta(days=settings.outbox_retention_days),
+            batch_size=settings.outbox_batch_rows,
         )
         # The unit of work wakes the relay: after any commit that staged an event, in a route or a consumer.
         wake_relay_after_commit(self.sessions, self.relay)

@@ -158,6 +158,9 @@ class ServiceSettings(BaseSettings):
     )
     outbox_poll_seconds: float = Field(default=0.05, gt=0, validation_alias=_env("PAYDESK_OUTBOX_POLL_SECONDS"))
     outbox_retention_days: int = Field(default=7, ge=1, validation_alias=_env("PAYDESK_OUTBOX_RETENTION_DAYS"))
+    # Rows a relay reads, sends and marks per batch: a lockbox file stages thousands at once, and each batch
+    # costs a select, a wait for the broker's acknowledgements and an update whatever its size.
+    outbox_batch_rows: int = Field(default=2000, gt=0, validation_alias=_env("PAYDESK_OUTBOX_BATCH_ROWS"))
     consumer_max_attempts: int = Field(default=5, ge=1, validation_alias=_env("PAYDESK_CONSUMER_MAX_ATTEMPTS"))
     consumer_max_batch: int = Field(
         default=200,

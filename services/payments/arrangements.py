@@ -18,7 +18,8 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, select, tuple_, update
+from sqlalchemy import Row, String, bindparam, func, select, tuple_, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -61,13 +62,24 @@ def refuse_if_held(payment_type: str, reference: str, kind: str | None, arrangem
 async def any_held(session: AsyncSession, keys: Iterable[tuple[str, str]]) -> bool:
     """Whether an arrangement holds any of these (payment type, reference) items (a batch then goes one by one,
     so each such command is refused alone, naming the field)."""
-    wanted = set(keys)
+    wanted = sorted(set(keys))
     if not wanted:
         return False
-    found = await session.execute(
-        select(item_holds.c.kind).where(tuple_(item_holds.c.payment_type, item_holds.c.item_reference).in_(wanted))
-    )
+    found = await session.execute(_HOLDS_OF, {"types": [t for t, _ in wanted], "references": [r for _, r in wanted]})
     return any(HoldKind(kind).holds for (kind,) in found)
+
+
+# One array per column, so a batch of any size is the same statement text (prepared once per connection).
+_WANTED = (
+    func.unnest(bindparam("types", type_=ARRAY(String)), bindparam("references", type_=ARRAY(String)))
+    .table_valued("payment_type", "item_reference")
+    .render_derived(name="wanted")
+)
+_HOLDS_OF = select(item_holds.c.kind).where(
+    tuple_(item_holds.c.payment_type, item_holds.c.item_reference).in_(
+        select(_WANTED.c.payment_type, _WANTED.c.item_reference)
+    )
+)
 
 
 def held_items() -> Any:

@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import Row, String, any_, bindparam, func, select, tuple_, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.payments import arrangements, domain
@@ -35,6 +35,7 @@ from services.payments.domain import Verification
 from services.payments.queries import load_settings
 from services.payments.storage import accounts, audit_log, idempotency_keys, payments, receivables
 from shared import audit, idempotency
+from shared.bulk_insert import column_arrays, insert_from_arrays
 from shared.contracts import Envelope, PaymentStatus, Topic, parse_data
 from shared.contracts.events import PaymentRecordRejected, PaymentRecordRequested
 from shared.messaging import Applying, Subscription
@@ -67,10 +68,10 @@ async def on_command_rejected(session: AsyncSession, envelope: Envelope, reason:
 
 
 async def post_batch(session: AsyncSession, batch: Sequence[Applying]) -> None:
-    """Post every command of a batch, in the order given, in the caller's transaction; raises if any one cannot be."""
-    if any(applying.envelope.type != RECORD_REQUESTED for applying in batch):
-        raise OneByOne("not only payment.record_requested")
-    commands = [_command(applying.envelope) for applying in batch]
+    """Post every command of a batch, in the order given, in the caller's transaction; raises if any one cannot be.
+
+    Each step is a function of its own so `bench/lockbox_pipeline.py` can time it."""
+    commands = _commands(batch)
     config = await load_settings(session)
     channels = [command.channel or config.default_channel for command in commands]
     for command, channel in zip(commands, channels, strict=True):
@@ -90,30 +91,7 @@ async def post_batch(session: AsyncSession, batch: Sequence[Applying]) -> None:
     changes = [domain.change_given(a, c.cash_received) for a, c in zip(amounts, commands, strict=True)]
     numbers = await _draw_numbers(session, config, [c.payment_date.year for c in commands])
     await _claim_keys(session, batch, commands, numbers)
-
-    # Locks were taken item by item in account order; the accounts are updated in that order too.
-    applied_per_item: dict[tuple[str, str], Decimal] = {}
-    applied_per_account: dict[str, Decimal] = {}
-    for command, key, (_, allocation) in zip(commands, keys, allocations, strict=True):
-        applied_per_item[key] = applied_per_item.get(key, Decimal(0)) + allocation.applied
-        applied_per_account[command.account_number] = (
-            applied_per_account.get(command.account_number, Decimal(0)) + allocation.applied
-        )
-    await session.execute(
-        update(receivables)
-        .where(receivables.c.payment_type == bindparam("t"), receivables.c.item_reference == bindparam("r"))
-        .values(outstanding=receivables.c.outstanding - bindparam("applied", type_=receivables.c.outstanding.type)),
-        [{"t": t, "r": r, "applied": applied} for (t, r), applied in sorted(applied_per_item.items())],
-    )
-    await session.execute(
-        update(accounts)
-        .where(accounts.c.account_number == bindparam("a"))
-        .values(
-            collected_since_report=accounts.c.collected_since_report
-            + bindparam("applied", type_=accounts.c.collected_since_report.type)
-        ),
-        [{"a": a, "applied": applied} for a, applied in sorted(applied_per_account.items())],
-    )
+    await _apply_to_balances(session, commands, keys, [allocation for _, allocation in allocations])
 
     now = datetime.now(UTC)
     rows = []
@@ -154,28 +132,83 @@ async def post_batch(session: AsyncSession, batch: Sequence[Applying]) -> None:
                 "posted_at": now,
             }
         )
-    posted = (await session.execute(payments.insert().returning(payments, sort_by_parameter_order=True), rows)).all()
+    posted = await _insert_payments(session, rows, now)
+    await _stage_events(session, batch, posted, [account_rows[p.account_number] for p in posted], items)
+
+
+def _commands(batch: Sequence[Applying]) -> list[RecordPayment]:
+    if any(applying.envelope.type != RECORD_REQUESTED for applying in batch):
+        raise OneByOne("not only payment.record_requested")
+    return [_command(applying.envelope) for applying in batch]
+
+
+async def _apply_to_balances(
+    session: AsyncSession,
+    commands: Sequence[RecordPayment],
+    keys: Sequence[tuple[str, str]],
+    allocations: Sequence[domain.Allocation],
+) -> None:
+    """What the batch applied, off each item's outstanding and onto each account's collected figure."""
+    # Locks were taken item by item in account order; the accounts are updated in that order too.
+    applied_per_item: dict[tuple[str, str], Decimal] = {}
+    applied_per_account: dict[str, Decimal] = {}
+    for command, key, allocation in zip(commands, keys, allocations, strict=True):
+        applied_per_item[key] = applied_per_item.get(key, Decimal(0)) + allocation.applied
+        applied_per_account[command.account_number] = (
+            applied_per_account.get(command.account_number, Decimal(0)) + allocation.applied
+        )
     await session.execute(
-        audit_log.insert(),
-        [
-            {
-                "id": str(uuid.uuid4()),
-                "at": now,
-                "actor": payment.received_by,
-                "action": "payment.posted",
-                "subject": payment.payment_id,
-                "before": None,
-                "after": audit.as_json(
-                    {"amount": payment.amount, "item": payment.item_reference, "receipt_number": payment.receipt_number}
-                ),
-                "reason": None,
-            }
-            for payment in posted
-        ],
+        update(receivables)
+        .where(receivables.c.payment_type == bindparam("t"), receivables.c.item_reference == bindparam("r"))
+        .values(outstanding=receivables.c.outstanding - bindparam("applied", type_=receivables.c.outstanding.type)),
+        [{"t": t, "r": r, "applied": applied} for (t, r), applied in sorted(applied_per_item.items())],
     )
+    await session.execute(
+        update(accounts)
+        .where(accounts.c.account_number == bindparam("a"))
+        .values(
+            collected_since_report=accounts.c.collected_since_report
+            + bindparam("applied", type_=accounts.c.collected_since_report.type)
+        ),
+        [{"a": a, "applied": applied} for a, applied in sorted(applied_per_account.items())],
+    )
+
+
+async def _insert_payments(session: AsyncSession, rows: Sequence[dict[str, Any]], now: datetime) -> list[Row[Any]]:
+    """The payments, in the batch's order, and an audit entry for each."""
+    inserted = await session.execute(_INSERT_PAYMENTS, column_arrays(rows, _PAYMENT_COLUMNS))
+    by_id = {payment.payment_id: payment for payment in inserted}
+    posted = [by_id[row["payment_id"]] for row in rows]
+    entries = [
+        {
+            "id": str(uuid.uuid4()),
+            "at": now,
+            "actor": payment.received_by,
+            "action": "payment.posted",
+            "subject": payment.payment_id,
+            "after": audit.as_json(
+                {"amount": payment.amount, "item": payment.item_reference, "receipt_number": payment.receipt_number}
+            ),
+        }
+        for payment in posted
+    ]
+    await session.execute(_INSERT_AUDIT, column_arrays(entries, _AUDIT_COLUMNS))
+    return posted
+
+
+async def _stage_events(
+    session: AsyncSession,
+    batch: Sequence[Applying],
+    posted: Sequence[Row[Any]],
+    account_rows: Sequence[Row[Any]],
+    items: dict[tuple[str, str], Any],
+) -> None:
+    """Each payment's events (and its usage event) in the outbox, continuing its command's trace."""
     events: list[Outgoing] = []
-    for applying, payment, key in zip(batch, posted, keys, strict=True):
-        events += posting_events(payment, account_rows[payment.account_number], items[key], applying.context)
+    for applying, payment, account in zip(batch, posted, account_rows, strict=True):
+        events += posting_events(
+            payment, account, items[(payment.payment_type, payment.item_reference)], applying.context
+        )
         tracked = usage_event(
             "payment_processed",
             payment.received_by,
@@ -188,11 +221,75 @@ async def post_batch(session: AsyncSession, batch: Sequence[Applying]) -> None:
     await stage_all(session, events)
 
 
+def _texts(name: str) -> Any:
+    return bindparam(name, type_=ARRAY(String))
+
+
+# The batch's reads bind one array per column, so each is one statement text whatever the batch's size: prepared
+# once per connection and its plan cached, where an IN list of a bind per value was a new statement (parsed and
+# planned again) for every batch size.
+_ACCOUNTS = select(accounts).where(accounts.c.account_number == any_(_texts("numbers")))
+_WANTED_ITEMS = (
+    func.unnest(_texts("accounts"), _texts("types"), _texts("references"))
+    .table_valued("account_number", "payment_type", "item_reference")
+    .render_derived(name="wanted")
+)
+_LOCK_ITEMS = (
+    select(receivables)
+    .where(
+        tuple_(receivables.c.account_number, receivables.c.payment_type, receivables.c.item_reference).in_(
+            select(_WANTED_ITEMS.c.account_number, _WANTED_ITEMS.c.payment_type, _WANTED_ITEMS.c.item_reference)
+        )
+    )
+    .order_by(receivables.c.account_number, receivables.c.payment_type, receivables.c.item_reference)
+    .with_for_update(of=receivables)
+)
+_TAKEN_NUMBERS = (
+    select(payments.c.payment_id)
+    .where(
+        (payments.c.payment_id == any_(_texts("payment_ids")))
+        | (payments.c.transaction_id == any_(_texts("transaction_ids")))
+        | (payments.c.receipt_number == any_(_texts("receipt_numbers")))
+    )
+    .limit(1)
+)
+
+
+# The batch's inserts, one statement each from one array per column (shared/bulk_insert.py).
+_PAYMENT_COLUMNS = (
+    *domain.NUMBER_KINDS,
+    "account_number",
+    "consumer_name",
+    "payment_type",
+    "item_reference",
+    "channel",
+    "method",
+    "amount",
+    "currency",
+    "payment_date",
+    "status",
+    "verification",
+    "received_by",
+    "due",
+    "applied",
+    "outcome",
+    "cash_received",
+    "change_given",
+    "notes",
+    "recorded_at",
+    "posted_at",
+)
+_INSERT_PAYMENTS = insert_from_arrays(payments, _PAYMENT_COLUMNS).returning(payments)
+_AUDIT_COLUMNS = ("id", "at", "actor", "action", "subject", "after")
+_INSERT_AUDIT = insert_from_arrays(audit_log, _AUDIT_COLUMNS)
+_KEY_COLUMNS = ("operation", "key", "request_hash", "result")
+_CLAIM_KEYS = (
+    insert_from_arrays(idempotency_keys, _KEY_COLUMNS).on_conflict_do_nothing().returning(idempotency_keys.c.key)
+)
+
+
 async def _accounts(session: AsyncSession, numbers: set[str]) -> dict[str, Any]:
-    found = {
-        row.account_number: row
-        for row in await session.execute(select(accounts).where(accounts.c.account_number.in_(sorted(numbers))))
-    }
+    found = {row.account_number: row for row in await session.execute(_ACCOUNTS, {"numbers": sorted(numbers)})}
     missing = numbers - found.keys()
     if missing:
         raise OneByOne(f"unknown accounts {sorted(missing)[:5]}")
@@ -202,14 +299,14 @@ async def _accounts(session: AsyncSession, numbers: set[str]) -> dict[str, Any]:
 async def _lock_items(session: AsyncSession, commands: Sequence[RecordPayment]) -> dict[tuple[str, str], Any]:
     """Every item the batch pays, locked in account order (a counter payment locks one item, then its account;
     so neither it nor another batch can wait in a circle with this one)."""
-    wanted = {(c.account_number, c.payment_type, c.item_reference) for c in commands}
+    wanted = sorted({(c.account_number, c.payment_type, c.item_reference) for c in commands})
     locked = await session.execute(
-        select(receivables)
-        .where(
-            tuple_(receivables.c.account_number, receivables.c.payment_type, receivables.c.item_reference).in_(wanted)
-        )
-        .order_by(receivables.c.account_number, receivables.c.payment_type, receivables.c.item_reference)
-        .with_for_update()
+        _LOCK_ITEMS,
+        {
+            "accounts": [a for a, _, _ in wanted],
+            "types": [t for _, t, _ in wanted],
+            "references": [r for _, _, r in wanted],
+        },
     )
     items = {(row.payment_type, row.item_reference): row for row in locked}
     if len(items) != len(wanted):
@@ -233,12 +330,8 @@ async def _draw_numbers(
     ]
     if config.number_formats is not None:
         # A format edited back onto numbers issued under an older one could meet an old number.
-        taken = select(payments.c.payment_id).where(
-            payments.c.payment_id.in_([n["payment_id"] for n in numbers])
-            | payments.c.transaction_id.in_([n["transaction_id"] for n in numbers])
-            | payments.c.receipt_number.in_([n["receipt_number"] for n in numbers])
-        )
-        if (await session.execute(taken.limit(1))).first() is not None:
+        taken = {f"{kind}s": [n[kind] for n in numbers] for kind in domain.NUMBER_KINDS}
+        if (await session.execute(_TAKEN_NUMBERS, taken)).first() is not None:
             raise OneByOne("a drawn number is taken")
     return numbers
 
@@ -260,12 +353,7 @@ async def _claim_keys(
         }
         for applying, command, drawn in zip(batch, commands, numbers, strict=True)
     ]
-    # executemany parameters: compiled once, sent as one multi-row INSERT (see shared.inbox.claim_many).
-    claimed = (
-        await session.execute(
-            pg_insert(idempotency_keys).on_conflict_do_nothing().returning(idempotency_keys.c.key), rows
-        )
-    ).all()
+    claimed = (await session.execute(_CLAIM_KEYS, column_arrays(rows, _KEY_COLUMNS))).all()
     if len(claimed) != len(rows):
         raise OneByOne("an idempotency key was used before")
 
