@@ -63,12 +63,17 @@ async def claim(session: AsyncSession, table: Table, *, operation: str, key: str
     if claimed is not None:
         return None
     earlier = (await session.execute(select(table).where(table.c.operation == operation, table.c.key == key))).one()
-    if earlier.request_hash != fingerprint:
+    return replayed(earlier.request_hash, earlier.result, operation=operation, key=key, fingerprint=fingerprint)
+
+
+def replayed(request_hash: str, result: str | None, *, operation: str, key: str, fingerprint: str) -> str:
+    """The first request's result for a retry of it (its stored hash and result); a different body is a 409."""
+    if request_hash != fingerprint:
         raise Conflict(KEY_REUSED, "this Idempotency-Key was used with a different request")
-    if earlier.result is None:
+    if result is None:
         # Only a caller that claimed and committed without `remember` leaves this; replaying nothing would lie.
         raise RuntimeError(f"idempotency key {operation}/{key} was committed without its result")
-    return str(earlier.result)
+    return str(result)
 
 
 async def remember(session: AsyncSession, table: Table, *, operation: str, key: str, result: str) -> None:
