@@ -123,9 +123,10 @@ class NumberFormatRequest(BaseModel):
 
 
 def router(service: Service, gateway: stripe.StripeClient) -> APIRouter:
-    """The routes, each opening its own unit of work on the service's sessions; `gateway` is the Stripe API."""
+    """The routes, each opening its own unit of work on the service's sessions (the counter's payments on a direct
+    transaction, `counter.py`); `gateway` is the Stripe API."""
     routes = APIRouter()
-    # The counter's payments skip the session (`counter.py`); the relay is woken after each one, as after a session's.
+    # The relay is woken after each counter payment's commit, as after a session's.
     counter_transaction = partial(
         DirectTransaction, service.engine, service.tables.outbox, after_commit=service.relay.wake
     )
