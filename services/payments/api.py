@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from functools import partial
 from typing import Annotated, Any
 
 import stripe
@@ -14,6 +15,7 @@ from pydantic import BaseModel, BeforeValidator, Field
 from services.payments import (
     adjustments,
     commands,
+    counter,
     decisions,
     disputes,
     domain,
@@ -24,6 +26,7 @@ from services.payments import (
 )
 from shared.auth import Actor, Role, require_account, require_roles
 from shared.contracts.events import PaymentType
+from shared.direct import DirectTransaction
 from shared.export import OPENAPI_RESPONSES, ExportFormat, export_response
 from shared.money import parse_amount
 from shared.service import Service
@@ -120,8 +123,13 @@ class NumberFormatRequest(BaseModel):
 
 
 def router(service: Service, gateway: stripe.StripeClient) -> APIRouter:
-    """The routes, each opening its own unit of work on the service's sessions; `gateway` is the Stripe API."""
+    """The routes, each opening its own unit of work on the service's sessions (the counter's payments on a direct
+    transaction, `counter.py`); `gateway` is the Stripe API."""
     routes = APIRouter()
+    # The relay is woken after each counter payment's commit, as after a session's.
+    counter_transaction = partial(
+        DirectTransaction, service.engine, service.tables.outbox, after_commit=service.relay.wake
+    )
 
     async def detail(payment_id_or_receipt: str) -> dict[str, Any]:
         async with service.sessions() as session:
@@ -213,20 +221,14 @@ def router(service: Service, gateway: stripe.StripeClient) -> APIRouter:
         idempotency_key: Annotated[str, Header(min_length=8, max_length=200)],
     ) -> dict[str, Any]:
         command = commands.RecordPayment(**body.model_dump())
-        async with service.sessions() as session, session.begin():
-            recorded = await commands.record_payment(
-                session, command, received_by=actor.name, idempotency_key=idempotency_key
+        async with counter_transaction() as tx:
+            recorded = await counter.record_payment(
+                tx, command, received_by=actor.name, idempotency_key=idempotency_key
             )
-            row: queries.PaymentContext
-            if recorded.posted is not None and recorded.account is not None:
-                # Posted in this transaction: its row is what was written, with no credit notes, disputes or
-                # adjustments yet; reading it back would cost two round trips of the request's dozen.
-                row = queries.posted_with_context(recorded.posted, recorded.account)
-                extra = queries.NO_MONEY_SAFETY
-            else:
-                row = await queries.payment_with_context(session, recorded.payment_id)
-                extra = await queries.payment_money_safety(session, row.payment_id, row.receipt_number)
-        return views.payment_detail(row, datetime.now(UTC), extra)
+        if recorded.posted is not None:
+            # Posted just now: its row is what was written, with no credit notes, disputes or adjustments yet.
+            return views.payment_detail(recorded.posted, datetime.now(UTC), queries.NO_MONEY_SAFETY)
+        return await detail(recorded.payment_id)
 
     @routes.post("/payments/preview", tags=["payments"])
     async def preview_payment(

@@ -103,10 +103,18 @@ async def _unused_numbers(
     return await next_numbers(session, config, year)
 
 
+def unknown_account(account_number: str) -> NotFound:
+    return NotFound("unknown_account", f"no consumer with account {account_number}", field="account_number")
+
+
+def unknown_item(payment_type: str, reference: str) -> NotFound:
+    return NotFound("unknown_item", f"no {payment_type} {reference} on this account", field="item_reference")
+
+
 async def find_account(session: AsyncSession, account_number: str) -> Row[Any]:
     account = (await session.execute(select(accounts).where(accounts.c.account_number == account_number))).first()
     if account is None:
-        raise NotFound("unknown_account", f"no consumer with account {account_number}", field="account_number")
+        raise unknown_account(account_number)
     return account
 
 
@@ -125,7 +133,7 @@ async def lock_item(session: AsyncSession, account_number: str, payment_type: st
         )
     ).first()
     if item is None:
-        raise NotFound("unknown_item", f"no {payment_type} {reference} on this account", field="item_reference")
+        raise unknown_item(payment_type, reference)
     return item
 
 
@@ -150,7 +158,7 @@ async def allocate(session: AsyncSession, account_number: str, item: Row[Any], a
 # The item a payment goes to (locked), its account's name and contacts, any arrangement's hold on it and the
 # payment's three numbers from their sequences: one round trip, built once (each request only binds values).
 # A refused payment leaves its numbers unused, as a rolled-back one always did: unique, never reused, not gapless.
-_ITEM_FOR_PAYMENT = (
+ITEM_FOR_PAYMENT = (
     select(
         receivables,
         accounts.c.name,
@@ -181,7 +189,7 @@ async def lock_item_for_payment(session: AsyncSession, command: RecordPayment) -
     same refusals, in the same order, as checking the arrangement's hold, then the account, then the item."""
     item = (
         await session.execute(
-            _ITEM_FOR_PAYMENT,
+            ITEM_FOR_PAYMENT,
             {
                 "payment_type": command.payment_type,
                 "item_reference": command.item_reference,
@@ -192,11 +200,7 @@ async def lock_item_for_payment(session: AsyncSession, command: RecordPayment) -
     if item is None:
         await arrangements.check_payable(session, command.payment_type, command.item_reference)
         await find_account(session, command.account_number)
-        raise NotFound(
-            "unknown_item",
-            f"no {command.payment_type} {command.item_reference} on this account",
-            field="item_reference",
-        )
+        raise unknown_item(command.payment_type, command.item_reference)
     arrangements.refuse_if_held(command.payment_type, command.item_reference, item.hold_kind, item.hold_arrangement)
     return item
 
@@ -216,10 +220,10 @@ async def announce_posting(session: AsyncSession, payment: Row[Any], account: Ro
     await stage_all(session, posting_events(payment, account, item))
 
 
-def posting_events(
-    payment: Row[Any], account: Row[Any], item: Row[Any], context: Context | None = None
-) -> list[Outgoing]:
-    """`payment.posted`, and `payment.overpaid` when more came in than was due, continuing `context`'s trace."""
+def posting_events(payment: Any, account: Any, item: Any, context: Context | None = None) -> list[Outgoing]:
+    """`payment.posted`, and `payment.overpaid` when more came in than was due, continuing `context`'s trace.
+
+    `payment` is the payment's row (or its values as the row holds them), `account` and `item` rows of theirs."""
     currency = payment.currency
     consumer = _consumer(account)
 
@@ -321,15 +325,6 @@ class RecordPayment:
     notes: str | None = None
 
 
-@dataclass(frozen=True)
-class Recorded:
-    """What `record_payment` did: the payment id, and the payment as posted just now (None for a replay)."""
-
-    payment_id: str
-    posted: Row[Any] | None = None
-    account: Row[Any] | None = None
-
-
 # Item and account allocation, the payment, its audit entry and the key's result: one statement, built once.
 # Data-modifying CTEs run once each whether referenced or not.
 _POSTED_COLUMNS = (
@@ -356,7 +351,7 @@ _POSTED_COLUMNS = (
     "posted_at",
 )
 _APPLIED = bindparam("new_applied", type_=payments.c.applied.type)
-_POST_PAYMENT = (
+POST_PAYMENT = (
     payments.insert()
     .values({c: bindparam(f"new_{c}", type_=payments.c[c].type) for c in _POSTED_COLUMNS})
     .returning(payments)
@@ -386,23 +381,32 @@ _POST_PAYMENT = (
 )
 
 
+def posting_parameters(values: dict[str, Any], posted: audit.AuditEntry, idempotency_key: str) -> dict[str, Any]:
+    """The bind values of `POST_PAYMENT`: the payment's column values, its audit entry and the key it answers."""
+    written = {f"new_{column}": value for column, value in values.items()}
+    written |= {f"audit_{column}": value for column, value in vars(posted).items()}
+    # No parameter is named like a column: SQLAlchemy would add it to the SET of an UPDATE here.
+    written |= {"key_operation": RECORD_PAYMENT, "key_value": idempotency_key}
+    return written
+
+
 async def record_payment(
     session: AsyncSession, command: RecordPayment, *, received_by: str, idempotency_key: str
-) -> Recorded:
-    """Post a payment exactly once for `idempotency_key`: the payment id (the first one on a retry) and, when it
-    was posted just now, its row and its item-with-account row (the response needs no read back)."""
+) -> str:
+    """Post a payment exactly once for `idempotency_key` (a command from another system; the counter's own path is
+    `counter.py`): the payment id, the first one on a retry."""
     fingerprint = idempotency.request_fingerprint(command)
     key = {"operation": RECORD_PAYMENT, "key": idempotency_key}
     earlier = await idempotency.claim(session, idempotency_keys, **key, fingerprint=fingerprint)
     if earlier is not None:
-        return Recorded(earlier)
-    payment, account = await _post_payment(session, command, received_by=received_by, idempotency_key=idempotency_key)
-    return Recorded(payment.payment_id, payment, account)
+        return earlier
+    payment = await _post_payment(session, command, received_by=received_by, idempotency_key=idempotency_key)
+    return str(payment.payment_id)
 
 
 async def _post_payment(
     session: AsyncSession, command: RecordPayment, *, received_by: str, idempotency_key: str
-) -> tuple[Row[Any], Row[Any]]:
+) -> Row[Any]:
     """Four round trips after the key's claim: the settings, the item with its numbers, one statement writing the
     allocation, the payment, its audit entry and the key's result, and the outbox insert. Each round trip waits
     for the event loop too, so under load they cost far more than Postgres's share."""
@@ -448,11 +452,7 @@ async def _post_payment(
         "recorded_at": now,
         "posted_at": now,
     }
-    written = {f"new_{column}": value for column, value in values.items()}
-    written |= {f"audit_{column}": value for column, value in vars(posted).items()}
-    # No parameter is named like a column: SQLAlchemy would add it to the SET of an UPDATE here.
-    written |= {"key_operation": RECORD_PAYMENT, "key_value": idempotency_key}
-    payment = (await session.execute(_POST_PAYMENT, written)).one()
+    payment: Row[Any] = (await session.execute(POST_PAYMENT, posting_parameters(values, posted, idempotency_key))).one()
     # Posted, overpaid and the usage event in one insert.
     tracked = usage_event(
         "payment_processed",
@@ -463,7 +463,7 @@ async def _post_payment(
         channel=channel,
     )
     await stage_all(session, [*posting_events(payment, account, item), tracked])
-    return payment, account
+    return payment
 
 
 # --- staff actions on a payment ---

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import date
 from decimal import Decimal
 from types import SimpleNamespace
@@ -35,7 +35,11 @@ from shared.paging import after_key, contains_pattern, decode_cursor, page
 
 async def load_settings(session: AsyncSession) -> domain.PaymentSettings:
     """The settings in force: what an admin stored, the defaults for the rest."""
-    stored = {row.key: row.value for row in await session.execute(select(settings_table))}
+    return settings_from({row.key: row.value for row in await session.execute(select(settings_table))})
+
+
+def settings_from(stored: Mapping[str, Any]) -> domain.PaymentSettings:
+    """The settings in force, from the stored values by key (JSON as stored)."""
     defaults = domain.PaymentSettings()
     formats = stored.get("number_formats")
     return domain.PaymentSettings(
@@ -210,13 +214,13 @@ async def payment_with_context(session: AsyncSession, payment_id_or_receipt: str
 PaymentContext = Row[Any] | SimpleNamespace
 
 
-def posted_with_context(payment: Row[Any], item_with_account: Row[Any]) -> SimpleNamespace:
+def posted_with_context(payment: Mapping[str, Any], item_with_account: Any) -> SimpleNamespace:
     """What `payment_with_context` reads for a payment, from the rows it was posted with (no round trip).
 
     `payment` as inserted (RETURNING every column), `item_with_account` as locked before posting: posting changes
     neither the item's description, dates and amount nor the account's name and contacts."""
     return SimpleNamespace(
-        **payment._mapping,
+        **payment,
         consumer_name_now=item_with_account.name,
         service_address=item_with_account.service_address,
         phone=item_with_account.phone,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -47,3 +48,26 @@ class TestRequestFingerprint:
 
     def test_field_order_does_not_matter(self) -> None:
         assert request_fingerprint({"a": 1, "b": 2}) == request_fingerprint({"b": 2, "a": 1})
+
+
+@dataclass(frozen=True)
+class Batch:
+    label: str
+    payments: tuple[RecordPayment, ...]
+    by_item: dict[str, RecordPayment]
+
+
+class TestFingerprintWithoutAsdict:
+    def test_is_the_hash_of_asdict_at_any_depth_so_stored_keys_still_match(self) -> None:
+        batch = Batch(
+            "lockbox", (COMMAND, RecordPayment(PaymentType.SERVICE, Decimal("3"), date(2025, 3, 2))), {"a": COMMAND}
+        )
+        as_before = json.dumps(dataclasses.asdict(batch), default=str, sort_keys=True)
+        assert request_fingerprint(batch) == hashlib.sha256(as_before.encode()).hexdigest()
+
+    def test_another_request_has_another_fingerprint(self) -> None:
+        other = RecordPayment(PaymentType.BILL, Decimal("145.51"), date(2025, 3, 1))
+        assert request_fingerprint(other) != request_fingerprint(COMMAND)
+        assert request_fingerprint(RecordPayment(PaymentType.BILL, Decimal("145.50"), date(2025, 3, 1))) == (
+            request_fingerprint(COMMAND)
+        )
