@@ -21,7 +21,6 @@ from types import TracebackType
 from typing import Any
 
 import asyncpg
-from opentelemetry import propagate, trace
 from sqlalchemy import Insert, LargeBinary, Table, Text, bindparam, cast, func, select
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
@@ -30,9 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from shared.contracts.envelope import CONTENT_TYPE
-from shared.outbox import Outgoing
-from shared.telemetry import tag_business_ids
+from shared.outbox import Outgoing, staged_rows
 
 _DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
 # Errors the driver raises for the server's refusals and for a lost connection.
@@ -86,25 +83,16 @@ def outbox_insert(outbox: Table) -> Insert:
 
 
 def outbox_rows(events: Sequence[Outgoing]) -> dict[str, list[Any]]:
-    """The bind values of `outbox_insert` for `events`: each with its trace context in the headers and its business
-    ids on its span, exactly as `shared.outbox.stage_all` stages them."""
-    params: dict[str, list[Any]] = {
-        "outbox_event_ids": [],
-        "outbox_topics": [],
-        "outbox_keys": [],
-        "outbox_headers": [],
-        "outbox_values": [],
+    """The bind values of `outbox_insert` for `events`: the rows `shared.outbox.stage_all` writes (trace context in
+    the headers, business ids on the span), as one array per column."""
+    rows = staged_rows(events)
+    return {
+        "outbox_event_ids": [row["event_id"] for row in rows],
+        "outbox_topics": [row["topic"] for row in rows],
+        "outbox_keys": [row["key"] for row in rows],
+        "outbox_headers": [json.dumps(row["headers"]) for row in rows],
+        "outbox_values": [row["value"] for row in rows],
     }
-    for outgoing in events:
-        carrier: dict[str, str] = {"content-type": CONTENT_TYPE}
-        propagate.inject(carrier, context=outgoing.context)
-        tag_business_ids(outgoing.envelope.data, trace.get_current_span(outgoing.context))
-        params["outbox_event_ids"].append(outgoing.envelope.id)
-        params["outbox_topics"].append(outgoing.topic)
-        params["outbox_keys"].append(outgoing.envelope.subject)
-        params["outbox_headers"].append(json.dumps(carrier))
-        params["outbox_values"].append(outgoing.envelope.to_bytes())
-    return params
 
 
 @functools.cache

@@ -189,6 +189,15 @@ async def stage_all(session: AsyncSession, events: Sequence[Outgoing]) -> None:
         raise RuntimeError("this session has no outbox: use the sessions of a Service")
     if not events:
         return
+    rows = staged_rows(events)
+    session.info[STAGED] = True
+    # One INSERT from arrays with the rows in the given order, so the identity ids (the relay's order) follow it.
+    await session.execute(_stage_statement(outbox), column_arrays(rows, _STAGED_COLUMNS))
+
+
+def staged_rows(events: Sequence[Outgoing]) -> list[dict[str, Any]]:
+    """The outbox rows of `events`, in order: each carries its trace context in its headers, and its business ids go
+    on its span. Every way of staging (`stage_all`, `shared.direct`) writes these, so the relay reads one shape."""
     # The trace headers are worked out once per context: a command's events (its posting, an overpayment, its
     # usage) share its context and so its headers.
     carriers: dict[int, dict[str, str]] = {}
@@ -209,9 +218,7 @@ async def stage_all(session: AsyncSession, events: Sequence[Outgoing]) -> None:
                 "value": outgoing.envelope.to_bytes(),
             }
         )
-    session.info[STAGED] = True
-    # One INSERT from arrays with the rows in the given order, so the identity ids (the relay's order) follow it.
-    await session.execute(_stage_statement(outbox), column_arrays(rows, _STAGED_COLUMNS))
+    return rows
 
 
 _STAGED_COLUMNS = ("event_id", "topic", "key", "headers", "value")
