@@ -6,7 +6,7 @@ envelopes to the service's own `EventConsumer.deliver` in batches of `--batch` (
 and one inbox claim per batch), then, where the service has a render worker, runs its passes until no document
 waits. No broker: the figures are the consumer's and Postgres's, not the network's. Besides events per second
 (which follow the machine's load) it prints the CPU per event, the consumer's and its Postgres backends', and the
-SQL statements per event, which do not.
+SQL statements per event, which do not; the same for the render passes (per document rendered).
 
     .venv/bin/python bench/receipts_consumer.py [--events 2000] [--batch 200] [--skip-render]
 """
@@ -18,7 +18,6 @@ import asyncio
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,12 +67,20 @@ async def measure(url: str, data_dir: Path, events: int, batch: int, render: boo
     if not render:
         print("rendered    skipped (--skip-render)", flush=True)
     elif worker is not None:
-        started = time.perf_counter()
+        meter.start()
         rendered = 0
         while (stored := await worker.run_once()) > 0:
             rendered += stored
-        took = time.perf_counter() - started
+        meter.stop()
+        took = meter.wall
         print(f"rendered    {rendered:,} documents in {took:.2f} s: {rendered / took:,.1f} per second", flush=True)
+        # Rendering in a thread here (no render process before start()): the service's CPU includes Typst's.
+        print(
+            f"cpu/render  {1000 * meter.cpu / rendered:.2f} ms service (Typst included) + "
+            f"{1000 * meter.postgres_cpu / rendered:.2f} ms postgres; "
+            f"statements {meter.statements / rendered:.2f} per document",
+            flush=True,
+        )
         print(f"together    {events / (applied + took):,.1f} payments/s stored and rendered", flush=True)
     else:
         print("rendered    in the consumer (eager): included above", flush=True)
