@@ -8,7 +8,7 @@ waits. No broker: the figures are the consumer's and Postgres's, not the network
 (which follow the machine's load) it prints the CPU per event, the consumer's and its Postgres backends', and the
 SQL statements per event, which do not; the same for the render passes (per document rendered).
 
-    .venv/bin/python bench/receipts_consumer.py [--events 2000] [--batch 200] [--skip-render]
+    .venv/bin/python bench/receipts_consumer.py [--events 2000] [--batch 200] [--skip-render | --one-file]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -46,7 +47,20 @@ def deliveries(count: int) -> list[Delivery]:
     return out
 
 
-async def measure(url: str, data_dir: Path, events: int, batch: int, render: bool) -> None:
+def _store_one_file(renderings: Any) -> None:
+    """Have the worker store the first document's PDF for every document: its database work without Typst's."""
+    render_batch = renderings.render_batch
+    first: list[bytes] = []
+
+    async def same_file(batch: list[Any]) -> list[bytes]:
+        if not first:
+            first.extend(await render_batch(batch[:1]))
+        return first * len(batch)
+
+    renderings.render_batch = same_file
+
+
+async def measure(url: str, data_dir: Path, events: int, batch: int, render: bool, one_file: bool) -> None:
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # never contacted: deliver() needs no broker
     os.environ["PAYDESK_OTEL_EXPORTER"] = "none"
@@ -67,6 +81,8 @@ async def measure(url: str, data_dir: Path, events: int, batch: int, render: boo
     if not render:
         print("rendered    skipped (--skip-render)", flush=True)
     elif worker is not None:
+        if one_file:
+            _store_one_file(worker.renderings)
         meter.start()
         rendered = 0
         while (stored := await worker.run_once()) > 0:
@@ -76,7 +92,7 @@ async def measure(url: str, data_dir: Path, events: int, batch: int, render: boo
         print(f"rendered    {rendered:,} documents in {took:.2f} s: {rendered / took:,.1f} per second", flush=True)
         # Rendering in a thread here (no render process before start()): the service's CPU includes Typst's.
         print(
-            f"cpu/render  {1000 * meter.cpu / rendered:.2f} ms service (Typst included) + "
+            f"cpu/render  {1000 * meter.cpu / rendered:.2f} ms service (Typst included unless --one-file) + "
             f"{1000 * meter.postgres_cpu / rendered:.2f} ms postgres; "
             f"statements {meter.statements / rendered:.2f} per document",
             flush=True,
@@ -92,6 +108,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=200)
     parser.add_argument("--skip-render", action="store_true", help="measure the consumer only")
+    parser.add_argument(
+        "--one-file", action="store_true", help="store one real PDF for every document: the worker without Typst"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="paydesk-bench-receipts-") as workdir:
         data_dir = Path(workdir) / "pgdata"
@@ -100,7 +119,7 @@ def main() -> None:
         try:
             upgrade("receipts", url)
             print(f"load        {os.getloadavg()[0]:.1f} {os.getloadavg()[1]:.1f} (uptime load average)", flush=True)
-            asyncio.run(measure(url, data_dir, args.events, args.batch, not args.skip_render))
+            asyncio.run(measure(url, data_dir, args.events, args.batch, not args.skip_render, args.one_file))
             print(f"load        {os.getloadavg()[0]:.1f} {os.getloadavg()[1]:.1f} (uptime load average)", flush=True)
         finally:
             postgres.stop()
