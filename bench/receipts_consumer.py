@@ -21,6 +21,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import text
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -98,6 +100,13 @@ async def measure(url: str, data_dir: Path, events: int, batch: int, render: boo
             flush=True,
         )
         print(f"together    {events / (applied + took):,.1f} payments/s stored and rendered", flush=True)
+        async with service.engine.connect() as connection:
+            size, stored = (
+                await connection.execute(
+                    text("SELECT avg(octet_length(pdf)), avg(pg_column_size(pdf)) FROM receipts.documents")
+                )
+            ).one()
+        print(f"pdf size    {size / 1024:.1f} KiB each, {stored / 1024:.1f} KiB as stored", flush=True)
     else:
         print("rendered    in the consumer (eager): included above", flush=True)
     await service.engine.dispose()
