@@ -6,7 +6,8 @@ in one transaction that stages `receipt.rendered`. Rendering took most of the co
 eagerly in their transaction; now a burst of payments is stored at the pace of the database and rendered behind.
 The worker renders in a separate process (`RECEIPTS_RENDER_PROCESSES`, 1): Typst is CPU work, and in a thread
 of the service it would share the interpreter with the event consumers; in its own process it uses the other core,
-at a lower CPU priority (`RECEIPTS_RENDER_NICENESS`, 10), so it never takes a core from the event path.
+at a lower CPU priority (`RECEIPTS_RENDER_NICENESS`, 10), so it never takes a core from the event path; and
+while the event consumers are behind it does not render at all, for a bounded time (`RECEIPTS_RENDER_YIELD_SECONDS`).
 
 Several workers (several receipts processes) never wait on each other nor on the consumers: the rows a worker
 updates are taken with FOR UPDATE SKIP LOCKED, and a document whose content changed while it was being rendered
@@ -25,7 +26,9 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from datetime import UTC, datetime
 from typing import Any
@@ -210,8 +213,16 @@ async def render_pending(sessions: async_sessionmaker[AsyncSession], renderings:
     return len(mine)
 
 
+# How many events the event consumers have still to apply: the render worker waits while there are any.
+Backlog = Callable[[], Awaitable[int]]
+
+
 class RenderWorker:
-    """Renders waiting documents while the service runs: batch after batch, then a short rest when none wait."""
+    """Renders waiting documents while the service runs: batch after batch, then a short rest when none wait.
+
+    With a `backlog`, each pass first waits while the event consumers are behind, for at most `yield_seconds`: a
+    burst of posted payments is then applied (and its receipts available) first and rendered right after, rather
+    than the render competing with it for the CPU; past the bound it renders anyway, so rendering never starves."""
 
     def __init__(
         self,
@@ -220,16 +231,33 @@ class RenderWorker:
         *,
         batch: int,
         idle_seconds: float,
+        backlog: Backlog | None = None,
+        yield_seconds: float = 0.0,
+        check_seconds: float = 0.05,
     ) -> None:
         self.sessions = sessions
         self.renderings = renderings
         self.batch = batch
         self.idle_seconds = idle_seconds
+        self.backlog = backlog
+        self.yield_seconds = yield_seconds
+        self.check_seconds = check_seconds
         self._task: asyncio.Task[None] | None = None
 
     async def run_once(self) -> int:
         """One pass; returns how many documents were rendered and stored."""
         return await render_pending(self.sessions, self.renderings, batch=self.batch)
+
+    async def yield_to_consumers(self) -> None:
+        """Wait while the event consumers have events to apply, at most `yield_seconds`."""
+        if self.backlog is None or self.yield_seconds <= 0:
+            return
+        deadline = time.monotonic() + self.yield_seconds
+        while await self.backlog() > 0:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return  # behind for that long: render anyway
+            await asyncio.sleep(min(self.check_seconds, left))
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="receipts-render-worker")
@@ -243,6 +271,7 @@ class RenderWorker:
     async def _run(self) -> None:
         while True:
             try:
+                await self.yield_to_consumers()
                 stored = await self.run_once()
             except Exception:
                 # Nothing was half-done (each pass stores in one transaction); the next pass tries again.
