@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import multiprocessing
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+
+from aiokafka.errors import IllegalStateError
 
 from services.receipts import api, domain, projections
 from services.receipts.commands import Renderings, RenderWorker, lower_render_priority
@@ -12,6 +15,7 @@ from services.receipts.rendering import PdfRenderer
 from services.receipts.settings import ReceiptsSettings
 from services.receipts.storage import plumbing
 from shared.contracts import Topic
+from shared.messaging import EventConsumer
 from shared.service import Service
 
 
@@ -38,6 +42,24 @@ def render_pool(settings: ReceiptsSettings) -> ProcessPoolExecutor | None:
     )
 
 
+async def unapplied_events(consumers: Sequence[EventConsumer]) -> int:
+    """Events on the consumers' partitions not yet taken by them, as of their last fetch answers (no request to the
+    broker): what the render worker waits for. 0 for a consumer not started (an api-only process has none)."""
+    behind = 0
+    for consumer in consumers:
+        kafka = getattr(consumer.subscriber, "consumer", None)
+        if kafka is None:
+            continue
+        for partition in kafka.assignment():
+            try:
+                end = kafka.highwater(partition)  # None until the partition's first fetch answer
+                if end is not None:
+                    behind += max(end - await kafka.position(partition), 0)
+            except (AssertionError, IllegalStateError):
+                continue  # taken away by a rebalance meanwhile
+    return behind
+
+
 class ReceiptsService(Service):
     """A service with one more background task: the render worker, which turns stored documents into PDFs."""
 
@@ -46,7 +68,12 @@ class ReceiptsService(Service):
         self.renderer = PdfRenderer()
         self.renderings = Renderings(self.renderer)
         self.render_worker = RenderWorker(
-            self.sessions, self.renderings, batch=settings.render_batch, idle_seconds=settings.render_idle_seconds
+            self.sessions,
+            self.renderings,
+            batch=settings.render_batch,
+            idle_seconds=settings.render_idle_seconds,
+            backlog=lambda: unapplied_events(self.event_consumers),
+            yield_seconds=settings.render_yield_seconds,
         )
 
     async def start(self) -> None:

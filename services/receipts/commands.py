@@ -6,7 +6,8 @@ in one transaction that stages `receipt.rendered`. Rendering took most of the co
 eagerly in their transaction; now a burst of payments is stored at the pace of the database and rendered behind.
 The worker renders in a separate process (`RECEIPTS_RENDER_PROCESSES`, 1): Typst is CPU work, and in a thread
 of the service it would share the interpreter with the event consumers; in its own process it uses the other core,
-at a lower CPU priority (`RECEIPTS_RENDER_NICENESS`, 10), so it never takes a core from the event path.
+at a lower CPU priority (`RECEIPTS_RENDER_NICENESS`, 10), so it never takes a core from the event path; and
+while the event consumers are behind it does not render at all, for a bounded time (`RECEIPTS_RENDER_YIELD_SECONDS`).
 
 Several workers (several receipts processes) never wait on each other nor on the consumers: the rows a worker
 updates are taken with FOR UPDATE SKIP LOCKED, and a document whose content changed while it was being rendered
@@ -25,12 +26,15 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import LargeBinary, Row, String, bindparam, func, select, tuple_, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.receipts.domain import Document
@@ -38,7 +42,7 @@ from services.receipts.rendering import PdfRenderer
 from services.receipts.storage import documents
 from shared.contracts import Topic, new_envelope
 from shared.contracts.events import ReceiptRendered
-from shared.outbox import stage
+from shared.outbox import Outgoing, stage_all
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,19 @@ SOURCE = "receipts"
 
 
 _CHILD_RENDERER: PdfRenderer | None = None
+
+# A pass's files, stored in one UPDATE from arrays (unnest zips them row by row).
+_RENDERED = select(
+    func.unnest(bindparam("kinds", type_=ARRAY(String))).label("kind"),
+    func.unnest(bindparam("numbers", type_=ARRAY(String))).label("number"),
+    func.unnest(bindparam("pdfs", type_=ARRAY(LargeBinary))).label("pdf"),
+    func.unnest(bindparam("sha256s", type_=ARRAY(String))).label("sha256"),
+).subquery("rendered")
+_STORE_FILES = (
+    update(documents)
+    .where(documents.c.kind == _RENDERED.c.kind, documents.c.number == _RENDERED.c.number)
+    .values(pdf=_RENDERED.c.pdf, sha256=_RENDERED.c.sha256, rendered_at=bindparam("at"))
+)
 
 
 def lower_render_priority(niceness: int) -> None:
@@ -120,6 +137,22 @@ class Renderings:
         return {**row, "pdf": pdf, "sha256": hashlib.sha256(pdf).hexdigest()}
 
 
+def _rendered(row: Row[Any, Any, Any, Any], document: Document, sha256: str, rendered_at: datetime) -> Outgoing:
+    """The `receipt.rendered` of a stored file, keyed by its account."""
+    rendered = ReceiptRendered(
+        document=row.kind,
+        number=row.number,
+        account_number=row.account_number,
+        sha256=sha256,
+        rendered_at=rendered_at,
+        revision=row.revision,
+        document_hash=document.document_hash,
+        status=document.status,
+    )
+    envelope = new_envelope("receipt.rendered", source=SOURCE, subject=row.account_number, data=rendered)
+    return Outgoing(Topic.RECEIPTS_EVENTS, envelope)
+
+
 async def render_pending(sessions: async_sessionmaker[AsyncSession], renderings: Renderings, *, batch: int) -> int:
     """Render up to `batch` documents still waiting for their PDF and store them; returns how many were stored."""
     async with sessions() as session:
@@ -154,35 +187,42 @@ async def render_pending(sessions: async_sessionmaker[AsyncSession], renderings:
                 .with_for_update(skip_locked=True)
             )
         ).all()
-        for row in mine:
-            document = by_key[(row.kind, row.number)]
-            pdf = files[document.document_hash]
-            sha256 = hashlib.sha256(pdf).hexdigest()
-            await session.execute(
-                update(documents)
-                .where(documents.c.kind == row.kind, documents.c.number == row.number)
-                .values(pdf=pdf, sha256=sha256, rendered_at=rendered_at)
-            )
-            rendered = ReceiptRendered(
-                document=row.kind,
-                number=row.number,
-                account_number=row.account_number,
-                sha256=sha256,
-                rendered_at=rendered_at,
-                revision=row.revision,
-                document_hash=document.document_hash,
-                status=document.status,
-            )
-            await stage(
-                session,
-                Topic.RECEIPTS_EVENTS,
-                new_envelope("receipt.rendered", source=SOURCE, subject=row.account_number, data=rendered),
-            )
+        if not mine:
+            return 0
+        stored = [(row, by_key[(row.kind, row.number)]) for row in mine]
+        sha256s = [hashlib.sha256(files[document.document_hash]).hexdigest() for _, document in stored]
+        # The pass's files in one statement and its announcements in one insert, where a statement and a stage
+        # per document took two round trips each.
+        await session.execute(
+            _STORE_FILES,
+            {
+                "kinds": [row.kind for row in mine],
+                "numbers": [row.number for row in mine],
+                "pdfs": [files[document.document_hash] for _, document in stored],
+                "sha256s": sha256s,
+                "at": rendered_at,
+            },
+        )
+        await stage_all(
+            session,
+            [
+                _rendered(row, document, sha256, rendered_at)
+                for (row, document), sha256 in zip(stored, sha256s, strict=True)
+            ],
+        )
     return len(mine)
 
 
+# How many events the event consumers have still to apply: the render worker waits while there are any.
+Backlog = Callable[[], Awaitable[int]]
+
+
 class RenderWorker:
-    """Renders waiting documents while the service runs: batch after batch, then a short rest when none wait."""
+    """Renders waiting documents while the service runs: batch after batch, then a short rest when none wait.
+
+    With a `backlog`, each pass first waits while the event consumers are behind, for at most `yield_seconds`: a
+    burst of posted payments is then applied (and its receipts available) first and rendered right after, rather
+    than the render competing with it for the CPU; past the bound it renders anyway, so rendering never starves."""
 
     def __init__(
         self,
@@ -191,16 +231,33 @@ class RenderWorker:
         *,
         batch: int,
         idle_seconds: float,
+        backlog: Backlog | None = None,
+        yield_seconds: float = 0.0,
+        check_seconds: float = 0.05,
     ) -> None:
         self.sessions = sessions
         self.renderings = renderings
         self.batch = batch
         self.idle_seconds = idle_seconds
+        self.backlog = backlog
+        self.yield_seconds = yield_seconds
+        self.check_seconds = check_seconds
         self._task: asyncio.Task[None] | None = None
 
     async def run_once(self) -> int:
         """One pass; returns how many documents were rendered and stored."""
         return await render_pending(self.sessions, self.renderings, batch=self.batch)
+
+    async def yield_to_consumers(self) -> None:
+        """Wait while the event consumers have events to apply, at most `yield_seconds`."""
+        if self.backlog is None or self.yield_seconds <= 0:
+            return
+        deadline = time.monotonic() + self.yield_seconds
+        while await self.backlog() > 0:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return  # behind for that long: render anyway
+            await asyncio.sleep(min(self.check_seconds, left))
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="receipts-render-worker")
@@ -214,6 +271,7 @@ class RenderWorker:
     async def _run(self) -> None:
         while True:
             try:
+                await self.yield_to_consumers()
                 stored = await self.run_once()
             except Exception:
                 # Nothing was half-done (each pass stores in one transaction); the next pass tries again.

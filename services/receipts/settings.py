@@ -21,6 +21,8 @@ class ReceiptsSettings(ServiceSettings):
     # The render worker (commands.py): documents rendered per pass, and the rest between passes when none wait.
     render_batch: int = Field(default=32, ge=1, le=500)
     render_idle_seconds: float = Field(default=0.1, gt=0, le=60)
+    # The longest a pass waits while the event consumers are behind (0: never waits): a burst is applied first.
+    render_yield_seconds: float = Field(default=2.0, ge=0, le=60)
     # Render processes beside the service (0: render in a thread of the service itself).
     render_processes: int = Field(default=1, ge=0, le=16)
     # How much lower than the service the render processes run (os.nice): they take only the CPU the hot path leaves.

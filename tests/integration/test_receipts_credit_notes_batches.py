@@ -23,11 +23,12 @@ from services.receipts.domain import receipt_document, state_when_posted
 from services.receipts.settings import ReceiptsSettings
 from services.receipts.storage import documents, payment_states
 from shared.contracts import CONTENT_TYPE, Envelope, Topic, new_envelope, parse_data
-from shared.contracts.events import CreditNoteIssued, Money, PaymentCancelled, PaymentPosted, PaymentStatusChanged
+from shared.contracts.events import PaymentCancelled, PaymentPosted, PaymentStatusChanged
 from shared.messaging import Delivery, EventConsumer
 from shared.service import Service
 from tests.conftest import Infra
 from tests.support.helpers import counter_payment, payment_overpaid, running, unique_account
+from tests.support.receipts import credit_note_issued
 
 pytestmark = pytest.mark.kafka
 
@@ -156,19 +157,8 @@ class TestReceiptsBatches:
     ) -> None:
         account = unique_account()
         first, second, third = postings(account, 3)
-        early_note = CreditNoteIssued(
-            credit_note_number=f"CN-{account}",
-            account_number=account,
-            consumer_name="Test Consumer",
-            receipt_number=parse_data(third, PaymentPosted).receipt_number,
-            payment_id=parse_data(third, PaymentPosted).payment_id,
-            amount=Money(amount=Decimal("4.50")),
-            reason="Overpayment",
-            created_by="system",
-            created_at=datetime.now(UTC),
-            expires_at=datetime.now(UTC) + timedelta(days=180),
-        )
-        note_event = new_envelope("credit_note.issued", source="credit_notes", subject=account, data=early_note)
+        third_posted = parse_data(third, PaymentPosted)
+        note_event = credit_note_issued(account, third_posted.receipt_number, third_posted.payment_id, f"CN-{account}")
         assert await consumer(receipts, Topic.CREDITNOTES_EVENTS).deliver(records([note_event])) == ["applied"]
         status = PaymentStatusChanged(
             payment_id=parse_data(first, PaymentPosted).payment_id,

@@ -21,7 +21,7 @@ from services.receipts.settings import ReceiptsSettings
 from services.receipts.storage import documents
 from shared.auth import Role, mint_token
 from shared.contracts import Envelope, Topic, new_envelope
-from shared.contracts.events import CreditNoteIssued, Money, PaymentCancelled, PaymentStatusChanged
+from shared.contracts.events import Money, PaymentCancelled, PaymentStatusChanged
 from shared.service import Service
 from tests.conftest import Infra
 from tests.support.helpers import (
@@ -35,6 +35,7 @@ from tests.support.helpers import (
     unique_account,
     unique_day,
 )
+from tests.support.receipts import credit_note_issued
 
 pytestmark = pytest.mark.kafka
 
@@ -80,23 +81,6 @@ async def document(service: Service, kind: str, number: str) -> dict[str, Any]:
 async def at_revision(service: Service, kind: str, number: str, revision: int) -> dict[str, Any]:
     row = await document(service, kind, number)
     return row if row and row["revision"] >= revision else {}
-
-
-def credit_note_issued(account: str, receipt_number: str, payment_id: str, number: str) -> Envelope:
-    created = datetime.now(UTC)
-    data = CreditNoteIssued(
-        credit_note_number=number,
-        account_number=account,
-        consumer_name="Test Consumer",
-        receipt_number=receipt_number,
-        payment_id=payment_id,
-        amount=Money(amount=Decimal("4.50")),
-        reason="Overpayment",
-        created_by="Jane Smith",
-        created_at=created,
-        expires_at=created + timedelta(days=365),
-    )
-    return new_envelope("credit_note.issued", source="credit_notes", subject=account, data=data)
 
 
 def status_changed(account: str, number: int, status: str, at: datetime) -> Envelope:

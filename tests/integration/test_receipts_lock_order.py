@@ -23,8 +23,8 @@ from shared.contracts.events import PaymentPosted
 from shared.messaging import Applying, Delivery, EventConsumer
 from shared.service import Service
 from tests.conftest import Infra
-from tests.integration.test_receipts_documents import credit_note_issued
 from tests.support.helpers import counter_payment, eventually, running, unique_account
+from tests.support.receipts import credit_note_issued
 
 pytestmark = pytest.mark.kafka
 
