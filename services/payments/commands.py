@@ -325,9 +325,50 @@ class RecordPayment:
     notes: str | None = None
 
 
+def posted_values(
+    command: RecordPayment,
+    numbers: dict[str, str],
+    *,
+    consumer_name: str,
+    currency: str,
+    channel: str,
+    amount: Decimal,
+    due: Decimal,
+    allocation: domain.Allocation,
+    change: Decimal | None,
+    received_by: str,
+    now: datetime,
+) -> dict[str, Any]:
+    """The payments row of `command` posted now, every column of `POSTED_COLUMNS`: one builder for the counter, a
+    command from another system and a lockbox batch, so the three write the same row."""
+    return {
+        **numbers,
+        "account_number": command.account_number,
+        "consumer_name": consumer_name,
+        "payment_type": command.payment_type,
+        "item_reference": command.item_reference,
+        "channel": channel,
+        "method": command.method,
+        "amount": amount,
+        "currency": currency,
+        "payment_date": command.payment_date,
+        "status": PaymentStatus.POSTED,
+        "verification": Verification.VERIFIED,
+        "received_by": received_by,
+        "due": due,
+        "applied": allocation.applied,
+        "outcome": domain.Analysis(due=due, paid=amount).outcome,
+        "cash_received": command.cash_received,
+        "change_given": change,
+        "notes": command.notes,
+        "recorded_at": now,
+        "posted_at": now,
+    }
+
+
 # Item and account allocation, the payment, its audit entry and the key's result: one statement, built once.
 # Data-modifying CTEs run once each whether referenced or not.
-_POSTED_COLUMNS = (
+POSTED_COLUMNS = (
     *domain.NUMBER_KINDS,
     "account_number",
     "consumer_name",
@@ -353,7 +394,7 @@ _POSTED_COLUMNS = (
 _APPLIED = bindparam("new_applied", type_=payments.c.applied.type)
 POST_PAYMENT = (
     payments.insert()
-    .values({c: bindparam(f"new_{c}", type_=payments.c[c].type) for c in _POSTED_COLUMNS})
+    .values({c: bindparam(f"new_{c}", type_=payments.c[c].type) for c in POSTED_COLUMNS})
     .returning(payments)
     .add_cte(
         update(receivables)
@@ -418,7 +459,6 @@ async def _post_payment(
     amount = quantize(command.amount, item.currency)
     allocation = domain.allocate(item.outstanding, amount, config.overpayment_threshold)
     change = domain.change_given(amount, command.cash_received)
-    analysis = domain.Analysis(due=item.outstanding, paid=amount)
 
     now = datetime.now(UTC)
     numbers = await _unused_numbers(session, config, command.payment_date.year, item._mapping)
@@ -429,29 +469,19 @@ async def _post_payment(
         subject=payment_id,
         after={"amount": amount, "item": command.item_reference, "receipt_number": numbers["receipt_number"]},
     )
-    values = {
-        **numbers,
-        "account_number": command.account_number,
-        "consumer_name": account.name,
-        "payment_type": command.payment_type,
-        "item_reference": command.item_reference,
-        "channel": channel,
-        "method": command.method,
-        "amount": amount,
-        "currency": item.currency,
-        "payment_date": command.payment_date,
-        "status": PaymentStatus.POSTED,
-        "verification": Verification.VERIFIED,
-        "received_by": received_by,
-        "due": analysis.due,
-        "applied": allocation.applied,
-        "outcome": analysis.outcome,
-        "cash_received": command.cash_received,
-        "change_given": change,
-        "notes": command.notes,
-        "recorded_at": now,
-        "posted_at": now,
-    }
+    values = posted_values(
+        command,
+        numbers,
+        consumer_name=account.name,
+        currency=item.currency,
+        channel=channel,
+        amount=amount,
+        due=item.outstanding,
+        allocation=allocation,
+        change=change,
+        received_by=received_by,
+        now=now,
+    )
     payment: Row[Any] = (await session.execute(POST_PAYMENT, posting_parameters(values, posted, idempotency_key))).one()
     # Posted, overpaid and the usage event in one insert.
     tracked = usage_event(

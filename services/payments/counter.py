@@ -22,7 +22,6 @@ from services.payments import arrangements, commands, domain, queries
 from services.payments.commands import RECORD_PAYMENT, SEQUENCES, RecordPayment
 from services.payments.storage import accounts, idempotency_keys, item_holds, payments, plumbing, settings
 from shared import audit, idempotency
-from shared.contracts import PaymentStatus
 from shared.direct import DirectTransaction, outbox_insert, prepare
 from shared.money import quantize
 
@@ -94,34 +93,24 @@ async def record_payment(
     item = await _lock_item(tx, command)
     amount = quantize(command.amount, item.currency)
     allocation = domain.allocate(item.outstanding, amount, config.overpayment_threshold)
-    analysis = domain.Analysis(due=item.outstanding, paid=amount)
+    change = domain.change_given(amount, command.cash_received)
     numbers = await _unused_numbers(tx, config, command.payment_date.year, vars(item))
 
     now = datetime.now(UTC)
     values = _as_stored(
-        {
-            **numbers,
-            "account_number": command.account_number,
-            "consumer_name": item.name,
-            "payment_type": command.payment_type,
-            "item_reference": command.item_reference,
-            "channel": channel,
-            "method": command.method,
-            "amount": amount,
-            "currency": item.currency,
-            "payment_date": command.payment_date,
-            "status": PaymentStatus.POSTED,
-            "verification": domain.Verification.VERIFIED,
-            "received_by": received_by,
-            "due": analysis.due,
-            "applied": allocation.applied,
-            "outcome": analysis.outcome,
-            "cash_received": command.cash_received,
-            "change_given": domain.change_given(amount, command.cash_received),
-            "notes": command.notes,
-            "recorded_at": now,
-            "posted_at": now,
-        }
+        commands.posted_values(
+            command,
+            numbers,
+            consumer_name=item.name,
+            currency=item.currency,
+            channel=channel,
+            amount=amount,
+            due=item.outstanding,
+            allocation=allocation,
+            change=change,
+            received_by=received_by,
+            now=now,
+        )
     )
     posted = audit.entry(
         actor=received_by,

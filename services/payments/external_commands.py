@@ -23,20 +23,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.payments import arrangements, domain
 from services.payments.commands import (
+    POSTED_COLUMNS,
     RECORD_PAYMENT,
     SEQUENCES,
     RecordPayment,
     emit,
+    posted_values,
     posting_events,
     record_payment,
     usage_event,
 )
-from services.payments.domain import Verification
 from services.payments.queries import load_settings
 from services.payments.storage import accounts, audit_log, idempotency_keys, payments, receivables
 from shared import audit, idempotency
 from shared.bulk_insert import column_arrays, insert_from_arrays
-from shared.contracts import Envelope, PaymentStatus, Topic, parse_data
+from shared.contracts import Envelope, Topic, parse_data
 from shared.contracts.events import PaymentRecordRejected, PaymentRecordRequested
 from shared.messaging import Applying, Subscription
 from shared.money import quantize
@@ -106,31 +107,20 @@ async def post_batch(session: AsyncSession, batch: Sequence[Applying]) -> None:
         numbers,
         strict=True,
     ):
-        analysis = domain.Analysis(due=due, paid=amount)
         rows.append(
-            {
-                **drawn,
-                "account_number": command.account_number,
-                "consumer_name": account_rows[command.account_number].name,
-                "payment_type": command.payment_type,
-                "item_reference": command.item_reference,
-                "channel": channel,
-                "method": command.method,
-                "amount": amount,
-                "currency": items[item_key].currency,
-                "payment_date": command.payment_date,
-                "status": PaymentStatus.POSTED,
-                "verification": Verification.VERIFIED,
-                "received_by": envelope_source,
-                "due": due,
-                "applied": allocation.applied,
-                "outcome": analysis.outcome,
-                "cash_received": command.cash_received,
-                "change_given": change,
-                "notes": command.notes,
-                "recorded_at": now,
-                "posted_at": now,
-            }
+            posted_values(
+                command,
+                drawn,
+                consumer_name=account_rows[command.account_number].name,
+                currency=items[item_key].currency,
+                channel=channel,
+                amount=amount,
+                due=due,
+                allocation=allocation,
+                change=change,
+                received_by=envelope_source,
+                now=now,
+            )
         )
     posted = await _insert_payments(session, rows, now)
     await _stage_events(session, batch, posted, [account_rows[p.account_number] for p in posted], items)
@@ -176,7 +166,7 @@ async def _apply_to_balances(
 
 async def _insert_payments(session: AsyncSession, rows: Sequence[dict[str, Any]], now: datetime) -> list[Row[Any]]:
     """The payments, in the batch's order, and an audit entry for each."""
-    inserted = await session.execute(_INSERT_PAYMENTS, column_arrays(rows, _PAYMENT_COLUMNS))
+    inserted = await session.execute(_INSERT_PAYMENTS, column_arrays(rows, POSTED_COLUMNS))
     by_id = {payment.payment_id: payment for payment in inserted}
     posted = [by_id[row["payment_id"]] for row in rows]
     entries = [
@@ -256,30 +246,7 @@ _TAKEN_NUMBERS = (
 
 
 # The batch's inserts, one statement each from one array per column (shared/bulk_insert.py).
-_PAYMENT_COLUMNS = (
-    *domain.NUMBER_KINDS,
-    "account_number",
-    "consumer_name",
-    "payment_type",
-    "item_reference",
-    "channel",
-    "method",
-    "amount",
-    "currency",
-    "payment_date",
-    "status",
-    "verification",
-    "received_by",
-    "due",
-    "applied",
-    "outcome",
-    "cash_received",
-    "change_given",
-    "notes",
-    "recorded_at",
-    "posted_at",
-)
-_INSERT_PAYMENTS = insert_from_arrays(payments, _PAYMENT_COLUMNS).returning(payments)
+_INSERT_PAYMENTS = insert_from_arrays(payments, POSTED_COLUMNS).returning(payments)
 _AUDIT_COLUMNS = ("id", "at", "actor", "action", "subject", "after")
 _INSERT_AUDIT = insert_from_arrays(audit_log, _AUDIT_COLUMNS)
 _KEY_COLUMNS = ("operation", "key", "request_hash", "result")
