@@ -170,9 +170,9 @@ async def test_a_months_commission_run_is_paid_through_stripe_and_a_bank_file_an
             response = await http.post(f"{payments}/payments", headers=clerk, json=payment)
             return response if response.status_code == 201 else None
 
-        posted = (await eventually(pay, within=60)).json()
+        posted = (await eventually(pay)).json()
         assert posted["received_by"] == AGENT
-        earnings = await eventually(lambda: _lines(http, f"{payouts}/payees/{agent_id}/earnings", maker), within=60)
+        earnings = await eventually(lambda: _lines(http, f"{payouts}/payees/{agent_id}/earnings", maker))
         assert earnings[0]["source_ref"] == posted["receipt_number"]
         assert earnings[0]["amount"]["amount"] == "3.04"  # 2% of 152.25 = 3.045, banker's rounding
         bonus = {
@@ -220,7 +220,7 @@ async def test_a_months_commission_run_is_paid_through_stripe_and_a_bank_file_an
             run_now = (await http.get(f"{payouts}/runs/{run['run_id']}", headers=maker)).json()
             return {p["status"] for p in run_now["payouts"]} == {"Paid"}
 
-        await eventually(all_paid, within=60)
+        await eventually(all_paid)
         statement = await http.get(
             f"{payouts}/payees/{agent_id}/statements/{run['run_id']}.pdf",
             headers=bearer(AGENT, Role.PAYEE, payee_id=agent_id),
