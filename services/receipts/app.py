@@ -38,7 +38,7 @@ def render_pool(settings: ReceiptsSettings) -> ProcessPoolExecutor | None:
         max_workers=settings.render_processes,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=lower_render_priority,
-        initargs=(settings.render_niceness,),
+        initargs=(settings.render_niceness, settings.render_idle_only),
     )
 
 

@@ -27,3 +27,5 @@ class ReceiptsSettings(ServiceSettings):
     render_processes: int = Field(default=1, ge=0, le=16)
     # How much lower than the service the render processes run (os.nice): they take only the CPU the hot path leaves.
     render_niceness: int = Field(default=10, ge=0, le=19)
+    # Render processes in Linux's idle scheduling class: they run only on a core nothing else wants.
+    render_idle_only: bool = True
