@@ -172,7 +172,7 @@ class Service:
             relay_state=self.tables.relay_state,
             new_producer=self._new_producer,
             provision_topics=self._provision_topics,
-            poll_seconds=settings.outbox_poll_seconds,
+            poll_seconds=settings.relay_poll_seconds,
             retention=timedelta(days=settings.outbox_retention_days),
             batch_size=settings.outbox_batch_rows,
         )

@@ -156,7 +156,13 @@ class ServiceSettings(BaseSettings):
         "the relay, with health and metrics but no business routes). Each role's process is a `paydesk service`; "
         "`paydesk run` starts the roles its registry entry asks for.",
     )
-    outbox_poll_seconds: float = Field(default=0.05, gt=0, validation_alias=_env("PAYDESK_OUTBOX_POLL_SECONDS"))
+    # How often the relay looks for rows nobody woke it for. A commit that staged events wakes its own process's
+    # relay at once (a route's, a consumer's, a background pass's), so where one process does everything (`all`)
+    # the poll only catches rows staged by another process: a second instance, the `paydesk` command. A `workers`
+    # process relays what its api processes stage, and nothing wakes it across processes, so it polls often.
+    # Polling every 50 ms everywhere cost 27.3% of a core for seven idle services against 15.9% at 1 s
+    # (bench/idle_consumers.py), besides Postgres's share.
+    outbox_poll_seconds: float | None = Field(default=None, gt=0, validation_alias=_env("PAYDESK_OUTBOX_POLL_SECONDS"))
     outbox_retention_days: int = Field(default=7, ge=1, validation_alias=_env("PAYDESK_OUTBOX_RETENTION_DAYS"))
     # Rows a relay reads, sends and marks per batch: a lockbox file stages thousands at once, and each batch
     # costs a select, a wait for the broker's acknowledgements and an update whatever its size.
@@ -174,6 +180,13 @@ class ServiceSettings(BaseSettings):
         validation_alias=_env("PAYDESK_CONSUMER_BATCH_WAIT_MS"),
         description="How long an idle consumer waits for records before polling again.",
     )
+
+    @property
+    def relay_poll_seconds(self) -> float:
+        """`outbox_poll_seconds` when set; else 50 ms in a `workers` process and 1 s otherwise."""
+        if self.outbox_poll_seconds is not None:
+            return self.outbox_poll_seconds
+        return 0.05 if self.process_role == "workers" else 1.0
 
     def check_secrets(self) -> None:
         """Raise `InsecureSettings` if the development JWT secret is used without the development flag."""

@@ -19,6 +19,7 @@ SHARED_VARIABLES = [
     "PAYDESK_OTEL_EXPORTER",
     "PAYDESK_LOG_LEVEL",
     "PAYDESK_OUTBOX_POLL_SECONDS",
+    "PAYDESK_PROCESS_ROLE",
     "HTTP_PORT",
     "HTTP_HOST",
     "SERVICE_NAME",
@@ -77,6 +78,15 @@ class TestServiceSettings:
         with pytest.raises(ValidationError) as caught:
             ServiceSettings()
         assert "paydesk_otel_exporter" in str(caught.value).lower()
+
+    def test_the_relay_polls_seldom_where_its_own_commits_wake_it(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        # One process doing everything, or an api process: every commit that stages wakes the relay in-process.
+        assert (ServiceSettings().relay_poll_seconds, ServiceSettings(process_role="api").relay_poll_seconds) == (1, 1)
+        # A workers process relays what its api processes stage, which nothing wakes it for.
+        monkeypatch.setenv("PAYDESK_PROCESS_ROLE", "workers")
+        assert ServiceSettings().relay_poll_seconds == 0.05
+        monkeypatch.setenv("PAYDESK_OUTBOX_POLL_SECONDS", "0.3")
+        assert ServiceSettings().relay_poll_seconds == 0.3
 
     def test_a_non_positive_outbox_poll_interval_is_rejected(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("PAYDESK_OUTBOX_POLL_SECONDS", "0")
