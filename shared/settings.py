@@ -175,10 +175,11 @@ class ServiceSettings(BaseSettings):
         description="Most records a consumer applies in one transaction.",
     )
     consumer_batch_wait_ms: int = Field(
-        default=20,
+        default=500,
         ge=1,
         validation_alias=_env("PAYDESK_CONSUMER_BATCH_WAIT_MS"),
-        description="How long an idle consumer waits for records before polling again.",
+        description="The longest one poll of a consumer waits for records; it returns as soon as one arrives "
+        "(`messaging.wait_in_the_poll`), so this is no latency, only how often an idle consumer turns.",
     )
 
     @property
