@@ -67,6 +67,18 @@ def usage_event(event: str, user: str, subject: str, **properties: str) -> Outgo
     return Outgoing(Topic.ANALYTICS_EVENTS, new_envelope("usage.tracked", source=SOURCE, subject=subject, data=usage))
 
 
+def payment_processed(payment: Any) -> Outgoing:
+    """The tracking plan's `payment_processed` of a posted payment: its row, or the values it is inserted with."""
+    return usage_event(
+        "payment_processed",
+        payment.received_by,
+        payment.account_number,
+        payment_type=payment.payment_type,
+        method=payment.method,
+        channel=payment.channel,
+    )
+
+
 async def track(session: AsyncSession, event: str, user: str, subject: str, **properties: str) -> None:
     """Stage a usage-tracking event."""
     await stage_all(session, [usage_event(event, user, subject, **properties)])
@@ -484,15 +496,7 @@ async def _post_payment(
     )
     payment: Row[Any] = (await session.execute(POST_PAYMENT, posting_parameters(values, posted, idempotency_key))).one()
     # Posted, overpaid and the usage event in one insert.
-    tracked = usage_event(
-        "payment_processed",
-        received_by,
-        command.account_number,
-        payment_type=command.payment_type,
-        method=command.method,
-        channel=channel,
-    )
-    await stage_all(session, [*posting_events(payment, account, item), tracked])
+    await stage_all(session, [*posting_events(payment, account, item), payment_processed(payment)])
     return payment
 
 

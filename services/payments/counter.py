@@ -119,15 +119,8 @@ async def record_payment(
         after={"amount": amount, "item": command.item_reference, "receipt_number": numbers["receipt_number"]},
     )
     # Posted, overpaid and the usage event, built from the values as the payment row will hold them.
-    tracked = commands.usage_event(
-        "payment_processed",
-        received_by,
-        command.account_number,
-        payment_type=command.payment_type,
-        method=command.method,
-        channel=channel,
-    )
-    events = [*commands.posting_events(SimpleNamespace(**values), item, item), tracked]
+    row = SimpleNamespace(**values)
+    events = [*commands.posting_events(row, item, item), commands.payment_processed(row)]
     written = commands.posting_parameters(values, posted, idempotency_key) | tx.staging(events)
     payment = await tx.fetchrow(_POST, written)
     assert payment is not None, "an INSERT ... RETURNING returns its row"

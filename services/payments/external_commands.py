@@ -28,10 +28,10 @@ from services.payments.commands import (
     SEQUENCES,
     RecordPayment,
     emit,
+    payment_processed,
     posted_values,
     posting_events,
     record_payment,
-    usage_event,
 )
 from services.payments.queries import load_settings
 from services.payments.storage import accounts, audit_log, idempotency_keys, payments, receivables
@@ -199,14 +199,7 @@ async def _stage_events(
         events += posting_events(
             payment, account, items[(payment.payment_type, payment.item_reference)], applying.context
         )
-        tracked = usage_event(
-            "payment_processed",
-            payment.received_by,
-            payment.account_number,
-            payment_type=payment.payment_type,
-            method=payment.method,
-            channel=payment.channel,
-        )
+        tracked = payment_processed(payment)
         events.append(Outgoing(tracked.topic, tracked.envelope, applying.context))
     await stage_all(session, events)
 
