@@ -20,7 +20,8 @@ class ReceiptsSettings(ServiceSettings):
 
     # The render worker (commands.py): documents rendered per pass, and the rest between passes when none wait.
     render_batch: int = Field(default=32, ge=1, le=500)
-    render_idle_seconds: float = Field(default=0.1, gt=0, le=60)
+    # 1 s: a GET renders on demand meanwhile, and at 0.1 s an idle receipts process ran ten reads a second for nothing.
+    render_idle_seconds: float = Field(default=1.0, gt=0, le=60)
     # The longest a pass waits while the event consumers are behind (0: never waits): a burst is applied first.
     render_yield_seconds: float = Field(default=2.0, ge=0, le=60)
     # Render processes beside the service (0: render in a thread of the service itself).
