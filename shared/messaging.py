@@ -298,7 +298,9 @@ class EventConsumer:
             ack_policy=AckPolicy.NACK_ON_ERROR,
             batch=True,
             max_records=self.max_batch,
-            batch_timeout_ms=self.batch_wait_ms,
+            # FastStream's own wait, used only if its loop ever stopped calling `get_msg`: then it would poll as
+            # before (20 ms and a 20 ms sleep) rather than sleep `batch_wait_ms` with a record waiting.
+            batch_timeout_ms=20,
             fetch_max_wait_ms=self.fetch_max_wait_ms,
             session_timeout_ms=self.session_timeout_ms,
             heartbeat_interval_ms=max(self.session_timeout_ms // 3, 100),

@@ -4,6 +4,7 @@ arriving is never held back by a sleep after an empty poll (`messaging.wait_in_t
 from __future__ import annotations
 
 import asyncio
+import inspect
 from typing import Any
 
 import anyio
@@ -66,3 +67,10 @@ async def test_records_of_every_partition_come_back_as_one_batch_in_partition_or
 
     assert await subscriber.get_msg(kafka) == ("a", "b", "c")
     assert kafka.calls == [{"timeout_ms": 500, "max_records": 200}]
+
+
+def test_faststreams_consume_loop_still_asks_the_subscribers_get_msg() -> None:
+    # The replacement takes effect only while FastStream's loop polls through `self.get_msg`; after an upgrade that
+    # stops doing so, consumers would fall back to FastStream's own 20 ms wait and sleep (slower when idle, never late).
+    loop = inspect.getsource(type(registered())._run_consume_loop)
+    assert "await self.get_msg(" in loop
