@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
 
 from shared.contracts import CONTENT_TYPE, Envelope, new_envelope
@@ -182,9 +183,17 @@ async def caught_up(service: Service, *, stall: float = 120.0) -> None:
     loop = asyncio.get_running_loop()
     best, progressed_at = -1, loop.time()
     while True:
-        rows = await consumer_lag(
-            service.settings.kafka_bootstrap_servers, groups=list(subscriptions), subscriptions=subscriptions
-        )
+        try:
+            rows = await consumer_lag(
+                service.settings.kafka_bootstrap_servers, groups=list(subscriptions), subscriptions=subscriptions
+            )
+        except KafkaError as error:
+            # A broker just restarted or wiped is still electing its groups' coordinator (GroupCoordinatorNotAvailable,
+            # CoordinatorLoadInProgress): no answer yet, so ask again, within the same bound on progress.
+            if not error.retriable or loop.time() - progressed_at > stall:
+                raise
+            await asyncio.sleep(0.5)
+            continue
         lag = sum(row.lag for row in rows)
         if lag == 0:
             return
