@@ -310,7 +310,7 @@ def main() -> None:
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "STRIPE_WEBHOOK_SECRET": sf.SECRET,
             "GATEWAY_BRIDGE_HTTP_PORT": str(port),
-            "DATABASE_POOL_SIZE": os.environ.get("DATABASE_POOL_SIZE", "10"),
+            "DATABASE_POOL_SIZE": os.environ.get("DATABASE_POOL_SIZE", "20"),
             "PAYDESK_LOG_LEVEL": "WARNING",
         }
         log = (Path(tmp) / "gateway_bridge.log").open("wb")

@@ -284,7 +284,7 @@ def start_service(workdir: Path, dsn_url: str, bootstrap: str, port: int) -> sub
         "PAYDESK_JWT_SECRET": SECRET,
         "PAYDESK_LOG_LEVEL": "WARNING",
         "PAYDESK_OTEL_EXPORTER": "none",
-        "DATABASE_POOL_SIZE": "20",
+        "DATABASE_POOL_SIZE": "40",
         "PAYMENTS_HTTP_PORT": str(port),
     }
     log = open(workdir / "payments.log", "wb")  # noqa: SIM115 - held open for the process lifetime

@@ -41,8 +41,8 @@ class EmbeddedPostgresSettings(BaseSettings):
         default=200,
         ge=20,
         le=10000,
-        description="max_connections. Nine services, each with a pool of up to 10 (DATABASE_POOL_SIZE 5 and as many "
-        "overflow) and a few connections of its own (LISTEN, the span exporter), with the tests or pgbench beside "
+        description="max_connections. Nine services, each with a pool of up to 10 (DATABASE_POOL_SIZE) "
+        "and a few connections of its own (LISTEN, the span exporter), with the tests or pgbench beside "
         "them, need more than PostgreSQL's default 100.",
     )
     shared_buffers: str = Field(

@@ -27,6 +27,7 @@ def service_metadata(schema: str) -> MetaData:
 
 
 def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
+    """The service's engine: at most `pool_size` connections, each kept in the pool once opened."""
     url = make_url(database_url)
     if url.drivername == "postgresql":
         url = url.set(drivername="postgresql+asyncpg")
@@ -34,7 +35,10 @@ def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
     # webhook's. A connection broken by a database restart fails its one request (callers retry: Stripe,
     # Kafka redelivery, the counter's Idempotency-Key), and SQLAlchemy then recycles the whole pool.
     # hide_parameters: database errors end up in logs and DLQ headers; names, addresses and amounts stay out.
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, hide_parameters=True)
+    # No overflow: every connection opened is kept. With 5 kept and 5 more on demand, 16 tellers made payments open
+    # and close about five connections a second (a backend started, the driver's setup queries, every prepared
+    # statement prepared again), a fifth of Postgres's CPU per payment; the most connections stays what it was.
+    return create_async_engine(url, pool_size=pool_size, max_overflow=0, hide_parameters=True)
 
 
 def session_factory(engine: AsyncEngine, info: dict[str, Any] | None = None) -> async_sessionmaker[AsyncSession]:

@@ -38,7 +38,12 @@ class ServiceSettings(BaseSettings):
         validation_alias=_env("DATABASE_URL"),
         description="SQLAlchemy URL of the Postgres server; each service uses its own schema in it.",
     )
-    database_pool_size: int = Field(default=5, ge=1, validation_alias=_env("DATABASE_POOL_SIZE"))
+    database_pool_size: int = Field(
+        default=10,
+        ge=1,
+        validation_alias=_env("DATABASE_POOL_SIZE"),
+        description="Most database connections a process holds; each is kept once opened (no overflow to reopen).",
+    )
     kafka_bootstrap_servers: str = Field(default="127.0.0.1:9092", validation_alias=_env("KAFKA_BOOTSTRAP_SERVERS"))
     kafka_partitions: int = Field(default=6, ge=1, validation_alias=_env("KAFKA_PARTITIONS"))
     kafka_replication_factor: int = Field(default=1, ge=1, validation_alias=_env("KAFKA_REPLICATION_FACTOR"))

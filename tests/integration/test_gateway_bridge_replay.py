@@ -94,7 +94,7 @@ async def test_10000_duplicated_and_reordered_webhooks_end_in_exactly_the_right_
         database_url=infra.database_url,
         kafka_bootstrap_servers=infra.bootstrap_servers,
         stripe_webhook_secret=SecretStr(sf.SECRET),
-        database_pool_size=10,
+        database_pool_size=20,
         development=True,
     )
     service = create_service(settings)

@@ -77,7 +77,7 @@ async def payments_api(infra: Infra, **overrides: Any) -> AsyncIterator[Api]:
         kafka_bootstrap_servers=infra.bootstrap_servers,
         jwt_secret=SECRET,
         outbox_poll_seconds=0.05,
-        database_pool_size=10,
+        database_pool_size=20,
         **overrides,
     )
     service = create_service(settings)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
+from sqlalchemy.pool import QueuePool
 
 from services.payments.settings import PaymentsSettings
+from shared.db import create_engine
 from shared.settings import ServiceSettings
 
 SHARED_VARIABLES = [
@@ -127,3 +129,19 @@ class TestPaymentsSettings:
         with pytest.raises(ValidationError) as caught:
             PaymentsSettings()
         assert "http_port" in str(caught.value)
+
+
+def test_a_service_keeps_every_database_connection_it_opens_up_to_its_pool_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An overflow connection is closed when it comes back to a full pool: under steady load that was a new backend
+    # and every prepared statement again, several times a second. Nothing is connected here: the pool is only built.
+    monkeypatch.setenv("DATABASE_POOL_SIZE", "7")
+    settings = ServiceSettings()
+    assert settings.database_pool_size == 7
+    pool = create_engine(
+        "postgresql://paydesk@127.0.0.1:1/paydesk", pool_size=settings.database_pool_size
+    ).sync_engine.pool
+    assert isinstance(pool, QueuePool)
+    assert pool.size() == 7 and pool._max_overflow == 0
+    assert ServiceSettings.model_fields["database_pool_size"].default == 10  # the most it held before: 5 + 5 overflow
