@@ -13,7 +13,8 @@ process) in a temporary data directory on free ports, so it never collides with 
    `credit_note.issued`) and the KPI API (polled every 0.25 s), CPU and RSS of every process (psutil, once a
    second; a service with its children, Postgres with its backends); pgbench again;
 6. checks that the KPI totals equal the sum of the posted payments, prints one table, and writes `result.json`,
-   `chart.png` (and with `--profile` py-spy flame graphs per service) to `--out`. The table includes where a
+   `chart.png` (and with `--profile` py-spy's raw stacks per service, whose busiest functions the table lists) to
+   `--out`. The table includes where a
    payment's CPU goes: milliseconds of CPU per payment fully processed for each process in each phase, and the
    throughput ceiling that implies on this machine's cores (cores x 1000 / total ms per payment).
 
@@ -78,7 +79,7 @@ from bench.e2e_report import (  # noqa: E402
     table,
 )
 from bench.e2e_workload import Bill, Payment, Tracker, bills_of, lockbox_command, plan, post_payment  # noqa: E402
-from bench.payments_tellers import lag_quantile, loop_lag  # noqa: E402
+from bench.payments_tellers import busiest_lines, lag_quantile, loop_lag  # noqa: E402
 from paydesk.embedded import EmbeddedBroker, EmbeddedKafka, EmbeddedPostgres, free_port  # noqa: E402
 from paydesk.launcher import (  # noqa: E402
     choose_broker,
@@ -343,18 +344,21 @@ def pgbench(socket_dir: str, workdir: Path, seconds: int) -> float:
 
 
 def start_profilers(pids: dict[str, int], out: Path) -> dict[str, subprocess.Popen[bytes]]:
+    """py-spy on every service (its render processes included), writing raw stacks (the collapsed format that
+    speedscope.app or inferno draw as flame graphs). Non-blocking: py-spy's default pauses each process at every
+    sample, which slows the services under test."""
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     profilers = {}
     for name, pid in pids.items():
+        record = ["record", "-p", str(pid), "-o", str(out / f"profile-{name}.txt"), "--format", "raw", "--rate", "50"]
         profilers[name] = subprocess.Popen(
-            [py_spy, "record", "-p", str(pid), "-o", str(out / f"flame-{name}.svg"), "--rate", "50", "--subprocesses"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            [py_spy, *record, "--subprocesses", "--nonblocking"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
     return profilers
 
 
 def stop_profilers(profilers: dict[str, subprocess.Popen[bytes]], out: Path) -> dict[str, str]:
+    """Each service's raw stacks file, or why py-spy could not profile it."""
     results = {}
     for name, process in profilers.items():
         if process.poll() is None:
@@ -364,9 +368,9 @@ def stop_profilers(profilers: dict[str, subprocess.Popen[bytes]], out: Path) -> 
         except subprocess.TimeoutExpired:
             process.kill()
             output, _ = process.communicate()
-        svg = out / f"flame-{name}.svg"
-        if svg.exists():
-            results[name] = str(svg)
+        stacks = out / f"profile-{name}.txt"
+        if stacks.exists():
+            results[name] = str(stacks)
         else:
             results[name] = "py-spy could not profile it: " + output.decode(errors="replace").strip()[-300:]
     return results
@@ -504,7 +508,11 @@ def main() -> None:
     parser.add_argument("--pgbench-seconds", type=int, default=10)
     parser.add_argument("--drain-timeout", type=float, default=300, help="longest wait for a path to finish")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-results" / time.strftime("e2e-%Y%m%d-%H%M%S"))
-    parser.add_argument("--profile", action="store_true", help="py-spy flame graphs of every service")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy on every service: raw stacks to --out, busiest functions in the table",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary data directory")
     paced_mode = parser.add_argument_group("paced mode (open loop, memory over time; replaces the burst)")
     paced_mode.add_argument("--paced-rate", type=float, default=0, help="lockbox commands per second on Kafka")
@@ -712,6 +720,8 @@ def report(
         lines += internal_lines(run["internals"])
     for name, result in run["profiles"].items():
         lines.append(f"profile {name}: {result}")
+        if Path(result).exists():  # the service's busiest functions: where its CPU went, waiting excluded by py-spy
+            lines += busiest_lines(Path(result), top=12)[:14]
     text = "\n".join(lines)
     print("\n" + text, flush=True)
     (out / "table.md").write_text(text + "\n")

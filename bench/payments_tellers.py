@@ -327,8 +327,8 @@ async def tellers(
         print(f"{missing} accepted payments not seen on Kafka within 60 s", flush=True)
 
 
-def busiest(raw: Path, top: int = 25) -> None:
-    """Print the functions py-spy saw most, by own samples and by samples with the function on the stack."""
+def busiest_lines(raw: Path, top: int = 25) -> list[str]:
+    """The functions py-spy saw most in its raw stacks, by own samples and by samples with the function on the stack."""
     own: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
     total = 0
@@ -340,11 +340,16 @@ def busiest(raw: Path, top: int = 25) -> None:
         own[frames[-1]] += samples
         for frame in set(frames):
             inclusive[frame] += samples
-    print(f"py-spy: {total} samples", flush=True)
+    lines = [f"py-spy: {total} samples"]
     for title, counter in (("own", own), ("on the stack", inclusive)):
-        print(f"  busiest ({title}):", flush=True)
-        for frame, samples in counter.most_common(top):
-            print(f"    {100 * samples / total:5.1f}%  {frame}", flush=True)
+        lines.append(f"  busiest ({title}):")
+        lines += [f"    {100 * samples / total:5.1f}%  {frame}" for frame, samples in counter.most_common(top)]
+    return lines
+
+
+def busiest(raw: Path, top: int = 25) -> None:
+    for line in busiest_lines(raw, top):
+        print(line, flush=True)
 
 
 def main() -> None:
