@@ -37,7 +37,7 @@ def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
     # hide_parameters: database errors end up in logs and DLQ headers; names, addresses and amounts stay out.
     # No overflow: every connection opened is kept. With 5 kept and 5 more on demand, 16 tellers made payments open
     # and close about five connections a second (a backend started, the driver's setup queries, every prepared
-    # statement prepared again), a fifth of Postgres's CPU per payment; the most connections stays what it was.
+    # statement prepared again), a quarter of Postgres's CPU per payment; the most connections stays what it was.
     return create_async_engine(url, pool_size=pool_size, max_overflow=0, hide_parameters=True)
 
 
