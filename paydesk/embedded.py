@@ -176,6 +176,11 @@ class EmbeddedKafkaSettings(BaseSettings):
         "first minute (a heap growing towards -Xmx looked like a leak to the paced benchmark) and the collector "
         "behaves the same then as an hour later. Costs a fraction of a second at start.",
     )
+    jvm_options: str = Field(
+        default="",
+        description="More options for the broker's JVM, space-separated, after Paydesk's own (so a value given again "
+        "here wins), e.g. `-XX:TieredStopAtLevel=1` for a short run (see docs/throughput.md, session 13).",
+    )
     start_timeout_seconds: float = Field(
         default=120.0,
         gt=0,
@@ -325,6 +330,7 @@ class EmbeddedKafka:
         memory = [f"-Xms{heap}", f"-Xmx{heap}"] if broker else [f"-Xmx{heap}"]
         if broker and self.settings.pre_touch:
             memory.append("-XX:+AlwaysPreTouch")
+        extra = self.settings.jvm_options.split() if broker else []
         return [
             java,
             *memory,
@@ -332,6 +338,7 @@ class EmbeddedKafka:
             "-XX:+UseSerialGC",
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={KAFKA_CONFIG / 'log4j2.properties'}",
+            *extra,
             "-cp",
             f"{self.settings.lib_dir}/*",
             main_class,

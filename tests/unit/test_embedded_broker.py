@@ -97,3 +97,18 @@ def test_the_broker_takes_its_whole_heap_at_start_and_a_formatting_run_does_not(
     monkeypatch.setenv("PAYDESK_KAFKA_PRE_TOUCH", "false")
     untouched = EmbeddedKafka(port=0, data_dir=Path("/nonexistent"))._java_command("kafka.Kafka", broker=True)
     assert untouched[1:3] == ["-Xms256m", "-Xmx256m"] and "-XX:+AlwaysPreTouch" not in untouched
+
+
+def test_options_for_the_brokers_jvm_come_after_paydesks_own_and_only_on_the_broker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(embedded, "_java", lambda: "/opt/java/bin/java")
+    monkeypatch.setenv("PAYDESK_KAFKA_JVM_OPTIONS", " -XX:TieredStopAtLevel=1   -Xss2m ")
+    broker = EmbeddedKafka(port=0, data_dir=Path("/nonexistent"))
+    command = broker._java_command("kafka.Kafka", "server.properties", broker=True)
+    assert command.index("-XX:+UseSerialGC") < command.index("-Xss2m") < command.index("-cp"), (
+        "after Paydesk's own options, so one given again here wins"
+    )
+    assert "-XX:TieredStopAtLevel=1" in command and "" not in command
+    tool = broker._java_command("kafka.tools.StorageTool", "format")
+    assert "-XX:TieredStopAtLevel=1" not in tool and "-Xss2m" not in tool
