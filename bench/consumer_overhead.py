@@ -43,7 +43,7 @@ from services.receipts.samples import sample_payment, usd  # noqa: E402
 from shared.contracts import CONTENT_TYPE, Envelope, Topic, new_envelope  # noqa: E402
 from shared.contracts.events import ConsumerSnapshot, ItemSnapshot, PaymentOverpaid  # noqa: E402
 from shared.messaging import Delivery, EventConsumer  # noqa: E402
-from shared.service import freeze_start_up_heap  # noqa: E402
+from shared.service import settle_the_heap  # noqa: E402
 
 SERVICES = ("kpi", "collections", "payouts", "reconciliation", "credit_notes")
 
@@ -157,7 +157,7 @@ async def measure(service_name: str, args: argparse.Namespace, postgres_pid: int
     root.handlers[0].setStream(log_file.open("a"))  # type: ignore[attr-defined]
     module = __import__(f"services.{service_name}.app", fromlist=["create_service"])
     service = module.create_service()
-    freeze_start_up_heap()  # as `Service.start` does once the service is up
+    settle_the_heap()  # as `Service.start` does once the service is up
     by_topic = {c.topic: c for c in service.event_consumers}
     billing_records, bills = billing(args.accounts)
     if Topic.BILLING_RECEIVABLES in by_topic:  # the accounts and bills the payments pay

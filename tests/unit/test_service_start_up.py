@@ -41,15 +41,18 @@ class TestStartUp:
             await service.engine.dispose()
         assert frozen == [["producer", "consumers"]]
 
-    def test_leaves_later_objects_to_the_collector(self) -> None:
+    def test_leaves_later_objects_to_the_collector_which_looks_at_young_ones_less_often(self) -> None:
         gc.unfreeze()
         before = gc.get_freeze_count()
+        thresholds = gc.get_threshold()
         try:
-            shared.service.freeze_start_up_heap()
+            shared.service.settle_the_heap()
             assert gc.get_freeze_count() > before
+            assert gc.get_threshold() == (shared.service.YOUNG_COLLECTION_EVERY, *thresholds[1:])
             garbage: list[object] = []
             garbage.append(garbage)  # a cycle made after the freeze
             del garbage
             assert gc.collect() >= 1
         finally:
             gc.unfreeze()
+            gc.set_threshold(*thresholds)
